@@ -36,3 +36,18 @@ public func parallelFor(_ count: Int, minChunk: Int = 1, _ body: (Int) -> Void) 
     for i in lo..<hi { body(i) }
   }
 }
+
+/// Sums `body(lo, hi)` over a partition of `0..<count` computed across the cores; partial sums
+/// are combined in chunk order, so the result does not depend on scheduling.
+public func parallelSum(_ count: Int, minChunk: Int = 1, _ body: (Int, Int) -> Double) -> Double {
+  guard count > 0 else { return 0 }
+  let chunks = min(engineThreadCount, max(1, count / max(minChunk, 1)))
+  if chunks == 1 { return body(0, count) }
+  var partial = [Double](repeating: 0, count: chunks)
+  partial.withUnsafeMutableBufferPointer { part in
+    DispatchQueue.concurrentPerform(iterations: chunks) { chunk in
+      part[chunk] = body(count * chunk / chunks, count * (chunk + 1) / chunks)
+    }
+  }
+  return partial.reduce(0, +)
+}

@@ -1,0 +1,114 @@
+// Fully connected layers, softmax and the classification loss. Legend: N rows (batch),
+// F input features, O output features (classes).
+
+/// x · weightᵀ + bias, like `torch.nn.functional.linear`.
+/// - Parameters:
+///   - x: (N, F).
+///   - weight: (O, F).
+///   - bias: optional (O).
+/// - Returns: (N, O).
+public func linear(_ x: Tensor, weight: Tensor, bias: Tensor? = nil) -> Tensor {
+  precondition(x.rank == 2 && weight.rank == 2 && weight.shape[1] == x.shape[1],
+    "linear: input \(x.shape) does not fit weight \(weight.shape) (expects (N, F) and (O, F))")
+  let (n, f, o) = (x.shape[0], x.shape[1], weight.shape[0])
+  if let bias { precondition(bias.shape == [o], "linear: bias must be [\(o)], got \(bias.shape)") }
+  let out = Tensor.uninitialized([n, o])
+  sgemm(transA: false, transB: true, m: n, n: o, k: f, alpha: 1, a: x.pointer, lda: f,
+        b: weight.pointer, ldb: f, beta: 0, c: out.pointer, ldc: o)
+  if let bias {
+    for r in 0..<n { for j in 0..<o { out.pointer[r * o + j] += bias.pointer[j] } }
+  }
+  return record(out, inputs: [x, weight] + (bias.map { [$0] } ?? [])) { g in
+    var dx: Tensor? = nil
+    if x.requiresGrad {
+      let t = Tensor.uninitialized(x.shape)  // (N, F) = g (N, O) · W (O, F)
+      sgemm(transA: false, transB: false, m: n, n: f, k: o, alpha: 1, a: g.pointer, lda: o,
+            b: weight.pointer, ldb: f, beta: 0, c: t.pointer, ldc: f)
+      dx = t
+    }
+    let dw = Tensor.uninitialized(weight.shape)  // (O, F) = gᵀ (O, N) · x (N, F)
+    sgemm(transA: true, transB: false, m: o, n: f, k: n, alpha: 1, a: g.pointer, lda: o,
+          b: x.pointer, ldb: f, beta: 0, c: dw.pointer, ldc: f)
+    var grads: [Tensor?] = [dx, dw]
+    if bias != nil {
+      let db = Tensor(zeros: [o])
+      for r in 0..<n { for j in 0..<o { db.pointer[j] += g.pointer[r * o + j] } }
+      grads.append(db)
+    }
+    return grads
+  }
+}
+
+/// Softmax over the last axis of a vector (K) or of each row of a matrix (N, K).
+public func softmax(_ x: Tensor) -> Tensor {
+  precondition(x.rank == 1 || x.rank == 2, "softmax: needs a vector or a matrix, got \(x.shape)")
+  let k = x.shape.last!
+  let rows = x.count / max(k, 1)
+  let out = Tensor.uninitialized(x.shape)
+  for r in 0..<rows { softmaxRow(out.pointer + r * k, x.pointer + r * k, k) }
+  let saved = out.storage
+  return record(out, inputs: [x]) { g in
+    // dx = y ⊙ (g − ⟨g, y⟩) per row.
+    let dx = Tensor.uninitialized(x.shape)
+    for r in 0..<rows {
+      let (y, gr, d) = (saved.pointer + r * k, g.pointer + r * k, dx.pointer + r * k)
+      var dot: Double = 0
+      for i in 0..<k { dot += Double(gr[i] * y[i]) }
+      for i in 0..<k { d[i] = y[i] * (gr[i] - Float(dot)) }
+    }
+    return [dx]
+  }
+}
+
+/// Numerically stable softmax of one row of `k` values (max subtracted, sums in Double).
+@inline(__always)
+func softmaxRow(_ dst: UnsafeMutablePointer<Float>, _ src: UnsafePointer<Float>, _ k: Int) {
+  var top = -Float.infinity
+  for i in 0..<k { top = max(top, src[i]) }
+  var total: Double = 0
+  for i in 0..<k {
+    let e = Foundation.exp(Double(src[i] - top))
+    dst[i] = Float(e)
+    total += e
+  }
+  for i in 0..<k { dst[i] = Float(Double(dst[i]) / total) }
+}
+
+/// The mean cross-entropy of `logits` against integer class `labels`, like
+/// `torch.nn.functional.cross_entropy` (reduction = mean).
+/// - Parameters:
+///   - logits: (N, O).
+///   - labels: N class indices in 0..<O.
+/// - Returns: a scalar tensor.
+public func crossEntropy(_ logits: Tensor, labels: [Int32]) -> Tensor {
+  precondition(logits.rank == 2 && logits.shape[0] == labels.count,
+    "crossEntropy: logits \(logits.shape) need one label per row, got \(labels.count) labels")
+  let (n, k) = (logits.shape[0], logits.shape[1])
+  for (r, label) in labels.enumerated() {
+    precondition(label >= 0 && Int(label) < k, "crossEntropy: label \(label) of row \(r) is outside 0..<\(k)")
+  }
+  let probs = Storage(count: n * k, zeroed: false)
+  var loss: Double = 0
+  for r in 0..<n {
+    softmaxRow(probs.pointer + r * k, logits.pointer + r * k, k)
+    // log p computed from the logits (log-sum-exp), not from the rounded probability.
+    let row = logits.pointer + r * k
+    var top = -Float.infinity
+    for i in 0..<k { top = max(top, row[i]) }
+    var total: Double = 0
+    for i in 0..<k { total += Foundation.exp(Double(row[i] - top)) }
+    loss += Double(top) + Foundation.log(total) - Double(row[Int(labels[r])])
+  }
+  let out = Tensor(scalar: Float(loss / Double(n)))
+  return record(out, inputs: [logits]) { g in
+    let dx = Tensor.uninitialized(logits.shape)
+    let s = g.pointer[0] / Float(n)
+    for r in 0..<n {
+      for i in 0..<k { dx.pointer[r * k + i] = probs.pointer[r * k + i] * s }
+      dx.pointer[r * k + Int(labels[r])] -= s
+    }
+    return [dx]
+  }
+}
+
+import Foundation

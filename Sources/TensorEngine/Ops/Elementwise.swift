@@ -1,0 +1,115 @@
+// Element-wise ops and weighted sums. Shapes are arbitrary unless stated; element-wise loops run
+// in per-core chunks once a tensor is large enough to pay for the dispatch.
+
+private let elementwiseChunk = 1 << 15
+
+/// max(x, 0), element-wise.
+public func relu(_ x: Tensor) -> Tensor {
+  let out = Tensor.uninitialized(x.shape)
+  let (src, dst) = (x.pointer, out.pointer)
+  parallelChunks(x.count, minChunk: elementwiseChunk) { lo, hi in
+    for i in lo..<hi { dst[i] = max(src[i], 0) }
+  }
+  // The output's sign is the mask; keep its storage rather than the input's (the next op, a
+  // convolution, saves the output anyway).
+  let saved = out.storage
+  return record(out, inputs: [x]) { g in
+    let dx = Tensor.uninitialized(x.shape)
+    let (gp, mp, dp) = (g.pointer, saved.pointer, dx.pointer)
+    parallelChunks(x.count, minChunk: elementwiseChunk) { lo, hi in
+      for i in lo..<hi { dp[i] = mp[i] > 0 ? gp[i] : 0 }
+    }
+    return [dx]
+  }
+}
+
+/// a + b, element-wise.
+/// - Precondition: equal shapes.
+public func add(_ a: Tensor, _ b: Tensor) -> Tensor {
+  checkSameShape(a, b, "add")
+  let out = Tensor.uninitialized(a.shape)
+  let (pa, pb, po) = (a.pointer, b.pointer, out.pointer)
+  parallelChunks(a.count, minChunk: elementwiseChunk) { lo, hi in
+    for i in lo..<hi { po[i] = pa[i] + pb[i] }
+  }
+  return record(out, inputs: [a, b]) { g in [g, g] }
+}
+
+/// The element-wise sum of a non-empty list of equally shaped tensors.
+public func sum(_ xs: [Tensor]) -> Tensor {
+  precondition(!xs.isEmpty, "sum: needs at least one tensor")
+  for x in xs.dropFirst() { checkSameShape(xs[0], x, "sum") }
+  let out = xs[0].copy()
+  for x in xs.dropFirst() { addInPlace(out, x) }
+  return record(out, inputs: xs) { g in Array(repeating: g, count: xs.count) }
+}
+
+/// x · s for a constant s.
+public func scale(_ x: Tensor, by s: Float) -> Tensor {
+  let out = Tensor.uninitialized(x.shape)
+  let (src, dst) = (x.pointer, out.pointer)
+  parallelChunks(x.count, minChunk: elementwiseChunk) { lo, hi in
+    for i in lo..<hi { dst[i] = src[i] * s }
+  }
+  return record(out, inputs: [x]) { g in [scale(g, by: s)] }
+}
+
+/// Σₜ weights[indices[t]] · xs[t]: the weighted sum at the heart of a mixed op (α-weights) and
+/// of edge normalisation (β-weights), fused so that no w·x product is materialised.
+///
+/// - Parameters:
+///   - xs: non-empty list of equally shaped tensors.
+///   - weights: rank-1 tensor of mixing weights; gradients flow into it.
+///   - indices: for each term, the position of its weight (default 0, 1, 2, …).
+/// - Returns: a tensor of the terms' shape.
+/// - Precondition: `indices` has one valid position per term.
+public func weightedSum(_ xs: [Tensor], weights: Tensor, indices: [Int]? = nil) -> Tensor {
+  precondition(!xs.isEmpty, "weightedSum: needs at least one term")
+  precondition(weights.rank == 1, "weightedSum: weights must be rank 1, got \(weights.shape)")
+  let idx = indices ?? Array(0..<xs.count)
+  precondition(idx.count == xs.count && idx.allSatisfy { $0 >= 0 && $0 < weights.count },
+    "weightedSum: \(xs.count) terms need as many indices into \(weights.count) weights, got \(idx)")
+  for x in xs.dropFirst() { checkSameShape(xs[0], x, "weightedSum") }
+  let out = Tensor(zeros: xs[0].shape)
+  let count = out.count
+  let w = weights.pointer
+  let po = out.pointer
+  parallelChunks(count, minChunk: elementwiseChunk) { lo, hi in
+    for (t, x) in xs.enumerated() {
+      let (wt, px) = (w[idx[t]], x.pointer)
+      for i in lo..<hi { po[i] += wt * px[i] }
+    }
+  }
+  return record(out, inputs: xs + [weights]) { g in
+    let dweights = Tensor(zeros: weights.shape)
+    let gp = g.pointer
+    var grads: [Tensor?] = []
+    for (t, x) in xs.enumerated() {
+      let wt = w[idx[t]]
+      let px = x.pointer
+      // ∂/∂w = ⟨g, x⟩, summed in Double over per-core partials for accuracy.
+      let dot = parallelSum(count, minChunk: elementwiseChunk) { lo, hi in
+        var acc: Float = 0
+        for i in lo..<hi { acc += gp[i] * px[i] }
+        return Double(acc)
+      }
+      dweights.pointer[idx[t]] += Float(dot)
+      if x.requiresGrad {
+        let dx = Tensor.uninitialized(x.shape)
+        let pd = dx.pointer
+        parallelChunks(count, minChunk: elementwiseChunk) { lo, hi in
+          for i in lo..<hi { pd[i] = wt * gp[i] }
+        }
+        grads.append(dx)
+      } else {
+        grads.append(nil)
+      }
+    }
+    return grads + [dweights]
+  }
+}
+
+/// x · weights[index], a tensor scaled by one differentiable element of `weights`.
+public func scale(_ x: Tensor, byElementOf weights: Tensor, at index: Int) -> Tensor {
+  weightedSum([x], weights: weights, indices: [index])
+}

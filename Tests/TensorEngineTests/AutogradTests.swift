@@ -1,0 +1,49 @@
+import TensorEngine
+import TestSupport
+import XCTest
+
+final class AutogradTests: XCTestCase {
+  func testForwardBackwardReturnsLiveBytesToStart() {
+    let x = randomInput([4, 3, 8, 8], seed: 1)
+    let w = randomInput([6, 3, 3, 3], seed: 2)
+    let state = BatchNormState(runningMean: Tensor(zeros: [6]), runningVar: Tensor(repeating: 1, shape: [6]))
+    // One warm-up pass allocates the leaves' gradients, which then stay.
+    func pass() {
+      let y = relu(batchNorm2d(conv2d(x, weight: w, padding: 1), weight: nil, bias: nil, state: state, training: true))
+      let loss = crossEntropy(linear(globalAvgPool2d(maxPool2d(y, kernel: 3, stride: 2, padding: 1)),
+                                     weight: Tensor(repeating: 0.1, shape: [5, 6])), labels: [0, 1, 2, 3])
+      loss.backward()
+    }
+    pass()
+    let before = MemoryStats.liveBytes
+    MemoryStats.resetPeak()
+    pass()
+    XCTAssertEqual(MemoryStats.liveBytes, before, "every activation and graph node is released")
+    // The peak held at least the conv output, BN output and ReLU output (3 × 4·6·8·8 floats).
+    XCTAssertGreaterThanOrEqual(MemoryStats.peakBytes - before, 3 * 4 * 6 * 64 * 4)
+  }
+
+  func testNoGradRecordsNothing() {
+    let x = randomInput([2, 3], seed: 3)
+    let y = withNoGrad { softmax(x) }
+    XCTAssertFalse(y.requiresGrad)
+    XCTAssertTrue(softmax(x).requiresGrad)
+  }
+
+  func testGradientsAccumulateAcrossBackwardCalls() {
+    let x = Tensor(shape: [2], data: [1, 2], requiresGrad: true)
+    let w = Tensor(shape: [1], data: [3], requiresGrad: true)
+    scale(x, byElementOf: w, at: 0).backward(gradient: Tensor(shape: [2], data: [1, 1]))
+    scale(x, byElementOf: w, at: 0).backward(gradient: Tensor(shape: [2], data: [1, 1]))
+    XCTAssertEqual(x.grad?.scalars, [6, 6])
+    XCTAssertEqual(w.grad?.scalars, [6])
+  }
+
+  func testDiamondGraphSumsBothPaths() {
+    // y = relu(x) used twice: d(sum(a + a))/dx = 2 where x > 0.
+    let x = Tensor(shape: [3], data: [-1, 2, 3], requiresGrad: true)
+    let a = relu(x)
+    add(a, a).backward(gradient: Tensor(repeating: 1, shape: [3]))
+    XCTAssertEqual(x.grad?.scalars, [0, 2, 2])
+  }
+}

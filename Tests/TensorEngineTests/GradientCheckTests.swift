@@ -1,0 +1,122 @@
+// Every op's backward against central finite differences (TestSupport.checkGradients), including
+// the edge cases the DARTS search space exercises: stride 2, padding, dilation 2, groups,
+// odd sizes and the 1:-slices of FactorizedReduce.
+
+import TensorEngine
+import TestSupport
+import XCTest
+
+final class GradientCheckTests: XCTestCase {
+  /// Values spread away from 0 and from each other, so ±step never crosses a ReLU kink or
+  /// reorders a max-pool window.
+  func spreadInput(_ shape: [Int], seed: UInt64) -> Tensor {
+    let count = shape.reduce(1, *)
+    var rng = SeededGenerator(seed: seed)
+    var values = (0..<count).map { i -> Float in
+      let magnitude = 0.1 + 0.05 * Float(i)
+      return i % 2 == 0 ? magnitude : -magnitude
+    }
+    values.shuffle(using: &rng)
+    return Tensor(shape: shape, data: values, requiresGrad: true)
+  }
+
+  func testConvolutionVariants() {
+    // (name, C, O, H, W, kernel, stride, padding, dilation, groups, bias)
+    let cases: [(String, Int, Int, Int, Int, Int, Int, Int, Int, Int, Bool)] = [
+      ("3x3 pad 1 bias", 3, 4, 6, 5, 3, 1, 1, 1, 1, true),
+      ("3x3 stride 2 odd", 2, 3, 7, 7, 3, 2, 1, 1, 1, false),
+      ("3x3 dilation 2", 2, 3, 7, 6, 3, 1, 2, 2, 1, false),
+      ("grouped 2", 4, 6, 5, 5, 3, 1, 1, 1, 2, true),
+      ("1x1 direct", 3, 5, 4, 5, 1, 1, 0, 1, 1, false),
+      ("1x1 stride 2", 3, 2, 7, 7, 1, 2, 0, 1, 1, false),
+      ("depthwise 3 s1 d1", 3, 3, 6, 7, 3, 1, 1, 1, 3, false),
+      ("depthwise 5 s2 d1", 3, 3, 9, 8, 5, 2, 2, 1, 3, false),
+      ("depthwise 3 s1 d2", 2, 2, 7, 7, 3, 1, 2, 2, 2, false),
+      ("depthwise 5 s2 d2", 2, 2, 9, 9, 5, 2, 4, 2, 2, true),
+    ]
+    for (i, c) in cases.enumerated() {
+      let (name, cin, cout, h, w, k, s, p, d, g, hasBias) = c
+      let x = randomInput([2, cin, h, w], seed: UInt64(10 + i))
+      let weight = randomInput([cout, cin / g, k, k], seed: UInt64(30 + i), std: 0.5)
+      let bias = hasBias ? randomInput([cout], seed: UInt64(50 + i)) : nil
+      checkGradients("conv2d \(name)", inputs: [x, weight] + (bias.map { [$0] } ?? [])) { t in
+        conv2d(t[0], weight: t[1], bias: hasBias ? t[2] : nil, stride: s, padding: p, dilation: d, groups: g)
+      }
+    }
+  }
+
+  func testPools() {
+    let x = spreadInput([2, 3, 7, 7], seed: 1)
+    checkGradients("max 3x3 s1", inputs: [x]) { maxPool2d($0[0], kernel: 3, stride: 1, padding: 1) }
+    checkGradients("max 3x3 s2", inputs: [x]) { maxPool2d($0[0], kernel: 3, stride: 2, padding: 1) }
+    checkGradients("max 2x2 s2", inputs: [spreadInput([2, 2, 6, 6], seed: 2)]) {
+      maxPool2d($0[0], kernel: 2, stride: 2)
+    }
+    checkGradients("avg 3x3 s1", inputs: [x]) { avgPool2d($0[0], kernel: 3, stride: 1, padding: 1) }
+    checkGradients("avg 3x3 s2", inputs: [x]) { avgPool2d($0[0], kernel: 3, stride: 2, padding: 1) }
+    checkGradients("global avg", inputs: [x]) { globalAvgPool2d($0[0]) }
+  }
+
+  func testBatchNorm() {
+    let x = randomInput([3, 2, 4, 5], seed: 3)
+    let gamma = randomInput([2], seed: 4)
+    let beta = randomInput([2], seed: 5)
+    let state = BatchNormState(runningMean: Tensor(zeros: [2]), runningVar: Tensor(repeating: 1, shape: [2]))
+    checkGradients("bn train affine", inputs: [x, gamma, beta], step: 1e-3, tolerance: 2e-2) {
+      batchNorm2d($0[0], weight: $0[1], bias: $0[2], state: state, training: true)
+    }
+    checkGradients("bn train plain", inputs: [x], step: 1e-3, tolerance: 2e-2) {
+      batchNorm2d($0[0], weight: nil, bias: nil, state: state, training: true)
+    }
+    checkGradients("bn eval affine", inputs: [x, gamma, beta]) {
+      batchNorm2d($0[0], weight: $0[1], bias: $0[2], state: state, training: false)
+    }
+  }
+
+  func testElementwiseAndWeightedSums() {
+    let a = spreadInput([2, 3, 4, 4], seed: 6)
+    let b = randomInput([2, 3, 4, 4], seed: 7)
+    let c = randomInput([2, 3, 4, 4], seed: 8)
+    let w = randomInput([5], seed: 9)
+    checkGradients("relu", inputs: [a]) { relu($0[0]) }
+    checkGradients("add", inputs: [b, c]) { add($0[0], $0[1]) }
+    checkGradients("sum", inputs: [a, b, c]) { sum($0) }
+    checkGradients("scale", inputs: [b]) { scale($0[0], by: -1.5) }
+    checkGradients("weightedSum", inputs: [a, b, c, w]) {
+      weightedSum([$0[0], $0[1], $0[2]], weights: $0[3], indices: [4, 0, 2])
+    }
+    checkGradients("scale by element", inputs: [b, w]) { scale($0[0], byElementOf: $0[1], at: 3) }
+    // The same tensor twice: gradient contributions must add up, not overwrite.
+    checkGradients("add x + x", inputs: [b]) { add($0[0], $0[0]) }
+  }
+
+  func testShapeOps() {
+    let x = randomInput([2, 6, 5, 3], seed: 11)
+    let y = randomInput([2, 2, 5, 3], seed: 12)
+    checkGradients("concat", inputs: [x, y]) { concatChannels([$0[0], $0[1], $0[0]]) }
+    checkGradients("slice channels", inputs: [x]) { sliceChannels($0[0], 1..<4) }
+    checkGradients("shuffle 3", inputs: [x]) { channelShuffle($0[0], groups: 3) }
+    checkGradients("crop 1:,1:", inputs: [x]) { cropTopLeft($0[0], top: 1, left: 1) }
+    checkGradients("reshape", inputs: [x]) { reshape($0[0], [2, 90]) }
+    let m = randomInput([4, 3], seed: 13)
+    checkGradients("slice rows", inputs: [m]) { slice($0[0], 1..<3) }
+    checkGradients("concat rows", inputs: [m]) { concatRows([slice($0[0], 2..<4), slice($0[0], 0..<1)]) }
+  }
+
+  func testDenseSoftmaxAndLoss() {
+    let x = randomInput([3, 5], seed: 14)
+    let w = randomInput([4, 5], seed: 15)
+    let b = randomInput([4], seed: 16)
+    checkGradients("linear", inputs: [x, w, b]) { linear($0[0], weight: $0[1], bias: $0[2]) }
+    checkGradients("softmax rows", inputs: [x]) { softmax($0[0]) }
+    checkGradients("softmax vector", inputs: [b]) { softmax($0[0]) }
+    checkGradients("cross entropy", inputs: [x]) { crossEntropy($0[0], labels: [4, 0, 2]) }
+  }
+
+  func testZeroOpHasShapeAndNoGradient() {
+    let x = randomInput([2, 3, 7, 6], seed: 17)
+    XCTAssertEqual(zerosLike(x, stride: 1).shape, [2, 3, 7, 6])
+    XCTAssertEqual(zerosLike(x, stride: 2).shape, [2, 3, 4, 3])
+    XCTAssertEqual(zerosLike(x, stride: 2).scalars.max(), 0)
+  }
+}

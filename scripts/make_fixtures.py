@@ -1,0 +1,425 @@
+"""Generate the golden fixtures the Swift tests read (Tests/Fixtures/*.safetensors).
+
+Regenerate
+----------
+    apt-get install python3-torch        # Debian torch 1.13; no pip packages needed
+    /usr/bin/python3 scripts/make_fixtures.py [--out Tests/Fixtures]
+
+Everything is deterministic (fixed torch.manual_seed per case).  Inputs AND
+outputs are stored, so the Swift side needs no RNG parity with torch.
+
+Conventions
+-----------
+* Format: safetensors written by scripts/safetensors_io.py.  All float tensors
+  are F32, integer tensors (labels, num_batches_tracked) are I64.  Scalars
+  (losses, norms) are stored with shape [1].
+* Inputs are drawn in float32; every forward/backward is then evaluated in
+  float64 and the results are rounded to float32 once, so the fixture holds the
+  (nearly) exact answer for the stored float32 inputs.
+* Top-level metadata `generator` = "scripts/make_fixtures.py, torch <version>".
+* ops.safetensors: each case `<case>` is a group of tensors `<case>.<tensor>`
+  and metadata `<case>` is a JSON string of its parameters (always with a
+  "kind" field).  Gradient cases store a random upstream gradient `grad_out`,
+  the forward output `out` and `grad_<input>` = d(sum(out * grad_out))/d input.
+* tiny_network_K{1,4}.safetensors: the PC-DARTS search Network (C=8, layers=5,
+  10 classes, steps 4, multiplier 4, stem multiplier 3) in training mode:
+    - every state_dict() entry under its exact official name, BEFORE the forward
+    - `alphas_normal`, `alphas_reduce` [14, 8], `betas_normal`, `betas_reduce` [14]
+      (0.5 * randn instead of the official 1e-3 so the softmax weights differ)
+    - `input` [2, 3, 16, 16], `target` I64 [2]
+    - `logits` [2, 10], `loss` [1] (mean cross entropy)
+    - `grad.<name>` for the four arch params and several weights
+    - `after.<buffer name>` running statistics after the single forward
+  metadata: `network` (JSON of the constructor arguments etc.), `genotype`
+  (str of the official Genotype namedtuple), `param_count`, `grad_names`,
+  `after_names`.
+"""
+
+import argparse
+import json
+import math
+import os
+import sys
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import safetensors_io  # noqa: E402
+from pcdarts_torch import Network, channel_shuffle, count_parameters  # noqa: E402
+
+GENERATOR = "scripts/make_fixtures.py, torch %s" % torch.__version__
+DT = torch.float64
+
+
+def f32(t):
+    return t.detach().to(torch.float32).contiguous()
+
+
+def scalar(t):
+    return f32(t).reshape(1)
+
+
+class Fixture:
+    def __init__(self):
+        self.tensors = {}
+        self.metadata = {"generator": GENERATOR}
+
+    def case(self, name, params, **tensors):
+        assert name not in self.metadata, name
+        self.metadata[name] = json.dumps(params, sort_keys=True)
+        for key, value in tensors.items():
+            full = "%s.%s" % (name, key)
+            assert full not in self.tensors, full
+            self.tensors[full] = value
+
+    def save(self, path):
+        safetensors_io.save(path, self.tensors, self.metadata)
+        size = os.path.getsize(path)
+        print("wrote %s (%d tensors, %d bytes)" % (path, len(self.tensors), size))
+        return size
+
+
+def randn(*shape):
+    return torch.randn(*shape, dtype=torch.float32)
+
+
+def grad_case(fx, name, params, fn, inputs):
+    """inputs: ordered {name: float32 tensor}; fn(**double_inputs) -> output."""
+    leaves = {k: v.to(DT).requires_grad_(True) for k, v in inputs.items()}
+    out = fn(**leaves)
+    grad_out = randn(*out.shape)
+    out.backward(grad_out.to(DT))
+    tensors = dict(inputs)
+    tensors["out"] = f32(out)
+    tensors["grad_out"] = grad_out
+    for k, v in leaves.items():
+        tensors["grad_" + k] = f32(v.grad)
+    fx.case(name, params, **tensors)
+    return out
+
+
+# --------------------------------------------------------------------------
+# ops.safetensors
+# --------------------------------------------------------------------------
+
+CONV_CASES = [
+    # name, N, Cin, Cout, H, W, k, stride, padding, dilation, groups, bias
+    ("conv3x3_bias", 2, 3, 4, 6, 5, 3, 1, 1, 1, 1, True),
+    ("conv3x3_s2", 2, 3, 4, 7, 7, 3, 2, 1, 1, 1, False),
+    ("conv3x3_d2", 2, 3, 4, 8, 7, 3, 1, 2, 2, 1, False),
+    ("conv3x3_g2", 2, 4, 6, 6, 6, 3, 1, 1, 1, 2, True),
+    ("dw3_s1_d1", 2, 4, 4, 7, 7, 3, 1, 1, 1, 4, False),
+    ("dw3_s2_d1", 2, 4, 4, 8, 8, 3, 2, 1, 1, 4, False),
+    ("dw5_s1_d1", 2, 4, 4, 7, 7, 5, 1, 2, 1, 4, False),
+    ("dw5_s2_d1", 2, 4, 4, 8, 8, 5, 2, 2, 1, 4, False),
+    ("dw3_s1_d2", 2, 4, 4, 7, 7, 3, 1, 2, 2, 4, False),
+    ("dw3_s2_d2", 2, 4, 4, 8, 8, 3, 2, 2, 2, 4, False),
+    ("dw5_s1_d2", 2, 4, 4, 9, 9, 5, 1, 4, 2, 4, False),
+    ("dw5_s2_d2", 2, 4, 4, 8, 8, 5, 2, 4, 2, 4, False),
+    ("dw3_s2_d1_odd", 2, 3, 3, 7, 7, 3, 2, 1, 1, 3, False),
+    ("conv1x1", 2, 6, 4, 5, 5, 1, 1, 0, 1, 1, False),
+    ("conv1x1_s2", 2, 6, 4, 8, 8, 1, 2, 0, 1, 1, False),
+    ("conv1x1_s2_odd", 2, 6, 4, 7, 7, 1, 2, 0, 1, 1, False),
+]
+
+
+def add_conv_cases(fx):
+    for i, (name, n, cin, cout, h, w, k, s, p, d, g, bias) in enumerate(CONV_CASES):
+        torch.manual_seed(100 + i)
+        inputs = {"x": randn(n, cin, h, w), "weight": randn(cout, cin // g, k, k) * 0.5}
+        if bias:
+            inputs["bias"] = randn(cout)
+
+        def fn(x, weight, bias=None):
+            return F.conv2d(x, weight, bias, stride=s, padding=p, dilation=d, groups=g)
+
+        params = {"kind": "conv2d", "stride": s, "padding": p, "dilation": d, "groups": g,
+                  "has_bias": bias, "kernel_size": k}
+        out = grad_case(fx, "conv." + name, params, fn, inputs)
+        expected = (h + 2 * p - d * (k - 1) - 1) // s + 1
+        assert tuple(out.shape) == (n, cout, expected, (w + 2 * p - d * (k - 1) - 1) // s + 1)
+
+
+def add_batchnorm_cases(fx):
+    eps, momentum = 1e-5, 0.1
+    # training mode, affine
+    torch.manual_seed(200)
+    x = randn(3, 4, 5, 5) * 2.0 + 0.7
+    weight, bias = randn(4), randn(4)
+    rm, rv = torch.zeros(4, dtype=DT), torch.ones(4, dtype=DT)
+
+    def train_affine(x, weight, bias):
+        return F.batch_norm(x, rm, rv, weight, bias, training=True, momentum=momentum, eps=eps)
+
+    grad_case(fx, "bn.train_affine",
+              {"kind": "batch_norm", "training": True, "affine": True, "eps": eps,
+               "momentum": momentum, "running_init": "mean 0, var 1",
+               "running_var": "unbiased batch variance"},
+              train_affine, {"x": x, "weight": weight, "bias": bias})
+    fx.tensors["bn.train_affine.running_mean"] = f32(rm)
+    fx.tensors["bn.train_affine.running_var"] = f32(rv)
+    # cross-check the running-stat update rule
+    xd = x.to(DT)
+    mean = xd.mean(dim=(0, 2, 3))
+    var_unbiased = xd.var(dim=(0, 2, 3), unbiased=True)
+    assert torch.allclose(rm, momentum * mean)
+    assert torch.allclose(rv, (1 - momentum) + momentum * var_unbiased)
+
+    # training mode, non-affine (as every BN inside the cells)
+    torch.manual_seed(201)
+    x = randn(2, 3, 4, 6) * 1.5 - 0.3
+    rm2, rv2 = torch.zeros(3, dtype=DT), torch.ones(3, dtype=DT)
+
+    def train_plain(x):
+        return F.batch_norm(x, rm2, rv2, None, None, training=True, momentum=momentum, eps=eps)
+
+    grad_case(fx, "bn.train_noaffine",
+              {"kind": "batch_norm", "training": True, "affine": False, "eps": eps,
+               "momentum": momentum, "running_init": "mean 0, var 1"},
+              train_plain, {"x": x})
+    fx.tensors["bn.train_noaffine.running_mean"] = f32(rm2)
+    fx.tensors["bn.train_noaffine.running_var"] = f32(rv2)
+
+    # eval mode, affine, given running statistics
+    torch.manual_seed(202)
+    x = randn(2, 4, 3, 3)
+    weight, bias = randn(4), randn(4)
+    rm_in = randn(4) * 0.5
+    rv_in = torch.rand(4) + 0.5
+
+    def eval_affine(x, weight, bias):
+        return F.batch_norm(x, rm_in.to(DT), rv_in.to(DT), weight, bias, training=False,
+                            momentum=momentum, eps=eps)
+
+    grad_case(fx, "bn.eval_affine",
+              {"kind": "batch_norm", "training": False, "affine": True, "eps": eps},
+              eval_affine, {"x": x, "weight": weight, "bias": bias})
+    fx.tensors["bn.eval_affine.running_mean_in"] = rm_in
+    fx.tensors["bn.eval_affine.running_var_in"] = rv_in
+
+
+def add_pool_cases(fx):
+    cases = [
+        ("max3_s1_p1", "max_pool2d", 3, 1, 1, (2, 3, 7, 7)),
+        ("max3_s2_p1", "max_pool2d", 3, 2, 1, (2, 3, 7, 7)),
+        ("max3_s2_p1_even", "max_pool2d", 3, 2, 1, (2, 3, 8, 8)),
+        ("avg3_s1_p1", "avg_pool2d", 3, 1, 1, (2, 3, 7, 7)),
+        ("avg3_s2_p1", "avg_pool2d", 3, 2, 1, (2, 3, 7, 7)),
+        ("avg3_s2_p1_even", "avg_pool2d", 3, 2, 1, (2, 3, 8, 8)),
+        ("max2_s2", "max_pool2d", 2, 2, 0, (2, 3, 8, 8)),
+        ("max2_s2_odd", "max_pool2d", 2, 2, 0, (2, 3, 7, 7)),
+    ]
+    for i, (name, kind, k, s, p, shape) in enumerate(cases):
+        torch.manual_seed(300 + i)
+        x = randn(*shape)
+        if kind == "max_pool2d":
+            def fn(x, k=k, s=s, p=p):
+                return F.max_pool2d(x, k, stride=s, padding=p)
+            params = {"kind": kind, "kernel_size": k, "stride": s, "padding": p}
+        else:
+            def fn(x, k=k, s=s, p=p):
+                return F.avg_pool2d(x, k, stride=s, padding=p, count_include_pad=False)
+            params = {"kind": kind, "kernel_size": k, "stride": s, "padding": p,
+                      "count_include_pad": False}
+        grad_case(fx, "pool." + name, params, fn, {"x": x})
+    torch.manual_seed(310)
+    grad_case(fx, "pool.global_avg", {"kind": "adaptive_avg_pool2d", "output_size": 1},
+              lambda x: F.adaptive_avg_pool2d(x, 1), {"x": randn(2, 5, 7, 7)})
+
+
+def add_misc_cases(fx):
+    torch.manual_seed(400)
+    grad_case(fx, "linear", {"kind": "linear", "has_bias": True},
+              lambda x, weight, bias: F.linear(x, weight, bias),
+              {"x": randn(3, 5), "weight": randn(4, 5), "bias": randn(4)})
+    torch.manual_seed(401)
+    grad_case(fx, "softmax.vector", {"kind": "softmax", "dim": -1},
+              lambda x: F.softmax(x, dim=-1), {"x": randn(8) * 2})
+    torch.manual_seed(402)
+    grad_case(fx, "softmax.rows", {"kind": "softmax", "dim": -1},
+              lambda x: F.softmax(x, dim=-1), {"x": randn(14, 8) * 2})
+    torch.manual_seed(403)
+    logits = randn(4, 10) * 2
+    target = torch.tensor([3, 0, 9, 3], dtype=torch.int64)
+    grad_case(fx, "cross_entropy", {"kind": "cross_entropy", "reduction": "mean"},
+              lambda logits: F.cross_entropy(logits, target).reshape(1), {"logits": logits})
+    fx.tensors["cross_entropy.target"] = target
+    torch.manual_seed(404)
+    grad_case(fx, "channel_shuffle", {"kind": "channel_shuffle", "groups": 4},
+              lambda x: channel_shuffle(x, 4), {"x": randn(2, 8, 3, 3)})
+
+
+def add_optimizer_cases(fx):
+    torch.manual_seed(500)
+    p0 = randn(3, 4)
+    grads = [randn(3, 4) for _ in range(3)]
+
+    def run(make_opt):
+        p = p0.to(DT).clone().requires_grad_(True)
+        opt = make_opt([p])
+        states = []
+        for g in grads:
+            p.grad = g.to(DT).clone()
+            opt.step()
+            states.append(f32(p))
+        return states
+
+    sgd_params = {"lr": 0.1, "momentum": 0.9, "weight_decay": 3e-4, "dampening": 0,
+                  "nesterov": False}
+    p1, p2, p3 = run(lambda ps: torch.optim.SGD(ps, lr=0.1, momentum=0.9, weight_decay=3e-4))
+    # hand check: buf = g + wd p (step 1), buf = m buf + g + wd p; p -= lr buf
+    p, buf = p0.to(DT), None
+    for g in grads:
+        d = g.to(DT) + 3e-4 * p
+        buf = d if buf is None else 0.9 * buf + d
+        p = p - 0.1 * buf
+    assert torch.allclose(p.float(), p3, atol=1e-6)
+    fx.case("sgd", dict(sgd_params, kind="sgd"), p0=p0, g1=grads[0], g2=grads[1], g3=grads[2],
+            p1=p1, p2=p2, p3=p3)
+
+    adam_params = {"lr": 6e-4, "betas": [0.5, 0.999], "eps": 1e-8, "weight_decay": 1e-3,
+                   "amsgrad": False, "weight_decay_mode": "L2 added to the gradient"}
+    p1, p2, p3 = run(lambda ps: torch.optim.Adam(ps, lr=6e-4, betas=(0.5, 0.999),
+                                                 weight_decay=1e-3))
+    p, m, v = p0.to(DT), 0.0, 0.0
+    for t, g in enumerate(grads, start=1):
+        d = g.to(DT) + 1e-3 * p
+        m = 0.5 * m + 0.5 * d
+        v = 0.999 * v + 0.001 * d * d
+        mhat, vhat = m / (1 - 0.5 ** t), v / (1 - 0.999 ** t)
+        p = p - 6e-4 * mhat / (vhat.sqrt() + 1e-8)
+    assert torch.allclose(p.float(), p3, atol=1e-6)
+    fx.case("adam", dict(adam_params, kind="adam"), p0=p0, g1=grads[0], g2=grads[1],
+            g3=grads[2], p1=p1, p2=p2, p3=p3)
+
+    # cosine annealing as train_search.py uses it: lr(e) for epoch e = 0..49
+    for name, eta_min in (("cosine.eta0", 0.0), ("cosine.eta0_001", 0.001)):
+        closed = [eta_min + (0.1 - eta_min) * (1 + math.cos(math.pi * e / 50)) / 2
+                  for e in range(50)]
+        q = torch.zeros(1, requires_grad=True)
+        opt = torch.optim.SGD([q], lr=0.1)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=50.0, eta_min=eta_min)
+        from_torch = []
+        for _ in range(50):
+            from_torch.append(opt.param_groups[0]["lr"])
+            opt.step()
+            sched.step()
+        diff = max(abs(a - b) for a, b in zip(closed, from_torch))
+        print("%s: max |closed form - torch scheduler| = %.3g, lr[0]=%.6f lr[25]=%.6f lr[49]=%.8f"
+              % (name, diff, closed[0], closed[25], closed[49]))
+        assert diff < 1e-12
+        fx.case(name, {"kind": "cosine_annealing", "base_lr": 0.1, "T_max": 50,
+                       "eta_min": eta_min, "epochs": 50,
+                       "rule": "lrs[e] = eta_min + (base_lr - eta_min) * (1 + cos(pi e / T_max)) / 2"},
+                lrs=torch.tensor(closed, dtype=torch.float32))
+
+    torch.manual_seed(501)
+    g1, g2 = randn(3, 4) * 2, randn(5) * 2
+    a = g1.to(DT).clone().requires_grad_(True)
+    b = g2.to(DT).clone().requires_grad_(True)
+    a.grad, b.grad = g1.to(DT).clone(), g2.to(DT).clone()
+    total = torch.nn.utils.clip_grad_norm_([a, b], max_norm=5.0)
+    print("clip: total norm %.6f (> 5), scale %.6f" % (float(total), 5.0 / (float(total) + 1e-6)))
+    assert float(total) > 5.0
+    fx.case("clip", {"kind": "clip_grad_norm", "max_norm": 5.0, "norm_type": 2,
+                     "rule": "g *= min(1, max_norm / (total_norm + 1e-6))"},
+            g1=g1, g2=g2, g1_clipped=f32(a.grad), g2_clipped=f32(b.grad), total_norm=scalar(total))
+
+
+def make_ops(out_dir):
+    fx = Fixture()
+    add_conv_cases(fx)
+    add_batchnorm_cases(fx)
+    add_pool_cases(fx)
+    add_misc_cases(fx)
+    add_optimizer_cases(fx)
+    return fx.save(os.path.join(out_dir, "ops.safetensors"))
+
+
+# --------------------------------------------------------------------------
+# tiny_network_K*.safetensors
+# --------------------------------------------------------------------------
+
+NET = {"C": 8, "num_classes": 10, "layers": 5, "steps": 4, "multiplier": 4,
+       "stem_multiplier": 3, "arch_init_scale": 0.5}
+
+
+def make_network(out_dir, k, seed):
+    torch.manual_seed(seed)
+    net = Network(NET["C"], NET["num_classes"], NET["layers"], steps=NET["steps"],
+                  multiplier=NET["multiplier"], stem_multiplier=NET["stem_multiplier"],
+                  k=k, arch_init_scale=NET["arch_init_scale"])
+    net.train()
+    tensors = {name: value.detach().clone() for name, value in net.state_dict().items()}
+    arch_names = ["alphas_normal", "alphas_reduce", "betas_normal", "betas_reduce"]
+    for name, value in zip(arch_names, net.arch_parameters()):
+        tensors[name] = value.detach().clone()
+    x = randn(2, 3, 16, 16)
+    target = torch.randint(0, NET["num_classes"], (2,), dtype=torch.int64)
+    tensors["input"], tensors["target"] = x, target
+    genotype = str(net.genotype())  # from the float32 arch params, as the official code
+    param_count = count_parameters(net)
+
+    # evaluate in float64 on exactly the stored float32 values
+    net.double()
+    doubled = [p.detach().to(DT).requires_grad_(True) for p in net.arch_parameters()]
+    net.alphas_normal, net.alphas_reduce, net.betas_normal, net.betas_reduce = doubled
+    net._arch_parameters = doubled
+    logits = net(x.to(DT))
+    loss = F.cross_entropy(logits, target)
+    loss.backward()
+    tensors["logits"] = f32(logits)
+    tensors["loss"] = scalar(loss)
+
+    named = dict(net.named_parameters())
+    grad_names = ["stem.0.weight", "stem.1.weight", "classifier.weight", "classifier.bias",
+                  "cells.0.preprocess0.op.1.weight", "cells.2.preprocess0.conv_1.weight",
+                  "cells.0._ops.3._ops.4.op.1.weight", "cells.0._ops.3._ops.4.op.6.weight",
+                  "cells.1._ops.0._ops.3.conv_2.weight", "cells.4._ops.13._ops.7.op.2.weight"]
+    for name, value in zip(arch_names, doubled):
+        tensors["grad." + name] = f32(value.grad)
+    for name in grad_names:
+        tensors["grad." + name] = f32(named[name].grad)
+    buffers = dict(net.named_buffers())
+    after_names = ["stem.1.running_mean", "stem.1.running_var",
+                   "cells.0.preprocess0.op.2.running_var",
+                   "cells.0._ops.0._ops.1.1.running_mean",
+                   "cells.1._ops.0._ops.2.1.running_var"]
+    for name in after_names:
+        tensors["after." + name] = f32(buffers[name])
+
+    meta = {
+        "generator": GENERATOR,
+        "network": json.dumps(dict(NET, K=k, seed=seed, batch=2, input_hw=16, mode="train",
+                                   loss="cross_entropy mean", compute_dtype="float64"),
+                              sort_keys=True),
+        "genotype": genotype,
+        "param_count": str(param_count),
+        "grad_names": json.dumps(["grad." + n for n in arch_names + grad_names]),
+        "after_names": json.dumps(["after." + n for n in after_names]),
+    }
+    path = os.path.join(out_dir, "tiny_network_K%d.safetensors" % k)
+    safetensors_io.save(path, tensors, meta)
+    print("wrote %s (%d tensors, %d bytes) K=%d params=%d loss=%.6f" %
+          (path, len(tensors), os.path.getsize(path), k, param_count, float(loss)))
+    print("  genotype:", genotype)
+    print("  grad.alphas_normal norm %.6g, grad.betas_normal %s" %
+          (float(doubled[0].grad.norm()), [round(v, 6) for v in doubled[2].grad.tolist()[:4]]))
+    return os.path.getsize(path)
+
+
+def main():
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", default=os.path.join(root, "Tests", "Fixtures"))
+    args = parser.parse_args()
+    os.makedirs(args.out, exist_ok=True)
+    torch.set_num_threads(1)
+    make_ops(args.out)
+    make_network(args.out, 1, seed=11)
+    make_network(args.out, 4, seed=14)
+
+
+if __name__ == "__main__":
+    main()
