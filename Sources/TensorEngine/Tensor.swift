@@ -89,8 +89,13 @@ public final class Tensor: @unchecked Sendable {
   public let shape: [Int]
   /// The elements, row-major.
   public let storage: Storage
-  /// Whether gradients flow to (or through) this tensor.
-  public internal(set) var requiresGrad: Bool
+  /// Whether gradients flow to (or through) this tensor. Settable on leaves, to freeze or
+  /// unfreeze a parameter (a frozen parameter costs its ops no gradient work).
+  public var requiresGrad: Bool {
+    willSet {
+      precondition(node == nil, "requiresGrad: only a leaf tensor can be frozen or unfrozen")
+    }
+  }
   /// The accumulated gradient of a leaf after ``backward()``; `nil` before any.
   public var grad: Tensor?
   /// The operation that produced this tensor, while its graph is alive.

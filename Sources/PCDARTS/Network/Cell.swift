@@ -1,0 +1,71 @@
+// A search cell (DARTS §2.1 with PC-DARTS's edge normalisation, §3.3). Legend: N batch,
+// C the cell's channels, H×W its input plane.
+
+import TensorEngine
+
+/// A DAG of two input nodes, `steps` intermediate nodes and one mixed op per edge i → j (i < j).
+///
+/// Node j = Σᵢ βⱼ,ᵢ · mixedopᵢⱼ(xᵢ), where βⱼ = softmax over node j's in-edge parameters (edge
+/// normalisation); the output concatenates the last `multiplier` nodes.
+public final class Cell: Module {
+  public let preprocess0: Layer, preprocess1: Layer
+  /// One mixed op per edge, in the order (node 2: inputs 0, 1), (node 3: 0, 1, 2), …
+  public let ops: ModuleList<MixedOp>
+  public let steps: Int, multiplier: Int
+  public let reduction: Bool
+
+  /// - Parameters:
+  ///   - previousPrevious, previous: channels of the two inputs.
+  ///   - channels: C, each node's channel count.
+  ///   - reductionPrevious: whether the previous cell halved the resolution, in which case input 0
+  ///     (from two cells back) is reduced by a FactorizedReduce.
+  public init(
+    steps: Int, multiplier: Int, previousPrevious: Int, previous: Int, channels: Int,
+    reduction: Bool, reductionPrevious: Bool, partialChannels k: Int, space: SearchSpace,
+    rng: inout SeededGenerator
+  ) {
+    preprocess0 = reductionPrevious
+      ? FactorizedReduce(inChannels: previousPrevious, outChannels: channels, affine: false, rng: &rng)
+      : ReLUConvBN(inChannels: previousPrevious, outChannels: channels, kernelSize: 1, stride: 1,
+                   padding: 0, affine: false, rng: &rng)
+    preprocess1 = ReLUConvBN(inChannels: previous, outChannels: channels, kernelSize: 1, stride: 1,
+                             padding: 0, affine: false, rng: &rng)
+    var edges: [MixedOp] = []
+    for node in 0..<steps {
+      for input in 0..<(2 + node) {
+        let stride = reduction && input < 2 ? 2 : 1
+        edges.append(MixedOp(channels: channels, stride: stride, partialChannels: k, space: space, rng: &rng))
+      }
+    }
+    ops = ModuleList(edges)
+    (self.steps, self.multiplier, self.reduction) = (steps, multiplier, reduction)
+  }
+
+  public override var children: [(String, Module)] {
+    [("preprocess0", preprocess0), ("preprocess1", preprocess1), ("_ops", ops)]
+  }
+
+  /// - Parameters:
+  ///   - s0, s1: the outputs of the cells two back and one back, (N, ·, H, W).
+  ///   - opWeights: (edges, primitives), softmax(α) row per edge.
+  ///   - edgeWeights: (edges), the edge-normalised β weights.
+  /// - Returns: (N, multiplier·C, H/s, W/s).
+  public func callAsFunction(_ s0: Tensor, _ s1: Tensor, opWeights: Tensor, edgeWeights: Tensor) -> Tensor {
+    var states = [preprocess0(s0), preprocess1(s1)]
+    var edge = 0
+    for _ in 0..<steps {
+      var terms: [Tensor] = []
+      for h in states {
+        terms.append(ops[edge + terms.count](h, weights: row(opWeights, edge + terms.count)))
+      }
+      states.append(weightedSum(terms, weights: edgeWeights, indices: Array(edge..<edge + terms.count)))
+      edge += terms.count
+    }
+    return concatChannels(Array(states.suffix(multiplier)))
+  }
+}
+
+/// Row `i` of a matrix as a vector (differentiable).
+func row(_ m: Tensor, _ i: Int) -> Tensor {
+  reshape(slice(m, i..<i + 1), [m.shape[1]])
+}

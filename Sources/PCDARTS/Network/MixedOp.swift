@@ -1,0 +1,43 @@
+// The partial-channel mixed op of PC-DARTS (Xu et al. 2020, §3.2). Legend: N batch, C channels
+// on the edge, K the partial-channel factor, H×W the input plane, s the edge's stride.
+
+import TensorEngine
+
+/// One edge of a search cell: the softmax(α)-weighted sum of every candidate operation, applied
+/// to the first C/K channels only; the other channels bypass the operations (through a 2×2 max
+/// pool on stride-2 edges), then the two parts are concatenated and channel-shuffled with K
+/// groups. With K = 1 this is DARTS's mixed op (no slicing, no shuffle).
+public final class MixedOp: Module {
+  /// One operation per primitive of the search space, built for C/K channels (`_ops.<i>`).
+  public let ops: ModuleList<Layer>
+  /// Which entries of ``ops`` run (all but `none`, which contributes exactly zero).
+  let active: [Int]
+  public let channels: Int, stride: Int, partialChannels: Int
+
+  /// - Precondition: `partialChannels` divides `channels`.
+  public init(channels: Int, stride: Int, partialChannels k: Int, space: SearchSpace, rng: inout SeededGenerator) {
+    precondition(k >= 1 && channels % k == 0, "MixedOp: K = \(k) must divide the \(channels) channels")
+    (self.channels, self.stride, self.partialChannels) = (channels, stride, k)
+    var made: [Layer] = []
+    for primitive in space.primitives { made.append(primitive.make(channels / k, stride, &rng)) }
+    ops = ModuleList(made)
+    active = space.primitives.indices.filter { space.primitives[$0].name != Primitive.noneName }
+  }
+
+  public override var children: [(String, Module)] { [("_ops", ops)] }
+
+  /// - Parameters:
+  ///   - x: (N, C, H, W).
+  ///   - weights: (number of primitives), softmax(α) of this edge.
+  /// - Returns: (N, C, H/s, W/s).
+  public func callAsFunction(_ x: Tensor, weights: Tensor) -> Tensor {
+    precondition(x.shape[1] == channels, "MixedOp: expects \(channels) channels, got input \(x.shape)")
+    let k = partialChannels
+    let part = k == 1 ? x : sliceChannels(x, 0..<channels / k)
+    let mixed = weightedSum(active.map { ops[$0](part) }, weights: weights, indices: active)
+    if k == 1 { return mixed }
+    var bypass = sliceChannels(x, channels / k..<channels)
+    if stride == 2 { bypass = maxPool2d(bypass, kernel: 2, stride: 2) }
+    return channelShuffle(concatChannels([mixed, bypass]), groups: k)
+  }
+}

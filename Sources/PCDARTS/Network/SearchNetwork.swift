@@ -1,0 +1,207 @@
+// The PC-DARTS super-net (model_search.py's Network). Legend: N batch, C initial channels,
+// H×W the input image, E edges per cell (14 for 4 nodes), P primitives (8).
+
+import Foundation
+import TensorEngine
+
+/// The shape of a search network; the defaults are the paper's CIFAR-10 settings.
+public struct NetworkConfig: Codable, Equatable, Sendable {
+  /// C: channels of the first cells (the stem has 3·C).
+  public var initChannels = 16
+  /// Cells; the reduction cells sit at ⌊layers/3⌋ and ⌊2·layers/3⌋.
+  public var layers = 8
+  public var classes = 10
+  /// Intermediate nodes per cell.
+  public var steps = 4
+  /// How many of the last nodes the cell output concatenates.
+  public var multiplier = 4
+  public var stemMultiplier = 3
+  /// K: 1/K of each edge's channels go through the candidate operations.
+  public var partialChannels = 4
+  /// Image channels (3; Fashion-MNIST is repeated to 3).
+  public var inputChannels = 3
+
+  public init(
+    initChannels: Int = 16, layers: Int = 8, classes: Int = 10, partialChannels: Int = 4,
+    steps: Int = 4, multiplier: Int = 4, stemMultiplier: Int = 3
+  ) {
+    self.initChannels = initChannels
+    self.layers = layers
+    self.classes = classes
+    self.partialChannels = partialChannels
+    self.steps = steps
+    self.multiplier = multiplier
+    self.stemMultiplier = stemMultiplier
+  }
+
+  /// Edges per cell: 2 + 3 + … + (steps + 1).
+  public var edgesPerCell: Int { (0..<steps).reduce(0) { $0 + 2 + $1 } }
+
+  /// Whether cell `i` halves the resolution and doubles the channels.
+  public func isReduction(_ i: Int) -> Bool { i == layers / 3 || i == 2 * layers / 3 }
+
+  /// The channel count of every cell's nodes.
+  public var cellChannels: [Int] {
+    var c = initChannels
+    return (0..<layers).map { i in
+      if isReduction(i) { c *= 2 }
+      return c
+    }
+  }
+
+  /// Checks the configuration, naming the first problem and what to change.
+  public func validate() throws {
+    func fail(_ message: String) throws { throw SearchError.invalidConfiguration(message) }
+    if initChannels < 1 { try fail("--init-channels must be at least 1, got \(initChannels)") }
+    if layers < 3 { try fail("--layers must be at least 3 (the two reduction cells need room), got \(layers)") }
+    if classes < 2 { try fail("the dataset needs at least 2 classes, got \(classes)") }
+    if steps < 1 || multiplier < 1 || multiplier > steps + 2 {
+      try fail("steps \(steps) and multiplier \(multiplier) must satisfy 1 ≤ multiplier ≤ steps + 2")
+    }
+    if partialChannels < 1 { try fail("--K must be at least 1, got \(partialChannels)") }
+    for (i, c) in cellChannels.enumerated() {
+      if c % partialChannels != 0 {
+        try fail("K = \(partialChannels) does not divide the \(c) channels of cell \(i); "
+          + "choose a K that divides \(c) (e.g. 1, 2 or 4) or change --init-channels")
+      }
+      if isReduction(i) && (c / partialChannels) % 2 != 0 {
+        try fail("cell \(i) is a reduction cell with \(c)/K = \(c / partialChannels) channels per op; "
+          + "its skip_connect (FactorizedReduce) needs an even count: lower K or raise --init-channels")
+      }
+    }
+  }
+}
+
+/// Errors of the search layer; each description names the problem and what to do.
+public enum SearchError: Error, CustomStringConvertible, Equatable {
+  case invalidConfiguration(String)
+  case checkpointMismatch(String)
+  case nonFiniteLoss(String)
+  case invalidGenotype(String)
+
+  public var description: String {
+    switch self {
+    case .invalidConfiguration(let m): return "invalid configuration: \(m)"
+    case .checkpointMismatch(let m): return "checkpoint does not match: \(m)"
+    case .nonFiniteLoss(let m): return "the loss is not finite: \(m)"
+    case .invalidGenotype(let m): return "invalid genotype: \(m)"
+    }
+  }
+}
+
+/// The architecture parameters: α (E, P) per cell type and β (E) per cell type.
+public final class ArchitectureParameters {
+  public let alphasNormal: Tensor, alphasReduce: Tensor
+  public let betasNormal: Tensor, betasReduce: Tensor
+
+  /// Initialised as 1e-3 · N(0, 1), as the official code does.
+  public init(edges: Int, primitives: Int, rng: inout SeededGenerator) {
+    alphasNormal = Tensor.randomNormal([edges, primitives], std: 1e-3, using: &rng, requiresGrad: true)
+    alphasReduce = Tensor.randomNormal([edges, primitives], std: 1e-3, using: &rng, requiresGrad: true)
+    betasNormal = Tensor.randomNormal([edges], std: 1e-3, using: &rng, requiresGrad: true)
+    betasReduce = Tensor.randomNormal([edges], std: 1e-3, using: &rng, requiresGrad: true)
+  }
+
+  /// The four tensors with their official names, in the official order.
+  public var named: [(String, Tensor)] {
+    [("alphas_normal", alphasNormal), ("alphas_reduce", alphasReduce),
+     ("betas_normal", betasNormal), ("betas_reduce", betasReduce)]
+  }
+
+  /// The four tensors, in the official order.
+  public var all: [Tensor] { named.map(\.1) }
+}
+
+/// The PC-DARTS search network: stem, `layers` search cells, global pooling, classifier.
+public final class SearchNetwork: Module {
+  public let config: NetworkConfig
+  public let space: SearchSpace
+  /// Conv 3×3 (3 → 3C) and an affine batch norm (`stem.0`, `stem.1`).
+  public let stem: Sequential
+  public let cells: ModuleList<Cell>
+  public let classifier: Linear
+  public let arch: ArchitectureParameters
+
+  /// Builds the network with weights and architecture parameters drawn from `rng`.
+  /// - Throws: ``SearchError/invalidConfiguration(_:)`` when K does not fit the channels.
+  public init(config: NetworkConfig, space: SearchSpace = .darts, rng: inout SeededGenerator) throws {
+    try config.validate()
+    self.config = config
+    self.space = space
+    let c = config.initChannels
+    let stemChannels = config.stemMultiplier * c
+    stem = Sequential([
+      Conv2d(inChannels: config.inputChannels, outChannels: stemChannels, kernelSize: 3, padding: 1, rng: &rng),
+      BatchNorm2d(channels: stemChannels),
+    ])
+    var (prevPrev, prev) = (stemChannels, stemChannels)
+    var reductionPrev = false
+    var built: [Cell] = []
+    for (i, channels) in config.cellChannels.enumerated() {
+      let reduction = config.isReduction(i)
+      built.append(Cell(
+        steps: config.steps, multiplier: config.multiplier, previousPrevious: prevPrev, previous: prev,
+        channels: channels, reduction: reduction, reductionPrevious: reductionPrev,
+        partialChannels: config.partialChannels, space: space, rng: &rng))
+      reductionPrev = reduction
+      (prevPrev, prev) = (prev, config.multiplier * channels)
+    }
+    cells = ModuleList(built)
+    classifier = Linear(inFeatures: prev, outFeatures: config.classes, rng: &rng)
+    arch = ArchitectureParameters(edges: config.edgesPerCell, primitives: space.count, rng: &rng)
+  }
+
+  public override var children: [(String, Module)] {
+    [("stem", stem), ("cells", cells), ("classifier", classifier)]
+  }
+
+  /// The class scores of a batch.
+  /// - Parameter x: (N, 3, H, W), H and W divisible by 4.
+  /// - Returns: (N, classes).
+  public func callAsFunction(_ x: Tensor) -> Tensor {
+    let opNormal = softmax(arch.alphasNormal)
+    let opReduce = softmax(arch.alphasReduce)
+    let edgeNormal = normalizedEdgeWeights(arch.betasNormal)
+    let edgeReduce = normalizedEdgeWeights(arch.betasReduce)
+    var s0 = stem(x)
+    var s1 = s0
+    for i in 0..<cells.count {
+      let cell = cells[i]
+      let next = cell.reduction
+        ? cell(s0, s1, opWeights: opReduce, edgeWeights: edgeReduce)
+        : cell(s0, s1, opWeights: opNormal, edgeWeights: edgeNormal)
+      (s0, s1) = (s1, next)
+    }
+    return classifier(globalAvgPool2d(s1))
+  }
+
+  /// The mean cross-entropy of the network's predictions for a batch.
+  public func loss(_ x: Tensor, labels: [Int32]) -> Tensor {
+    crossEntropy(self(x), labels: labels)
+  }
+
+  /// β turned into edge weights: a softmax over each node's in-edges (node i has i + 2).
+  public func normalizedEdgeWeights(_ betas: Tensor) -> Tensor {
+    var parts: [Tensor] = []
+    var start = 0
+    for node in 0..<config.steps {
+      parts.append(softmax(slice(betas, start..<start + node + 2)))
+      start += node + 2
+    }
+    return concatRows(parts)
+  }
+
+  /// Marks the weights (not the architecture) as trainable or frozen.
+  public func setWeightsTrainable(_ on: Bool) {
+    for p in parameters() { p.requiresGrad = on }
+  }
+
+  /// Marks the architecture parameters as trainable or frozen.
+  public func setArchitectureTrainable(_ on: Bool) {
+    for p in arch.all { p.requiresGrad = on }
+  }
+
+  /// The number of weights (architecture parameters not counted), as PyTorch's
+  /// `sum(p.numel() for p in model.parameters())`.
+  public var weightCount: Int { parameters().reduce(0) { $0 + $1.count } }
+}

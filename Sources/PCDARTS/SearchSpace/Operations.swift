@@ -1,0 +1,108 @@
+// The candidate operations of the DARTS search space (DARTS, Liu et al. 2019, operations.py),
+// with the official attribute names so that state names match PyTorch's state_dict.
+// Legend: C channels, s stride; all take and return (N, C, H, W), H and W divided by s.
+
+import TensorEngine
+
+/// ReLU → convolution → batch norm, as one `op` Sequential (names `op.1.weight`, `op.2.*`).
+public final class ReLUConvBN: Layer {
+  /// Sequential(ReLU, Conv2d, BatchNorm2d).
+  public let op: Sequential
+
+  public init(
+    inChannels: Int, outChannels: Int, kernelSize: Int, stride: Int, padding: Int, affine: Bool,
+    rng: inout SeededGenerator
+  ) {
+    op = Sequential([
+      ReLU(),
+      Conv2d(inChannels: inChannels, outChannels: outChannels, kernelSize: kernelSize,
+             stride: stride, padding: padding, rng: &rng),
+      BatchNorm2d(channels: outChannels, affine: affine),
+    ])
+  }
+
+  public override var children: [(String, Module)] { [("op", op)] }
+  public override func callAsFunction(_ x: Tensor) -> Tensor { op(x) }
+}
+
+/// Dilated depthwise-separable convolution: ReLU → depthwise K×K (dilation d) → 1×1 → BN.
+public final class DilConv: Layer {
+  /// Sequential(ReLU, depthwise Conv2d, pointwise Conv2d, BatchNorm2d).
+  public let op: Sequential
+
+  public init(
+    inChannels: Int, outChannels: Int, kernelSize: Int, stride: Int, padding: Int, dilation: Int,
+    affine: Bool, rng: inout SeededGenerator
+  ) {
+    op = Sequential([
+      ReLU(),
+      Conv2d(inChannels: inChannels, outChannels: inChannels, kernelSize: kernelSize, stride: stride,
+             padding: padding, dilation: dilation, groups: inChannels, rng: &rng),
+      Conv2d(inChannels: inChannels, outChannels: outChannels, kernelSize: 1, rng: &rng),
+      BatchNorm2d(channels: outChannels, affine: affine),
+    ])
+  }
+
+  public override var children: [(String, Module)] { [("op", op)] }
+  public override func callAsFunction(_ x: Tensor) -> Tensor { op(x) }
+}
+
+/// Separable convolution applied twice, as DARTS defines it: (ReLU → depthwise K×K stride s →
+/// 1×1 → BN) then (ReLU → depthwise K×K → 1×1 → BN), one 8-layer `op` Sequential.
+public final class SepConv: Layer {
+  /// The eight layers; the depthwise weights are `op.1` and `op.5`.
+  public let op: Sequential
+
+  public init(
+    inChannels: Int, outChannels: Int, kernelSize: Int, stride: Int, padding: Int, affine: Bool,
+    rng: inout SeededGenerator
+  ) {
+    let c = inChannels
+    op = Sequential([
+      ReLU(),
+      Conv2d(inChannels: c, outChannels: c, kernelSize: kernelSize, stride: stride, padding: padding,
+             groups: c, rng: &rng),
+      Conv2d(inChannels: c, outChannels: c, kernelSize: 1, rng: &rng),
+      BatchNorm2d(channels: c, affine: affine),
+      ReLU(),
+      Conv2d(inChannels: c, outChannels: c, kernelSize: kernelSize, stride: 1, padding: padding,
+             groups: c, rng: &rng),
+      Conv2d(inChannels: c, outChannels: outChannels, kernelSize: 1, rng: &rng),
+      BatchNorm2d(channels: outChannels, affine: affine),
+    ])
+  }
+
+  public override var children: [(String, Module)] { [("op", op)] }
+  public override func callAsFunction(_ x: Tensor) -> Tensor { op(x) }
+}
+
+/// Halves the resolution without losing half the pixels: ReLU, then two 1×1 stride-2
+/// convolutions, one on x and one on x[:, :, 1:, 1:], concatenated and batch-normalised.
+public final class FactorizedReduce: Layer {
+  public let conv1: Conv2d, conv2: Conv2d
+  public let bn: BatchNorm2d
+
+  /// - Precondition: `outChannels` is even.
+  public init(inChannels: Int, outChannels: Int, affine: Bool, rng: inout SeededGenerator) {
+    precondition(outChannels % 2 == 0,
+      "FactorizedReduce: output channels \(outChannels) must be even (two halves are concatenated)")
+    conv1 = Conv2d(inChannels: inChannels, outChannels: outChannels / 2, kernelSize: 1, stride: 2, rng: &rng)
+    conv2 = Conv2d(inChannels: inChannels, outChannels: outChannels / 2, kernelSize: 1, stride: 2, rng: &rng)
+    bn = BatchNorm2d(channels: outChannels, affine: affine)
+  }
+
+  public override var children: [(String, Module)] { [("conv_1", conv1), ("conv_2", conv2), ("bn", bn)] }
+
+  public override func callAsFunction(_ x: Tensor) -> Tensor {
+    let r = relu(x)
+    return bn(concatChannels([conv1(r), conv2(cropTopLeft(r, top: 1, left: 1))]))
+  }
+}
+
+/// DARTS's `none`: zeros of the output shape. Mixed ops skip it (it adds w·0 to the sum and
+/// its weight's gradient ⟨g, 0⟩ = 0), but it stays a layer so that it can be used on its own.
+public final class Zero: Layer {
+  public let stride: Int
+  public init(stride: Int) { self.stride = stride }
+  public override func callAsFunction(_ x: Tensor) -> Tensor { zerosLike(x, stride: stride) }
+}

@@ -1,0 +1,130 @@
+// The standard layers, with PyTorch's default initialisation so that a fresh model is
+// distributed like a fresh PyTorch model.
+
+/// 2-D convolution with a (O, C/groups, K, K) weight, like `torch.nn.Conv2d`.
+///
+/// Initialised as PyTorch does (`kaiming_uniform_(a=√5)`): weight and bias ~ U(−b, b) with
+/// b = 1/√(C/groups · K²).
+public final class Conv2d: Layer {
+  /// (O, C/groups, K, K).
+  public let weight: Tensor
+  /// (O), or `nil`.
+  public let bias: Tensor?
+  public let stride: Int, padding: Int, dilation: Int, groups: Int
+
+  /// - Precondition: `groups` divides both channel counts.
+  public init(
+    inChannels: Int, outChannels: Int, kernelSize: Int, stride: Int = 1, padding: Int = 0,
+    dilation: Int = 1, groups: Int = 1, bias: Bool = false, rng: inout SeededGenerator
+  ) {
+    precondition(groups >= 1 && inChannels % groups == 0 && outChannels % groups == 0,
+      "Conv2d: channels \(inChannels) → \(outChannels) must be divisible by groups \(groups)")
+    let fanIn = inChannels / groups * kernelSize * kernelSize
+    let bound = 1 / Float(fanIn).squareRoot()
+    weight = Tensor.randomUniform(
+      [outChannels, inChannels / groups, kernelSize, kernelSize], bound: bound, using: &rng,
+      requiresGrad: true)
+    self.bias = bias ? Tensor.randomUniform([outChannels], bound: bound, using: &rng, requiresGrad: true) : nil
+    (self.stride, self.padding, self.dilation, self.groups) = (stride, padding, dilation, groups)
+  }
+
+  public override var localParameters: [(String, Tensor)] {
+    [("weight", weight)] + (bias.map { [("bias", $0)] } ?? [])
+  }
+
+  public override func callAsFunction(_ x: Tensor) -> Tensor {
+    conv2d(x, weight: weight, bias: bias, stride: stride, padding: padding, dilation: dilation, groups: groups)
+  }
+}
+
+/// Batch normalisation over (N, H, W), like `torch.nn.BatchNorm2d` (momentum 0.1, eps 1e-5).
+public final class BatchNorm2d: Layer {
+  /// (C) scale and shift, or `nil` when not affine.
+  public let weight: Tensor?, bias: Tensor?
+  /// (C) running statistics, updated in training mode.
+  public let runningMean: Tensor, runningVar: Tensor
+  /// Batches seen in training mode (a scalar; PyTorch's `num_batches_tracked`).
+  public let numBatchesTracked: Tensor
+  public var momentum: Float = 0.1
+  public var eps: Float = 1e-5
+
+  /// - Parameters:
+  ///   - channels: C.
+  ///   - affine: whether the layer learns a scale (init 1) and shift (init 0).
+  public init(channels: Int, affine: Bool = true) {
+    weight = affine ? Tensor(repeating: 1, shape: [channels], requiresGrad: true) : nil
+    bias = affine ? Tensor(zeros: [channels], requiresGrad: true) : nil
+    runningMean = Tensor(zeros: [channels])
+    runningVar = Tensor(repeating: 1, shape: [channels])
+    numBatchesTracked = Tensor(zeros: [])
+  }
+
+  public override var localParameters: [(String, Tensor)] {
+    guard let weight, let bias else { return [] }
+    return [("weight", weight), ("bias", bias)]
+  }
+
+  public override var localBuffers: [(String, Tensor)] {
+    [("running_mean", runningMean), ("running_var", runningVar), ("num_batches_tracked", numBatchesTracked)]
+  }
+
+  public override func callAsFunction(_ x: Tensor) -> Tensor {
+    if isTraining { numBatchesTracked.pointer[0] += 1 }
+    return batchNorm2d(
+      x, weight: weight, bias: bias,
+      state: BatchNormState(runningMean: runningMean, runningVar: runningVar, momentum: momentum, eps: eps),
+      training: isTraining)
+  }
+}
+
+/// x · weightᵀ + bias, like `torch.nn.Linear`; initialised U(−b, b) with b = 1/√inFeatures.
+public final class Linear: Layer {
+  /// (O, F).
+  public let weight: Tensor
+  /// (O).
+  public let bias: Tensor
+
+  public init(inFeatures: Int, outFeatures: Int, rng: inout SeededGenerator) {
+    let bound = 1 / Float(inFeatures).squareRoot()
+    weight = Tensor.randomUniform([outFeatures, inFeatures], bound: bound, using: &rng, requiresGrad: true)
+    bias = Tensor.randomUniform([outFeatures], bound: bound, using: &rng, requiresGrad: true)
+  }
+
+  public override var localParameters: [(String, Tensor)] { [("weight", weight), ("bias", bias)] }
+
+  public override func callAsFunction(_ x: Tensor) -> Tensor { linear(x, weight: weight, bias: bias) }
+}
+
+/// max(x, 0).
+public final class ReLU: Layer {
+  public override init() {}
+  public override func callAsFunction(_ x: Tensor) -> Tensor { relu(x) }
+}
+
+/// The input unchanged.
+public final class Identity: Layer {
+  public override init() {}
+  public override func callAsFunction(_ x: Tensor) -> Tensor { x }
+}
+
+/// Max pooling over K×K windows (see ``maxPool2d(_:kernel:stride:padding:)``).
+public final class MaxPool2d: Layer {
+  public let kernel: Int, stride: Int, padding: Int
+  public init(kernel: Int, stride: Int, padding: Int = 0) {
+    (self.kernel, self.stride, self.padding) = (kernel, stride, padding)
+  }
+  public override func callAsFunction(_ x: Tensor) -> Tensor {
+    maxPool2d(x, kernel: kernel, stride: stride, padding: padding)
+  }
+}
+
+/// Average pooling over K×K windows (see ``avgPool2d(_:kernel:stride:padding:countIncludePad:)``).
+public final class AvgPool2d: Layer {
+  public let kernel: Int, stride: Int, padding: Int, countIncludePad: Bool
+  public init(kernel: Int, stride: Int, padding: Int = 0, countIncludePad: Bool = false) {
+    (self.kernel, self.stride, self.padding, self.countIncludePad) = (kernel, stride, padding, countIncludePad)
+  }
+  public override func callAsFunction(_ x: Tensor) -> Tensor {
+    avgPool2d(x, kernel: kernel, stride: stride, padding: padding, countIncludePad: countIncludePad)
+  }
+}

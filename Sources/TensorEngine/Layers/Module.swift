@@ -1,0 +1,102 @@
+// Models as trees of modules whose parameters and buffers carry PyTorch's state_dict names
+// (`cells.0._ops.3._ops.4.op.1.weight`), so checkpoints and golden fixtures line up name by name
+// with the official code.
+
+/// A node of a model: named parameters, buffers and child modules, like `torch.nn.Module`.
+///
+/// Subclasses override ``children``, ``localParameters`` and ``localBuffers``; the recursive
+/// accessors walk the tree in registration order, as PyTorch does.
+open class Module {
+  /// Training mode (batch statistics) or evaluation mode (running statistics).
+  public private(set) var isTraining = true
+
+  public init() {}
+
+  /// The direct sub-modules with their attribute names.
+  open var children: [(String, Module)] { [] }
+  /// This module's own trainable tensors with their attribute names (e.g. `weight`, `bias`).
+  open var localParameters: [(String, Tensor)] { [] }
+  /// This module's own non-trainable state (e.g. `running_mean`).
+  open var localBuffers: [(String, Tensor)] { [] }
+
+  /// Every parameter of the tree with its dotted name, in registration order.
+  public func namedParameters(prefix: String = "") -> [(String, Tensor)] {
+    walk(prefix) { $0.localParameters }
+  }
+
+  /// Every buffer of the tree with its dotted name, in registration order.
+  public func namedBuffers(prefix: String = "") -> [(String, Tensor)] {
+    walk(prefix) { $0.localBuffers }
+  }
+
+  /// Every parameter of the tree, in registration order.
+  public func parameters() -> [Tensor] { namedParameters().map { $0.1 } }
+
+  /// Parameters followed by buffers: what PyTorch's `state_dict()` holds.
+  public func stateTensors(prefix: String = "") -> [(String, Tensor)] {
+    namedParameters(prefix: prefix) + namedBuffers(prefix: prefix)
+  }
+
+  /// Switches the whole tree to training (`true`) or evaluation mode.
+  public func train(_ on: Bool = true) {
+    isTraining = on
+    for (_, child) in children { child.train(on) }
+  }
+
+  /// Clears every parameter's gradient.
+  public func zeroGrad() {
+    for p in parameters() { p.zeroGrad() }
+  }
+
+  private func walk(_ prefix: String, _ local: (Module) -> [(String, Tensor)]) -> [(String, Tensor)] {
+    var out = local(self).map { (prefix + $0.0, $0.1) }
+    for (name, child) in children {
+      out += child.walk(prefix + name + ".", local)
+    }
+    return out
+  }
+}
+
+/// A module that maps one tensor to one tensor.
+open class Layer: Module {
+  /// Applies the layer to `x`.
+  open func callAsFunction(_ x: Tensor) -> Tensor {
+    fatalError("\(type(of: self)) must override callAsFunction(_:)")
+  }
+}
+
+/// Layers applied in order, named `0`, `1`, … like `torch.nn.Sequential`.
+public final class Sequential: Layer {
+  /// The layers, first applied first.
+  public let layers: [Layer]
+
+  /// - Parameter layers: applied in order.
+  public init(_ layers: [Layer]) {
+    self.layers = layers
+  }
+
+  public override var children: [(String, Module)] {
+    layers.enumerated().map { (String($0.offset), $0.element) }
+  }
+
+  public override func callAsFunction(_ x: Tensor) -> Tensor {
+    layers.reduce(x) { $1($0) }
+  }
+}
+
+/// A list of modules named `0`, `1`, … like `torch.nn.ModuleList`.
+public final class ModuleList<Element: Module>: Module {
+  /// The modules, in order.
+  public let modules: [Element]
+
+  public init(_ modules: [Element]) { self.modules = modules }
+
+  public override var children: [(String, Module)] {
+    modules.enumerated().map { (String($0.offset), $0.element) }
+  }
+
+  /// The module at position `i`.
+  public subscript(i: Int) -> Element { modules[i] }
+  /// The number of modules.
+  public var count: Int { modules.count }
+}
