@@ -1,0 +1,162 @@
+// Bi-level optimisation of the architecture (DARTS §2.3, architect.py): the architecture
+// parameters descend the validation loss, the weights the training loss.
+
+import Foundation
+import TensorEngine
+
+/// A batch of images and labels. `images` is (N, 3, H, W).
+public struct LabeledBatch {
+  public var images: Tensor
+  public var labels: [Int32]
+  public init(images: Tensor, labels: [Int32]) {
+    precondition(images.rank == 4 && images.shape[0] == labels.count,
+      "LabeledBatch: images \(images.shape) need one label per sample, got \(labels.count)")
+    (self.images, self.labels) = (images, labels)
+  }
+}
+
+/// The hyper-parameters of the architecture step; defaults are the paper's.
+public struct ArchitectSettings: Codable, Equatable, Sendable {
+  public var learningRate: Float = 6e-4
+  public var beta1: Float = 0.5
+  public var beta2: Float = 0.999
+  public var weightDecay: Float = 1e-3
+  /// Second-order (unrolled) step when true, first-order otherwise.
+  public var unrolled = false
+  public init(learningRate: Float = 6e-4, weightDecay: Float = 1e-3, unrolled: Bool = false) {
+    (self.learningRate, self.weightDecay, self.unrolled) = (learningRate, weightDecay, unrolled)
+  }
+}
+
+/// Updates α and β with Adam on the validation loss, first- or second-order.
+public final class Architect {
+  public let network: SearchNetwork
+  /// Adam over (alphas_normal, alphas_reduce, betas_normal, betas_reduce).
+  public let optimizer: Adam
+  public var settings: ArchitectSettings
+
+  public init(network: SearchNetwork, settings: ArchitectSettings = ArchitectSettings()) {
+    self.network = network
+    self.settings = settings
+    optimizer = Adam(parameters: network.arch.all, learningRate: settings.learningRate,
+                     beta1: settings.beta1, beta2: settings.beta2, weightDecay: settings.weightDecay)
+  }
+
+  /// One architecture update.
+  ///
+  /// - Parameters:
+  ///   - train: a search-train batch (used by the second-order step only).
+  ///   - valid: a search-validation batch.
+  ///   - weightOptimizer: the weights' SGD, whose learning rate ξ, momentum buffers and weight
+  ///     decay define the virtual step of the second-order approximation.
+  /// - Returns: the validation loss (at w for first order, at w′ for second order).
+  @discardableResult
+  public func step(train: LabeledBatch, valid: LabeledBatch, weightOptimizer: SGD) -> Float {
+    optimizer.zeroGrad()
+    let loss: Float
+    if settings.unrolled {
+      loss = unrolledGradients(train: train, valid: valid, weightOptimizer: weightOptimizer)
+    } else {
+      loss = onlyArchitecture { lossAndBackward(valid) }
+    }
+    optimizer.step()
+    return loss
+  }
+
+  /// First-order: ∇_α L_val(w, α).
+  public func firstOrderGradients(valid: LabeledBatch) -> Float {
+    optimizer.zeroGrad()
+    return onlyArchitecture { lossAndBackward(valid) }
+  }
+
+  /// Second-order (DARTS eq. 7–8), leaving ∇_α in the architecture parameters' `grad`:
+  /// w′ = w − ξ(μ·buf + ∇_w L_train(w) + wd·w);
+  /// ∇_α L_val(w′) − ξ · (∇_α L_train(w⁺) − ∇_α L_train(w⁻)) / 2r,
+  /// with w± = w ± r·∇_w′ L_val(w′) and r = 0.01 / ‖∇_w′ L_val(w′)‖.
+  /// The weights and batch-norm statistics are restored afterwards.
+  @discardableResult
+  public func unrolledGradients(train: LabeledBatch, valid: LabeledBatch, weightOptimizer: SGD) -> Float {
+    let weights = network.parameters()
+    precondition(weights.count == weightOptimizer.parameters.count,
+      "Architect: the weight optimizer must hold the network's \(weights.count) parameters")
+    let xi = weightOptimizer.learningRate
+    let saved = weights.map { $0.copy() }
+    optimizer.zeroGrad()
+
+    // ∇_w L_train(w), arch frozen.
+    for w in weights { w.zeroGrad() }
+    let trainGrads: [Tensor] = onlyWeights {
+      lossAndBackward(train)
+      return weights.map { $0.grad ?? Tensor(zeros: $0.shape) }
+    }
+    // w′ = w − ξ(μ·buf + g + wd·w): the step SGD would take.
+    withNoGrad {
+      for (i, w) in weights.enumerated() {
+        let (wp, gp) = (w.pointer, trainGrads[i].pointer)
+        let buf = weightOptimizer.momentumBuffers[i]
+        let mu = weightOptimizer.momentum, wd = weightOptimizer.weightDecay
+        for j in 0..<w.count {
+          let moment = buf.map { mu * $0.pointer[j] } ?? 0
+          wp[j] -= xi * (moment + gp[j] + wd * wp[j])
+        }
+      }
+    }
+    // ∇_α and ∇_w′ of L_val(w′). The official code evaluates w′ in a fresh copy of the model,
+    // so the batch-norm statistics that this forward updates are put back afterwards.
+    let buffers = network.namedBuffers().map { ($0.1, $0.1.copy()) }
+    for w in weights { w.zeroGrad() }
+    let validLoss = lossAndBackward(valid)
+    for (buffer, copy) in buffers { buffer.assign(copy) }
+    let dalpha = network.arch.all.map { $0.grad!.copy() }
+    let vector = weights.map { $0.grad ?? Tensor(zeros: $0.shape) }
+    for w in weights { w.zeroGrad() }
+    for (w, original) in zip(weights, saved) { w.assign(original) }
+
+    // Finite-difference Hessian-vector product ∇²_{α,w} L_train · v.
+    var squared = 0.0
+    for v in vector { for j in 0..<v.count { squared += Double(v.pointer[j]) * Double(v.pointer[j]) } }
+    let r = Float(0.01 / squared.squareRoot())
+    func archGradient(at sign: Float) -> [Tensor] {
+      withNoGrad {
+        for (w, v) in zip(weights, vector) { for j in 0..<w.count { w.pointer[j] += sign * r * v.pointer[j] } }
+      }
+      optimizer.zeroGrad()
+      onlyArchitecture { _ = lossAndBackward(train) }
+      return network.arch.all.map { $0.grad!.copy() }
+    }
+    let plus = archGradient(at: 1)
+    let minus = archGradient(at: -2)
+    for (w, original) in zip(weights, saved) { w.assign(original) }
+    for (i, p) in network.arch.all.enumerated() {
+      let g = Tensor(zeros: p.shape)
+      for j in 0..<p.count {
+        let implicit = (plus[i].pointer[j] - minus[i].pointer[j]) / (2 * r)
+        g.pointer[j] = dalpha[i].pointer[j] - xi * implicit
+      }
+      p.grad = g
+    }
+    return validLoss
+  }
+
+  /// Forward and backward of a batch's loss; returns the loss value.
+  @discardableResult
+  private func lossAndBackward(_ batch: LabeledBatch) -> Float {
+    let loss = network.loss(batch.images, labels: batch.labels)
+    loss.backward()
+    return loss.item
+  }
+
+  /// Runs `body` with the weights frozen, so backward computes only ∇_α (no weight gradients).
+  private func onlyArchitecture<T>(_ body: () -> T) -> T {
+    network.setWeightsTrainable(false)
+    defer { network.setWeightsTrainable(true) }
+    return body()
+  }
+
+  /// Runs `body` with the architecture frozen.
+  private func onlyWeights<T>(_ body: () -> T) -> T {
+    network.setArchitectureTrainable(false)
+    defer { network.setArchitectureTrainable(true) }
+    return body()
+  }
+}
