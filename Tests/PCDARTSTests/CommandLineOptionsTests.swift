@@ -95,8 +95,10 @@ final class CommandLineOptionsTests: XCTestCase {
           "  --threads <int,...>         Thread counts to benchmark. (default: 1,2)")
         XCTAssertEqual(
           line("--unrolled"),
-          "  --unrolled                  Use the second-order architecture gradient. (default: false)")
-        XCTAssertEqual(line("--data "), "  --data <string>             Data folder. (default: \"\")")
+          "  --unrolled                  Use the second-order architecture gradient. (default: false)"
+        )
+        XCTAssertEqual(
+          line("--data "), "  --data <string>             Data folder. (default: \"\")")
         XCTAssertEqual(line("--dataset")?.hasSuffix("Dataset name. (default: cifar10)"), true)
         // A label too long for the column puts its help on the next line.
         let long = lines.firstIndex { $0.contains("--weight-decay-of-the-architecture-parameters") }
@@ -118,7 +120,8 @@ final class CommandLineOptionsTests: XCTestCase {
       ["--foo=3"], .unknownOption("--foo"),
       message: "error: unknown option '--foo'; see --help for the options")
     assertError(
-      ["-x"], .unknownOption("-x"), message: "error: unknown option '-x'; see --help for the options")
+      ["-x"], .unknownOption("-x"),
+      message: "error: unknown option '-x'; see --help for the options")
     assertError(
       ["cifar10"], .unexpectedArgument("cifar10"),
       message: "error: unexpected argument 'cifar10'; options start with '--'")
@@ -146,7 +149,8 @@ final class CommandLineOptionsTests: XCTestCase {
       ["--threads", "1,,4"],
       .invalidValue(
         option: "--threads", value: "1,,4", expected: "comma-separated integers like 1,2,4,8"),
-      message: "error: bad value '1,,4' for '--threads' (expected comma-separated integers like 1,2,4,8)")
+      message:
+        "error: bad value '1,,4' for '--threads' (expected comma-separated integers like 1,2,4,8)")
     assertError(
       ["--unrolled=yes"], .unexpectedValue(option: "--unrolled", value: "yes"),
       message: "error: flag '--unrolled' takes no value, got 'yes'")
@@ -163,7 +167,8 @@ final class CommandLineOptionsTests: XCTestCase {
     assertError(
       ["--dataset", "mnist"],
       .outOfRange(option: "--dataset", value: "mnist", reason: "must be cifar10 or fashion-mnist"),
-      message: "error: value 'mnist' for '--dataset' is out of range: must be cifar10 or fashion-mnist")
+      message:
+        "error: value 'mnist' for '--dataset' is out of range: must be cifar10 or fashion-mnist")
     XCTAssertEqual(try makeParser().parse(["--batch-size", "1"]).int("batch-size"), 1)
   }
 }

@@ -131,14 +131,17 @@ final class SafeTensorsTests: XCTestCase {
     assertThrowsSafeTensorsError(try SafeTensorsFile.read(from: url)) { error in
       XCTAssertEqual(error, .badHeader(file: url.path, problem: "the header is not valid JSON"))
     }
-    try handWritten(header: #"{"h":{"dtype":"F16","shape":[2],"data_offsets":[0,4]}}"#, body: [0, 0, 0, 0])
-      .write(to: url)
+    try handWritten(
+      header: #"{"h":{"dtype":"F16","shape":[2],"data_offsets":[0,4]}}"#, body: [0, 0, 0, 0]
+    )
+    .write(to: url)
     assertThrowsSafeTensorsError(try SafeTensorsFile.read(from: url)) { error in
       XCTAssertEqual(error, .unsupportedDType(file: url.path, tensor: "h", dtype: "F16"))
       XCTAssertTrue(error.description.contains("F32, F64, I64 and I32"), error.description)
     }
     try handWritten(
-      header: #"{"m":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}}"#, body: Array(repeating: 0, count: 8)
+      header: #"{"m":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}}"#,
+      body: Array(repeating: 0, count: 8)
     ).write(to: url)
     assertThrowsSafeTensorsError(try SafeTensorsFile.read(from: url)) { error in
       XCTAssertEqual(
@@ -146,7 +149,8 @@ final class SafeTensorsTests: XCTestCase {
       XCTAssertTrue(error.description.contains("needs 12 bytes"), error.description)
     }
     try handWritten(
-      header: #"{"m":{"dtype":"F32","shape":[-2],"data_offsets":[0,8]}}"#, body: Array(repeating: 0, count: 8)
+      header: #"{"m":{"dtype":"F32","shape":[-2],"data_offsets":[0,8]}}"#,
+      body: Array(repeating: 0, count: 8)
     ).write(to: url)
     assertThrowsSafeTensorsError(try SafeTensorsFile.read(from: url)) { error in
       guard case .badHeader(_, let problem) = error else { return XCTFail("\(error)") }
@@ -197,7 +201,9 @@ final class SafeTensorsTests: XCTestCase {
   func testWriteIntoReadOnlyDirectoryFailsAndKeepsTheOldFile() throws {
     // Root ignores directory permissions, so this case can only be exercised as another user;
     // testFailedWriteLeavesTheOldFileIntact covers the same guarantee for root.
-    guard geteuid() != 0 else { throw XCTSkip("running as root: directory permissions do not apply") }
+    guard geteuid() != 0 else {
+      throw XCTSkip("running as root: directory permissions do not apply")
+    }
     let url = directory.appendingPathComponent("checkpoint.safetensors")
     try SafeTensorsFile(tensors: ["w": SafeTensor(shape: [1], floats: [1])]).write(to: url)
     let oldBytes = try Data(contentsOf: url)

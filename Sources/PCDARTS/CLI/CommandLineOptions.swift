@@ -257,7 +257,8 @@ public struct ParsedOptions: Sendable {
 
   private func value(_ name: String) -> OptionValue {
     guard let v = values[name] else {
-      preconditionFailure("ParsedOptions: no option '--\(name)' was declared; declare it in the parser")
+      preconditionFailure(
+        "ParsedOptions: no option '--\(name)' was declared; declare it in the parser")
     }
     return v
   }
@@ -292,15 +293,18 @@ public final class CommandLineParser {
     self.options = options
     var byName: [String: OptionSpec] = [:]
     for option in options {
-      let kebab = option.name.first.map { $0.isLowercase } == true
+      let kebab =
+        option.name.first.map { $0.isLowercase } == true
         && option.name.allSatisfy { $0.isLowercase || $0.isNumber || $0 == "-" }
         && !option.name.hasSuffix("-") && !option.name.contains("--")
       precondition(
         kebab && option.name.allSatisfy(\.isASCII),
         "CommandLineParser: option name '\(option.name)' must be kebab-case like 'batch-size'")
-      precondition(option.name != "help", "CommandLineParser: '--help' is built in; rename the option")
       precondition(
-        byName[option.name] == nil, "CommandLineParser: option '--\(option.name)' is declared twice")
+        option.name != "help", "CommandLineParser: '--help' is built in; rename the option")
+      precondition(
+        byName[option.name] == nil, "CommandLineParser: option '--\(option.name)' is declared twice"
+      )
       byName[option.name] = option
     }
     self.byName = byName
@@ -457,7 +461,8 @@ public final class CommandLineParser {
       value = .string(text)
     case .flag:
       guard let v = Bool(text) else {
-        throw CommandLineError.invalidValue(option: flagName, value: text, expected: "true or false")
+        throw CommandLineError.invalidValue(
+          option: flagName, value: text, expected: "true or false")
       }
       value = .flag(v)
     case .intList:

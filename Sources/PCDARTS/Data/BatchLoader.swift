@@ -201,6 +201,7 @@ public final class BatchLoader {
     self.prefetch = prefetch
     self.rng = SeededGenerator(seed: seed)
     self.epochSeed = rng.next()
+    if prefetch { startPrefetch() }
   }
 
   /// Continues from a saved position, so the following batches equal those the saving loader
@@ -231,6 +232,7 @@ public final class BatchLoader {
     rng.state = state.rngState
     permutations = [:]
     pending = nil  // prepared for the old position; the key check would ignore it anyway
+    if prefetch { startPrefetch() }
   }
 
   /// The next batch of the current epoch, or `nil` once the epoch is used up; the call after a
@@ -296,8 +298,8 @@ public final class BatchLoader {
     return batch
   }
 
-  /// Starts preparing the batch that follows the current position, without changing the state:
-  /// at an epoch's end the next epoch's seed is peeked from a copy of the generator.
+  /// Starts preparing the batch at the current position (the next one returned) without changing
+  /// the state: at an epoch's end the next epoch's seed is peeked from a copy of the generator.
   private func startPrefetch() {
     var key = BatchKey(epochSeed: epochSeed, batchIndex: batchIndex)
     if batchIndex == batchesPerEpoch {

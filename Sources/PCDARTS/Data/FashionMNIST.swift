@@ -99,7 +99,8 @@ private func idxHeader(_ bytes: [UInt8], file: String, magic: UInt32, dimensions
   }
   guard bytes.count >= headerSize else {
     throw DataError.badHeader(
-      file: file, problem: "\(bytes.count) bytes after decompression, shorter than the "
+      file: file,
+      problem: "\(bytes.count) bytes after decompression, shorter than the "
         + "\(headerSize)-byte IDX header")
   }
   guard word(0) == magic else {
@@ -109,7 +110,8 @@ private func idxHeader(_ bytes: [UInt8], file: String, magic: UInt32, dimensions
   let expected = headerSize + dims.reduce(1, *)
   guard bytes.count == expected else {
     throw DataError.badHeader(
-      file: file, problem: "header dimensions \(dims) need \(expected) bytes, the file "
+      file: file,
+      problem: "header dimensions \(dims) need \(expected) bytes, the file "
         + "decompresses to \(bytes.count)")
   }
   return dims

@@ -55,8 +55,10 @@ public struct ImageDataset: Sendable {
         + "expected labels.count × 3072 = \(labels.count * ImageDataset.imageSize)")
     precondition(
       mean.count == ImageDataset.channels && std.count == ImageDataset.channels,
-      "ImageDataset \(name): mean and std need 3 entries (R, G, B), got \(mean.count) and \(std.count)")
-    precondition(std.allSatisfy { $0 > 0 }, "ImageDataset \(name): std must be positive, got \(std)")
+      "ImageDataset \(name): mean and std need 3 entries (R, G, B), got \(mean.count) and \(std.count)"
+    )
+    precondition(
+      std.allSatisfy { $0 > 0 }, "ImageDataset \(name): std must be positive, got \(std)")
     self.name = name
     self.images = images
     self.labels = labels
@@ -167,7 +169,8 @@ public enum DataError: Error, CustomStringConvertible, Equatable {
     case .badHeader(let file, let problem):
       return "'\(file)': \(problem). The file is truncated or corrupt; reinstall the data."
     case .decompressionFailed(let file, let reason):
-      return "Cannot decompress '\(file)' as gzip: \(reason). The file is corrupt; reinstall the data."
+      return
+        "Cannot decompress '\(file)' as gzip: \(reason). The file is corrupt; reinstall the data."
     case .countMismatch(let imagesFile, let images, let labelsFile, let labels):
       return """
         '\(imagesFile)' holds \(images) images but '\(labelsFile)' holds \(labels) labels; the \
@@ -203,7 +206,8 @@ public enum DatasetName: String, CaseIterable, Sendable {
 ///   - train: `true` for the training images, `false` for the test images.
 /// - Returns: Images of shape (N, 3, 32, 32) with their labels and normalisation constants.
 /// - Throws: ``DataError`` naming the file and the problem.
-public func loadDataset(_ name: DatasetName, from path: String, train: Bool) throws -> ImageDataset {
+public func loadDataset(_ name: DatasetName, from path: String, train: Bool) throws -> ImageDataset
+{
   switch name {
   case .cifar10: return try loadCIFAR10(from: path, train: train)
   case .cifar100: return try loadCIFAR100(from: path, train: train)

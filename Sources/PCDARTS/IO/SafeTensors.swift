@@ -218,12 +218,15 @@ public struct SafeTensorsFile: Equatable, Sendable {
     name: String, entry: Any, body: UnsafeRawBufferPointer, dataSize: Int, file: String
   ) throws -> SafeTensor {
     guard let fields = entry as? [String: Any], let dtype = fields["dtype"] as? String,
-      let shapeValues = fields["shape"] as? [Any], let offsetValues = fields["data_offsets"] as? [Any]
+      let shapeValues = fields["shape"] as? [Any],
+      let offsetValues = fields["data_offsets"] as? [Any]
     else {
       throw SafeTensorsError.badHeader(
         file: file, problem: "tensor '\(name)' needs \"dtype\", \"shape\" and \"data_offsets\"")
     }
-    let shape = try shapeValues.map { try nonNegativeInt($0, what: "shape of '\(name)'", file: file) }
+    let shape = try shapeValues.map {
+      try nonNegativeInt($0, what: "shape of '\(name)'", file: file)
+    }
     let offsets = try offsetValues.map {
       try nonNegativeInt($0, what: "data_offsets of '\(name)'", file: file)
     }
@@ -253,13 +256,18 @@ public struct SafeTensorsFile: Equatable, Sendable {
       return SafeTensor(
         shape: shape,
         floats: (0..<count).map {
-          Float(bitPattern: UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: 4 * $0, as: UInt32.self)))
+          Float(
+            bitPattern: UInt32(
+              littleEndian: raw.loadUnaligned(fromByteOffset: 4 * $0, as: UInt32.self)))
         })
     case "F64":
       return SafeTensor(
         shape: shape,
         floats: (0..<count).map {
-          Float(Double(bitPattern: UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: 8 * $0, as: UInt64.self))))
+          Float(
+            Double(
+              bitPattern: UInt64(
+                littleEndian: raw.loadUnaligned(fromByteOffset: 8 * $0, as: UInt64.self))))
         })
     case "I64":
       return SafeTensor(
@@ -294,7 +302,8 @@ public struct SafeTensorsFile: Equatable, Sendable {
   /// same bytes.
   public func serialized() -> Data {
     precondition(
-      tensors["__metadata__"] == nil, "SafeTensorsFile: '__metadata__' is reserved for the metadata")
+      tensors["__metadata__"] == nil, "SafeTensorsFile: '__metadata__' is reserved for the metadata"
+    )
     var header = "{"
     var entries: [String] = []
     if !metadata.isEmpty {
@@ -322,7 +331,9 @@ public struct SafeTensorsFile: Equatable, Sendable {
     for name in names {
       switch tensors[name]!.storage {
       case .float(let values):
-        for v in values { withUnsafeBytes(of: v.bitPattern.littleEndian) { out.append(contentsOf: $0) } }
+        for v in values {
+          withUnsafeBytes(of: v.bitPattern.littleEndian) { out.append(contentsOf: $0) }
+        }
       case .int64(let values):
         for v in values { withUnsafeBytes(of: v.littleEndian) { out.append(contentsOf: $0) } }
       }
@@ -401,7 +412,8 @@ private func jsonString(_ text: String) -> String {
     case "\r": out += "\\r"
     case "\t": out += "\\t"
     case _ where scalar.value < 0x20:
-      out += "\\u" + String(repeating: "0", count: 4 - String(scalar.value, radix: 16).count)
+      out +=
+        "\\u" + String(repeating: "0", count: 4 - String(scalar.value, radix: 16).count)
         + String(scalar.value, radix: 16)
     default: out.unicodeScalars.append(scalar)
     }
