@@ -191,16 +191,6 @@ public final class SearchNetwork: Module {
     return concatRows(parts)
   }
 
-  /// Marks the weights (not the architecture) as trainable or frozen.
-  public func setWeightsTrainable(_ on: Bool) {
-    for p in parameters() { p.requiresGrad = on }
-  }
-
-  /// Marks the architecture parameters as trainable or frozen.
-  public func setArchitectureTrainable(_ on: Bool) {
-    for p in arch.all { p.requiresGrad = on }
-  }
-
   /// The number of weights (architecture parameters not counted), as PyTorch's
   /// `sum(p.numel() for p in model.parameters())`.
   public var weightCount: Int { parameters().reduce(0) { $0 + $1.count } }

@@ -28,17 +28,37 @@ public struct ArchitectSettings: Codable, Equatable, Sendable {
   }
 }
 
+/// What the bi-level optimisation needs of a model: two groups of parameters, the state its
+/// forward passes update, and a loss. ``SearchNetwork`` is one; a tool can search over its own.
+public protocol BilevelSearchModel: AnyObject {
+  /// The weights w, trained on the search-train split.
+  var weights: [Tensor] { get }
+  /// The architecture parameters (α, β), trained on the search-validation split.
+  var architectureParameters: [Tensor] { get }
+  /// State that forward passes change as a side effect (batch-norm running statistics).
+  var statisticBuffers: [Tensor] { get }
+  /// The mean loss on a batch, recorded for backward.
+  func loss(_ batch: LabeledBatch) -> Tensor
+}
+
+extension SearchNetwork: BilevelSearchModel {
+  public var weights: [Tensor] { parameters() }
+  public var architectureParameters: [Tensor] { arch.all }
+  public var statisticBuffers: [Tensor] { namedBuffers().map(\.1) }
+  public func loss(_ batch: LabeledBatch) -> Tensor { loss(batch.images, labels: batch.labels) }
+}
+
 /// Updates α and β with Adam on the validation loss, first- or second-order.
 public final class Architect {
-  public let network: SearchNetwork
+  public let network: BilevelSearchModel
   /// Adam over (alphas_normal, alphas_reduce, betas_normal, betas_reduce).
   public let optimizer: Adam
   public var settings: ArchitectSettings
 
-  public init(network: SearchNetwork, settings: ArchitectSettings = ArchitectSettings()) {
+  public init(network: BilevelSearchModel, settings: ArchitectSettings = ArchitectSettings()) {
     self.network = network
     self.settings = settings
-    optimizer = Adam(parameters: network.arch.all, learningRate: settings.learningRate,
+    optimizer = Adam(parameters: network.architectureParameters, learningRate: settings.learningRate,
                      beta1: settings.beta1, beta2: settings.beta2, weightDecay: settings.weightDecay)
   }
 
@@ -64,6 +84,7 @@ public final class Architect {
   }
 
   /// First-order: ∇_α L_val(w, α).
+  @discardableResult
   public func firstOrderGradients(valid: LabeledBatch) -> Float {
     optimizer.zeroGrad()
     return onlyArchitecture { lossAndBackward(valid) }
@@ -76,7 +97,7 @@ public final class Architect {
   /// The weights and batch-norm statistics are restored afterwards.
   @discardableResult
   public func unrolledGradients(train: LabeledBatch, valid: LabeledBatch, weightOptimizer: SGD) -> Float {
-    let weights = network.parameters()
+    let weights = network.weights
     precondition(weights.count == weightOptimizer.parameters.count,
       "Architect: the weight optimizer must hold the network's \(weights.count) parameters")
     let xi = weightOptimizer.learningRate
@@ -103,11 +124,11 @@ public final class Architect {
     }
     // ∇_α and ∇_w′ of L_val(w′). The official code evaluates w′ in a fresh copy of the model,
     // so the batch-norm statistics that this forward updates are put back afterwards.
-    let buffers = network.namedBuffers().map { ($0.1, $0.1.copy()) }
+    let buffers = network.statisticBuffers.map { ($0, $0.copy()) }
     for w in weights { w.zeroGrad() }
     let validLoss = lossAndBackward(valid)
     for (buffer, copy) in buffers { buffer.assign(copy) }
-    let dalpha = network.arch.all.map { $0.grad!.copy() }
+    let dalpha = network.architectureParameters.map { $0.grad!.copy() }
     let vector = weights.map { $0.grad ?? Tensor(zeros: $0.shape) }
     for w in weights { w.zeroGrad() }
     for (w, original) in zip(weights, saved) { w.assign(original) }
@@ -122,12 +143,12 @@ public final class Architect {
       }
       optimizer.zeroGrad()
       onlyArchitecture { _ = lossAndBackward(train) }
-      return network.arch.all.map { $0.grad!.copy() }
+      return network.architectureParameters.map { $0.grad!.copy() }
     }
     let plus = archGradient(at: 1)
     let minus = archGradient(at: -2)
     for (w, original) in zip(weights, saved) { w.assign(original) }
-    for (i, p) in network.arch.all.enumerated() {
+    for (i, p) in network.architectureParameters.enumerated() {
       let g = Tensor(zeros: p.shape)
       for j in 0..<p.count {
         let implicit = (plus[i].pointer[j] - minus[i].pointer[j]) / (2 * r)
@@ -141,22 +162,26 @@ public final class Architect {
   /// Forward and backward of a batch's loss; returns the loss value.
   @discardableResult
   private func lossAndBackward(_ batch: LabeledBatch) -> Float {
-    let loss = network.loss(batch.images, labels: batch.labels)
+    let loss = network.loss(batch)
     loss.backward()
     return loss.item
   }
 
   /// Runs `body` with the weights frozen, so backward computes only ∇_α (no weight gradients).
   private func onlyArchitecture<T>(_ body: () -> T) -> T {
-    network.setWeightsTrainable(false)
-    defer { network.setWeightsTrainable(true) }
+    setTrainable(network.weights, false)
+    defer { setTrainable(network.weights, true) }
     return body()
   }
 
   /// Runs `body` with the architecture frozen.
   private func onlyWeights<T>(_ body: () -> T) -> T {
-    network.setArchitectureTrainable(false)
-    defer { network.setArchitectureTrainable(true) }
+    setTrainable(network.architectureParameters, false)
+    defer { setTrainable(network.architectureParameters, true) }
     return body()
+  }
+
+  private func setTrainable(_ tensors: [Tensor], _ on: Bool) {
+    for t in tensors { t.requiresGrad = on }
   }
 }
