@@ -21,6 +21,9 @@ Conventions
   and metadata `<case>` is a JSON string of its parameters (always with a
   "kind" field).  Gradient cases store a random upstream gradient `grad_out`,
   the forward output `out` and `grad_<input>` = d(sum(out * grad_out))/d input.
+  Cases: conv.*, bn.*, pool.*, linear, softmax.*, cross_entropy, channel_shuffle,
+  mixed_op.* (one PC-DARTS edge: `.state.<state_dict name>` before, `.after.<buffer>`
+  after the forward), sgd, adam, cosine.*, clip.
 * tiny_network_K{1,4}.safetensors: the PC-DARTS search Network (C=8, layers=5,
   10 classes, steps 4, multiplier 4, stem multiplier 3) in training mode:
     - every state_dict() entry under its exact official name, BEFORE the forward
@@ -46,7 +49,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import safetensors_io  # noqa: E402
-from pcdarts_torch import Network, channel_shuffle, count_parameters  # noqa: E402
+from pcdarts_torch import MixedOp, Network, channel_shuffle, count_parameters  # noqa: E402
 
 GENERATOR = "scripts/make_fixtures.py, torch %s" % torch.__version__
 DT = torch.float64
@@ -250,6 +253,26 @@ def add_misc_cases(fx):
               lambda x: channel_shuffle(x, 4), {"x": randn(2, 8, 3, 3)})
 
 
+def add_mixed_op_cases(fx):
+    """One PC-DARTS mixed edge in training mode: its state_dict under
+    `<case>.state.<name>`, input x, the 8 op weights `weights`, out, grads."""
+    for i, (k, stride) in enumerate(((4, 1), (4, 2), (1, 2))):
+        torch.manual_seed(600 + i)
+        op = MixedOp(8, stride, k).train()
+        state = {n: v.detach().clone() for n, v in op.state_dict().items()}
+        op.double()
+        x = randn(2, 8, 8, 8)
+        w = torch.softmax(randn(8), dim=0)
+        name = "mixed_op.K%d_s%d" % (k, stride)
+        grad_case(fx, name, {"kind": "mixed_op", "C": 8, "K": k, "stride": stride,
+                             "training": True, "state_prefix": name + ".state."},
+                  lambda x, weights: op(x, weights), {"x": x, "weights": w})
+        for n, v in state.items():
+            fx.tensors["%s.state.%s" % (name, n)] = v
+        for n in ("_ops.1.1.running_mean", "_ops.2.1.running_var"):
+            fx.tensors["%s.after.%s" % (name, n)] = f32(dict(op.named_buffers())[n])
+
+
 def add_optimizer_cases(fx):
     torch.manual_seed(500)
     p0 = randn(3, 4)
@@ -333,6 +356,7 @@ def make_ops(out_dir):
     add_batchnorm_cases(fx)
     add_pool_cases(fx)
     add_misc_cases(fx)
+    add_mixed_op_cases(fx)
     add_optimizer_cases(fx)
     return fx.save(os.path.join(out_dir, "ops.safetensors"))
 
