@@ -293,9 +293,10 @@ public final class CommandLineParser {
     self.options = options
     var byName: [String: OptionSpec] = [:]
     for option in options {
+      // Kebab-case; a capital letter is allowed for names that are symbols in the paper (`--K`).
       let kebab =
-        option.name.first.map { $0.isLowercase } == true
-        && option.name.allSatisfy { $0.isLowercase || $0.isNumber || $0 == "-" }
+        option.name.first.map { $0.isLetter } == true
+        && option.name.allSatisfy { $0.isLetter || $0.isNumber || $0 == "-" }
         && !option.name.hasSuffix("-") && !option.name.contains("--")
       precondition(
         kebab && option.name.allSatisfy(\.isASCII),

@@ -1,0 +1,106 @@
+// Checkpoints as safetensors files that PyTorch users open with `safetensors.torch.load_file`.
+//
+// Names:
+// - weights and batch-norm buffers under the official state_dict names (`stem.0.weight`,
+//   `cells.0._ops.3._ops.4.op.1.weight`, …; `num_batches_tracked` as I64);
+// - `alphas_normal`, `alphas_reduce`, `betas_normal`, `betas_reduce`;
+// - optimizer state under `optimizer.`: `optimizer.sgd.momentum_buffer.<weight name>`,
+//   `optimizer.adam.exp_avg.<arch name>`, `optimizer.adam.exp_avg_sq.<arch name>` and
+//   `optimizer.adam.step` (I64);
+// - everything else (epoch, settings, data-loader and generator states) as JSON strings in the
+//   `__metadata__` map.
+
+import Foundation
+import TensorEngine
+
+/// The tensor part of a search checkpoint, with name-by-name checking on load.
+public enum CheckpointTensors {
+  /// The prefix of optimizer state entries.
+  public static let optimizerPrefix = "optimizer."
+
+  /// Every tensor of the network, its architecture and the two optimizers, by checkpoint name.
+  public static func collect(network: SearchNetwork, weightOptimizer: SGD?, architect: Architect?) -> [String: SafeTensor] {
+    var out: [String: SafeTensor] = [:]
+    for (name, t) in network.stateTensors() + network.arch.named {
+      out[name] = safeTensor(name, t)
+    }
+    if let sgd = weightOptimizer {
+      for ((name, _), buffer) in zip(network.namedParameters(), sgd.momentumBuffers) {
+        if let buffer { out[optimizerPrefix + "sgd.momentum_buffer." + name] = safeTensor(name, buffer) }
+      }
+    }
+    if let adam = architect?.optimizer {
+      for (i, (name, _)) in network.arch.named.enumerated() {
+        out[optimizerPrefix + "adam.exp_avg." + name] = safeTensor(name, adam.firstMoments[i])
+        out[optimizerPrefix + "adam.exp_avg_sq." + name] = safeTensor(name, adam.secondMoments[i])
+      }
+      out[optimizerPrefix + "adam.step"] = SafeTensor(shape: [], int64s: [Int64(adam.stepCount)])
+    }
+    return out
+  }
+
+  /// Loads the tensors of `file` into the network and optimizers.
+  ///
+  /// - Throws: ``SearchError/checkpointMismatch(_:)`` naming the first missing, unexpected or
+  ///   mis-shaped tensor; nothing is modified unless every check passes.
+  public static func restore(
+    _ tensors: [String: SafeTensor], network: SearchNetwork, weightOptimizer: SGD?, architect: Architect?
+  ) throws {
+    var targets: [(String, Tensor)] = network.stateTensors() + network.arch.named
+    var expected = Set(targets.map(\.0))
+    if let sgd = weightOptimizer {
+      // Momentum buffers exist once SGD has stepped; a checkpoint has all of them or none.
+      let names = network.namedParameters().map { optimizerPrefix + "sgd.momentum_buffer." + $0.0 }
+      if names.contains(where: { tensors[$0] != nil }) {
+        for (i, (name, p)) in network.namedParameters().enumerated() {
+          let buffer = sgd.momentumBuffers[i] ?? Tensor(zeros: p.shape)
+          sgd.momentumBuffers[i] = buffer
+          targets.append((optimizerPrefix + "sgd.momentum_buffer." + name, buffer))
+        }
+        expected.formUnion(names)
+      }
+    }
+    if let adam = architect?.optimizer {
+      for (i, (name, _)) in network.arch.named.enumerated() {
+        let moments = [(optimizerPrefix + "adam.exp_avg." + name, adam.firstMoments[i]),
+                       (optimizerPrefix + "adam.exp_avg_sq." + name, adam.secondMoments[i])]
+        targets += moments
+        expected.formUnion(moments.map(\.0))
+      }
+      expected.insert(optimizerPrefix + "adam.step")
+    }
+    if let missing = targets.map(\.0).first(where: { tensors[$0] == nil }) {
+      throw SearchError.checkpointMismatch("tensor \(missing) is missing; the checkpoint was written for a different network")
+    }
+    let optimizerInFile = weightOptimizer != nil && architect != nil
+    if let extra = tensors.keys.sorted().first(where: {
+      !expected.contains($0) && (optimizerInFile || !$0.hasPrefix(optimizerPrefix))
+    }) {
+      throw SearchError.checkpointMismatch("unexpected tensor \(extra); the checkpoint was written for a different network")
+    }
+    for (name, t) in targets {
+      let stored = tensors[name]!
+      guard stored.shape == t.shape else {
+        throw SearchError.checkpointMismatch("tensor \(name) has shape \(stored.shape) in the file, the network expects \(t.shape)")
+      }
+    }
+    for (name, t) in targets {
+      let stored = tensors[name]!
+      let values = stored.floats ?? stored.int64s!.map(Float.init)
+      values.withUnsafeBufferPointer { t.pointer.update(from: $0.baseAddress!, count: t.count) }
+    }
+    if let adam = architect?.optimizer {
+      guard let step = tensors[optimizerPrefix + "adam.step"]?.int64s?.first else {
+        throw SearchError.checkpointMismatch("tensor \(optimizerPrefix)adam.step is missing or not I64")
+      }
+      adam.stepCount = Int(step)
+    }
+  }
+
+  private static func safeTensor(_ name: String, _ t: Tensor) -> SafeTensor {
+    if name.hasSuffix("num_batches_tracked") {
+      return SafeTensor(shape: t.shape, int64s: t.scalars.map { Int64($0) })
+    }
+    return SafeTensor(shape: t.shape, floats: t.scalars)
+  }
+}

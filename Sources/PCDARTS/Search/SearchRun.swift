@@ -1,0 +1,276 @@
+// The search loop (the official train_search.py): per step, an architecture update on a
+// search-validation batch (after the warm-up epochs), then a weight update on a search-train
+// batch; per epoch, a cosine learning rate, an evaluation on the search-validation split, the
+// genotype, and an atomic checkpoint.
+
+import Foundation
+import TensorEngine
+
+/// Progress within an epoch, reported after every step.
+public struct StepProgress: Sendable {
+  public var epoch: Int
+  /// 1-based step within the epoch, and the epoch's step count.
+  public var step: Int, steps: Int
+  /// Running means over the epoch so far.
+  public var trainLoss: Double, trainAccuracy: Double
+  public var imagesPerSecond: Double
+  /// Estimated seconds left in this epoch.
+  public var epochSecondsLeft: Double
+}
+
+/// The summary of one epoch, one line of `log.jsonl`.
+public struct EpochRecord: Codable, Equatable, Sendable {
+  public var epoch: Int
+  public var lr: Double
+  public var trainLoss: Double, trainAcc: Double
+  public var validLoss: Double, validAcc: Double
+  public var seconds: Double
+  public var imagesPerSecond: Double
+  public var peakTensorBytes: Int
+  /// The DARTS string of the genotype after the epoch.
+  public var genotype: String
+  /// Whether the architecture was updated in this epoch.
+  public var archUpdates: Bool
+
+  enum CodingKeys: String, CodingKey {
+    case epoch, lr, seconds, genotype
+    case trainLoss = "train_loss", trainAcc = "train_acc", validLoss = "valid_loss", validAcc = "valid_acc"
+    case imagesPerSecond = "images_per_second", peakTensorBytes = "peak_tensor_bytes", archUpdates = "arch_updates"
+  }
+
+  /// The record as one JSON line (sorted keys).
+  public var jsonLine: String {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.sortedKeys]
+    return String(decoding: try! encoder.encode(self), as: UTF8.self)
+  }
+}
+
+/// One PC-DARTS search: the super-net, its two optimizers, the data streams and the history,
+/// with checkpointing that resumes exactly.
+public final class SearchRun {
+  public let settings: SearchSettings
+  public let network: SearchNetwork
+  public let architect: Architect
+  public let weightOptimizer: SGD
+  /// Search-train batches (augmented), one epoch per epoch.
+  public let trainLoader: BatchLoader
+  /// Search-validation batches (augmented, as the reference) for the architecture steps; cycles.
+  public let archLoader: BatchLoader
+  /// The data and the split.
+  public let data: ImageDataset
+  public let validIndices: [Int]
+  /// The next epoch to run (0-based).
+  public private(set) var nextEpoch = 0
+  /// Every completed epoch.
+  public private(set) var history: [EpochRecord] = []
+
+  /// Called after every weight step.
+  public var onStep: ((StepProgress) -> Void)?
+
+  /// Builds the network and data streams from `settings.seed`.
+  ///
+  /// - Parameters:
+  ///   - data: the training set (its classes fix the classifier).
+  ///   - space: the candidate operations.
+  /// - Throws: ``SearchError/invalidConfiguration(_:)`` for settings that cannot work.
+  public init(settings: SearchSettings, data fullData: ImageDataset, space: SearchSpace = .darts) throws {
+    var settings = settings
+    settings.network.classes = fullData.classCount
+    try settings.validate()
+    self.settings = settings
+    var data = fullData
+    if let subset = settings.subset {
+      guard subset <= fullData.count else {
+        throw SearchError.invalidConfiguration("--subset \(subset) exceeds the \(fullData.count) training images of \(fullData.name)")
+      }
+      data = fullData.subset(Array(0..<subset))
+    }
+    self.data = data
+    var rng = SeededGenerator(seed: settings.seed)
+    network = try SearchNetwork(config: settings.network, space: space, rng: &rng)
+    architect = Architect(network: network, settings: settings.architect)
+    weightOptimizer = SGD(parameters: network.parameters(), learningRate: settings.learningRate,
+                          momentum: settings.momentum, weightDecay: settings.weightDecay)
+    var splitRng = SeededGenerator(seed: settings.seed &+ 0x5EA2C4)
+    guard Int(settings.trainPortion * Double(data.count)) >= 1, Int(settings.trainPortion * Double(data.count)) < data.count else {
+      throw SearchError.invalidConfiguration(
+        "--train-portion \(settings.trainPortion) of \(data.count) images leaves one side of the split empty")
+    }
+    let split = searchSplit(count: data.count, trainPortion: settings.trainPortion, rng: &splitRng)
+    validIndices = split.valid
+    trainLoader = BatchLoader(dataset: data, indices: split.train, batchSize: settings.batchSize,
+                              augment: true, seed: settings.seed &+ 1)
+    archLoader = BatchLoader(dataset: data, indices: split.valid, batchSize: settings.batchSize,
+                             augment: true, seed: settings.seed &+ 2)
+  }
+
+  /// Whether every epoch has run.
+  public var isFinished: Bool { nextEpoch >= settings.epochs }
+
+  /// The learning rate of epoch `epoch` (cosine annealing from `lr` to `lr-min`).
+  public func learningRate(epoch: Int) -> Float {
+    cosineAnnealingLearningRate(epoch: epoch, totalEpochs: settings.epochs,
+                                initial: settings.learningRate, minimum: settings.learningRateMin)
+  }
+
+  /// Trains one epoch, evaluates, and returns its record.
+  /// - Throws: ``SearchError/nonFiniteLoss(_:)`` when a loss becomes NaN or infinite (no update
+  ///   is applied from that step).
+  @discardableResult
+  public func runEpoch() throws -> EpochRecord {
+    let epoch = nextEpoch
+    let lr = learningRate(epoch: epoch)
+    weightOptimizer.learningRate = lr
+    let archUpdates = epoch >= settings.warmupEpochs
+    MemoryStats.resetPeak()
+    let start = Date()
+    var (lossSum, correct, seen) = (0.0, 0, 0)
+    var step = 0
+    let steps = trainLoader.batchesPerEpoch
+    network.train(true)
+    while let batch = trainLoader.nextBatch() {
+      step += 1
+      let train = tensorBatch(batch)
+      if archUpdates {
+        let valid = tensorBatch(archLoader.nextCycling())
+        let loss = architect.step(train: train, valid: valid, weightOptimizer: weightOptimizer)
+        guard loss.isFinite else {
+          throw SearchError.nonFiniteLoss("architecture step \(step) of epoch \(epoch) gave a validation loss of \(loss); "
+            + "lower --arch-lr or --lr and resume from the last checkpoint")
+        }
+      }
+      let (loss, hits) = weightStep(train)
+      guard loss.isFinite else {
+        throw SearchError.nonFiniteLoss("weight step \(step) of epoch \(epoch) gave a training loss of \(loss); "
+          + "lower --lr (now \(lr)) or --grad-clip and resume from the last checkpoint")
+      }
+      lossSum += Double(loss) * Double(batch.count)
+      correct += hits
+      seen += batch.count
+      let elapsed = Date().timeIntervalSince(start)
+      onStep?(StepProgress(
+        epoch: epoch, step: step, steps: steps, trainLoss: lossSum / Double(seen),
+        trainAccuracy: Double(correct) / Double(seen), imagesPerSecond: Double(seen) / elapsed,
+        epochSecondsLeft: elapsed / Double(step) * Double(steps - step)))
+    }
+    let trainSeconds = Date().timeIntervalSince(start)
+    let (validLoss, validAcc) = evaluate()
+    let record = EpochRecord(
+      epoch: epoch, lr: Double(lr), trainLoss: lossSum / Double(max(seen, 1)),
+      trainAcc: Double(correct) / Double(max(seen, 1)), validLoss: validLoss, validAcc: validAcc,
+      seconds: Date().timeIntervalSince(start), imagesPerSecond: Double(seen) / trainSeconds,
+      peakTensorBytes: MemoryStats.peakBytes, genotype: network.genotype().pythonDescription,
+      archUpdates: archUpdates)
+    history.append(record)
+    nextEpoch += 1
+    return record
+  }
+
+  /// One SGD step on the weights (architecture frozen); returns the loss and correct count.
+  private func weightStep(_ batch: LabeledBatch) -> (Float, Int) {
+    weightOptimizer.zeroGrad()
+    for p in network.arch.all { p.requiresGrad = false }
+    defer { for p in network.arch.all { p.requiresGrad = true } }
+    let logits = network(batch.images)
+    let loss = crossEntropy(logits, labels: batch.labels)
+    let hits = correctPredictions(logits, batch.labels)
+    guard loss.item.isFinite else { return (loss.item, hits) }
+    loss.backward()
+    clipGradientNorm(network.parameters(), maxNorm: settings.gradClip)
+    weightOptimizer.step()
+    return (loss.item, hits)
+  }
+
+  /// Loss and accuracy on the whole search-validation split, in evaluation mode (running
+  /// batch-norm statistics), without augmentation.
+  public func evaluate() -> (loss: Double, accuracy: Double) {
+    network.train(false)
+    defer { network.train(true) }
+    let loader = BatchLoader(dataset: data, indices: validIndices, batchSize: settings.batchSize,
+                             augment: false, seed: settings.seed)
+    var (lossSum, correct, seen) = (0.0, 0, 0)
+    withNoGrad {
+      while let batch = loader.nextBatch() {
+        let b = tensorBatch(batch)
+        let logits = network(b.images)
+        lossSum += Double(crossEntropy(logits, labels: b.labels).item) * Double(batch.count)
+        correct += correctPredictions(logits, b.labels)
+        seen += batch.count
+      }
+    }
+    return (lossSum / Double(seen), Double(correct) / Double(seen))
+  }
+
+  private func tensorBatch(_ batch: Batch) -> LabeledBatch {
+    LabeledBatch(images: Tensor(shape: [batch.count, 3, 32, 32], data: batch.images), labels: batch.labels)
+  }
+
+  // MARK: - Checkpoints
+
+  /// The checkpoint format tag stored in the metadata.
+  public static let checkpointFormat = "pcdarts-swift-search-v1"
+
+  /// The full state after the last completed epoch.
+  public func checkpoint() -> SafeTensorsFile {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.sortedKeys]
+    func json<T: Encodable>(_ value: T) -> String { String(decoding: try! encoder.encode(value), as: UTF8.self) }
+    return SafeTensorsFile(
+      tensors: CheckpointTensors.collect(network: network, weightOptimizer: weightOptimizer, architect: architect),
+      metadata: [
+        "format": Self.checkpointFormat,
+        "settings": settings.json,
+        "next_epoch": String(nextEpoch),
+        "train_loader": json(trainLoader.epochState),
+        "arch_loader": json(archLoader.epochState),
+        "history": json(history),
+        "genotype": network.genotype().pythonDescription,
+      ])
+  }
+
+  /// Continues from a checkpoint written by ``checkpoint()`` for the same settings.
+  /// - Throws: ``SearchError/checkpointMismatch(_:)`` naming what differs.
+  public func restore(from file: SafeTensorsFile) throws {
+    guard file.metadata["format"] == Self.checkpointFormat else {
+      throw SearchError.checkpointMismatch(
+        "format is \(file.metadata["format"] ?? "missing"), expected \(Self.checkpointFormat)")
+    }
+    guard let settingsJSON = file.metadata["settings"],
+          let saved = try? JSONDecoder().decode(SearchSettings.self, from: Data(settingsJSON.utf8)) else {
+      throw SearchError.checkpointMismatch("its settings are missing or unreadable")
+    }
+    let differences = saved.differences(from: settings)
+    guard differences.isEmpty else {
+      throw SearchError.checkpointMismatch(
+        "it was written with other settings (checkpoint vs now: \(differences.joined(separator: "; "))); "
+          + "rerun with the checkpoint's flags or choose another --out")
+    }
+    let decoder = JSONDecoder()
+    guard let epochText = file.metadata["next_epoch"], let epoch = Int(epochText),
+          let trainState = file.metadata["train_loader"].flatMap({ try? decoder.decode(BatchLoader.EpochState.self, from: Data($0.utf8)) }),
+          let archState = file.metadata["arch_loader"].flatMap({ try? decoder.decode(BatchLoader.EpochState.self, from: Data($0.utf8)) }),
+          let records = file.metadata["history"].flatMap({ try? decoder.decode([EpochRecord].self, from: Data($0.utf8)) })
+    else {
+      throw SearchError.checkpointMismatch("its epoch, data-loader state or history is missing or unreadable")
+    }
+    try CheckpointTensors.restore(file.tensors, network: network, weightOptimizer: weightOptimizer, architect: architect)
+    try trainLoader.restore(trainState)
+    try archLoader.restore(archState)
+    nextEpoch = epoch
+    history = records
+  }
+}
+
+/// The number of rows whose largest logit is at the label (first maximum wins ties).
+func correctPredictions(_ logits: Tensor, _ labels: [Int32]) -> Int {
+  let k = logits.shape[1]
+  var hits = 0
+  for (r, label) in labels.enumerated() {
+    let row = logits.pointer + r * k
+    var best = 0
+    for j in 1..<k where row[j] > row[best] { best = j }
+    if best == Int(label) { hits += 1 }
+  }
+  return hits
+}

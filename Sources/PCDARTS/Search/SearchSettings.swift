@@ -1,0 +1,76 @@
+// The settings of a search run. Defaults are the paper's CIFAR-10 search (the official
+// PC-DARTS train_search.py), except lr-min, which the paper anneals to 0.
+
+import Foundation
+import TensorEngine
+
+/// Everything that determines a search run; two runs with equal settings (and data) produce the
+/// same genotype.
+public struct SearchSettings: Codable, Equatable, Sendable {
+  public var network = NetworkConfig()
+  public var batchSize = 256
+  public var learningRate: Float = 0.1
+  public var learningRateMin: Float = 0
+  public var momentum: Float = 0.9
+  public var weightDecay: Float = 3e-4
+  public var epochs = 50
+  /// Epochs of weight training before architecture updates start.
+  public var warmupEpochs = 15
+  public var gradClip: Float = 5
+  /// The share of the training set used as search-train; the rest is search-validation.
+  public var trainPortion = 0.5
+  public var architect = ArchitectSettings()
+  public var seed: UInt64 = 2
+  /// Use only the first `subset` training images (quick runs); `nil` = all.
+  public var subset: Int?
+
+  public init() {}
+
+  /// Checks ranges, naming the flag and the accepted values.
+  public func validate() throws {
+    func fail(_ m: String) throws { throw SearchError.invalidConfiguration(m) }
+    try network.validate()
+    if batchSize < 1 { try fail("--batch-size must be at least 1, got \(batchSize)") }
+    if !(learningRate > 0) { try fail("--lr must be positive, got \(learningRate)") }
+    if !(learningRateMin >= 0 && learningRateMin <= learningRate) {
+      try fail("--lr-min must be between 0 and --lr (\(learningRate)), got \(learningRateMin)")
+    }
+    if !(momentum >= 0 && momentum < 1) { try fail("--momentum must be in [0, 1), got \(momentum)") }
+    if !(weightDecay >= 0) { try fail("--weight-decay must be ≥ 0, got \(weightDecay)") }
+    if epochs < 1 { try fail("--epochs must be at least 1, got \(epochs)") }
+    if warmupEpochs < 0 { try fail("--warmup-epochs must be ≥ 0, got \(warmupEpochs)") }
+    if !(gradClip > 0) { try fail("--grad-clip must be positive, got \(gradClip)") }
+    if !(trainPortion > 0 && trainPortion < 1) { try fail("--train-portion must be strictly between 0 and 1, got \(trainPortion)") }
+    if !(architect.learningRate > 0) { try fail("--arch-lr must be positive, got \(architect.learningRate)") }
+    if !(architect.weightDecay >= 0) { try fail("--arch-weight-decay must be ≥ 0, got \(architect.weightDecay)") }
+    if let subset, subset < 2 { try fail("--subset must be at least 2 images, got \(subset)") }
+  }
+
+  /// The settings as a flat JSON object (stored in checkpoints and compared on resume).
+  public var json: String {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.sortedKeys]
+    return String(decoding: try! encoder.encode(self), as: UTF8.self)
+  }
+
+  /// The fields in which `self` and `other` differ, as "name: a vs b".
+  public func differences(from other: SearchSettings) -> [String] {
+    func flatten(_ s: SearchSettings) -> [String: String] {
+      let object = try! JSONSerialization.jsonObject(with: Data(s.json.utf8)) as! [String: Any]
+      var out: [String: String] = [:]
+      func walk(_ prefix: String, _ value: Any) {
+        if let dict = value as? [String: Any] {
+          for (k, v) in dict { walk(prefix.isEmpty ? k : prefix + "." + k, v) }
+        } else {
+          out[prefix] = "\(value)"
+        }
+      }
+      walk("", object)
+      return out
+    }
+    let (a, b) = (flatten(self), flatten(other))
+    return Set(a.keys).union(b.keys).sorted().compactMap { key in
+      a[key] == b[key] ? nil : "\(key): \(a[key] ?? "unset") vs \(b[key] ?? "unset")"
+    }
+  }
+}
