@@ -9,16 +9,40 @@
 import Foundation
 
 /// The record of one operation in the graph.
+///
+/// A node points at its inputs' nodes (or, for leaves, at the leaf tensors), never at
+/// intermediate tensors: an activation stays alive only if some backward closure captured it
+/// because it needs its values. The concatenation feeding a channel shuffle, for example, is
+/// freed as soon as the shuffle has read it.
 final class GradNode {
-  /// The op's inputs that require gradients, in the order `backward` returns gradients.
-  let inputs: [Tensor]
-  /// Maps the gradient of the output to one gradient per input (`nil` = no contribution).
-  let backward: (Tensor) -> [Tensor?]
+  /// Where each differentiable input's gradient goes, in the order `backward` returns them.
+  var edges: [GradEdge]
+  /// Maps the gradient of the output to one gradient per edge (`nil` = no contribution).
+  var backward: ((Tensor) -> [Tensor?])?
+  /// The gradient flowing into the output during a backward pass.
+  var pendingGrad: Tensor?
+  /// The output's shape, to check incoming gradients.
+  let shape: [Int]
 
-  init(inputs: [Tensor], backward: @escaping (Tensor) -> [Tensor?]) {
-    self.inputs = inputs
+  init(edges: [GradEdge], shape: [Int], backward: @escaping (Tensor) -> [Tensor?]) {
+    self.edges = edges
+    self.shape = shape
     self.backward = backward
   }
+
+  /// Adds `g` to the pending gradient.
+  func accumulate(_ g: Tensor) {
+    precondition(g.shape == shape, "autograd: gradient of shape \(g.shape) for an output of shape \(shape)")
+    if let existing = pendingGrad { addInPlace(existing, g) } else { pendingGrad = g }
+  }
+}
+
+/// The destination of one input's gradient.
+enum GradEdge {
+  /// An op's output: the gradient continues through its node.
+  case node(GradNode)
+  /// A leaf: the gradient accumulates in its `grad`.
+  case leaf(Tensor)
 }
 
 /// Whether operations record the graph. Off inside ``withNoGrad(_:)``.
@@ -41,8 +65,10 @@ public func withNoGrad<T>(_ body: () throws -> T) rethrows -> T {
 /// Attaches the graph record to an op's output when any of `inputs` requires gradients.
 ///
 /// `backward` is called once with the output's gradient and returns one gradient per element of
-/// `inputs` (the same order, including inputs that do not require gradients, which are ignored).
-/// It is only built when needed, so ops pay nothing for the graph in no-grad mode.
+/// `inputs` (the same order, including inputs that do not require gradients, whose entries are
+/// ignored). It is only built when needed, so ops pay nothing for the graph in no-grad mode.
+/// The closure must capture only what its gradient formula reads: every captured tensor stays
+/// alive until the backward pass has run.
 @inline(__always)
 func record(
   _ output: Tensor, inputs: [Tensor], backward: @autoclosure () -> ((Tensor) -> [Tensor?])
@@ -51,8 +77,10 @@ func record(
   output.requiresGrad = true
   let body = backward()
   let tracked = inputs.map { $0.requiresGrad }
-  let kept = inputs.filter { $0.requiresGrad }
-  output.node = GradNode(inputs: kept) { g in
+  let edges = inputs.filter { $0.requiresGrad }.map { x -> GradEdge in
+    x.node.map { .node($0) } ?? .leaf(x)
+  }
+  output.node = GradNode(edges: edges, shape: output.shape) { g in
     let all = body(g)
     precondition(all.count == tracked.count, "autograd: backward returned \(all.count) gradients")
     return zip(all, tracked).compactMap { $1 ? .some($0) : nil }
@@ -75,56 +103,58 @@ extension Tensor {
   /// - Precondition: `gradient` has this tensor's shape.
   public func backward(gradient: Tensor) {
     checkSameShape(self, gradient, "backward")
-    let order = topologicalOrder()
-    accumulate(gradient.copy())
-    for tensor in order.reversed() {
-      guard let node = tensor.node, let g = tensor.pendingGrad else {
-        tensor.node = nil
-        tensor.pendingGrad = nil
-        continue
-      }
-      // Drop the node and the pending gradient before running the inputs' updates, so that the
-      // activations it saved die as soon as `grads` is consumed.
-      tensor.node = nil
-      tensor.pendingGrad = nil
-      let grads = withNoGrad { node.backward(g) }
+    guard let root = node else {
+      if requiresGrad { accumulateLeafGradient(gradient.copy()) }
+      return
+    }
+    let order = topologicalOrder(from: root)
+    root.accumulate(gradient.copy())
+    for current in order.reversed() {
+      let g = current.pendingGrad
+      let body = current.backward
+      let edges = current.edges
+      // Drop the closure (and the activations it captured) and the links before the inputs'
+      // updates run: each saved tensor dies as soon as its last user is done.
+      current.pendingGrad = nil
+      current.backward = nil
+      current.edges = []
+      guard let g, let body else { continue }
+      let grads = withNoGrad { body(g) }
       // Gradients are accumulated in place later, so one buffer must not land in two places
       // (an add hands the same gradient to both of its inputs).
       var owned = Set<ObjectIdentifier>()
-      for (input, grad) in zip(node.inputs, grads) {
+      for (edge, grad) in zip(edges, grads) {
         guard let grad else { continue }
         let unique = owned.insert(ObjectIdentifier(grad.storage)).inserted
-        input.accumulate(unique ? grad : grad.copy())
+        let value = unique ? grad : grad.copy()
+        switch edge {
+        case .node(let n): n.accumulate(value)
+        case .leaf(let t): t.accumulateLeafGradient(value)
+        }
       }
     }
+    node = nil
   }
 
-  /// Adds `g` to the pending gradient (inner node) or to ``grad`` (leaf).
-  private func accumulate(_ g: Tensor) {
+  private func accumulateLeafGradient(_ g: Tensor) {
     checkSameShape(self, g, "gradient accumulation")
-    if node == nil {
-      if let existing = grad { addInPlace(existing, g) } else { grad = g.detached() }
-    } else if let existing = pendingGrad {
-      addInPlace(existing, g)
-    } else {
-      pendingGrad = g
-    }
+    if let existing = grad { addInPlace(existing, g) } else { grad = g.detached() }
   }
 
-  /// Tensors reachable through the graph, every tensor after all of its inputs.
-  private func topologicalOrder() -> [Tensor] {
-    var order: [Tensor] = []
+  /// Nodes reachable from `root`, every node after all of its inputs' nodes.
+  private func topologicalOrder(from root: GradNode) -> [GradNode] {
+    var order: [GradNode] = []
     var visited = Set<ObjectIdentifier>()
     // Iterative DFS: a deep network would overflow the stack with recursion.
-    var stack: [(Tensor, Bool)] = [(self, false)]
-    while let (tensor, expanded) = stack.popLast() {
+    var stack: [(GradNode, Bool)] = [(root, false)]
+    while let (current, expanded) = stack.popLast() {
       if expanded {
-        order.append(tensor)
+        order.append(current)
         continue
       }
-      guard visited.insert(ObjectIdentifier(tensor)).inserted else { continue }
-      stack.append((tensor, true))
-      for input in tensor.node?.inputs ?? [] where !visited.contains(ObjectIdentifier(input)) {
+      guard visited.insert(ObjectIdentifier(current)).inserted else { continue }
+      stack.append((current, true))
+      for case .node(let input) in current.edges where !visited.contains(ObjectIdentifier(input)) {
         stack.append((input, false))
       }
     }

@@ -75,7 +75,7 @@ public struct RunDirectory {
         try? process.run()
         process.waitUntilExit()
         if process.terminationStatus == 0 {
-          _ = try? FileManager.default.replaceItemAt(target, withItemAt: temporary)
+          rename(temporary.path, target.path)  // atomic replace
         } else {
           try? FileManager.default.removeItem(at: temporary)
         }

@@ -97,8 +97,9 @@ public func batchNorm2d(
   // A non-affine output is x̂ itself: keep the output's storage (which the next op saves anyway)
   // instead of the input, so the input can be freed.
   let saved = weight == nil ? out.storage : x.storage
+  let (shape, needsDx) = (x.shape, x.requiresGrad)
   return record(out, inputs: inputs) { [weight] g in
-    let dx = x.requiresGrad ? Tensor.uninitialized(x.shape) : nil
+    let dx = needsDx ? Tensor.uninitialized(shape) : nil
     let dw = weight.map { _ in Tensor(zeros: [c]) }
     let db = weight.map { _ in Tensor(zeros: [c]) }
     parallelFor(c) { ch in

@@ -46,10 +46,10 @@ public func softmax(_ x: Tensor) -> Tensor {
   let rows = x.count / max(k, 1)
   let out = Tensor.uninitialized(x.shape)
   for r in 0..<rows { softmaxRow(out.pointer + r * k, x.pointer + r * k, k) }
-  let saved = out.storage
+  let (saved, shape) = (out.storage, x.shape)
   return record(out, inputs: [x]) { g in
     // dx = y ⊙ (g − ⟨g, y⟩) per row.
-    let dx = Tensor.uninitialized(x.shape)
+    let dx = Tensor.uninitialized(shape)
     for r in 0..<rows {
       let (y, gr, d) = (saved.pointer + r * k, g.pointer + r * k, dx.pointer + r * k)
       var dot: Double = 0
@@ -100,8 +100,9 @@ public func crossEntropy(_ logits: Tensor, labels: [Int32]) -> Tensor {
     loss += Double(top) + Foundation.log(total) - Double(row[Int(labels[r])])
   }
   let out = Tensor(scalar: Float(loss / Double(n)))
+  let shape = logits.shape
   return record(out, inputs: [logits]) { g in
-    let dx = Tensor.uninitialized(logits.shape)
+    let dx = Tensor.uninitialized(shape)
     let s = g.pointer[0] / Float(n)
     for r in 0..<n {
       for i in 0..<k { dx.pointer[r * k + i] = probs.pointer[r * k + i] * s }

@@ -13,10 +13,11 @@ public func relu(_ x: Tensor) -> Tensor {
   // The output's sign is the mask; keep its storage rather than the input's (the next op, a
   // convolution, saves the output anyway).
   let saved = out.storage
+  let shape = x.shape
   return record(out, inputs: [x]) { g in
-    let dx = Tensor.uninitialized(x.shape)
+    let dx = Tensor.uninitialized(shape)
     let (gp, mp, dp) = (g.pointer, saved.pointer, dx.pointer)
-    parallelChunks(x.count, minChunk: elementwiseChunk) { lo, hi in
+    parallelChunks(dx.count, minChunk: elementwiseChunk) { lo, hi in
       for i in lo..<hi { dp[i] = mp[i] > 0 ? gp[i] : 0 }
     }
     return [dx]
@@ -41,7 +42,8 @@ public func sum(_ xs: [Tensor]) -> Tensor {
   for x in xs.dropFirst() { checkSameShape(xs[0], x, "sum") }
   let out = xs[0].copy()
   for x in xs.dropFirst() { addInPlace(out, x) }
-  return record(out, inputs: xs) { g in Array(repeating: g, count: xs.count) }
+  let terms = xs.count
+  return record(out, inputs: xs) { g in Array(repeating: g, count: terms) }
 }
 
 /// x · s for a constant s.

@@ -46,8 +46,9 @@ public func avgPool2d(
                  x: x.pointer + plane * geo.inH * geo.inW, dx: nil, dout: nil,
                  geo: geo, countIncludePad: countIncludePad)
   }
+  let shape = x.shape  // the backward needs only the shape: x itself is not kept
   return record(out, inputs: [x]) { g in
-    let dx = Tensor(zeros: x.shape)
+    let dx = Tensor(zeros: shape)
     poolPlanes(n * c, geo) { plane in
       avgPoolPlane(out: nil, x: nil, dx: dx.pointer + plane * geo.inH * geo.inW,
                    dout: g.pointer + plane * geo.outH * geo.outW,
@@ -71,8 +72,9 @@ public func globalAvgPool2d(_ x: Tensor) -> Tensor {
     for i in 0..<hw { sum += src[i] }
     out.pointer[plane] = sum * scale
   }
+  let shape = x.shape
   return record(out, inputs: [x]) { g in
-    let dx = Tensor.uninitialized(x.shape)
+    let dx = Tensor.uninitialized(shape)
     parallelFor(n * c, minChunk: 64) { plane in
       (dx.pointer + plane * hw).update(repeating: g.pointer[plane] * scale, count: hw)
     }

@@ -18,8 +18,9 @@ public func concatChannels(_ xs: [Tensor]) -> Tensor {
   copyChannelBlocks(n: n, hw: hw, total: total, channels: channels) { t, s, into in
     into.update(from: xs[t].pointer + s * channels[t] * hw, count: channels[t] * hw)
   } destination: { s, offset in out.pointer + (s * total + offset) * hw }
+  let shapes = xs.map(\.shape)
   return record(out, inputs: xs) { g in
-    let grads = xs.map { Tensor.uninitialized($0.shape) }
+    let grads = shapes.map { Tensor.uninitialized($0) }
     copyChannelBlocks(n: n, hw: hw, total: total, channels: channels) { t, s, from in
       grads[t].pointer.advanced(by: s * channels[t] * hw).update(from: from, count: channels[t] * hw)
     } destination: { s, offset in g.pointer + (s * total + offset) * hw }
@@ -54,8 +55,9 @@ public func sliceChannels(_ x: Tensor, _ range: Range<Int>) -> Tensor {
   parallelFor(n) { s in
     (out.pointer + s * k * hw).update(from: x.pointer + (s * c + range.lowerBound) * hw, count: k * hw)
   }
+  let shape = x.shape
   return record(out, inputs: [x]) { g in
-    let dx = Tensor(zeros: x.shape)
+    let dx = Tensor(zeros: shape)
     parallelFor(n) { s in
       (dx.pointer + (s * c + range.lowerBound) * hw).update(from: g.pointer + s * k * hw, count: k * hw)
     }
@@ -79,8 +81,9 @@ public func channelShuffle(_ x: Tensor, groups: Int) -> Tensor {
   permuteChannels(from: x.pointer, to: out.pointer, n: n, c: c, hw: hw) { i in
     (i % per) * groups + i / per
   }
+  let shape = x.shape
   return record(out, inputs: [x]) { g in
-    let dx = Tensor.uninitialized(x.shape)
+    let dx = Tensor.uninitialized(shape)
     permuteChannels(from: g.pointer, to: dx.pointer, n: n, c: c, hw: hw) { j in
       (j % groups) * per + j / groups
     }
@@ -113,8 +116,9 @@ public func cropTopLeft(_ x: Tensor, top: Int, left: Int) -> Tensor {
       (out.pointer + (plane * oh + r) * ow).update(from: x.pointer + plane * h * w + (r + top) * w + left, count: ow)
     }
   }
+  let shape = x.shape
   return record(out, inputs: [x]) { g in
-    let dx = Tensor(zeros: x.shape)
+    let dx = Tensor(zeros: shape)
     parallelFor(n * c, minChunk: 16) { plane in
       for r in 0..<oh {
         (dx.pointer + plane * h * w + (r + top) * w + left).update(from: g.pointer + (plane * oh + r) * ow, count: ow)
@@ -138,7 +142,8 @@ public func zerosLike(_ x: Tensor, stride: Int) -> Tensor {
 public func reshape(_ x: Tensor, _ shape: [Int]) -> Tensor {
   precondition(shape.reduce(1, *) == x.count, "reshape: cannot view \(x.shape) as \(shape)")
   let out = Tensor(shape: shape, storage: x.storage)
-  return record(out, inputs: [x]) { g in [Tensor(shape: x.shape, storage: g.storage)] }
+  let shape = x.shape
+  return record(out, inputs: [x]) { g in [Tensor(shape: shape, storage: g.storage)] }
 }
 
 /// Elements `range` along the first axis, like `x[range]` (a copy): rows of a matrix or a span of
@@ -150,8 +155,9 @@ public func slice(_ x: Tensor, _ range: Range<Int>) -> Tensor {
   let inner = x.count / max(x.shape[0], 1)
   let out = Tensor.uninitialized([range.count] + x.shape.dropFirst())
   out.pointer.update(from: x.pointer + range.lowerBound * inner, count: out.count)
+  let shape = x.shape
   return record(out, inputs: [x]) { g in
-    let dx = Tensor(zeros: x.shape)
+    let dx = Tensor(zeros: shape)
     (dx.pointer + range.lowerBound * inner).update(from: g.pointer, count: g.count)
     return [dx]
   }
@@ -171,12 +177,13 @@ public func concatRows(_ xs: [Tensor]) -> Tensor {
     (out.pointer + offset).update(from: x.pointer, count: x.count)
     offset += x.count
   }
+  let shapes = xs.map(\.shape)
   return record(out, inputs: xs) { g in
     var offset = 0
-    return xs.map { x in
-      let dx = Tensor.uninitialized(x.shape)
-      dx.pointer.update(from: g.pointer + offset, count: x.count)
-      offset += x.count
+    return shapes.map { shape in
+      let dx = Tensor.uninitialized(shape)
+      dx.pointer.update(from: g.pointer + offset, count: dx.count)
+      offset += dx.count
       return dx
     }
   }
