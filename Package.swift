@@ -20,7 +20,10 @@ let package = Package(
       providers: [.apt(["zlib1g-dev"])]),
 
     // MARK: - Layers: engine, then the search
-    .target(name: "TensorEngine", dependencies: ["COpenBLAS"]),
+    .target(name: "TensorEngine", dependencies: ["COpenBLAS", "_CKernels"]),
+
+    // MARK: - Implementation details
+    .target(name: "_CKernels", path: "Sources/_CKernels"),
     .target(name: "PCDARTS", dependencies: ["TensorEngine", "CZlib"]),
 
     // MARK: - Thin executables

@@ -34,7 +34,13 @@ public final class MixedOp: Module {
     precondition(x.shape[1] == channels, "MixedOp: expects \(channels) channels, got input \(x.shape)")
     let k = partialChannels
     let part = k == 1 ? x : sliceChannels(x, 0..<channels / k)
-    let mixed = weightedSum(active.map { ops[$0](part) }, weights: weights, indices: active)
+    // One ReLU(part) for every candidate that starts with it (see ReLUFirstLayer).
+    let needsReLU = active.contains { ops[$0] is ReLUFirstLayer }
+    let activated = needsReLU ? relu(part) : nil
+    let outputs = active.map { i in
+      (ops[i] as? ReLUFirstLayer).map { $0(afterReLU: activated!) } ?? ops[i](part)
+    }
+    let mixed = weightedSum(outputs, weights: weights, indices: active)
     if k == 1 { return mixed }
     var bypass = sliceChannels(x, channels / k..<channels)
     if stride == 2 { bypass = maxPool2d(bypass, kernel: 2, stride: 2) }

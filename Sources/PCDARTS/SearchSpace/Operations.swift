@@ -4,8 +4,24 @@
 
 import TensorEngine
 
+/// A candidate operation whose first step is ReLU of its input.
+///
+/// DARTS's separable and dilated convolutions (and FactorizedReduce) all begin with ReLU(x) of
+/// the same edge input; a mixed op computes that ReLU once and hands it to each of them through
+/// ``callAsFunction(afterReLU:)``, which saves three activations per edge in time and memory.
+/// `callAsFunction(_:)` must equal `callAsFunction(afterReLU: relu(x))`.
+public protocol ReLUFirstLayer: Layer {
+  /// The operation applied to an input that has already gone through ReLU.
+  func callAsFunction(afterReLU r: Tensor) -> Tensor
+}
+
+/// The layers after a leading ReLU of a Sequential.
+private func applyAfterReLU(_ op: Sequential, _ r: Tensor) -> Tensor {
+  op.layers.dropFirst().reduce(r) { $1($0) }
+}
+
 /// ReLU → convolution → batch norm, as one `op` Sequential (names `op.1.weight`, `op.2.*`).
-public final class ReLUConvBN: Layer {
+public final class ReLUConvBN: Layer, ReLUFirstLayer {
   /// Sequential(ReLU, Conv2d, BatchNorm2d).
   public let op: Sequential
 
@@ -23,10 +39,11 @@ public final class ReLUConvBN: Layer {
 
   public override var children: [(String, Module)] { [("op", op)] }
   public override func callAsFunction(_ x: Tensor) -> Tensor { op(x) }
+  public func callAsFunction(afterReLU r: Tensor) -> Tensor { applyAfterReLU(op, r) }
 }
 
 /// Dilated depthwise-separable convolution: ReLU → depthwise K×K (dilation d) → 1×1 → BN.
-public final class DilConv: Layer {
+public final class DilConv: Layer, ReLUFirstLayer {
   /// Sequential(ReLU, depthwise Conv2d, pointwise Conv2d, BatchNorm2d).
   public let op: Sequential
 
@@ -45,11 +62,12 @@ public final class DilConv: Layer {
 
   public override var children: [(String, Module)] { [("op", op)] }
   public override func callAsFunction(_ x: Tensor) -> Tensor { op(x) }
+  public func callAsFunction(afterReLU r: Tensor) -> Tensor { applyAfterReLU(op, r) }
 }
 
 /// Separable convolution applied twice, as DARTS defines it: (ReLU → depthwise K×K stride s →
 /// 1×1 → BN) then (ReLU → depthwise K×K → 1×1 → BN), one 8-layer `op` Sequential.
-public final class SepConv: Layer {
+public final class SepConv: Layer, ReLUFirstLayer {
   /// The eight layers; the depthwise weights are `op.1` and `op.5`.
   public let op: Sequential
 
@@ -74,11 +92,12 @@ public final class SepConv: Layer {
 
   public override var children: [(String, Module)] { [("op", op)] }
   public override func callAsFunction(_ x: Tensor) -> Tensor { op(x) }
+  public func callAsFunction(afterReLU r: Tensor) -> Tensor { applyAfterReLU(op, r) }
 }
 
 /// Halves the resolution without losing half the pixels: ReLU, then two 1×1 stride-2
 /// convolutions, one on x and one on x[:, :, 1:, 1:], concatenated and batch-normalised.
-public final class FactorizedReduce: Layer {
+public final class FactorizedReduce: Layer, ReLUFirstLayer {
   public let conv1: Conv2d, conv2: Conv2d
   public let bn: BatchNorm2d
 
@@ -93,9 +112,10 @@ public final class FactorizedReduce: Layer {
 
   public override var children: [(String, Module)] { [("conv_1", conv1), ("conv_2", conv2), ("bn", bn)] }
 
-  public override func callAsFunction(_ x: Tensor) -> Tensor {
-    let r = relu(x)
-    return bn(concatChannels([conv1(r), conv2(cropTopLeft(r, top: 1, left: 1))]))
+  public override func callAsFunction(_ x: Tensor) -> Tensor { self(afterReLU: relu(x)) }
+
+  public func callAsFunction(afterReLU r: Tensor) -> Tensor {
+    bn(concatChannels([conv1(r), conv2(cropTopLeft(r, top: 1, left: 1))]))
   }
 }
 

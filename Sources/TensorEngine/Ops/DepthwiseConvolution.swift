@@ -3,9 +3,11 @@
 // p padding. Output size as for any convolution (see `Convolution.swift`).
 //
 // sgemm is the wrong tool here (each output plane is a 1×K² by K²×HoWo product), so this is a
-// direct kernel: for each kernel tap, one fused multiply-add over a contiguous span of an output
-// row, which the compiler vectorises for stride 1. Forward splits (n, c) planes over the cores;
+// direct kernel (`_CKernels`): each (n, c) plane is copied into a zero-padded scratch plane and
+// correlated tap by tap with vectorised, bounds-free loops. Forward splits (n, c) planes over the cores;
 // backward splits channels, so that each core owns its channels' weight gradients.
+
+import _CKernels
 
 /// Depthwise forward and the recording of its backward; `conv2d` routes here.
 func depthwiseConv2d(_ x: Tensor, weight: Tensor, bias: Tensor?, geometry geo: ConvGeometry) -> Tensor {
@@ -30,91 +32,52 @@ func depthwiseForward(
 ) {
   let (hw, ohw) = (geo.inH * geo.inW, geo.outH * geo.outW)
   let kk = geo.kernelH * geo.kernelW
-  parallelFor(n * c) { plane in
-    let ch = plane % c
-    let dst = out + plane * ohw
-    dst.update(repeating: bias?[ch] ?? 0, count: ohw)
-    depthwisePlane(dst: dst, src: x + plane * hw, taps: weight + ch * kk, geo: geo)
-  }
-}
-
-/// Adds the depthwise correlation of one input plane with `taps` (K×K) into `dst` (Ho×Wo).
-@inline(__always)
-private func depthwisePlane(
-  dst: UnsafeMutablePointer<Float>, src: UnsafePointer<Float>, taps: UnsafePointer<Float>,
-  geo: ConvGeometry
-) {
-  let (ow, w, s) = (geo.outW, geo.inW, geo.stride)
-  for ki in 0..<geo.kernelH {
-    let rows = geo.validRows(ki)
-    for kj in 0..<geo.kernelW {
-      let tap = taps[ki * geo.kernelW + kj]
-      let cols = geo.validColumns(kj)
-      if cols.isEmpty { continue }
-      let dj = kj * geo.dilation - geo.padding
-      for r in rows {
-        let srow = src + (r * s + ki * geo.dilation - geo.padding) * w + dj
-        let drow = dst + r * ow
-        if s == 1 {
-          for q in cols { drow[q] += tap * srow[q] }
-        } else {
-          for q in cols { drow[q] += tap * srow[q * s] }
-        }
-      }
+  parallelChunks(n * c) { lo, hi in
+    let scratch = PaddedPlane(h: geo.inH, w: geo.inW, pad: geo.padding, fill: 0)
+    for plane in lo..<hi {
+      let ch = plane % c
+      scratch.load(x + plane * hw)
+      pcd_depthwise_forward(out + plane * ohw, scratch.pointer, weight + ch * kk, bias?[ch] ?? 0,
+                            Int32(geo.kernelH), Int32(geo.stride), Int32(geo.dilation),
+                            Int32(scratch.wp), Int32(geo.outH), Int32(geo.outW))
     }
   }
 }
 
 /// Accumulates (`+=`) the gradients of ``depthwiseForward``: dx (N, C, H, W), dweight (C, 1, K, K)
-/// and dbias (C) from dout (N, C, Ho, Wo).
+/// and dbias (C) from dout (N, C, Ho, Wo). Channels are split over the cores, so each core owns
+/// its channels' weight gradients.
 func depthwiseBackward(
   dx: UnsafeMutablePointer<Float>?, dweight: UnsafeMutablePointer<Float>?,
   dbias: UnsafeMutablePointer<Float>?, dout: UnsafePointer<Float>,
   x: UnsafePointer<Float>, weight: UnsafePointer<Float>, n: Int, c: Int, geo: ConvGeometry
 ) {
   let (hw, ohw) = (geo.inH * geo.inW, geo.outH * geo.outW)
-  let (ow, w, s, d) = (geo.outW, geo.inW, geo.stride, geo.dilation)
   let kk = geo.kernelH * geo.kernelW
-  parallelFor(c) { ch in
-    for sample in 0..<n {
-      let plane = sample * c + ch
-      let g = dout + plane * ohw
-      let src = x + plane * hw
-      let dsrc = dx.map { $0 + plane * hw }
-      for ki in 0..<geo.kernelH {
-        let rows = geo.validRows(ki)
-        for kj in 0..<geo.kernelW {
-          let cols = geo.validColumns(kj)
-          if cols.isEmpty { continue }
-          let tapIndex = ch * kk + ki * geo.kernelW + kj
-          let tap = weight[tapIndex]
-          let dj = kj * d - geo.padding
-          var dtap: Float = 0
-          for r in rows {
-            let offset = (r * s + ki * d - geo.padding) * w + dj
-            let grow = g + r * ow
-            let srow = src + offset
-            if s == 1 {
-              for q in cols { dtap += grow[q] * srow[q] }
-              if let dsrc {
-                let drow = dsrc + offset
-                for q in cols { drow[q] += tap * grow[q] }
-              }
-            } else {
-              for q in cols { dtap += grow[q] * srow[q * s] }
-              if let dsrc {
-                let drow = dsrc + offset
-                for q in cols { drow[q * s] += tap * grow[q] }
-              }
-            }
-          }
-          dweight?[tapIndex] += dtap
+  parallelChunks(c) { lo, hi in
+    let xpad = PaddedPlane(h: geo.inH, w: geo.inW, pad: geo.padding, fill: 0)
+    let dxpad = dx.map { _ in PaddedPlane(h: geo.inH, w: geo.inW, pad: geo.padding, fill: 0) }
+    // The kernel always accumulates tap gradients; discard them when not wanted.
+    var unused = [Float](repeating: 0, count: kk)
+    for ch in lo..<hi {
+      for sample in 0..<n {
+        let plane = sample * c + ch
+        xpad.load(x + plane * hw)
+        dxpad?.clear()
+        unused.withUnsafeMutableBufferPointer { spare in
+          pcd_depthwise_backward(dxpad?.pointer, dweight.map { $0 + ch * kk } ?? spare.baseAddress!,
+                                 dout + plane * ohw, xpad.pointer, weight + ch * kk,
+                                 Int32(geo.kernelH), Int32(geo.stride), Int32(geo.dilation),
+                                 Int32(xpad.wp), Int32(geo.outH), Int32(geo.outW))
         }
-      }
-      if let dbias {
-        var sum: Float = 0
-        for i in 0..<ohw { sum += g[i] }
-        dbias[ch] += sum
+        if let dxpad, let dx {
+          let target = dx + plane * hw
+          for r in 0..<geo.inH {
+            let src = dxpad.pointer + (r + geo.padding) * dxpad.wp + geo.padding
+            for q in 0..<geo.inW { target[r * geo.inW + q] += src[q] }
+          }
+        }
+        if let dbias { dbias[ch] += sum(ohw, dout + plane * ohw) }
       }
     }
   }

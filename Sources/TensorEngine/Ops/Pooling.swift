@@ -1,9 +1,12 @@
 // Pooling. Legend: N batch, C channels, H×W input, Ho×Wo output, K×K window, s stride, p padding.
 // Output size (PyTorch, ceil_mode = false): Ho = ⌊(H + 2p − K) / s⌋ + 1.
 //
-// Direct kernels over (n, c) planes, spread across the cores. Max pooling saves no indices: its
+// Direct kernels (`_CKernels`) over padded (n, c) planes, spread across the cores. Max pooling
+// saves no indices: its
 // backward recomputes the arg-max from the input, which the graph keeps alive anyway (the
 // same tensor feeds the other candidate operations of a mixed op).
+
+import _CKernels
 
 /// Max pooling over K×K windows, like `torch.nn.functional.max_pool2d` (padding counts as −∞).
 ///
@@ -12,19 +15,12 @@
 /// - Precondition: `padding ≤ kernel / 2` (PyTorch's rule) and a non-empty output.
 public func maxPool2d(_ x: Tensor, kernel: Int, stride: Int, padding: Int = 0) -> Tensor {
   let geo = poolGeometry(x, kernel: kernel, stride: stride, padding: padding, op: "maxPool2d")
-  let (n, c) = (x.shape[0], x.shape[1])
-  let out = Tensor.uninitialized([n, c, geo.outH, geo.outW])
-  poolPlanes(n * c, geo) { plane in
-    maxPoolPlane(out: out.pointer + plane * geo.outH * geo.outW,
-                 x: x.pointer + plane * geo.inH * geo.inW, dx: nil, dout: nil, geo: geo)
-  }
+  let planes = x.shape[0] * x.shape[1]
+  let out = Tensor.uninitialized([x.shape[0], x.shape[1], geo.outH, geo.outW])
+  poolForward(out: out.pointer, x: x.pointer, planes: planes, geo: geo, isMax: true, scale: nil)
   return record(out, inputs: [x]) { g in
-    let dx = Tensor(zeros: x.shape)
-    poolPlanes(n * c, geo) { plane in
-      maxPoolPlane(out: nil, x: x.pointer + plane * geo.inH * geo.inW,
-                   dx: dx.pointer + plane * geo.inH * geo.inW,
-                   dout: g.pointer + plane * geo.outH * geo.outW, geo: geo)
-    }
+    let dx = Tensor.uninitialized(x.shape)
+    poolBackward(dx: dx.pointer, dout: g.pointer, x: x.pointer, planes: planes, geo: geo, scale: nil)
     return [dx]
   }
 }
@@ -39,22 +35,70 @@ public func avgPool2d(
   _ x: Tensor, kernel: Int, stride: Int, padding: Int = 0, countIncludePad: Bool = false
 ) -> Tensor {
   let geo = poolGeometry(x, kernel: kernel, stride: stride, padding: padding, op: "avgPool2d")
-  let (n, c) = (x.shape[0], x.shape[1])
-  let out = Tensor.uninitialized([n, c, geo.outH, geo.outW])
-  poolPlanes(n * c, geo) { plane in
-    avgPoolPlane(out: out.pointer + plane * geo.outH * geo.outW,
-                 x: x.pointer + plane * geo.inH * geo.inW, dx: nil, dout: nil,
-                 geo: geo, countIncludePad: countIncludePad)
-  }
+  let planes = x.shape[0] * x.shape[1]
+  let scale = averageScale(geo, countIncludePad: countIncludePad)
+  let out = Tensor.uninitialized([x.shape[0], x.shape[1], geo.outH, geo.outW])
+  poolForward(out: out.pointer, x: x.pointer, planes: planes, geo: geo, isMax: false, scale: scale.pointer)
   let shape = x.shape  // the backward needs only the shape: x itself is not kept
   return record(out, inputs: [x]) { g in
-    let dx = Tensor(zeros: shape)
-    poolPlanes(n * c, geo) { plane in
-      avgPoolPlane(out: nil, x: nil, dx: dx.pointer + plane * geo.inH * geo.inW,
-                   dout: g.pointer + plane * geo.outH * geo.outW,
-                   geo: geo, countIncludePad: countIncludePad)
-    }
+    let dx = Tensor.uninitialized(shape)
+    poolBackward(dx: dx.pointer, dout: g.pointer, x: nil, planes: planes, geo: geo, scale: scale.pointer)
     return [dx]
+  }
+}
+
+/// 1 / (the number of positions each window averages), one value per output position.
+private func averageScale(_ geo: ConvGeometry, countIncludePad: Bool) -> Storage {
+  let scale = Storage(count: geo.outH * geo.outW, zeroed: false)
+  for oh in 0..<geo.outH {
+    for ow in 0..<geo.outW {
+      let (h0, h1) = window(oh, geo, extent: geo.inH)
+      let (w0, w1) = window(ow, geo, extent: geo.inW)
+      let count = countIncludePad ? geo.kernelH * geo.kernelW : (h1 - h0) * (w1 - w0)
+      scale.pointer[oh * geo.outW + ow] = 1 / Float(count)
+    }
+  }
+  return scale
+}
+
+/// Pools (N·C) planes through padded scratch planes (−∞ border for max, 0 for sums).
+private func poolForward(
+  out: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, planes: Int, geo: ConvGeometry,
+  isMax: Bool, scale: UnsafePointer<Float>?
+) {
+  let (hw, ohw) = (geo.inH * geo.inW, geo.outH * geo.outW)
+  parallelChunks(planes, minChunk: max(1, 2048 / max(hw, 1))) { lo, hi in
+    let scratch = PaddedPlane(h: geo.inH, w: geo.inW, pad: geo.padding, fill: isMax ? -.infinity : 0)
+    for plane in lo..<hi {
+      scratch.load(x + plane * hw)
+      pcd_pool_forward(out + plane * ohw, scratch.pointer, scale, isMax, Int32(geo.kernelH),
+                       Int32(geo.stride), Int32(scratch.wp), Int32(geo.outH), Int32(geo.outW))
+    }
+  }
+}
+
+/// The adjoint of ``poolForward``: max pooling when `x` is given (the arg-max is recomputed
+/// from it), sum pooling scaled by `scale` otherwise. Overwrites dx.
+private func poolBackward(
+  dx: UnsafeMutablePointer<Float>, dout: UnsafePointer<Float>, x: UnsafePointer<Float>?,
+  planes: Int, geo: ConvGeometry, scale: UnsafePointer<Float>?
+) {
+  let (hw, ohw) = (geo.inH * geo.inW, geo.outH * geo.outW)
+  parallelChunks(planes, minChunk: max(1, 2048 / max(hw, 1))) { lo, hi in
+    let xpad = x.map { _ in PaddedPlane(h: geo.inH, w: geo.inW, pad: geo.padding, fill: -.infinity) }
+    let dxpad = PaddedPlane(h: geo.inH, w: geo.inW, pad: geo.padding, fill: 0)
+    for plane in lo..<hi {
+      dxpad.clear()
+      if let x, let xpad {
+        xpad.load(x + plane * hw)
+        pcd_maxpool_backward(dxpad.pointer, dout + plane * ohw, xpad.pointer, Int32(geo.kernelH),
+                             Int32(geo.stride), Int32(dxpad.wp), Int32(geo.outH), Int32(geo.outW))
+      } else {
+        pcd_sumpool_backward(dxpad.pointer, dout + plane * ohw, scale, Int32(geo.kernelH),
+                             Int32(geo.stride), Int32(dxpad.wp), Int32(geo.outH), Int32(geo.outW))
+      }
+      dxpad.store(into: dx + plane * hw)
+    }
   }
 }
 
@@ -94,68 +138,9 @@ private func poolGeometry(_ x: Tensor, kernel: Int, stride: Int, padding: Int, o
   return geo
 }
 
-/// Spreads planes over the cores, keeping small jobs on one thread.
-@inline(__always)
-private func poolPlanes(_ planes: Int, _ geo: ConvGeometry, _ body: (Int) -> Void) {
-  parallelFor(planes, minChunk: max(1, 4096 / max(geo.inH * geo.inW, 1)), body)
-}
-
 /// The clipped window [lo, hi) along one axis for output index `o`.
 @inline(__always)
 private func window(_ o: Int, _ geo: ConvGeometry, extent: Int) -> (Int, Int) {
   let start = o * geo.stride - geo.padding
   return (max(start, 0), min(start + geo.kernelH, extent))
-}
-
-/// Forward (when `out` is given) or backward (`dx += routed dout`) of max pooling on one plane.
-@inline(__always)
-private func maxPoolPlane(
-  out: UnsafeMutablePointer<Float>?, x: UnsafePointer<Float>,
-  dx: UnsafeMutablePointer<Float>?, dout: UnsafePointer<Float>?, geo: ConvGeometry
-) {
-  let w = geo.inW
-  for oh in 0..<geo.outH {
-    let (h0, h1) = window(oh, geo, extent: geo.inH)
-    for ow in 0..<geo.outW {
-      let (w0, w1) = window(ow, geo, extent: geo.inW)
-      // The first maximum in row-major window order wins ties, as in PyTorch.
-      var best = -Float.infinity
-      var at = h0 * w + w0
-      for i in h0..<h1 {
-        for j in w0..<w1 where x[i * w + j] > best {
-          best = x[i * w + j]
-          at = i * w + j
-        }
-      }
-      if let out { out[oh * geo.outW + ow] = best }
-      if let dx, let dout { dx[at] += dout[oh * geo.outW + ow] }
-    }
-  }
-}
-
-/// Forward (when `out` and `x` are given) or backward (`dx += dout / divisor`) of average pooling.
-@inline(__always)
-private func avgPoolPlane(
-  out: UnsafeMutablePointer<Float>?, x: UnsafePointer<Float>?,
-  dx: UnsafeMutablePointer<Float>?, dout: UnsafePointer<Float>?,
-  geo: ConvGeometry, countIncludePad: Bool
-) {
-  let w = geo.inW
-  for oh in 0..<geo.outH {
-    let (h0, h1) = window(oh, geo, extent: geo.inH)
-    for ow in 0..<geo.outW {
-      let (w0, w1) = window(ow, geo, extent: geo.inW)
-      let divisor = countIncludePad
-        ? Float(geo.kernelH * geo.kernelW) : Float((h1 - h0) * (w1 - w0))
-      if let out, let x {
-        var sum: Float = 0
-        for i in h0..<h1 { for j in w0..<w1 { sum += x[i * w + j] } }
-        out[oh * geo.outW + ow] = sum / divisor
-      }
-      if let dx, let dout {
-        let share = dout[oh * geo.outW + ow] / divisor
-        for i in h0..<h1 { for j in w0..<w1 { dx[i * w + j] += share } }
-      }
-    }
-  }
 }

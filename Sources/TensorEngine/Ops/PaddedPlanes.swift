@@ -1,0 +1,39 @@
+// Padded scratch planes for the direct kernels of `_CKernels`: a plane is copied into the middle
+// of a (H + 2p) × (W + 2p) buffer whose border holds the padding value, so the kernels' loops
+// need no bounds checks. One scratch per core; the border is written once.
+
+import _CKernels
+
+/// A per-core padded copy of (H, W) planes.
+struct PaddedPlane {
+  let storage: Storage
+  let h: Int, w: Int, pad: Int
+  var wp: Int { w + 2 * pad }
+  var pointer: UnsafeMutablePointer<Float> { storage.pointer }
+
+  /// A scratch plane whose border (and interior, until `load`) is `fill`.
+  init(h: Int, w: Int, pad: Int, fill: Float) {
+    (self.h, self.w, self.pad) = (h, w, pad)
+    storage = Storage(count: (h + 2 * pad) * (w + 2 * pad), zeroed: false)
+    storage.pointer.initialize(repeating: fill, count: storage.count)
+  }
+
+  /// Copies an (H, W) plane into the interior.
+  @inline(__always) func load(_ plane: UnsafePointer<Float>) {
+    for r in 0..<h {
+      (pointer + (r + pad) * wp + pad).update(from: plane + r * w, count: w)
+    }
+  }
+
+  /// Sets every element (interior and border) to `value`.
+  @inline(__always) func clear(_ value: Float = 0) {
+    pointer.update(repeating: value, count: storage.count)
+  }
+
+  /// Writes the interior into an (H, W) plane (overwriting it).
+  @inline(__always) func store(into plane: UnsafeMutablePointer<Float>) {
+    for r in 0..<h {
+      plane.advanced(by: r * w).update(from: pointer + (r + pad) * wp + pad, count: w)
+    }
+  }
+}

@@ -1,0 +1,55 @@
+// Small vector kernels shared by the direct convolution and pooling loops, written with SIMD
+// types: Swift does not reorder floating-point additions, so a plain dot-product loop stays
+// scalar; explicit 8-wide accumulators let it vectorise.
+
+/// y[i] += a · x[i] for i in 0..<n.
+@inline(__always)
+func axpy(_ n: Int, _ a: Float, _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>) {
+  var i = 0
+  let av = SIMD8<Float>(repeating: a)
+  while i + 8 <= n {
+    let xv = UnsafeRawPointer(x + i).loadUnaligned(as: SIMD8<Float>.self)
+    let yv = UnsafeRawPointer(y + i).loadUnaligned(as: SIMD8<Float>.self)
+    UnsafeMutableRawPointer(y + i).storeBytes(of: yv + av * xv, as: SIMD8<Float>.self)
+    i += 8
+  }
+  while i < n {
+    y[i] += a * x[i]
+    i += 1
+  }
+}
+
+/// Σ x[i]·y[i] for i in 0..<n, with 8-wide partial sums.
+@inline(__always)
+func dot(_ n: Int, _ x: UnsafePointer<Float>, _ y: UnsafePointer<Float>) -> Float {
+  var i = 0
+  var acc = SIMD8<Float>(repeating: 0)
+  while i + 8 <= n {
+    acc += UnsafeRawPointer(x + i).loadUnaligned(as: SIMD8<Float>.self)
+      * UnsafeRawPointer(y + i).loadUnaligned(as: SIMD8<Float>.self)
+    i += 8
+  }
+  var total = acc.sum()
+  while i < n {
+    total += x[i] * y[i]
+    i += 1
+  }
+  return total
+}
+
+/// Σ x[i] for i in 0..<n, with 8-wide partial sums.
+@inline(__always)
+func sum(_ n: Int, _ x: UnsafePointer<Float>) -> Float {
+  var i = 0
+  var acc = SIMD8<Float>(repeating: 0)
+  while i + 8 <= n {
+    acc += UnsafeRawPointer(x + i).loadUnaligned(as: SIMD8<Float>.self)
+    i += 8
+  }
+  var total = acc.sum()
+  while i < n {
+    total += x[i]
+    i += 1
+  }
+  return total
+}

@@ -1,0 +1,38 @@
+// Direct CPU kernels for the planes of depthwise convolutions and pooling windows.
+//
+// Each entry point works on one (H, W) plane, copied by the caller into a zero- (or −∞-)
+// padded scratch plane of (H + 2p) × (W + 2p), so the loops carry no bounds checks and
+// vectorise. On processors with AVX2 and FMA an AVX2 build of the same code runs (chosen once
+// at run time); elsewhere a portable build. Not API: the Swift engine is the only caller.
+#ifndef PCDARTS_CKERNELS_H
+#define PCDARTS_CKERNELS_H
+
+#include <stdbool.h>
+
+/// out (oh × ow) = Σ taps[ki][kj] · xpad[r·s + ki·d][q·s + kj·d]  (+ bias).
+/// xpad has row stride wp; taps is k × k.
+void pcd_depthwise_forward(float *out, const float *xpad, const float *taps, float bias,
+                           int k, int stride, int dilation, int wp, int oh, int ow);
+
+/// The adjoint: dxpad (row stride wp) += Σ taps · g scattered back (when dxpad is not NULL),
+/// and dtaps[ki][kj] += Σ g[r][q] · xpad[r·s + ki·d][q·s + kj·d].
+void pcd_depthwise_backward(float *dxpad, float *dtaps, const float *g, const float *xpad,
+                            const float *taps, int k, int stride, int dilation, int wp, int oh,
+                            int ow);
+
+/// Max (is_max) or sum over k × k windows of xpad (row stride wp) at stride s:
+/// out[r][q] = max/Σ xpad[r·s + i][q·s + j]; a sum is then multiplied by scale[r·ow + q]
+/// (1/count) when scale is not NULL.
+void pcd_pool_forward(float *out, const float *xpad, const float *scale, bool is_max, int k,
+                      int stride, int wp, int oh, int ow);
+
+/// Max-pool adjoint: routes g[r][q] to the first maximum of its window in row-major order,
+/// adding into dxpad (row stride wp).
+void pcd_maxpool_backward(float *dxpad, const float *g, const float *xpad, int k, int stride,
+                          int wp, int oh, int ow);
+
+/// Sum-pool adjoint: dxpad[window] += g[r][q] · scale[r·ow + q] (scale may be NULL).
+void pcd_sumpool_backward(float *dxpad, const float *g, const float *scale, int k, int stride,
+                          int wp, int oh, int ow);
+
+#endif

@@ -1,0 +1,206 @@
+#include "ckernels.h"
+
+// The kernel bodies are written once, as always-inline functions, and instantiated twice: in a
+// function compiled for AVX2+FMA and in a portable one. `restrict` and unit-stride inner loops
+// let the compiler vectorise them; the dot products keep 8 independent partial sums so that no
+// floating-point reassociation is needed.
+
+#define INLINE static inline __attribute__((always_inline))
+
+INLINE void dw_forward(float *restrict out, const float *restrict xpad, const float *restrict taps,
+                       float bias, int k, int s, int d, int wp, int oh, int ow) {
+  for (int r = 0; r < oh; r++) {
+    float *restrict orow = out + r * ow;
+    for (int q = 0; q < ow; q++) orow[q] = bias;
+    for (int ki = 0; ki < k; ki++) {
+      const float *restrict xrow = xpad + (r * s + ki * d) * wp;
+      for (int kj = 0; kj < k; kj++) {
+        const float t = taps[ki * k + kj];
+        const float *restrict xr = xrow + kj * d;
+        if (s == 1) {
+          for (int q = 0; q < ow; q++) orow[q] += t * xr[q];
+        } else {
+          for (int q = 0; q < ow; q++) orow[q] += t * xr[q * s];
+        }
+      }
+    }
+  }
+}
+
+INLINE float dot8(const float *restrict a, const float *restrict b, int n, int sb) {
+  float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int q = 0;
+  if (sb == 1) {
+    for (; q + 8 <= n; q += 8)
+      for (int l = 0; l < 8; l++) acc[l] += a[q + l] * b[q + l];
+  } else {
+    for (; q + 8 <= n; q += 8)
+      for (int l = 0; l < 8; l++) acc[l] += a[q + l] * b[(q + l) * sb];
+  }
+  float total = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+  for (; q < n; q++) total += a[q] * b[q * sb];
+  return total;
+}
+
+INLINE void dw_backward(float *restrict dxpad, float *restrict dtaps, const float *restrict g,
+                        const float *restrict xpad, const float *restrict taps, int k, int s,
+                        int d, int wp, int oh, int ow) {
+  for (int ki = 0; ki < k; ki++) {
+    for (int kj = 0; kj < k; kj++) {
+      const float t = taps[ki * k + kj];
+      float dt = 0;
+      for (int r = 0; r < oh; r++) {
+        const float *restrict grow = g + r * ow;
+        const int offset = (r * s + ki * d) * wp + kj * d;
+        dt += dot8(grow, xpad + offset, ow, s);
+        if (dxpad) {
+          float *restrict dr = dxpad + offset;
+          if (s == 1) {
+            for (int q = 0; q < ow; q++) dr[q] += t * grow[q];
+          } else {
+            for (int q = 0; q < ow; q++) dr[q * s] += t * grow[q];
+          }
+        }
+      }
+      dtaps[ki * k + kj] += dt;
+    }
+  }
+}
+
+INLINE void pool_forward(float *restrict out, const float *restrict xpad, const float *restrict scale,
+                         bool is_max, int k, int s, int wp, int oh, int ow) {
+  for (int r = 0; r < oh; r++) {
+    float *restrict orow = out + r * ow;
+    const float *restrict first = xpad + r * s * wp;
+    for (int q = 0; q < ow; q++) orow[q] = first[q * s];
+    for (int i = 0; i < k; i++) {
+      const float *restrict xrow = xpad + (r * s + i) * wp;
+      for (int j = (i == 0 ? 1 : 0); j < k; j++) {
+        const float *restrict xr = xrow + j;
+        if (is_max) {
+          if (s == 1) {
+            for (int q = 0; q < ow; q++) orow[q] = orow[q] < xr[q] ? xr[q] : orow[q];
+          } else {
+            for (int q = 0; q < ow; q++) orow[q] = orow[q] < xr[q * s] ? xr[q * s] : orow[q];
+          }
+        } else {
+          if (s == 1) {
+            for (int q = 0; q < ow; q++) orow[q] += xr[q];
+          } else {
+            for (int q = 0; q < ow; q++) orow[q] += xr[q * s];
+          }
+        }
+      }
+    }
+    if (!is_max && scale) {
+      const float *restrict sc = scale + r * ow;
+      for (int q = 0; q < ow; q++) orow[q] *= sc[q];
+    }
+  }
+}
+
+INLINE void maxpool_backward(float *restrict dxpad, const float *restrict g, const float *restrict xpad,
+                             int k, int s, int wp, int oh, int ow) {
+  for (int r = 0; r < oh; r++) {
+    for (int q = 0; q < ow; q++) {
+      const float *window = xpad + r * s * wp + q * s;
+      int at = 0;
+      float best = window[0];
+      for (int i = 0; i < k; i++)
+        for (int j = 0; j < k; j++)
+          if (window[i * wp + j] > best) {
+            best = window[i * wp + j];
+            at = i * wp + j;
+          }
+      dxpad[r * s * wp + q * s + at] += g[r * ow + q];
+    }
+  }
+}
+
+INLINE void sumpool_backward(float *restrict dxpad, const float *restrict g, const float *restrict scale,
+                             int k, int s, int wp, int oh, int ow) {
+  for (int r = 0; r < oh; r++) {
+    for (int q = 0; q < ow; q++) {
+      const float share = g[r * ow + q] * (scale ? scale[r * ow + q] : 1.0f);
+      float *window = dxpad + r * s * wp + q * s;
+      for (int i = 0; i < k; i++)
+        for (int j = 0; j < k; j++) window[i * wp + j] += share;
+    }
+  }
+}
+
+// ---- Instantiations and run-time dispatch ----
+
+#if defined(__x86_64__) && (defined(__clang__) || defined(__GNUC__))
+#define HAVE_AVX2_BUILD 1
+#define AVX2 __attribute__((target("avx2,fma")))
+#else
+#define HAVE_AVX2_BUILD 0
+#endif
+
+static int use_avx2(void) {
+#if HAVE_AVX2_BUILD
+  static int cached = -1;
+  if (cached < 0) {
+    __builtin_cpu_init();
+    cached = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  }
+  return cached;
+#else
+  return 0;
+#endif
+}
+
+#if HAVE_AVX2_BUILD
+#define DISPATCH(name, params, args)                    \
+  static AVX2 void name##_avx2 params { name args; }    \
+  static void name##_portable params { name args; }     \
+  static void name##_any params {                       \
+    if (use_avx2()) name##_avx2 args; else name##_portable args; \
+  }
+#else
+#define DISPATCH(name, params, args)                    \
+  static void name##_any params { name args; }
+#endif
+
+DISPATCH(dw_forward,
+         (float *out, const float *xpad, const float *taps, float bias, int k, int s, int d, int wp, int oh, int ow),
+         (out, xpad, taps, bias, k, s, d, wp, oh, ow))
+DISPATCH(dw_backward,
+         (float *dxpad, float *dtaps, const float *g, const float *xpad, const float *taps, int k, int s, int d, int wp, int oh, int ow),
+         (dxpad, dtaps, g, xpad, taps, k, s, d, wp, oh, ow))
+DISPATCH(pool_forward,
+         (float *out, const float *xpad, const float *scale, bool is_max, int k, int s, int wp, int oh, int ow),
+         (out, xpad, scale, is_max, k, s, wp, oh, ow))
+DISPATCH(maxpool_backward,
+         (float *dxpad, const float *g, const float *xpad, int k, int s, int wp, int oh, int ow),
+         (dxpad, g, xpad, k, s, wp, oh, ow))
+DISPATCH(sumpool_backward,
+         (float *dxpad, const float *g, const float *scale, int k, int s, int wp, int oh, int ow),
+         (dxpad, g, scale, k, s, wp, oh, ow))
+
+void pcd_depthwise_forward(float *out, const float *xpad, const float *taps, float bias, int k,
+                           int stride, int dilation, int wp, int oh, int ow) {
+  dw_forward_any(out, xpad, taps, bias, k, stride, dilation, wp, oh, ow);
+}
+
+void pcd_depthwise_backward(float *dxpad, float *dtaps, const float *g, const float *xpad,
+                            const float *taps, int k, int stride, int dilation, int wp, int oh,
+                            int ow) {
+  dw_backward_any(dxpad, dtaps, g, xpad, taps, k, stride, dilation, wp, oh, ow);
+}
+
+void pcd_pool_forward(float *out, const float *xpad, const float *scale, bool is_max, int k,
+                      int stride, int wp, int oh, int ow) {
+  pool_forward_any(out, xpad, scale, is_max, k, stride, wp, oh, ow);
+}
+
+void pcd_maxpool_backward(float *dxpad, const float *g, const float *xpad, int k, int stride,
+                          int wp, int oh, int ow) {
+  maxpool_backward_any(dxpad, g, xpad, k, stride, wp, oh, ow);
+}
+
+void pcd_sumpool_backward(float *dxpad, const float *g, const float *scale, int k, int stride,
+                          int wp, int oh, int ow) {
+  sumpool_backward_any(dxpad, g, scale, k, stride, wp, oh, ow);
+}
