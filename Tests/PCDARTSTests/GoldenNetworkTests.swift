@@ -1,0 +1,155 @@
+// The whole search network against PyTorch: Tests/Fixtures/tiny_network_K{1,4}.safetensors hold
+// the official model_search.py Network (C = 8, 5 layers, 10 classes, training mode) with its
+// state_dict and architecture parameters, a (2, 3, 16, 16) input, its logits and loss, selected
+// gradients (`grad_names`), running statistics after the forward (`after_names`), the genotype
+// and the parameter count. The reference ran in float64; the engine runs in float32.
+//
+// Also the checkpoint tensors: a write/read round trip restores identical values, and a file with
+// one wrong shape or one missing tensor is rejected with an error naming it.
+import Foundation
+import PCDARTS
+import TensorEngine
+import TestSupport
+import XCTest
+
+final class GoldenNetworkTests: XCTestCase {
+  /// Fixture names that are not network state.
+  private static let dataNames: Set<String> = ["input", "target", "logits", "loss"]
+
+  /// The fixture and a network holding exactly its state and architecture parameters.
+  private func loadNetwork(k: Int) throws -> (GoldenFixture, SearchNetwork) {
+    let fixture = try GoldenFixture("tiny_network_K\(k).safetensors")
+    let config = try fixture.parameters("network")
+    XCTAssertEqual(try config.int("K"), k)
+    XCTAssertEqual(try config.string("mode"), "train")
+    var rng = SeededGenerator(seed: 1234)  // every value is overwritten from the fixture
+    let net = try SearchNetwork(
+      config: NetworkConfig(initChannels: try config.int("C"), layers: try config.int("layers"),
+                            classes: try config.int("num_classes"), partialChannels: k), rng: &rng)
+    let stateNames = fixture.names.filter {
+      !Self.dataNames.contains($0) && !$0.hasPrefix("grad.") && !$0.hasPrefix("after.")
+    }
+    let networkNames = Set((net.stateTensors() + net.arch.named).map(\.0))
+    XCTAssertEqual(Set(stateNames), networkNames,
+                   "K=\(k): state names differ (only in the file: \(Set(stateNames).subtracting(networkNames).sorted().prefix(5)), "
+                     + "only in the network: \(networkNames.subtracting(stateNames).sorted().prefix(5)))")
+    let tensors = fixture.file.tensors.filter { networkNames.contains($0.key) }
+    try CheckpointTensors.restore(tensors, network: net, weightOptimizer: nil, architect: nil)
+    return (fixture, net)
+  }
+
+  func testTinyNetworkMatchesPyTorchK1() throws { try checkNetwork(k: 1) }
+  func testTinyNetworkMatchesPyTorchK4() throws { try checkNetwork(k: 4) }
+
+  private func checkNetwork(k: Int) throws {
+    let (fixture, net) = try loadNetwork(k: k)
+    XCTAssertEqual(net.weightCount, Int(try fixture.metadataString("param_count")), "K=\(k): weight count")
+    // The genotype of the loaded α, β (before any update).
+    XCTAssertEqual(net.genotype().pythonDescription, try fixture.metadataString("genotype"), "K=\(k): genotype")
+
+    let input = try fixture.tensor("input")
+    let labels = try fixture.integers("target").map { Int32($0) }
+    // net.loss(x, labels:) is crossEntropy(net(x), labels:); split here to compare the logits.
+    let logits = net(input)
+    let loss = crossEntropy(logits, labels: labels)
+    var report: [(String, Double)] = []
+    func compare(_ actual: Tensor, _ key: String, tolerance: Double) throws {
+      let expected = try fixture.tensor(key)
+      report.append((key, relativeError(actual.scalars, expected.scalars)))
+      assertClose(actual, expected, tolerance: tolerance, "K=\(k): \(key)")
+    }
+    // Float32 through 5 cells against a float64 reference: per-op errors of ~1e-7 compound to
+    // about 1e-6 here (largest observed: 2.8e-6, a K=4 gradient), still inside the 1e-5 used for
+    // single ops, so no looser tolerance is needed.
+    try compare(logits, "logits", tolerance: 1e-5)
+    try compare(reshape(loss, [1]), "loss", tolerance: 1e-5)
+    // Running statistics after the one training-mode forward.
+    let buffers = Dictionary(uniqueKeysWithValues: net.namedBuffers())
+    let afterNames = try XCTUnwrap(try fixture.metadataJSON("after_names") as? [String])
+    XCTAssertEqual(Set(afterNames), fixture.names.filter { $0.hasPrefix("after.") }, "after_names lists every after. tensor")
+    for key in afterNames {
+      let name = String(key.dropFirst("after.".count))
+      let buffer = try XCTUnwrap(buffers[name], "K=\(k): no buffer \(name)")
+      try compare(buffer, key, tolerance: 1e-5)
+    }
+
+    loss.backward()
+    let parameters = Dictionary(uniqueKeysWithValues: net.namedParameters() + net.arch.named)
+    let gradNames = try XCTUnwrap(try fixture.metadataJSON("grad_names") as? [String])
+    XCTAssertEqual(Set(gradNames), fixture.names.filter { $0.hasPrefix("grad.") }, "grad_names lists every grad. tensor")
+    for key in gradNames {
+      let name = String(key.dropFirst("grad.".count))
+      let parameter = try XCTUnwrap(parameters[name], "K=\(k): no parameter \(name)")
+      let grad = try XCTUnwrap(parameter.grad, "K=\(k): \(name) got no gradient")
+      try compare(grad, key, tolerance: 1e-5)
+    }
+    print("golden tiny_network_K\(k): max relative error "
+      + report.map { "\($0.0) \(String(format: "%.2e", $0.1))" }.joined(separator: ", "))
+  }
+
+  // MARK: - Checkpoint tensors
+
+  func testCheckpointRoundTripRestoresIdenticalValues() throws {
+    let (fixture, net) = try loadNetwork(k: 4)
+    // One SGD step so the momentum buffers exist, and one Adam step for the moments.
+    let sgd = SGD(parameters: net.parameters(), learningRate: 0.1, momentum: 0.9, weightDecay: 3e-4)
+    let architect = Architect(network: net)
+    let input = try fixture.tensor("input")
+    let labels = try fixture.integers("target").map { Int32($0) }
+    let batch = LabeledBatch(images: input, labels: labels)
+    architect.step(train: batch, valid: batch, weightOptimizer: sgd)
+    sgd.zeroGrad()
+    net.loss(input, labels: labels).backward()
+    sgd.step()
+
+    let tensors = CheckpointTensors.collect(network: net, weightOptimizer: sgd, architect: architect)
+    XCTAssertNotNil(tensors["optimizer.sgd.momentum_buffer.stem.0.weight"])
+    XCTAssertEqual(tensors["optimizer.adam.step"]?.int64s, [1])
+    let url = FileManager.default.temporaryDirectory.appendingPathComponent("golden-roundtrip-\(UUID().uuidString).safetensors")
+    defer { try? FileManager.default.removeItem(at: url) }
+    try SafeTensorsFile(tensors: tensors).write(to: url)
+    let reread = try SafeTensorsFile.read(from: url)
+    XCTAssertEqual(reread.tensors, tensors, "the file holds exactly what was collected")
+
+    var rng = SeededGenerator(seed: 77)
+    let fresh = try SearchNetwork(config: net.config, rng: &rng)
+    let freshSGD = SGD(parameters: fresh.parameters(), learningRate: 0.1, momentum: 0.9, weightDecay: 3e-4)
+    let freshArchitect = Architect(network: fresh)
+    try CheckpointTensors.restore(reread.tensors, network: fresh, weightOptimizer: freshSGD, architect: freshArchitect)
+    for ((name, a), (_, b)) in zip(net.stateTensors() + net.arch.named, fresh.stateTensors() + fresh.arch.named) {
+      XCTAssertEqual(a.scalars, b.scalars, name)
+    }
+    for (i, (a, b)) in zip(sgd.momentumBuffers, freshSGD.momentumBuffers).enumerated() {
+      XCTAssertEqual(a?.scalars, b?.scalars, "momentum buffer \(i)")
+    }
+    XCTAssertEqual(freshArchitect.optimizer.stepCount, 1)
+    XCTAssertEqual(architect.optimizer.firstMoments.map(\.scalars), freshArchitect.optimizer.firstMoments.map(\.scalars))
+    XCTAssertEqual(architect.optimizer.secondMoments.map(\.scalars), freshArchitect.optimizer.secondMoments.map(\.scalars))
+    // And a checkpoint collected from the restored state is the same file.
+    XCTAssertEqual(CheckpointTensors.collect(network: fresh, weightOptimizer: freshSGD, architect: freshArchitect), tensors)
+  }
+
+  func testCheckpointWithAWrongShapeOrAMissingTensorIsRejectedByName() throws {
+    let (_, net) = try loadNetwork(k: 4)
+    let tensors = CheckpointTensors.collect(network: net, weightOptimizer: nil, architect: nil)
+    var rng = SeededGenerator(seed: 78)
+    let target = try SearchNetwork(config: net.config, rng: &rng)
+    let before = target.stateTensors().map(\.1.scalars)
+
+    let victim = "cells.1._ops.0._ops.3.conv_2.weight"
+    var wrongShape = tensors
+    let original = try XCTUnwrap(tensors[victim])
+    wrongShape[victim] = SafeTensor(shape: [original.count], floats: original.floats!)
+    var missing = tensors
+    missing["cells.4.preprocess1.op.2.running_var"] = nil
+
+    for (what, broken, name) in [("wrong shape", wrongShape, victim),
+                                 ("missing", missing, "cells.4.preprocess1.op.2.running_var")] {
+      XCTAssertThrowsError(try CheckpointTensors.restore(broken, network: target, weightOptimizer: nil, architect: nil), what) {
+        XCTAssertTrue("\($0)".contains(name), "\(what): the error does not name \(name): \($0)")
+      }
+      // Nothing is loaded unless every check passes.
+      XCTAssertEqual(target.stateTensors().map(\.1.scalars), before, "\(what): the network was modified")
+    }
+  }
+}
