@@ -1,0 +1,269 @@
+// The search command end to end on a tiny CIFAR-10 written here in the official binary layout
+// (cifar-10-batches-bin/data_batch_{1..5}.bin + test_batch.bin, records of 1 label byte and 3072
+// pixel bytes, pixels and labels from a seeded generator): the files a run leaves, determinism,
+// resuming after an interruption, and bad input that must fail without touching --out.
+//
+// Sizes are tiny (16 images split 8/8, 3 cells of 4 channels, batch 4: two steps per epoch) and the
+// first run is shared, so the whole file stays within about half a minute in a debug build.
+import Foundation
+import PCDARTS
+import TensorEngine
+import XCTest
+
+final class SearchEndToEndTests: XCTestCase {
+  /// A temporary folder with the data and the first run, shared by the tests of this class: the
+  /// debug build trains only a few images per second, so the 2-epoch run is made once.
+  private struct Shared {
+    let root: URL
+    let code: Int32
+    let stderr: String
+  }
+  nonisolated(unsafe) private static var shared: Shared?
+
+  private var root: URL { Self.shared!.root }
+  private var dataPath: String { root.appendingPathComponent("data").path }
+  /// The output folder of the shared run (2 epochs with the default ``flags(out:epochs:data:layers:)``).
+  private var firstRun: String { out("first") }
+
+  override func setUpWithError() throws {
+    if Self.shared == nil {
+      let root = FileManager.default.temporaryDirectory.appendingPathComponent("pcdarts-e2e-\(UUID().uuidString)")
+      Self.shared = Shared(root: root, code: -1, stderr: "")
+      try writeCIFAR10(at: root.appendingPathComponent("data"))
+      let (code, message) = try search(flags(out: firstRun))
+      Self.shared = Shared(root: root, code: code, stderr: message)
+    }
+    let shared = try XCTUnwrap(Self.shared)
+    XCTAssertEqual(shared.code, 0, "the shared first run failed: \(shared.stderr)")
+  }
+
+  override class func tearDown() {
+    if let root = shared?.root { try? FileManager.default.removeItem(at: root) }
+    shared = nil
+    super.tearDown()
+  }
+
+  // MARK: - Helpers
+
+  /// Writes `cifar-10-batches-bin` under `folder`: 10 records per training file, 4 in the test file.
+  private func writeCIFAR10(at folder: URL, seed: UInt64 = 11) throws {
+    let bin = folder.appendingPathComponent("cifar-10-batches-bin")
+    try FileManager.default.createDirectory(at: bin, withIntermediateDirectories: true)
+    var rng = SeededGenerator(seed: seed)
+    for (name, records) in (1...5).map({ ("data_batch_\($0).bin", 10) }) + [("test_batch.bin", 4)] {
+      var bytes: [UInt8] = []
+      for _ in 0..<records {
+        bytes.append(UInt8(rng.nextInt(below: 10)))
+        for _ in 0..<3072 { bytes.append(UInt8(truncatingIfNeeded: rng.next())) }
+      }
+      try Data(bytes).write(to: bin.appendingPathComponent(name))
+    }
+  }
+
+  /// The tiny search's flags.
+  private func flags(out: String, epochs: Int = 2, data: String? = nil, layers: Int = 3) -> [String] {
+    ["--data", data ?? dataPath, "--subset", "16", "--layers", String(layers), "--init-channels", "4",
+     "--K", "2", "--batch-size", "4", "--epochs", String(epochs), "--warmup-epochs", "1", "--out", out]
+  }
+
+  private func out(_ name: String) -> String { root.appendingPathComponent(name).path }
+
+  /// Runs `SearchCommand.main` with stderr redirected to a file; returns the exit code and stderr.
+  private func search(_ arguments: [String]) throws -> (code: Int32, stderr: String) {
+    let capture = root.appendingPathComponent("stderr-\(UUID().uuidString).txt")
+    FileManager.default.createFile(atPath: capture.path, contents: nil)
+    let handle = try FileHandle(forWritingTo: capture)
+    fflush(stderr)
+    let saved = dup(STDERR_FILENO)
+    dup2(handle.fileDescriptor, STDERR_FILENO)
+    let code = SearchCommand.main(arguments)
+    fflush(stderr)
+    dup2(saved, STDERR_FILENO)
+    close(saved)
+    try handle.close()
+    let text = try String(contentsOf: capture, encoding: .utf8)
+    try FileManager.default.removeItem(at: capture)
+    return (code, text)
+  }
+
+  /// Every file and folder under `folder` with its bytes (folders map to empty data).
+  private func snapshot(_ folder: String) throws -> [String: Data] {
+    var out: [String: Data] = [:]
+    let fm = FileManager.default
+    for relative in try fm.subpathsOfDirectory(atPath: folder) {
+      var isDirectory: ObjCBool = false
+      let path = folder + "/" + relative
+      _ = fm.fileExists(atPath: path, isDirectory: &isDirectory)
+      out[relative + (isDirectory.boolValue ? "/" : "")] = isDirectory.boolValue ? Data() : try Data(contentsOf: URL(fileURLWithPath: path))
+    }
+    return out
+  }
+
+  /// The lines of log.jsonl as JSON objects.
+  private func log(_ folder: String) throws -> [[String: Any]] {
+    let text = try String(contentsOfFile: folder + "/log.jsonl", encoding: .utf8)
+    return try text.split(separator: "\n").map {
+      try XCTUnwrap(JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any], "log line \($0)")
+    }
+  }
+
+  /// A log line without its timing fields, which legitimately differ between runs.
+  private func deterministicPart(_ line: [String: Any]) -> NSDictionary {
+    var copy = line
+    copy["seconds"] = nil
+    copy["images_per_second"] = nil
+    return copy as NSDictionary
+  }
+
+  private func read(_ folder: String, _ name: String) throws -> String {
+    try String(contentsOfFile: folder + "/" + name, encoding: .utf8)
+  }
+
+  // MARK: - A run and its outputs
+
+  func testRunWritesEveryOutputAndRepeatsExactly() throws {
+    let a = firstRun
+
+    let lines = try log(a)
+    XCTAssertEqual(lines.count, 2)
+    let required = ["epoch", "lr", "train_loss", "train_acc", "valid_loss", "valid_acc", "seconds",
+                    "images_per_second", "peak_tensor_bytes", "genotype"]
+    for (e, line) in lines.enumerated() {
+      for key in required { XCTAssertNotNil(line[key], "epoch \(e): missing \(key)") }
+      XCTAssertEqual(line["epoch"] as? Int, e)
+      // --warmup-epochs 1: weights only in epoch 0, architecture steps from epoch 1.
+      XCTAssertEqual(line["arch_updates"] as? Bool, e >= 1)
+      for key in ["train_acc", "valid_acc"] {
+        let value = try XCTUnwrap(line[key] as? Double, key)
+        XCTAssertTrue((0...1).contains(value), "\(key) \(value) is not a fraction")
+      }
+      for key in ["train_loss", "valid_loss", "seconds", "images_per_second"] {
+        let value = try XCTUnwrap(line[key] as? Double, key)
+        XCTAssertTrue(value.isFinite && value > 0, "\(key) = \(value)")
+      }
+      XCTAssertGreaterThan(try XCTUnwrap(line["peak_tensor_bytes"] as? Int), 0)
+    }
+    // Cosine annealing over 2 epochs from 0.1 to 0: 0.1, then 0.1·(1 + cos(π/2))/2 = 0.05.
+    XCTAssertEqual(try XCTUnwrap(lines[0]["lr"] as? Double), 0.1, accuracy: 1e-7)
+    XCTAssertEqual(try XCTUnwrap(lines[1]["lr"] as? Double), 0.05, accuracy: 1e-7)
+
+    let lastGenotype = try Genotype(pythonDescription: try XCTUnwrap(lines[1]["genotype"] as? String))
+    XCTAssertEqual(try Genotype(json: read(a, "genotype.json")), lastGenotype)
+    XCTAssertEqual(try Genotype(pythonDescription: read(a, "genotype.txt")), lastGenotype)
+    for epoch in ["000", "001"] {
+      let json = try Genotype(json: read(a, "genotypes/epoch_\(epoch).json"))
+      let text = try Genotype(pythonDescription: read(a, "genotypes/epoch_\(epoch).txt"))
+      XCTAssertEqual(json, text, "epoch \(epoch)")
+    }
+    XCTAssertEqual(try Genotype(json: read(a, "genotypes/epoch_001.json")), lastGenotype)
+    XCTAssertEqual(try Genotype(pythonDescription: lines[0]["genotype"] as! String),
+                   try Genotype(json: read(a, "genotypes/epoch_000.json")))
+
+    let checkpoint = try SafeTensorsFile.read(from: URL(fileURLWithPath: a + "/checkpoint.safetensors"))
+    for name in ["alphas_normal", "stem.0.weight"] { XCTAssertNotNil(checkpoint.tensors[name], name) }
+    XCTAssertTrue(checkpoint.tensors.keys.contains { $0.hasPrefix("optimizer.") }, "no optimizer state")
+    XCTAssertEqual(checkpoint.metadata["next_epoch"], "2")
+    for cell in ["normal", "reduction"] {
+      XCTAssertTrue(try read(a, "\(cell).dot").hasPrefix("digraph \(cell) {"), cell)
+    }
+
+    // The same flags in another folder: the same numbers, genotype and weights.
+    let b = out("b")
+    let second = try search(flags(out: b))
+    XCTAssertEqual(second.code, 0, second.stderr)
+    let repeated = try log(b)
+    XCTAssertEqual(repeated.count, lines.count)
+    for (x, y) in zip(lines, repeated) { XCTAssertEqual(deterministicPart(x), deterministicPart(y)) }
+    XCTAssertEqual(try read(b, "genotype.txt"), try read(a, "genotype.txt"))
+    XCTAssertEqual(try read(b, "genotype.json"), try read(a, "genotype.json"))
+    let checkpointB = try SafeTensorsFile.read(from: URL(fileURLWithPath: b + "/checkpoint.safetensors"))
+    XCTAssertTrue(checkpointB.tensors == checkpoint.tensors, "the checkpoints' tensors differ")
+  }
+
+  // MARK: - Resume
+
+  func testResumeAfterAnInterruptionMatchesAnUninterruptedRun() throws {
+    // 3 epochs, cut after the first (the warm-up epoch): the resumed process continues the SGD
+    // momentum, the cosine schedule and both data streams from the checkpoint and runs the two
+    // epochs with architecture steps. (Restoring non-zero Adam moments is checked by
+    // GoldenNetworkTests.testCheckpointRoundTripRestoresIdenticalValues.)
+    let whole = out("whole")
+    let uninterrupted = try search(flags(out: whole, epochs: 3))
+    XCTAssertEqual(uninterrupted.code, 0, uninterrupted.stderr)
+
+    // The interrupted run: what `search-cifar` with the same flags leaves after its first epoch,
+    // made with the command's own option parsing and the library calls its loop makes.
+    let cut = out("cut")
+    do {
+      let settings = SearchCommand.settings(from: try SearchCommand.parser.parse(flags(out: cut, epochs: 3)))
+      let run = try SearchRun(settings: settings, data: try loadDataset(.cifar10, from: dataPath, train: true))
+      try run.runEpoch()
+      try RunDirectory(cut).writeEpoch(run)
+    }
+    XCTAssertEqual(try log(cut).count, 1)
+    XCTAssertFalse(try read(cut, "log.jsonl").contains("\"epoch\":1"))
+    let resumed = try search(flags(out: cut, epochs: 3) + ["--resume"])
+    XCTAssertEqual(resumed.code, 0, resumed.stderr)
+
+    let (expected, actual) = (try log(whole), try log(cut))
+    XCTAssertEqual(actual.count, 3)
+    for (x, y) in zip(expected, actual) { XCTAssertEqual(deterministicPart(x), deterministicPart(y)) }
+    XCTAssertEqual(try read(cut, "genotype.txt"), try read(whole, "genotype.txt"))
+    XCTAssertEqual(try read(cut, "genotype.json"), try read(whole, "genotype.json"))
+    let tensors = { (folder: String) in
+      try SafeTensorsFile.read(from: URL(fileURLWithPath: folder + "/checkpoint.safetensors")).tensors
+    }
+    XCTAssertTrue(try tensors(cut) == tensors(whole), "resumed weights, architecture or optimizer state differ")
+  }
+
+  // MARK: - Bad input
+
+  func testBadInputFailsWithAMessageAndLeavesTheOutputFolderUntouched() throws {
+    // A copy of the finished first run, so a failure here cannot disturb the other tests.
+    let done = out("done")
+    try FileManager.default.copyItem(atPath: firstRun, toPath: done)
+    let pristine = try snapshot(done)
+    XCTAssertNotNil(pristine["checkpoint.safetensors"])
+
+    // Broken copies of the data.
+    func brokenData(_ name: String, _ change: (inout [UInt8]) -> Void) throws -> String {
+      let folder = root.appendingPathComponent(name)
+      try writeCIFAR10(at: folder)
+      let file = folder.appendingPathComponent("cifar-10-batches-bin/data_batch_3.bin")
+      var bytes = [UInt8](try Data(contentsOf: file))
+      change(&bytes)
+      try Data(bytes).write(to: file)
+      return folder.path
+    }
+    let truncated = try brokenData("truncated") { $0.removeLast(5) }
+    let badLabel = try brokenData("label10") { $0[2 * 3073] = 10 }  // record 2's label byte
+    let regularFile = out("not-a-folder")
+    try Data("keep me".utf8).write(to: URL(fileURLWithPath: regularFile))
+
+    // (arguments, expected exit code, words the message must contain)
+    let cases: [(String, [String], Int32, [String])] = [
+      ("unknown flag", flags(out: done) + ["--bogus"], 2, ["--bogus"]),
+      ("bad value", flags(out: done) + ["--lr", "abc"], 2, ["--lr", "abc"]),
+      ("K does not divide", flags(out: done) + ["--K", "3"], 2, ["K = 3", "4 channels"]),
+      // With --resume the command gets past the existing checkpoint to the data.
+      ("truncated data file", flags(out: done, data: truncated) + ["--resume"], 1,
+       ["data_batch_3.bin", "30725 bytes"]),
+      ("label 10", flags(out: done, data: badLabel) + ["--resume"], 1, ["data_batch_3.bin", "label 10"]),
+      ("missing data folder", flags(out: done, data: out("nowhere")) + ["--resume"], 1,
+       ["cifar-10-batches-bin", "fashion-mnist"]),
+      ("--out is a file", flags(out: regularFile), 2, [regularFile, "not a folder"]),
+      // Checkpoint settings differ from the flags: the message names the field. The command
+      // reports this as a checkpoint (file) problem, exit 1.
+      ("resume with other settings", flags(out: done, layers: 4) + ["--resume"], 1, ["layers", "4", "3"]),
+      ("checkpoint without --resume", flags(out: done), 2, ["--resume", "checkpoint.safetensors"]),
+    ]
+    for (what, arguments, expectedCode, words) in cases {
+      let (code, message) = try search(arguments)
+      XCTAssertEqual(code, expectedCode, "\(what): \(message)")
+      for word in words { XCTAssertTrue(message.contains(word), "\(what): '\(word)' not in: \(message)") }
+      XCTAssertTrue(message.hasPrefix("error: "), "\(what): \(message)")
+      XCTAssertTrue(try snapshot(done) == pristine, "\(what): the --out folder changed")
+    }
+    XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: regularFile)), Data("keep me".utf8))
+  }
+}
