@@ -1,0 +1,43 @@
+// The benchmark's in-process measurement and its table, on a tiny network (3 cells of 8 channels,
+// batch 4) so a debug build measures both K in a few seconds.
+import Foundation
+import PCDARTS
+import XCTest
+
+final class BenchTests: XCTestCase {
+  func testMeasurementsArePositiveAndPartialChannelsSaveActivationMemory() throws {
+    let results = try [1, 4].map {
+      try BenchCommand.measure(k: $0, batch: 4, layers: 3, initChannels: 8, iterations: 1, warmup: 1, unrolled: false)
+    }
+    for r in results {
+      XCTAssertEqual([r.batch, r.layers, r.initChannels], [4, 3, 8], "K=\(r.K)")
+      for (name, value) in [("secondsPerIteration", r.secondsPerIteration), ("imagesPerSecond", r.imagesPerSecond),
+                            ("forwardMilliseconds", r.forwardMilliseconds), ("backwardMilliseconds", r.backwardMilliseconds)] {
+        XCTAssertTrue(value.isFinite && value > 0, "K=\(r.K): \(name) = \(value)")
+      }
+      for (name, value) in [("peakTensorBytes", r.peakTensorBytes), ("peakActivationBytes", r.peakActivationBytes),
+                            ("peakRSSBytes", r.peakRSSBytes)] {
+        XCTAssertGreaterThan(value, 0, "K=\(r.K): \(name)")
+      }
+      XCTAssertLessThanOrEqual(r.peakActivationBytes, r.peakTensorBytes, "K=\(r.K)")
+      XCTAssertEqual(r.imagesPerSecond, 4 / r.secondsPerIteration, accuracy: 1e-9 * r.imagesPerSecond)
+    }
+    XCTAssertEqual(results.map(\.K), [1, 4])
+    // With K = 4 only a quarter of each edge's channels enter the eight candidate operations,
+    // whose activations dominate an iteration; the cells' inputs and outputs keep full width.
+    let ratio = Double(results[1].peakActivationBytes) / Double(results[0].peakActivationBytes)
+    print(String(format: "bench: peak activation bytes K=1 %d, K=4 %d, ratio %.3f",
+                 results[0].peakActivationBytes, results[1].peakActivationBytes, ratio))
+    XCTAssertLessThan(ratio, 0.6, "K=4 should need well under K=1's activation memory")
+
+    let table = BenchCommand.table(results)
+    let lines = table.split(separator: "\n").map(String.init)
+    for k in [1, 4] {
+      XCTAssertEqual(lines.filter { $0.hasPrefix("\(k) ") }.count, 1, "one measurement row for K=\(k) in:\n\(table)")
+      XCTAssertEqual(lines.filter { $0.hasPrefix("K=\(k) ") }.count, 1, "one ratio row for K=\(k) in:\n\(table)")
+    }
+    // The ratios are to K = 1, so its own row reads 1.00× throughout.
+    let baseRatios = try XCTUnwrap(lines.first { $0.hasPrefix("K=1 ") })
+    XCTAssertEqual(baseRatios.components(separatedBy: "1.00×").count - 1, 4, baseRatios)
+  }
+}
