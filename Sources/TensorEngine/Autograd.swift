@@ -172,6 +172,6 @@ func addInPlace(_ a: Tensor, _ b: Tensor) {
   let pa = a.pointer
   let pb = b.pointer
   parallelChunks(n, minChunk: 1 << 16) { lo, hi in
-    for i in lo..<hi { pa[i] += pb[i] }
+    axpy(hi - lo, 1, pb + lo, pa + lo)
   }
 }

@@ -129,6 +129,71 @@ INLINE void sumpool_backward(float *restrict dxpad, const float *restrict g, con
   }
 }
 
+// ---- Hand-vectorised AVX2 paths for stride 1 (the bulk of DARTS's depthwise work) ----
+
+#if defined(__x86_64__) && (defined(__clang__) || defined(__GNUC__))
+#include <immintrin.h>
+
+__attribute__((target("avx2,fma"))) static inline float hsum256(__m256 v) {
+  __m128 lo = _mm256_castps256_ps128(v), hi = _mm256_extractf128_ps(v, 1);
+  lo = _mm_add_ps(lo, hi);
+  lo = _mm_add_ps(lo, _mm_movehl_ps(lo, lo));
+  lo = _mm_add_ss(lo, _mm_movehdup_ps(lo));
+  return _mm_cvtss_f32(lo);
+}
+
+// Stride 1: each output row is built in registers, 8 columns at a time, over all k² taps.
+__attribute__((target("avx2,fma"))) static void dw_forward_s1_avx2(
+    float *restrict out, const float *restrict xpad, const float *restrict taps, float bias, int k,
+    int d, int wp, int oh, int ow) {
+  const int vec = ow & ~7;
+  for (int r = 0; r < oh; r++) {
+    float *restrict orow = out + r * ow;
+    for (int q = 0; q < vec; q += 8) {
+      __m256 acc = _mm256_set1_ps(bias);
+      for (int ki = 0; ki < k; ki++) {
+        const float *xr = xpad + (r + ki * d) * wp + q;
+        for (int kj = 0; kj < k; kj++)
+          acc = _mm256_fmadd_ps(_mm256_set1_ps(taps[ki * k + kj]), _mm256_loadu_ps(xr + kj * d), acc);
+      }
+      _mm256_storeu_ps(orow + q, acc);
+    }
+    for (int q = vec; q < ow; q++) {
+      float acc = bias;
+      for (int ki = 0; ki < k; ki++)
+        for (int kj = 0; kj < k; kj++) acc += taps[ki * k + kj] * xpad[(r + ki * d) * wp + q + kj * d];
+      orow[q] = acc;
+    }
+  }
+}
+
+// Stride 1, tap gradients: per tap, Σ g·x over the plane with two 8-lane accumulators (kept in
+// registers across rows), reduced once.
+__attribute__((target("avx2,fma"))) static void dw_taps_s1_avx2(
+    float *restrict dtaps, const float *restrict g, const float *restrict xpad, int k, int d, int wp,
+    int oh, int ow) {
+  const int vec = ow & ~7;
+  for (int ki = 0; ki < k; ki++) {
+    for (int kj = 0; kj < k; kj++) {
+      __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+      float tail = 0;
+      for (int r = 0; r < oh; r++) {
+        const float *grow = g + r * ow;
+        const float *xr = xpad + (r + ki * d) * wp + kj * d;
+        int q = 0;
+        for (; q + 16 <= vec; q += 16) {
+          a0 = _mm256_fmadd_ps(_mm256_loadu_ps(grow + q), _mm256_loadu_ps(xr + q), a0);
+          a1 = _mm256_fmadd_ps(_mm256_loadu_ps(grow + q + 8), _mm256_loadu_ps(xr + q + 8), a1);
+        }
+        for (; q < vec; q += 8) a0 = _mm256_fmadd_ps(_mm256_loadu_ps(grow + q), _mm256_loadu_ps(xr + q), a0);
+        for (; q < ow; q++) tail += grow[q] * xr[q];
+      }
+      dtaps[ki * k + kj] += hsum256(_mm256_add_ps(a0, a1)) + tail;
+    }
+  }
+}
+#endif
+
 // ---- Instantiations and run-time dispatch ----
 
 #if defined(__x86_64__) && (defined(__clang__) || defined(__GNUC__))
@@ -181,12 +246,25 @@ DISPATCH(sumpool_backward,
 
 void pcd_depthwise_forward(float *out, const float *xpad, const float *taps, float bias, int k,
                            int stride, int dilation, int wp, int oh, int ow) {
+#if HAVE_AVX2_BUILD
+  if (stride == 1 && use_avx2()) {
+    dw_forward_s1_avx2(out, xpad, taps, bias, k, dilation, wp, oh, ow);
+    return;
+  }
+#endif
   dw_forward_any(out, xpad, taps, bias, k, stride, dilation, wp, oh, ow);
 }
 
 void pcd_depthwise_backward(float *dxpad, float *dtaps, const float *g, const float *xpad,
                             const float *taps, int k, int stride, int dilation, int wp, int oh,
                             int ow) {
+#if HAVE_AVX2_BUILD
+  // Stride 1 with the input gradient computed separately (pcd_depthwise_backward_input).
+  if (stride == 1 && !dxpad && use_avx2()) {
+    dw_taps_s1_avx2(dtaps, g, xpad, k, dilation, wp, oh, ow);
+    return;
+  }
+#endif
   dw_backward_any(dxpad, dtaps, g, xpad, taps, k, stride, dilation, wp, oh, ow);
 }
 
@@ -203,4 +281,13 @@ void pcd_maxpool_backward(float *dxpad, const float *g, const float *xpad, int k
 void pcd_sumpool_backward(float *dxpad, const float *g, const float *scale, int k, int stride,
                           int wp, int oh, int ow) {
   sumpool_backward_any(dxpad, g, scale, k, stride, wp, oh, ow);
+}
+
+void pcd_depthwise_backward_input(float *dx, const float *gpad, const float *taps, int k,
+                                  int dilation, int wpg, int h, int w) {
+  // dx[i][j] = Σ t[k−1−a][k−1−b] · gpad[i + a·d][j + b·d]: the forward kernel with the taps
+  // flipped, on g padded by (k−1)·d − p.
+  float flipped[49];
+  for (int t = 0; t < k * k; t++) flipped[t] = taps[k * k - 1 - t];
+  pcd_depthwise_forward(dx, gpad, flipped, 0.0f, k, 1, dilation, wpg, h, w);
 }

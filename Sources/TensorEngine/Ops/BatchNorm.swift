@@ -57,22 +57,12 @@ public func batchNorm2d(
   parallelFor(c) { ch in
     var mu: Double, variance: Double
     if training {
-      var sum = 0.0
-      for s in 0..<n {
-        let p = x.pointer + (s * c + ch) * hw
-        var part: Float = 0
-        for i in 0..<hw { part += p[i] }
-        sum += Double(part)
-      }
-      mu = sum / Double(m)
+      // Two passes (mean, then squared deviations): one-pass E[x²] − E[x]² cancels badly.
+      var total = 0.0
+      for s in 0..<n { total += Double(sum(hw, x.pointer + (s * c + ch) * hw)) }
+      mu = total / Double(m)
       var sq = 0.0
-      let muF = Float(mu)
-      for s in 0..<n {
-        let p = x.pointer + (s * c + ch) * hw
-        var part: Float = 0
-        for i in 0..<hw { let d = p[i] - muF; part += d * d }
-        sq += Double(part)
-      }
+      for s in 0..<n { sq += Double(sumOfSquaredDeviations(hw, x.pointer + (s * c + ch) * hw, mean: Float(mu))) }
       variance = sq / Double(m)
       let rm = state.runningMean.pointer, rv = state.runningVar.pointer
       let k = Double(state.momentum)
@@ -88,9 +78,7 @@ public func batchNorm2d(
     let scale = Float(inv) * (weight?.pointer[ch] ?? 1)
     let shift = (bias?.pointer[ch] ?? 0) - Float(mu) * scale
     for s in 0..<n {
-      let src = x.pointer + (s * c + ch) * hw
-      let dst = out.pointer + (s * c + ch) * hw
-      for i in 0..<hw { dst[i] = src[i] * scale + shift }
+      affine(hw, x.pointer + (s * c + ch) * hw, scale, shift, out.pointer + (s * c + ch) * hw)
     }
   }
   let inputs = [x] + (weight.map { [$0, bias!] } ?? [])
@@ -105,34 +93,36 @@ public func batchNorm2d(
     parallelFor(c) { ch in
       let mu = mean.pointer[ch], inv = invStd.pointer[ch]
       let gamma = weight?.pointer[ch] ?? 1
-      @inline(__always) func xhat(_ v: Float) -> Float { weight == nil ? v : (v - mu) * inv }
-      var sumG = 0.0, sumGX = 0.0
+      // x̂ = saved (non-affine: the output) or (saved − μ)/σ (affine: the input), so
+      // Σ g·x̂ = Σ g·saved, or (Σ g·saved − μ Σ g)/σ.
+      let affineInput = weight != nil
+      @inline(__always) func xhat(_ v: Float) -> Float { affineInput ? (v - mu) * inv : v }
+      var sumG = 0.0, sumGS = 0.0
       for s in 0..<n {
-        let gp = g.pointer + (s * c + ch) * hw
-        let sp = saved.pointer + (s * c + ch) * hw
-        var pg: Float = 0, pgx: Float = 0
-        for i in 0..<hw { pg += gp[i]; pgx += gp[i] * xhat(sp[i]) }
-        sumG += Double(pg)
-        sumGX += Double(pgx)
+        let offset = (s * c + ch) * hw
+        sumG += Double(sum(hw, g.pointer + offset))
+        sumGS += Double(dot(hw, g.pointer + offset, saved.pointer + offset))
       }
+      let sumGX = affineInput ? (sumGS - Double(mu) * sumG) * Double(inv) : sumGS
       dw?.pointer[ch] = Float(sumGX)
       db?.pointer[ch] = Float(sumG)
       guard let dx else { return }
       let scale = gamma * inv
       if training {
         // dx = γ/σ · (g − mean(g) − x̂ · mean(g·x̂))
+        // As a linear map of g and the saved tensor: dx = a·g + b·saved + c.
         let meanG = Float(sumG / Double(m)), meanGX = Float(sumGX / Double(m))
+        let xhatScale = affineInput ? inv : 1, xhatShift = affineInput ? -mu * inv : 0
+        let (a, b, c0) = (scale, -scale * meanGX * xhatScale, -scale * (meanG + meanGX * xhatShift))
         for s in 0..<n {
-          let gp = g.pointer + (s * c + ch) * hw
-          let sp = saved.pointer + (s * c + ch) * hw
-          let dp = dx.pointer + (s * c + ch) * hw
-          for i in 0..<hw { dp[i] = scale * (gp[i] - meanG - xhat(sp[i]) * meanGX) }
+          let offset = (s * c + ch) * hw
+          let (gp, sp, dp) = (g.pointer + offset, saved.pointer + offset, dx.pointer + offset)
+          affine(hw, sp, b, c0, dp)
+          axpy(hw, a, gp, dp)
         }
       } else {
         for s in 0..<n {
-          let gp = g.pointer + (s * c + ch) * hw
-          let dp = dx.pointer + (s * c + ch) * hw
-          for i in 0..<hw { dp[i] = scale * gp[i] }
+          affine(hw, g.pointer + (s * c + ch) * hw, scale, 0, dx.pointer + (s * c + ch) * hw)
         }
       }
     }

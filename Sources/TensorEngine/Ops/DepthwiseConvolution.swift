@@ -54,9 +54,15 @@ func depthwiseBackward(
 ) {
   let (hw, ohw) = (geo.inH * geo.inW, geo.outH * geo.outW)
   let kk = geo.kernelH * geo.kernelW
+  // Stride 1 (and a padding no larger than the kernel's reach): the input gradient is the
+  // forward kernel on the zero-padded output gradient with flipped taps, which vectorises like
+  // the forward; stride 2 scatters through a padded plane instead.
+  let flipPad = (geo.kernelH - 1) * geo.dilation - geo.padding
+  let gather = geo.stride == 1 && flipPad >= 0 && geo.kernelH <= 7
   parallelChunks(c) { lo, hi in
     let xpad = PaddedPlane(h: geo.inH, w: geo.inW, pad: geo.padding, fill: 0)
-    let dxpad = dx.map { _ in PaddedPlane(h: geo.inH, w: geo.inW, pad: geo.padding, fill: 0) }
+    let gpad = dx != nil && gather ? PaddedPlane(h: geo.outH, w: geo.outW, pad: flipPad, fill: 0) : nil
+    let dxpad = dx != nil && !gather ? PaddedPlane(h: geo.inH, w: geo.inW, pad: geo.padding, fill: 0) : nil
     // The kernel always accumulates tap gradients; discard them when not wanted.
     var unused = [Float](repeating: 0, count: kk)
     for ch in lo..<hi {
@@ -69,6 +75,11 @@ func depthwiseBackward(
                                  dout + plane * ohw, xpad.pointer, weight + ch * kk,
                                  Int32(geo.kernelH), Int32(geo.stride), Int32(geo.dilation),
                                  Int32(xpad.wp), Int32(geo.outH), Int32(geo.outW))
+        }
+        if let gpad, let dx {
+          gpad.load(dout + plane * ohw)
+          pcd_depthwise_backward_input(dx + plane * hw, gpad.pointer, weight + ch * kk, Int32(geo.kernelH),
+                                       Int32(geo.dilation), Int32(gpad.wp), Int32(geo.inH), Int32(geo.inW))
         }
         if let dxpad, let dx {
           let target = dx + plane * hw

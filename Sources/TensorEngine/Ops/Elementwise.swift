@@ -8,7 +8,14 @@ public func relu(_ x: Tensor) -> Tensor {
   let out = Tensor.uninitialized(x.shape)
   let (src, dst) = (x.pointer, out.pointer)
   parallelChunks(x.count, minChunk: elementwiseChunk) { lo, hi in
-    for i in lo..<hi { dst[i] = max(src[i], 0) }
+    var i = lo
+    let zero = SIMD8<Float>(repeating: 0)
+    while i + 8 <= hi {
+      let v = UnsafeRawPointer(src + i).loadUnaligned(as: SIMD8<Float>.self)
+      UnsafeMutableRawPointer(dst + i).storeBytes(of: pointwiseMax(v, zero), as: SIMD8<Float>.self)
+      i += 8
+    }
+    while i < hi { dst[i] = max(src[i], 0); i += 1 }
   }
   // The output's sign is the mask; keep its storage rather than the input's (the next op, a
   // convolution, saves the output anyway).
@@ -18,7 +25,15 @@ public func relu(_ x: Tensor) -> Tensor {
     let dx = Tensor.uninitialized(shape)
     let (gp, mp, dp) = (g.pointer, saved.pointer, dx.pointer)
     parallelChunks(dx.count, minChunk: elementwiseChunk) { lo, hi in
-      for i in lo..<hi { dp[i] = mp[i] > 0 ? gp[i] : 0 }
+      var i = lo
+      let zero = SIMD8<Float>(repeating: 0)
+      while i + 8 <= hi {
+        let m = UnsafeRawPointer(mp + i).loadUnaligned(as: SIMD8<Float>.self)
+        let v = UnsafeRawPointer(gp + i).loadUnaligned(as: SIMD8<Float>.self)
+        UnsafeMutableRawPointer(dp + i).storeBytes(of: v.replacing(with: zero, where: m .<= zero), as: SIMD8<Float>.self)
+        i += 8
+      }
+      while i < hi { dp[i] = mp[i] > 0 ? gp[i] : 0; i += 1 }
     }
     return [dx]
   }
@@ -78,8 +93,7 @@ public func weightedSum(_ xs: [Tensor], weights: Tensor, indices: [Int]? = nil) 
   let po = out.pointer
   parallelChunks(count, minChunk: elementwiseChunk) { lo, hi in
     for (t, x) in xs.enumerated() {
-      let (wt, px) = (w[idx[t]], x.pointer)
-      for i in lo..<hi { po[i] += wt * px[i] }
+      axpy(hi - lo, w[idx[t]], x.pointer + lo, po + lo)
     }
   }
   return record(out, inputs: xs + [weights]) { g in
@@ -90,17 +104,23 @@ public func weightedSum(_ xs: [Tensor], weights: Tensor, indices: [Int]? = nil) 
       let wt = w[idx[t]]
       let px = x.pointer
       // ∂/∂w = ⟨g, x⟩, summed in Double over per-core partials for accuracy.
-      let dot = parallelSum(count, minChunk: elementwiseChunk) { lo, hi in
-        var acc: Float = 0
-        for i in lo..<hi { acc += gp[i] * px[i] }
-        return Double(acc)
+      let inner = parallelSum(count, minChunk: elementwiseChunk) { lo, hi in
+        // Blocks of 4096 summed in Double keep the error independent of the tensor size.
+        var total = 0.0
+        var i = lo
+        while i < hi {
+          let len = min(4096, hi - i)
+          total += Double(dot(len, gp + i, px + i))
+          i += len
+        }
+        return total
       }
-      dweights.pointer[idx[t]] += Float(dot)
+      dweights.pointer[idx[t]] += Float(inner)
       if x.requiresGrad {
         let dx = Tensor.uninitialized(x.shape)
         let pd = dx.pointer
         parallelChunks(count, minChunk: elementwiseChunk) { lo, hi in
-          for i in lo..<hi { pd[i] = wt * gp[i] }
+          affine(hi - lo, gp + lo, wt, 0, pd + lo)
         }
         grads.append(dx)
       } else {

@@ -20,6 +20,11 @@ void pcd_depthwise_backward(float *dxpad, float *dtaps, const float *g, const fl
                             const float *taps, int k, int stride, int dilation, int wp, int oh,
                             int ow);
 
+/// Stride-1 input gradient, written (not accumulated) into dx (h × w): the forward correlation
+/// of gpad — g zero-padded by (k − 1)·d − p, row stride wpg — with the taps flipped. k ≤ 7.
+void pcd_depthwise_backward_input(float *dx, const float *gpad, const float *taps, int k,
+                                  int dilation, int wpg, int h, int w);
+
 /// Max (is_max) or sum over k × k windows of xpad (row stride wp) at stride s:
 /// out[r][q] = max/Σ xpad[r·s + i][q·s + j]; a sum is then multiplied by scale[r·ow + q]
 /// (1/count) when scale is not NULL.
