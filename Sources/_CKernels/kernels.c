@@ -129,6 +129,14 @@ INLINE void sumpool_backward(float *restrict dxpad, const float *restrict g, con
   }
 }
 
+INLINE void relu_forward(float *restrict y, const float *restrict x, long n) {
+  for (long i = 0; i < n; i++) y[i] = x[i] > 0 ? x[i] : 0;
+}
+
+INLINE void relu_backward(float *restrict dx, const float *restrict g, const float *restrict y, long n) {
+  for (long i = 0; i < n; i++) dx[i] = y[i] > 0 ? g[i] : 0;
+}
+
 // ---- Hand-vectorised AVX2 paths for stride 1 (the bulk of DARTS's depthwise work) ----
 
 #if defined(__x86_64__) && (defined(__clang__) || defined(__GNUC__))
@@ -243,6 +251,13 @@ DISPATCH(maxpool_backward,
 DISPATCH(sumpool_backward,
          (float *dxpad, const float *g, const float *scale, int k, int s, int wp, int oh, int ow),
          (dxpad, g, scale, k, s, wp, oh, ow))
+
+DISPATCH(relu_forward, (float *y, const float *x, long n), (y, x, n))
+DISPATCH(relu_backward, (float *dx, const float *g, const float *y, long n), (dx, g, y, n))
+
+void pcd_relu_forward(float *y, const float *x, long n) { relu_forward_any(y, x, n); }
+
+void pcd_relu_backward(float *dx, const float *g, const float *y, long n) { relu_backward_any(dx, g, y, n); }
 
 void pcd_depthwise_forward(float *out, const float *xpad, const float *taps, float bias, int k,
                            int stride, int dilation, int wp, int oh, int ow) {

@@ -97,6 +97,11 @@ final class GradientCheckTests: XCTestCase {
     checkGradients("slice channels", inputs: [x]) { sliceChannels($0[0], 1..<4) }
     checkGradients("shuffle 3", inputs: [x]) { channelShuffle($0[0], groups: 3) }
     checkGradients("crop 1:,1:", inputs: [x]) { cropTopLeft($0[0], top: 1, left: 1) }
+    checkGradients("shuffledConcat", inputs: [y, x]) { shuffledConcat($0[0], $0[1], bChannels: 2..<6, groups: 3) }
+    // The fused op equals its definition.
+    let fused = shuffledConcat(y, x, bChannels: 2..<6, groups: 3)
+    let reference = channelShuffle(concatChannels([y, sliceChannels(x, 2..<6)]), groups: 3)
+    XCTAssertEqual(fused.scalars, reference.scalars)
     checkGradients("reshape", inputs: [x]) { reshape($0[0], [2, 90]) }
     let m = randomInput([4, 3], seed: 13)
     checkGradients("slice rows", inputs: [m]) { slice($0[0], 1..<3) }

@@ -42,8 +42,11 @@ public final class MixedOp: Module {
     }
     let mixed = weightedSum(outputs, weights: weights, indices: active)
     if k == 1 { return mixed }
-    var bypass = sliceChannels(x, channels / k..<channels)
-    if stride == 2 { bypass = maxPool2d(bypass, kernel: 2, stride: 2) }
-    return channelShuffle(concatChannels([mixed, bypass]), groups: k)
+    let processed = channels / k
+    if stride == 1 {
+      return shuffledConcat(mixed, x, bChannels: processed..<channels, groups: k)
+    }
+    let bypass = maxPool2d(sliceChannels(x, processed..<channels), kernel: 2, stride: 2)
+    return shuffledConcat(mixed, bypass, bChannels: 0..<bypass.shape[1], groups: k)
   }
 }

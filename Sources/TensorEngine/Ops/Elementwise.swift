@@ -1,6 +1,8 @@
 // Element-wise ops and weighted sums. Shapes are arbitrary unless stated; element-wise loops run
 // in per-core chunks once a tensor is large enough to pay for the dispatch.
 
+import _CKernels
+
 private let elementwiseChunk = 1 << 15
 
 /// max(x, 0), element-wise.
@@ -8,14 +10,7 @@ public func relu(_ x: Tensor) -> Tensor {
   let out = Tensor.uninitialized(x.shape)
   let (src, dst) = (x.pointer, out.pointer)
   parallelChunks(x.count, minChunk: elementwiseChunk) { lo, hi in
-    var i = lo
-    let zero = SIMD8<Float>(repeating: 0)
-    while i + 8 <= hi {
-      let v = UnsafeRawPointer(src + i).loadUnaligned(as: SIMD8<Float>.self)
-      UnsafeMutableRawPointer(dst + i).storeBytes(of: pointwiseMax(v, zero), as: SIMD8<Float>.self)
-      i += 8
-    }
-    while i < hi { dst[i] = max(src[i], 0); i += 1 }
+    pcd_relu_forward(dst + lo, src + lo, hi - lo)
   }
   // The output's sign is the mask; keep its storage rather than the input's (the next op, a
   // convolution, saves the output anyway).
@@ -25,15 +20,7 @@ public func relu(_ x: Tensor) -> Tensor {
     let dx = Tensor.uninitialized(shape)
     let (gp, mp, dp) = (g.pointer, saved.pointer, dx.pointer)
     parallelChunks(dx.count, minChunk: elementwiseChunk) { lo, hi in
-      var i = lo
-      let zero = SIMD8<Float>(repeating: 0)
-      while i + 8 <= hi {
-        let m = UnsafeRawPointer(mp + i).loadUnaligned(as: SIMD8<Float>.self)
-        let v = UnsafeRawPointer(gp + i).loadUnaligned(as: SIMD8<Float>.self)
-        UnsafeMutableRawPointer(dp + i).storeBytes(of: v.replacing(with: zero, where: m .<= zero), as: SIMD8<Float>.self)
-        i += 8
-      }
-      while i < hi { dp[i] = mp[i] > 0 ? gp[i] : 0; i += 1 }
+      pcd_relu_backward(dp + lo, gp + lo, mp + lo, hi - lo)
     }
     return [dx]
   }

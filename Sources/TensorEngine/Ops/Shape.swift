@@ -188,3 +188,46 @@ public func concatRows(_ xs: [Tensor]) -> Tensor {
     }
   }
 }
+
+/// `channelShuffle(concatChannels([a, b[:, bChannels]]), groups:)` in one pass, without
+/// materialising the slice or the concatenation: the partial-channel merge of a PC-DARTS edge
+/// (processed channels `a`, bypass channels taken straight from the edge input `b`).
+/// - Parameters:
+///   - a: (N, Ca, H, W).
+///   - b: (N, Cb, H, W); only `bChannels` are used.
+/// - Returns: (N, Ca + bChannels.count, H, W).
+/// - Precondition: `groups` divides the output channels; N, H, W agree.
+public func shuffledConcat(_ a: Tensor, _ b: Tensor, bChannels: Range<Int>, groups: Int) -> Tensor {
+  checkNCHW(a, "shuffledConcat")
+  checkNCHW(b, "shuffledConcat")
+  precondition(a.shape[0] == b.shape[0] && a.shape[2...] == b.shape[2...],
+    "shuffledConcat: shapes \(a.shape) and \(b.shape) differ outside the channel axis")
+  precondition(bChannels.lowerBound >= 0 && bChannels.upperBound <= b.shape[1],
+    "shuffledConcat: channels \(bChannels) are outside the \(b.shape[1]) channels of \(b.shape)")
+  let (n, ca, cb, hw) = (a.shape[0], a.shape[1], b.shape[1], a.shape[2] * a.shape[3])
+  let c = ca + bChannels.count
+  precondition(groups >= 1 && c % groups == 0, "shuffledConcat: groups \(groups) must divide \(c) channels")
+  let per = c / groups
+  // Output channel o holds concatenated channel (o mod groups)·per + ⌊o / groups⌋.
+  let source = (0..<c).map { o in (o % groups) * per + o / groups }
+  let out = Tensor.uninitialized([n, c, a.shape[2], a.shape[3]])
+  let offset = bChannels.lowerBound
+  parallelFor(n * c, minChunk: max(1, 4096 / max(hw, 1))) { plane in
+    let (s, o) = (plane / c, plane % c)
+    let ci = source[o]
+    let src = ci < ca ? a.pointer + (s * ca + ci) * hw : b.pointer + (s * cb + offset + ci - ca) * hw
+    (out.pointer + plane * hw).update(from: src, count: hw)
+  }
+  let (shapeA, shapeB) = (a.shape, b.shape)
+  return record(out, inputs: [a, b]) { g in
+    let da = Tensor.uninitialized(shapeA)
+    let db = Tensor(zeros: shapeB)
+    parallelFor(n * c, minChunk: max(1, 4096 / max(hw, 1))) { plane in
+      let (s, o) = (plane / c, plane % c)
+      let ci = source[o]
+      let dst = ci < ca ? da.pointer + (s * ca + ci) * hw : db.pointer + (s * cb + offset + ci - ca) * hw
+      dst.update(from: g.pointer + plane * hw, count: hw)
+    }
+    return [da, db]
+  }
+}

@@ -40,4 +40,10 @@ void pcd_maxpool_backward(float *dxpad, const float *g, const float *xpad, int k
 void pcd_sumpool_backward(float *dxpad, const float *g, const float *scale, int k, int stride,
                           int wp, int oh, int ow);
 
+/// y = max(x, 0), element-wise.
+void pcd_relu_forward(float *y, const float *x, long n);
+
+/// dx = g where y > 0, else 0 (y is the ReLU output).
+void pcd_relu_backward(float *dx, const float *g, const float *y, long n);
+
 #endif
