@@ -191,6 +191,17 @@ public final class SearchNetwork: Module {
     return concatRows(parts)
   }
 
+  /// Runs `body` with the architecture parameters (α, β) frozen, so that the backward pass of a
+  /// weight step spends no work on architecture gradients, which that step would not use; they
+  /// require gradients again afterwards, even if `body` throws.
+  ///
+  /// The freeze is read when the graph is recorded, so the forward pass must run inside `body`.
+  public func withFrozenArchitecture<T>(_ body: () throws -> T) rethrows -> T {
+    for p in arch.all { p.requiresGrad = false }
+    defer { for p in arch.all { p.requiresGrad = true } }
+    return try body()
+  }
+
   /// The number of weights (architecture parameters not counted), as PyTorch's
   /// `sum(p.numel() for p in model.parameters())`.
   public var weightCount: Int { parameters().reduce(0) { $0 + $1.count } }

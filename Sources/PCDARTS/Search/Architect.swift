@@ -13,6 +13,17 @@ public struct LabeledBatch {
       "LabeledBatch: images \(images.shape) need one label per sample, got \(labels.count)")
     (self.images, self.labels) = (images, labels)
   }
+
+  /// The tensor form of a batch from a ``BatchLoader``: images (N, 3, 32, 32), labels (N).
+  ///
+  /// - Parameter batch: normalised (and possibly augmented) pixels and their labels.
+  public init(_ batch: Batch) {
+    self.init(
+      images: Tensor(
+        shape: [batch.count, ImageDataset.channels, ImageDataset.height, ImageDataset.width],
+        data: batch.images),
+      labels: batch.labels)
+  }
 }
 
 /// The hyper-parameters of the architecture step; defaults are the paper's.

@@ -170,16 +170,16 @@ public final class SearchRun {
   /// One SGD step on the weights (architecture frozen); returns the loss and correct count.
   private func weightStep(_ batch: LabeledBatch) -> (Float, Int) {
     weightOptimizer.zeroGrad()
-    for p in network.arch.all { p.requiresGrad = false }
-    defer { for p in network.arch.all { p.requiresGrad = true } }
-    let logits = network(batch.images)
-    let loss = crossEntropy(logits, labels: batch.labels)
-    let hits = correctPredictions(logits, batch.labels)
-    guard loss.item.isFinite else { return (loss.item, hits) }
-    loss.backward()
-    clipGradientNorm(network.parameters(), maxNorm: settings.gradClip)
-    weightOptimizer.step()
-    return (loss.item, hits)
+    return network.withFrozenArchitecture {
+      let logits = network(batch.images)
+      let loss = crossEntropy(logits, labels: batch.labels)
+      let hits = correctPredictions(logits, batch.labels)
+      guard loss.item.isFinite else { return (loss.item, hits) }
+      loss.backward()
+      clipGradientNorm(network.parameters(), maxNorm: settings.gradClip)
+      weightOptimizer.step()
+      return (loss.item, hits)
+    }
   }
 
   /// Loss and accuracy on the whole search-validation split, in evaluation mode (running
@@ -202,9 +202,7 @@ public final class SearchRun {
     return (lossSum / Double(seen), Double(correct) / Double(seen))
   }
 
-  private func tensorBatch(_ batch: Batch) -> LabeledBatch {
-    LabeledBatch(images: Tensor(shape: [batch.count, 3, 32, 32], data: batch.images), labels: batch.labels)
-  }
+  private func tensorBatch(_ batch: Batch) -> LabeledBatch { LabeledBatch(batch) }
 
   // MARK: - Checkpoints
 
