@@ -2,7 +2,7 @@
 #   make search   installs what is missing, builds, and runs a short PC-DARTS search on
 #                 Fashion-MNIST (Debian's dataset-fashion-mnist: real data, no download)
 #   make test     installs what is missing and runs the test suite
-# Other targets: setup, build, bench, bench-torch, fixtures, format, clean.
+# Other targets: setup, build, example, bench, bench-torch, fixtures, format, clean.
 
 SWIFT ?= $(shell command -v swift 2>/dev/null || echo /opt/swift/usr/bin/swift)
 # Debian packages the build, the tests and the main job need.
@@ -10,7 +10,7 @@ PACKAGES := pkg-config libopenblas-dev liblapacke-dev zlib1g-dev dataset-fashion
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 OUT ?= runs/fashion-mnist
 
-.PHONY: setup build test search bench bench-torch fixtures format clean
+.PHONY: setup build test example search bench bench-torch fixtures format clean
 
 setup:
 	@missing=$$(for p in $(PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
@@ -24,6 +24,12 @@ build: setup
 
 test: setup
 	$(SWIFT) test --disable-swift-testing
+
+# The client package in Examples/CustomPrimitive: links TensorEngine and PCDARTS as libraries,
+# adds a conv_1x1 candidate and runs three search steps on random data (debug build, < 1 min).
+example: setup
+	cd Examples/CustomPrimitive && $(SWIFT) build --scratch-path .build \
+	  && $(SWIFT) run --skip-build --scratch-path .build CustomPrimitive
 
 # A short search on real data: a 5-layer, 8-channel super-net on 4,000 Fashion-MNIST images,
 # 6 epochs with architecture updates from epoch 2; about ten minutes on 2 cores.
@@ -45,4 +51,4 @@ format:
 	$(SWIFT) format --in-place --recursive Sources Tests Package.swift
 
 clean:
-	rm -rf .build
+	rm -rf .build Examples/CustomPrimitive/.build

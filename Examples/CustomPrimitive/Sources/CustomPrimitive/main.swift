@@ -1,0 +1,77 @@
+// A tool that links the engine and the search as libraries: it adds its own candidate operation
+// (`conv_1x1`) to the DARTS search space, builds a small PC-DARTS super-net over it, runs a few
+// bi-level search steps on random data and prints the losses, the genotype and the peak memory.
+//
+// Legend: N batch, C channels, H×W the plane, s the edge's stride.
+
+import PCDARTS
+import TensorEngine
+
+/// ReLU → 1×1 convolution (stride s) → non-affine batch norm: (N, C, H, W) → (N, C, ⌈H/s⌉, ⌈W/s⌉).
+///
+/// Conforming to `ReLUFirstLayer` lets a mixed op hand it the ReLU of the edge input that it
+/// computes once for every candidate starting with ReLU, instead of this op computing its own.
+final class Conv1x1: Layer, ReLUFirstLayer {
+  /// Sequential(ReLU, Conv2d 1×1, BatchNorm2d): state names `op.1.weight`, `op.2.running_mean`, …
+  let op: Sequential
+
+  init(channels: Int, stride: Int, rng: inout SeededGenerator) {
+    op = Sequential([
+      ReLU(),
+      // A 1×1 kernel with no padding: ⌊(H − 1)/s⌋ + 1 = ⌈H/s⌉ rows, as a reduction edge needs.
+      Conv2d(inChannels: channels, outChannels: channels, kernelSize: 1, stride: stride, rng: &rng),
+      BatchNorm2d(channels: channels, affine: false),
+    ])
+  }
+
+  override var children: [(String, Module)] { [("op", op)] }
+  override func callAsFunction(_ x: Tensor) -> Tensor { op(x) }
+  func callAsFunction(afterReLU r: Tensor) -> Tensor { op.layers.dropFirst().reduce(r) { $1($0) } }
+}
+
+// The DARTS space plus one column: α becomes (14, 9), conv_1x1 being column 8.
+let space = SearchSpace.darts.adding(
+  Primitive(name: "conv_1x1") { channels, stride, rng in
+    Conv1x1(channels: channels, stride: stride, rng: &rng)
+  })
+print("search space:", space.names.joined(separator: ", "))
+
+// A 5-cell super-net with 8 initial channels; K = 2 sends half of each edge's channels through
+// the candidate operations.
+var rng = SeededGenerator(seed: 7)
+let config = NetworkConfig(initChannels: 8, layers: 5, classes: 10, partialChannels: 2)
+let network = try SearchNetwork(config: config, space: space, rng: &rng)
+print("weights: \(network.weightCount), alphas_normal: \(network.arch.alphasNormal.shape)")
+
+/// A batch of N random 8×8 images (H and W must be divisible by 4) with random labels.
+func randomBatch(_ n: Int, using rng: inout SeededGenerator) -> LabeledBatch {
+  LabeledBatch(
+    images: Tensor.randomNormal([n, 3, 8, 8], using: &rng),
+    labels: (0..<n).map { _ in Int32(rng.nextInt(below: config.classes)) })
+}
+
+// The two optimizers of the bi-level search, with the paper's settings.
+let weightOptimizer = SGD(
+  parameters: network.parameters(), learningRate: 0.1, momentum: 0.9, weightDecay: 3e-4)
+let architect = Architect(network: network, settings: ArchitectSettings(unrolled: false))
+
+MemoryStats.resetPeak()
+for step in 1...3 {
+  let train = randomBatch(8, using: &rng)
+  let valid = randomBatch(8, using: &rng)
+  // Architecture step: Adam on α and β, descending the validation loss.
+  let validLoss = architect.step(train: train, valid: valid, weightOptimizer: weightOptimizer)
+  // Weight step: SGD on the weights, descending the training loss, with α and β frozen.
+  weightOptimizer.zeroGrad()
+  let trainLoss = network.withFrozenArchitecture {
+    let loss = network.loss(train)
+    loss.backward()
+    return loss.item
+  }
+  clipGradientNorm(network.parameters(), maxNorm: 5)
+  weightOptimizer.step()
+  print("step \(step): valid loss \(validLoss), train loss \(trainLoss)")
+}
+
+print("genotype:", network.genotype().pythonDescription)
+print("peak tensor bytes:", MemoryStats.peakBytes)
