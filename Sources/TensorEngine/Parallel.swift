@@ -1,13 +1,19 @@
 // Work splitting for the direct kernels.
 //
 // OpenBLAS is pinned to one thread (see `BLAS.swift`) and the engine spreads work across the
-// cores itself with Dispatch, one chunk per core: the two thread pools never compete for the
-// same cores, and small matrices (the 1/K-channel convolutions of PC-DARTS) are multiplied
-// per sample in parallel instead of being split inside sgemm, where they are too small to
-// scale.
+// cores itself, one chunk per core: the two thread pools never compete for the same cores, and
+// small matrices (the 1/K-channel convolutions of PC-DARTS) are multiplied per sample in
+// parallel instead of being split inside sgemm, where they are too small to scale.
+//
+// A search step runs thousands of small parallel loops (a 2-channel plane set at K = 8 takes
+// tens of microseconds). Waking a sleeping Dispatch worker costs about as much, which showed up
+// as 15% of a step in scheduler functions under perf. So the engine keeps its own workers, one
+// per extra core, that spin briefly for the next loop before they sleep.
 
 import Dispatch
 import Foundation
+import Synchronization
+import _CKernels
 
 /// The number of chunks work is split into: one per active core.
 public let engineThreadCount: Int = max(1, ProcessInfo.processInfo.activeProcessorCount)
@@ -22,11 +28,127 @@ public func parallelChunks(_ count: Int, minChunk: Int = 1, _ body: (Int, Int) -
     body(0, count)
     return
   }
-  DispatchQueue.concurrentPerform(iterations: chunks) { chunk in
+  WorkerPool.shared.run(chunks) { chunk in
     let lo = count * chunk / chunks
     let hi = count * (chunk + 1) / chunks
     if lo < hi { body(lo, hi) }
   }
+}
+
+/// Persistent workers that share the chunks of a loop with the caller.
+///
+/// Chunks are claimed, not assigned: the caller and the workers take chunk numbers from one
+/// atomic ticket until none is left, so a worker that the OS has descheduled (a busy machine)
+/// never holds the caller up; the caller only waits for chunks a worker is actually running.
+/// The ticket packs the loop's generation, its chunk count and the next chunk, so a worker that
+/// wakes up late cannot claim a chunk of a loop that has moved on.
+final class WorkerPool: @unchecked Sendable {
+  static let shared = WorkerPool(workers: engineThreadCount - 1)
+
+  /// generation (bits 32…62) | chunk count (bits 16…31) | next chunk (bits 0…15).
+  private let ticket = Atomic<Int>(0)
+  /// Chunks finished in the current loop.
+  private let finished = Atomic<Int>(0)
+  /// Whether a worker is (about to go) asleep, per worker.
+  private let sleeping: [Flag]
+  private let wakeUp: [DispatchSemaphore]
+  /// The current loop's body; stable while any of its chunks can still be claimed or running.
+  nonisolated(unsafe) private var body: ((Int) -> Void)?
+  /// One loop at a time; a nested or concurrent call runs serially instead.
+  private let busy = Atomic<Bool>(false)
+  private let workers: Int
+  nonisolated(unsafe) private var generation = 0
+
+  init(workers: Int) {
+    self.workers = max(0, workers)
+    sleeping = (0..<self.workers).map { _ in Flag() }
+    wakeUp = (0..<self.workers).map { _ in DispatchSemaphore(value: 0) }
+    for index in 0..<self.workers {
+      let thread = Thread { [self] in work(index) }
+      thread.stackSize = 1 << 20
+      thread.start()
+    }
+  }
+
+  /// Runs `task(chunk)` for chunk in 0..<count, spread over the caller and the workers.
+  func run(_ count: Int, _ task: (Int) -> Void) {
+    guard workers > 0, count > 1, count < 1 << 16,
+          busy.compareExchange(expected: false, desired: true, ordering: .acquiring).exchanged else {
+      for chunk in 0..<count { task(chunk) }
+      return
+    }
+    defer { busy.store(false, ordering: .releasing) }
+    withoutActuallyEscaping(task) { task in
+      body = task
+      finished.store(0, ordering: .relaxed)
+      generation = (generation + 1) & 0x7FFF_FFFF
+      let myGeneration = generation
+      ticket.store(myGeneration << 32 | count << 16, ordering: .releasing)
+      for w in 0..<workers where sleeping[w].value.load(ordering: .sequentiallyConsistent) {
+        wakeUp[w].signal()
+      }
+      while let chunk = claim(generation: myGeneration) {
+        task(chunk)
+        finished.add(1, ordering: .releasing)
+      }
+      var spins = 0
+      while finished.load(ordering: .acquiring) < count {
+        spins += 1
+        if spins < 4_000 { spinPause() } else { sched_yield() }
+      }
+      body = nil
+    }
+  }
+
+  /// Takes the next chunk of loop `generation`, or nil when none is left (or the loop is over).
+  @inline(__always) private func claim(generation: Int) -> Int? {
+    var current = ticket.load(ordering: .acquiring)
+    while true {
+      let (g, count, next) = (current >> 32, (current >> 16) & 0xFFFF, current & 0xFFFF)
+      guard g == generation, next < count else { return nil }
+      let (exchanged, original) = ticket.compareExchange(
+        expected: current, desired: current + 1, ordering: .acquiringAndReleasing)
+      if exchanged { return next }
+      current = original
+    }
+  }
+
+  private func work(_ index: Int) {
+    var seen = 0
+    while true {
+      var spins = 0
+      var current = ticket.load(ordering: .acquiring) >> 32
+      while current == seen {
+        spins += 1
+        if spins < 20_000 {
+          spinPause()
+        } else {
+          // Idle for a while (tens of µs): sleep until the next loop signals.
+          sleeping[index].value.store(true, ordering: .sequentiallyConsistent)
+          if ticket.load(ordering: .sequentiallyConsistent) >> 32 == seen { wakeUp[index].wait() }
+          sleeping[index].value.store(false, ordering: .sequentiallyConsistent)
+          spins = 0
+        }
+        current = ticket.load(ordering: .acquiring) >> 32
+      }
+      seen = current
+      while let chunk = claim(generation: current) {
+        // A successful claim means the loop is still running, so `body` is its body.
+        body!(chunk)
+        finished.add(1, ordering: .releasing)
+      }
+    }
+  }
+}
+
+/// An atomic Boolean in its own object, so that a list of them can be kept.
+private final class Flag: Sendable {
+  let value = Atomic<Bool>(false)
+}
+
+/// A hint to the processor that this is a spin-wait loop.
+@inline(__always) private func spinPause() {
+  pcd_spin_pause()
 }
 
 /// Runs `body(i)` for every `i` in `0..<count`, spread over the cores in contiguous chunks.
@@ -45,7 +167,7 @@ public func parallelSum(_ count: Int, minChunk: Int = 1, _ body: (Int, Int) -> D
   if chunks == 1 { return body(0, count) }
   var partial = [Double](repeating: 0, count: chunks)
   partial.withUnsafeMutableBufferPointer { part in
-    DispatchQueue.concurrentPerform(iterations: chunks) { chunk in
+    WorkerPool.shared.run(chunks) { chunk in
       part[chunk] = body(count * chunk / chunks, count * (chunk + 1) / chunks)
     }
   }

@@ -10,15 +10,21 @@ import TensorEngine
 
 /// The measurements of one K.
 public struct BenchResult: Codable, Equatable, Sendable {
+  /// The partial-channel factor measured.
   public var K: Int
+  /// Images per batch.
   public var batch: Int
+  /// Cells of the measured search network.
   public var layers: Int
+  /// C, the channels of the first cells.
   public var initChannels: Int
   /// Median over the timed iterations.
   public var secondsPerIteration: Double
+  /// `batch / secondsPerIteration`.
   public var imagesPerSecond: Double
-  /// Median forward and backward time of the weight step.
+  /// Median forward time of the weight step.
   public var forwardMilliseconds: Double
+  /// Median backward time of the weight step.
   public var backwardMilliseconds: Double
   /// Peak engine-accounted tensor bytes during the timed iterations.
   public var peakTensorBytes: Int
@@ -31,6 +37,7 @@ public struct BenchResult: Codable, Equatable, Sendable {
 
 /// Memory and throughput per K, printed as a table of ratios to K = 1.
 public enum BenchCommand {
+  /// The options of `bench`, with their defaults, checks and help text.
   public static let parser = CommandLineParser(
     commandName: "bench",
     abstract: "Peak memory and speed of one PC-DARTS search iteration for each partial-channel factor K.",

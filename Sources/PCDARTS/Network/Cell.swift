@@ -8,10 +8,14 @@ import TensorEngine
 /// Node j = Σᵢ βⱼ,ᵢ · mixedopᵢⱼ(xᵢ), where βⱼ = softmax over node j's in-edge parameters (edge
 /// normalisation); the output concatenates the last `multiplier` nodes.
 public final class Cell: Module {
+  /// Bring the two inputs to C channels: `preprocess0` is a FactorizedReduce when the previous
+  /// cell reduced, a 1×1 ReLUConvBN otherwise; `preprocess1` is always a 1×1 ReLUConvBN.
   public let preprocess0: Layer, preprocess1: Layer
   /// One mixed op per edge, in the order (node 2: inputs 0, 1), (node 3: 0, 1, 2), …
   public let ops: ModuleList<MixedOp>
+  /// Intermediate nodes, and how many of the last nodes the output concatenates.
   public let steps: Int, multiplier: Int
+  /// Whether the cell halves H and W (stride 2 on the edges from its two inputs).
   public let reduction: Bool
 
   /// - Parameters:
@@ -41,6 +45,7 @@ public final class Cell: Module {
     (self.steps, self.multiplier, self.reduction) = (steps, multiplier, reduction)
   }
 
+  /// `preprocess0`, `preprocess1` and `_ops`, the official attribute names.
   public override var children: [(String, Module)] {
     [("preprocess0", preprocess0), ("preprocess1", preprocess1), ("_ops", ops)]
   }

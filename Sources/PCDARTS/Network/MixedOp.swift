@@ -12,6 +12,8 @@ public final class MixedOp: Module {
   public let ops: ModuleList<Layer>
   /// Which entries of ``ops`` run (all but `none`, which contributes exactly zero).
   let active: [Int]
+  /// C (the edge's channels), the stride (2 on a reduction cell's edges from its inputs, else 1)
+  /// and K.
   public let channels: Int, stride: Int, partialChannels: Int
 
   /// - Precondition: `partialChannels` divides `channels`.
@@ -24,6 +26,7 @@ public final class MixedOp: Module {
     active = space.primitives.indices.filter { space.primitives[$0].name != Primitive.noneName }
   }
 
+  /// `_ops`, the official attribute name.
   public override var children: [(String, Module)] { [("_ops", ops)] }
 
   /// - Parameters:

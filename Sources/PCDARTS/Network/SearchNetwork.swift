@@ -10,17 +10,20 @@ public struct NetworkConfig: Codable, Equatable, Sendable {
   public var initChannels = 16
   /// Cells; the reduction cells sit at ⌊layers/3⌋ and ⌊2·layers/3⌋.
   public var layers = 8
+  /// Output classes of the classifier (``SearchRun`` sets it from the dataset).
   public var classes = 10
   /// Intermediate nodes per cell.
   public var steps = 4
   /// How many of the last nodes the cell output concatenates.
   public var multiplier = 4
+  /// The stem outputs `stemMultiplier`·C channels.
   public var stemMultiplier = 3
   /// K: 1/K of each edge's channels go through the candidate operations.
   public var partialChannels = 4
   /// Image channels (3; Fashion-MNIST is repeated to 3).
   public var inputChannels = 3
 
+  /// A configuration; each parameter sets the property of the same name.
   public init(
     initChannels: Int = 16, layers: Int = 8, classes: Int = 10, partialChannels: Int = 4,
     steps: Int = 4, multiplier: Int = 4, stemMultiplier: Int = 3
@@ -74,11 +77,16 @@ public struct NetworkConfig: Codable, Equatable, Sendable {
 
 /// Errors of the search layer; each description names the problem and what to do.
 public enum SearchError: Error, CustomStringConvertible, Equatable {
+  /// Settings or a network shape that cannot work.
   case invalidConfiguration(String)
+  /// A checkpoint written for other settings, another network, or in another format.
   case checkpointMismatch(String)
+  /// A loss became NaN or infinite.
   case nonFiniteLoss(String)
+  /// Text that is not a genotype in DARTS or JSON form.
   case invalidGenotype(String)
 
+  /// The message for the user: the kind of problem, then the details.
   public var description: String {
     switch self {
     case .invalidConfiguration(let m): return "invalid configuration: \(m)"
@@ -91,7 +99,10 @@ public enum SearchError: Error, CustomStringConvertible, Equatable {
 
 /// The architecture parameters: α (E, P) per cell type and β (E) per cell type.
 public final class ArchitectureParameters {
+  /// α of the normal and the reduction cells, (E, P): one row of operation logits per edge.
   public let alphasNormal: Tensor, alphasReduce: Tensor
+  /// β of the normal and the reduction cells, (E): edge logits, normalised by a softmax over
+  /// each node's in-edges.
   public let betasNormal: Tensor, betasReduce: Tensor
 
   /// Initialised as 1e-3 · N(0, 1), as the official code does.
@@ -114,12 +125,17 @@ public final class ArchitectureParameters {
 
 /// The PC-DARTS search network: stem, `layers` search cells, global pooling, classifier.
 public final class SearchNetwork: Module {
+  /// The shape the network was built with.
   public let config: NetworkConfig
+  /// The candidate operations, in α-column order.
   public let space: SearchSpace
   /// Conv 3×3 (3 → 3C) and an affine batch norm (`stem.0`, `stem.1`).
   public let stem: Sequential
+  /// The search cells (`cells.<i>`); reduction cells at ⌊layers/3⌋ and ⌊2·layers/3⌋.
   public let cells: ModuleList<Cell>
+  /// Linear (multiplier·C of the last cell → classes) after global average pooling.
   public let classifier: Linear
+  /// α and β; not module parameters, so ``parameters()`` (the weights) excludes them.
   public let arch: ArchitectureParameters
 
   /// Builds the network with weights and architecture parameters drawn from `rng`.
@@ -151,6 +167,7 @@ public final class SearchNetwork: Module {
     arch = ArchitectureParameters(edges: config.edgesPerCell, primitives: space.count, rng: &rng)
   }
 
+  /// `stem`, `cells` and `classifier`, the official attribute names.
   public override var children: [(String, Module)] {
     [("stem", stem), ("cells", cells), ("classifier", classifier)]
   }

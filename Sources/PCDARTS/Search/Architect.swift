@@ -6,8 +6,12 @@ import TensorEngine
 
 /// A batch of images and labels. `images` is (N, 3, H, W).
 public struct LabeledBatch {
+  /// (N, 3, H, W).
   public var images: Tensor
+  /// (N), class indices.
   public var labels: [Int32]
+  /// A batch of images and their labels.
+  /// - Precondition: `images` is (N, C, H, W) with N = `labels.count`.
   public init(images: Tensor, labels: [Int32]) {
     precondition(images.rank == 4 && images.shape[0] == labels.count,
       "LabeledBatch: images \(images.shape) need one label per sample, got \(labels.count)")
@@ -28,12 +32,17 @@ public struct LabeledBatch {
 
 /// The hyper-parameters of the architecture step; defaults are the paper's.
 public struct ArchitectSettings: Codable, Equatable, Sendable {
+  /// Adam's learning rate for α and β (`--arch-lr`).
   public var learningRate: Float = 6e-4
+  /// Adam's β₁ (0.5 in DARTS, not PyTorch's default 0.9).
   public var beta1: Float = 0.5
+  /// Adam's β₂.
   public var beta2: Float = 0.999
+  /// L2 weight decay of α and β (`--arch-weight-decay`).
   public var weightDecay: Float = 1e-3
   /// Second-order (unrolled) step when true, first-order otherwise.
   public var unrolled = false
+  /// Settings with the paper's β₁ = 0.5 and β₂ = 0.999.
   public init(learningRate: Float = 6e-4, weightDecay: Float = 1e-3, unrolled: Bool = false) {
     (self.learningRate, self.weightDecay, self.unrolled) = (learningRate, weightDecay, unrolled)
   }
@@ -53,19 +62,26 @@ public protocol BilevelSearchModel: AnyObject {
 }
 
 extension SearchNetwork: BilevelSearchModel {
+  /// Every module parameter (α and β are not among them).
   public var weights: [Tensor] { parameters() }
+  /// `alphas_normal`, `alphas_reduce`, `betas_normal`, `betas_reduce`.
   public var architectureParameters: [Tensor] { arch.all }
+  /// Every module buffer: the batch norms' running statistics and counters.
   public var statisticBuffers: [Tensor] { namedBuffers().map(\.1) }
+  /// The mean cross-entropy of the batch, recorded for backward.
   public func loss(_ batch: LabeledBatch) -> Tensor { loss(batch.images, labels: batch.labels) }
 }
 
 /// Updates α and β with Adam on the validation loss, first- or second-order.
 public final class Architect {
+  /// The model whose architecture parameters this updates.
   public let network: BilevelSearchModel
   /// Adam over (alphas_normal, alphas_reduce, betas_normal, betas_reduce).
   public let optimizer: Adam
+  /// Learning rate, decay and order; ``optimizer`` keeps the values it was created with.
   public var settings: ArchitectSettings
 
+  /// An architect with an Adam over `network.architectureParameters`.
   public init(network: BilevelSearchModel, settings: ArchitectSettings = ArchitectSettings()) {
     self.network = network
     self.settings = settings

@@ -5,19 +5,27 @@ import TensorEngine
 
 /// One chosen edge of a cell: an operation applied to input node `input`.
 public struct GenotypeEdge: Equatable, Hashable, Sendable {
+  /// The primitive's name.
   public var op: String
+  /// The input node: 0 and 1 are the cell inputs, 2… the intermediate nodes.
   public var input: Int
+  /// An edge applying `op` to node `input`.
   public init(op: String, input: Int) { (self.op, self.input) = (op, input) }
 }
 
 /// A derived architecture, as DARTS's `Genotype` namedtuple: two edges per intermediate node for
 /// the normal and the reduction cell, and the nodes the cell output concatenates.
 public struct Genotype: Equatable, Sendable {
+  /// Two edges per intermediate node of the normal cell, node by node.
   public var normal: [GenotypeEdge]
+  /// The nodes the normal cell's output concatenates.
   public var normalConcat: [Int]
+  /// Two edges per intermediate node of the reduction cell.
   public var reduce: [GenotypeEdge]
+  /// The nodes the reduction cell's output concatenates.
   public var reduceConcat: [Int]
 
+  /// A genotype from its four fields.
   public init(normal: [GenotypeEdge], normalConcat: [Int], reduce: [GenotypeEdge], reduceConcat: [Int]) {
     (self.normal, self.normalConcat, self.reduce, self.reduceConcat) = (normal, normalConcat, reduce, reduceConcat)
   }

@@ -11,9 +11,12 @@ import Foundation
 
 /// The files of one search run under a folder.
 public struct RunDirectory {
+  /// The folder.
   public let url: URL
 
+  /// `log.jsonl`, one line per completed epoch.
   public var logURL: URL { url.appendingPathComponent("log.jsonl") }
+  /// `checkpoint.safetensors`.
   public var checkpointURL: URL { url.appendingPathComponent("checkpoint.safetensors") }
 
   /// Creates the folder if needed and checks that it is writable.

@@ -8,11 +8,13 @@ import TensorEngine
 
 /// Progress within an epoch, reported after every step.
 public struct StepProgress: Sendable {
+  /// The epoch, counted from 0.
   public var epoch: Int
   /// 1-based step within the epoch, and the epoch's step count.
   public var step: Int, steps: Int
   /// Running means over the epoch so far.
   public var trainLoss: Double, trainAccuracy: Double
+  /// Training throughput of the epoch so far.
   public var imagesPerSecond: Double
   /// Estimated seconds left in this epoch.
   public var epochSecondsLeft: Double
@@ -20,12 +22,20 @@ public struct StepProgress: Sendable {
 
 /// The summary of one epoch, one line of `log.jsonl`.
 public struct EpochRecord: Codable, Equatable, Sendable {
+  /// The epoch, counted from 0.
   public var epoch: Int
+  /// The weights' learning rate in the epoch.
   public var lr: Double
+  /// Mean loss and accuracy over the epoch's weight steps (augmented search-train batches).
   public var trainLoss: Double, trainAcc: Double
+  /// Loss and accuracy on the search-validation split after the epoch (evaluation mode, no
+  /// augmentation).
   public var validLoss: Double, validAcc: Double
+  /// Wall time of the epoch, evaluation included.
   public var seconds: Double
+  /// Training images per second (evaluation excluded).
   public var imagesPerSecond: Double
+  /// ``MemoryStats/peakBytes`` during the epoch.
   public var peakTensorBytes: Int
   /// The DARTS string of the genotype after the epoch.
   public var genotype: String
@@ -49,9 +59,13 @@ public struct EpochRecord: Codable, Equatable, Sendable {
 /// One PC-DARTS search: the super-net, its two optimizers, the data streams and the history,
 /// with checkpointing that resumes exactly.
 public final class SearchRun {
+  /// The settings, with `network.classes` taken from the data.
   public let settings: SearchSettings
+  /// The super-net.
   public let network: SearchNetwork
+  /// The architecture step (Adam on α and β).
   public let architect: Architect
+  /// SGD with momentum over the network's weights; its learning rate follows ``learningRate(epoch:)``.
   public let weightOptimizer: SGD
   /// Search-train batches (augmented), one epoch per epoch.
   public let trainLoader: BatchLoader
@@ -59,6 +73,7 @@ public final class SearchRun {
   public let archLoader: BatchLoader
   /// The data and the split.
   public let data: ImageDataset
+  /// Positions in ``data`` of the search-validation split.
   public let validIndices: [Int]
   /// The next epoch to run (0-based).
   public private(set) var nextEpoch = 0

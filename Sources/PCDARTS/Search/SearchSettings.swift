@@ -7,23 +7,34 @@ import TensorEngine
 /// Everything that determines a search run; two runs with equal settings (and data) produce the
 /// same genotype.
 public struct SearchSettings: Codable, Equatable, Sendable {
+  /// The super-net's shape (`classes` is replaced by the dataset's).
   public var network = NetworkConfig()
+  /// Images per batch, for both splits.
   public var batchSize = 256
+  /// Initial learning rate of the weights' SGD (`--lr`).
   public var learningRate: Float = 0.1
+  /// Final learning rate of the cosine schedule (`--lr-min`).
   public var learningRateMin: Float = 0
+  /// SGD momentum.
   public var momentum: Float = 0.9
+  /// SGD's L2 weight decay.
   public var weightDecay: Float = 3e-4
+  /// Epochs of the whole search; the cosine schedule spans them.
   public var epochs = 50
   /// Epochs of weight training before architecture updates start.
   public var warmupEpochs = 15
+  /// Maximum L2 norm of the weights' gradient (`--grad-clip`).
   public var gradClip: Float = 5
   /// The share of the training set used as search-train; the rest is search-validation.
   public var trainPortion = 0.5
+  /// The architecture step's settings.
   public var architect = ArchitectSettings()
+  /// Seeds every random choice: weights, α, β, split, order and augmentation.
   public var seed: UInt64 = 2
   /// Use only the first `subset` training images (quick runs); `nil` = all.
   public var subset: Int?
 
+  /// The paper's CIFAR-10 settings.
   public init() {}
 
   /// Checks ranges, naming the flag and the accepted values.

@@ -10,6 +10,7 @@ public struct Primitive: Sendable {
   /// (N, C, H, W) to (N, C, ⌈H/stride⌉, ⌈W/stride⌉).
   public let make: @Sendable (_ channels: Int, _ stride: Int, _ rng: inout SeededGenerator) -> Layer
 
+  /// A candidate named `name` whose layers `make` builds.
   public init(
     name: String,
     make: @escaping @Sendable (_ channels: Int, _ stride: Int, _ rng: inout SeededGenerator) -> Layer
@@ -30,6 +31,7 @@ public struct SearchSpace: Sendable {
   /// The candidates, in α-column order.
   public private(set) var primitives: [Primitive]
 
+  /// A space of `primitives`, in α-column order.
   /// - Precondition: names are unique and at least one candidate is not `none`.
   public init(_ primitives: [Primitive]) {
     let names = primitives.map(\.name)

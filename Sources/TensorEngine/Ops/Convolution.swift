@@ -10,8 +10,6 @@
 // - everything else: im2col into a per-core scratch matrix, then sgemm.
 // Work is split over samples, one chunk per core, with single-threaded sgemm inside.
 
-import Dispatch
-
 /// The geometry of one 2-D convolution or pooling window.
 public struct ConvGeometry: Equatable, Sendable {
   public var kernelH: Int, kernelW: Int
@@ -146,7 +144,7 @@ func convBackward(
   let chunks = min(engineThreadCount, n)
   // One weight-gradient accumulator per chunk, summed at the end: samples run in parallel.
   let partial = dweight.map { _ in Storage(count: chunks * wCount, zeroed: true) }
-  DispatchQueue.concurrentPerform(iterations: chunks) { chunk in
+  WorkerPool.shared.run(chunks) { chunk in
     let lo = n * chunk / chunks, hi = n * (chunk + 1) / chunks
     let col = direct ? nil : Storage(count: cg * kk * ohw, zeroed: false)
     let dwAcc = partial.map { $0.pointer + chunk * wCount }

@@ -46,4 +46,11 @@ void pcd_relu_forward(float *y, const float *x, long n);
 /// dx = g where y > 0, else 0 (y is the ReLU output).
 void pcd_relu_backward(float *dx, const float *g, const float *y, long n);
 
+/// A processor hint for spin-wait loops (PAUSE on x86).
+static inline void pcd_spin_pause(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#endif
+}
+
 #endif
