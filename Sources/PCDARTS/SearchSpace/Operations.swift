@@ -45,7 +45,7 @@ public final class ReLUConvBN: Layer, ReLUFirstLayer {
 
   /// `op`, the official attribute name.
   public override var children: [(String, Module)] { [("op", op)] }
-  /// (N, C, H, W) → (N, C_out, ⌈H/s⌉, ⌈W/s⌉).
+  /// (N, C, H, W) → (N, C_out, H_out, W_out), with H_out as in `init`.
   public override func callAsFunction(_ x: Tensor) -> Tensor { op(x) }
   /// The layers after the leading ReLU, applied to `r` = ReLU(x).
   public func callAsFunction(afterReLU r: Tensor) -> Tensor { applyAfterReLU(op, r) }
@@ -77,7 +77,7 @@ public final class DilConv: Layer, ReLUFirstLayer {
 
   /// `op`, the official attribute name.
   public override var children: [(String, Module)] { [("op", op)] }
-  /// (N, C, H, W) → (N, C_out, ⌈H/s⌉, ⌈W/s⌉).
+  /// (N, C, H, W) → (N, C_out, H_out, W_out), with H_out as in `init`.
   public override func callAsFunction(_ x: Tensor) -> Tensor { op(x) }
   /// The layers after the leading ReLU, applied to `r` = ReLU(x).
   public func callAsFunction(afterReLU r: Tensor) -> Tensor { applyAfterReLU(op, r) }
@@ -116,7 +116,7 @@ public final class SepConv: Layer, ReLUFirstLayer {
 
   /// `op`, the official attribute name.
   public override var children: [(String, Module)] { [("op", op)] }
-  /// (N, C, H, W) → (N, C_out, ⌈H/s⌉, ⌈W/s⌉).
+  /// (N, C, H, W) → (N, C_out, H_out, W_out), with H_out as in `init`.
   public override func callAsFunction(_ x: Tensor) -> Tensor { op(x) }
   /// The layers after the leading ReLU, applied to `r` = ReLU(x).
   public func callAsFunction(afterReLU r: Tensor) -> Tensor { applyAfterReLU(op, r) }
