@@ -108,6 +108,39 @@ final class GradientCheckTests: XCTestCase {
     checkGradients("concat rows", inputs: [m]) { concatRows([slice($0[0], 2..<4), slice($0[0], 0..<1)]) }
   }
 
+  func testPartialChannelSumEqualsItsDefinitionAndHasExactGradients() {
+    // Two edges at stride 1 and one at stride 2 into a node of C = 6 channels, K = 3 (P = 2).
+    let x1 = randomInput([2, 6, 4, 4], seed: 20), x2 = randomInput([2, 6, 4, 4], seed: 21)
+    let x3 = spreadInput([2, 6, 8, 8], seed: 22)
+    let p1 = randomInput([2, 2, 4, 4], seed: 23), p2 = randomInput([2, 2, 4, 4], seed: 24)
+    let p3 = randomInput([2, 2, 4, 4], seed: 25)
+    let beta = randomInput([5], seed: 26)
+    func fused(_ t: [Tensor]) -> Tensor {
+      partialChannelSum(processed: [t[0], t[1], t[2]], inputs: [t[3], t[4], t[5]], strides: [1, 1, 2],
+                        weights: t[6], indices: [4, 0, 2], groups: 3)
+    }
+    func reference(_ t: [Tensor]) -> Tensor {
+      let pooled = maxPool2d(sliceChannels(t[5], 2..<6), kernel: 2, stride: 2)
+      let edges = [shuffledConcat(t[0], t[3], bChannels: 2..<6, groups: 3),
+                   shuffledConcat(t[1], t[4], bChannels: 2..<6, groups: 3),
+                   shuffledConcat(t[2], pooled, bChannels: 0..<4, groups: 3)]
+      return weightedSum(edges, weights: t[6], indices: [4, 0, 2])
+    }
+    let inputs = [p1, p2, p3, x1, x2, x3, beta]
+    assertClose(fused(inputs), reference(inputs), tolerance: 1e-6, "forward")
+    checkGradients("partialChannelSum", inputs: inputs, fused)
+    // And the same gradients as the composition it replaces.
+    let projection = randomInput([2, 6, 4, 4], seed: 27)
+    for x in inputs { x.zeroGrad() }
+    fused(inputs).backward(gradient: projection)
+    let fusedGrads = inputs.map { $0.grad!.scalars }
+    for x in inputs { x.zeroGrad() }
+    reference(inputs).backward(gradient: projection)
+    for (i, x) in inputs.enumerated() {
+      assertClose(fusedGrads[i], x.grad!.scalars, tolerance: 1e-6, "gradient \(i)")
+    }
+  }
+
   func testDenseSoftmaxAndLoss() {
     let x = randomInput([3, 5], seed: 14)
     let w = randomInput([4, 5], seed: 15)

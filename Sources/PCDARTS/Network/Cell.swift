@@ -17,6 +17,8 @@ public final class Cell: Module {
   public let steps: Int, multiplier: Int
   /// Whether the cell halves H and W (stride 2 on the edges from its two inputs).
   public let reduction: Bool
+  /// K of the cell's mixed ops.
+  public let partialChannels: Int
 
   /// - Parameters:
   ///   - previousPrevious, previous: channels of the two inputs.
@@ -42,7 +44,7 @@ public final class Cell: Module {
       }
     }
     ops = ModuleList(edges)
-    (self.steps, self.multiplier, self.reduction) = (steps, multiplier, reduction)
+    (self.steps, self.multiplier, self.reduction, self.partialChannels) = (steps, multiplier, reduction, k)
   }
 
   /// `preprocess0`, `preprocess1` and `_ops`, the official attribute names.
@@ -59,12 +61,18 @@ public final class Cell: Module {
     var states = [preprocess0(s0), preprocess1(s1)]
     var edge = 0
     for _ in 0..<steps {
-      var terms: [Tensor] = []
-      for h in states {
-        terms.append(ops[edge + terms.count](h, weights: row(opWeights, edge + terms.count)))
+      let edges = edge..<edge + states.count
+      if partialChannels == 1 {
+        let terms = zip(edges, states).map { e, h in ops[e](h, weights: row(opWeights, e)) }
+        states.append(weightedSum(terms, weights: edgeWeights, indices: Array(edges)))
+      } else {
+        // The bypass channels join inside the node sum, so no C-channel edge output is kept.
+        let processed = zip(edges, states).map { e, h in ops[e].processed(h, weights: row(opWeights, e)) }
+        states.append(partialChannelSum(
+          processed: processed, inputs: states, strides: edges.map { ops[$0].stride },
+          weights: edgeWeights, indices: Array(edges), groups: partialChannels))
       }
-      states.append(weightedSum(terms, weights: edgeWeights, indices: Array(edge..<edge + terms.count)))
-      edge += terms.count
+      edge += states.count - 1
     }
     return concatChannels(Array(states.suffix(multiplier)))
   }

@@ -34,7 +34,25 @@ public final class MixedOp: Module {
   ///   - weights: (number of primitives), softmax(α) of this edge.
   /// - Returns: (N, C, H/s, W/s).
   public func callAsFunction(_ x: Tensor, weights: Tensor) -> Tensor {
-    precondition(x.shape[1] == channels, "MixedOp: expects \(channels) channels, got input \(x.shape)")
+    let mixed = processed(x, weights: weights)
+    let k = partialChannels
+    if k == 1 { return mixed }
+    let p = channels / k
+    if stride == 1 {
+      return shuffledConcat(mixed, x, bChannels: p..<channels, groups: k)
+    }
+    let bypass = maxPool2d(sliceChannels(x, p..<channels), kernel: 2, stride: 2)
+    return shuffledConcat(mixed, bypass, bChannels: 0..<bypass.shape[1], groups: k)
+  }
+
+  /// The weighted sum of the candidate operations on the first C/K channels, before the bypass
+  /// channels join: what a cell hands to ``partialChannelSum(processed:inputs:strides:weights:indices:groups:)``.
+  /// - Parameters:
+  ///   - x: (N, C, H, W).
+  ///   - weights: (number of primitives), softmax(α) of this edge.
+  /// - Returns: (N, C/K, H/s, W/s).
+  public func processed(_ x: Tensor, weights: Tensor) -> Tensor {
+    precondition(x.rank == 4 && x.shape[1] == channels, "MixedOp: expects \(channels) channels, got input \(x.shape)")
     let k = partialChannels
     let part = k == 1 ? x : sliceChannels(x, 0..<channels / k)
     // One ReLU(part) for every candidate that starts with it (see ReLUFirstLayer).
@@ -43,13 +61,6 @@ public final class MixedOp: Module {
     let outputs = active.map { i in
       (ops[i] as? ReLUFirstLayer).map { $0(afterReLU: activated!) } ?? ops[i](part)
     }
-    let mixed = weightedSum(outputs, weights: weights, indices: active)
-    if k == 1 { return mixed }
-    let processed = channels / k
-    if stride == 1 {
-      return shuffledConcat(mixed, x, bChannels: processed..<channels, groups: k)
-    }
-    let bypass = maxPool2d(sliceChannels(x, processed..<channels), kernel: 2, stride: 2)
-    return shuffledConcat(mixed, bypass, bChannels: 0..<bypass.shape[1], groups: k)
+    return weightedSum(outputs, weights: weights, indices: active)
   }
 }
