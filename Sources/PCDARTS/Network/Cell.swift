@@ -10,7 +10,8 @@ import TensorEngine
 public final class Cell: Module {
   /// Bring the two inputs to C channels: `preprocess0` is a FactorizedReduce when the previous
   /// cell reduced, a 1×1 ReLUConvBN otherwise; `preprocess1` is always a 1×1 ReLUConvBN.
-  public let preprocess0: Layer, preprocess1: Layer
+  /// ReLU → 1×1 conv → BN, or FactorizedReduce after a reduction cell; both start with ReLU.
+  public let preprocess0: ReLUFirstLayer, preprocess1: ReLUFirstLayer
   /// One mixed op per edge, in the order (node 2: inputs 0, 1), (node 3: 0, 1, 2), …
   public let ops: ModuleList<MixedOp>
   /// Intermediate nodes, and how many of the last nodes the output concatenates.
@@ -58,7 +59,17 @@ public final class Cell: Module {
   ///   - edgeWeights: (edges), the edge-normalised β weights.
   /// - Returns: (N, multiplier·C, H/s, W/s).
   public func callAsFunction(_ s0: Tensor, _ s1: Tensor, opWeights: Tensor, edgeWeights: Tensor) -> Tensor {
-    var states = [preprocess0(s0), preprocess1(s1)]
+    self(activated: relu(s0), relu(s1), opWeights: opWeights, edgeWeights: edgeWeights)
+  }
+
+  /// The cell applied to inputs that have already gone through ReLU (both preprocessing layers
+  /// start with it). The network uses this to compute each cell output's ReLU once for the two
+  /// cells that read it, which keeps one activation per cell instead of two.
+  /// - Parameters:
+  ///   - r0, r1: relu(s0) and relu(s1).
+  ///   - opWeights, edgeWeights: as for ``callAsFunction(_:_:opWeights:edgeWeights:)``.
+  public func callAsFunction(activated r0: Tensor, _ r1: Tensor, opWeights: Tensor, edgeWeights: Tensor) -> Tensor {
+    var states = [preprocess0(afterReLU: r0), preprocess1(afterReLU: r1)]
     var edge = 0
     for _ in 0..<steps {
       let edges = edge..<edge + states.count

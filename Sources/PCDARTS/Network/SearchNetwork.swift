@@ -180,16 +180,17 @@ public final class SearchNetwork: Module {
     let opReduce = softmax(arch.alphasReduce)
     let edgeNormal = normalizedEdgeWeights(arch.betasNormal)
     let edgeReduce = normalizedEdgeWeights(arch.betasReduce)
-    var s0 = stem(x)
-    var s1 = s0
-    for i in 0..<cells.count {
-      let cell = cells[i]
-      let next = cell.reduction
-        ? cell(s0, s1, opWeights: opReduce, edgeWeights: edgeReduce)
-        : cell(s0, s1, opWeights: opNormal, edgeWeights: edgeNormal)
-      (s0, s1) = (s1, next)
+    // Every cell output feeds the ReLU at the start of two later cells' preprocessing; compute it
+    // once (the stem output feeds both inputs of cell 0).
+    var r0 = relu(stem(x))
+    var r1 = r0
+    var output = r0
+    for (i, cell) in cells.modules.enumerated() {
+      let (ops, edges) = cell.reduction ? (opReduce, edgeReduce) : (opNormal, edgeNormal)
+      output = cell(activated: r0, r1, opWeights: ops, edgeWeights: edges)
+      if i + 1 < cells.count { (r0, r1) = (r1, relu(output)) }
     }
-    return classifier(globalAvgPool2d(s1))
+    return classifier(globalAvgPool2d(output))
   }
 
   /// The mean cross-entropy of the network's predictions for a batch.
