@@ -9,8 +9,8 @@ import TensorEngine
 /// normalisation); the output concatenates the last `multiplier` nodes.
 public final class Cell: Module {
   /// Bring the two inputs to C channels: `preprocess0` is a FactorizedReduce when the previous
-  /// cell reduced, a 1×1 ReLUConvBN otherwise; `preprocess1` is always a 1×1 ReLUConvBN.
-  /// ReLU → 1×1 conv → BN, or FactorizedReduce after a reduction cell; both start with ReLU.
+  /// cell reduced, a 1×1 ReLUConvBN otherwise; `preprocess1` is always a 1×1 ReLUConvBN. Both
+  /// start with ReLU, so a cell can be applied to inputs already through it.
   public let preprocess0: ReLUFirstLayer, preprocess1: ReLUFirstLayer
   /// One mixed op per edge, in the order (node 2: inputs 0, 1), (node 3: 0, 1, 2), …
   public let ops: ModuleList<MixedOp>
