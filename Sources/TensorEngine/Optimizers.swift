@@ -9,12 +9,16 @@ import Foundation
 public final class SGD {
   /// The tensors updated, in a fixed order (the order of ``momentumBuffers``).
   public let parameters: [Tensor]
+  /// The step size (set per epoch by a schedule).
   public var learningRate: Float
+  /// μ, the momentum factor.
   public var momentum: Float
+  /// The L2 penalty added to each gradient (wd·p).
   public var weightDecay: Float
   /// One buffer per parameter once it has taken a step (PyTorch's `momentum_buffer`).
   public var momentumBuffers: [Tensor?]
 
+  /// SGD over `parameters` (updated in place).
   public init(parameters: [Tensor], learningRate: Float, momentum: Float = 0, weightDecay: Float = 0) {
     self.parameters = parameters
     self.learningRate = learningRate
@@ -60,15 +64,20 @@ public final class SGD {
 public final class Adam {
   /// The tensors updated, in the order of the moment buffers.
   public let parameters: [Tensor]
+  /// The step size.
   public var learningRate: Float
+  /// The decay rates of the first and second moments.
   public var beta1: Float, beta2: Float
+  /// Added to the denominator for stability.
   public var epsilon: Float
+  /// The L2 penalty added to each gradient (wd·p).
   public var weightDecay: Float
   /// Steps taken (t).
   public var stepCount = 0
   /// First and second moments, one per parameter (PyTorch's `exp_avg`, `exp_avg_sq`).
   public var firstMoments: [Tensor], secondMoments: [Tensor]
 
+  /// Adam over `parameters` (updated in place).
   public init(
     parameters: [Tensor], learningRate: Float, beta1: Float = 0.9, beta2: Float = 0.999,
     epsilon: Float = 1e-8, weightDecay: Float = 0

@@ -215,6 +215,7 @@ public final class Tensor: @unchecked Sendable {
 }
 
 extension Tensor: CustomStringConvertible {
+  /// The shape and the first eight values.
   public var description: String {
     let shown = scalars.prefix(8).map { String(format: "%.5g", $0) }.joined(separator: ", ")
     return "Tensor(shape: \(shape), [\(shown)\(count > 8 ? ", …" : "")])"

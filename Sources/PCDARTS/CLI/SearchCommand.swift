@@ -16,7 +16,7 @@ public enum SearchCommand {
       .string("dataset", default: "cifar10", help: "cifar10, cifar100 or fashion-mnist") {
         DatasetName(rawValue: $0) == nil ? "expected cifar10, cifar100 or fashion-mnist" : nil
       },
-      .string("data", default: "", help: "data folder (default: $PCDARTS_DATA, else ./data; /usr/share/datasets/fashion-mnist for fashion-mnist)"),
+      .string("data", default: "", help: "data folder; empty: $PCDARTS_DATA if set, else ./data (fashion-mnist: /usr/share/datasets/fashion-mnist)"),
       .int("batch-size", default: 256, help: "images per batch", validate: positive),
       .double("lr", default: 0.1, help: "initial weight learning rate (SGD)", validate: positiveDouble),
       .double("lr-min", default: 0, help: "final learning rate of the cosine schedule", validate: nonNegative),

@@ -10,8 +10,10 @@ public final class Conv2d: Layer {
   public let weight: Tensor
   /// (O), or `nil`.
   public let bias: Tensor?
+  /// The convolution's geometry (see ``conv2d(_:weight:bias:stride:padding:dilation:groups:)``).
   public let stride: Int, padding: Int, dilation: Int, groups: Int
 
+  /// A convolution from `inChannels` to `outChannels` with a square `kernelSize` kernel.
   /// - Precondition: `groups` divides both channel counts.
   public init(
     inChannels: Int, outChannels: Int, kernelSize: Int, stride: Int = 1, padding: Int = 0,
@@ -28,10 +30,12 @@ public final class Conv2d: Layer {
     (self.stride, self.padding, self.dilation, self.groups) = (stride, padding, dilation, groups)
   }
 
+  /// `weight`, then `bias` when present.
   public override var localParameters: [(String, Tensor)] {
     [("weight", weight)] + (bias.map { [("bias", $0)] } ?? [])
   }
 
+  /// (N, C, H, W) → (N, O, Ho, Wo).
   public override func callAsFunction(_ x: Tensor) -> Tensor {
     conv2d(x, weight: weight, bias: bias, stride: stride, padding: padding, dilation: dilation, groups: groups)
   }
@@ -45,7 +49,9 @@ public final class BatchNorm2d: Layer {
   public let runningMean: Tensor, runningVar: Tensor
   /// Batches seen in training mode (a scalar; PyTorch's `num_batches_tracked`).
   public let numBatchesTracked: Tensor
+  /// The weight of each new batch in the running statistics.
   public var momentum: Float = 0.1
+  /// Added to the variance before the square root.
   public var eps: Float = 1e-5
 
   /// - Parameters:
@@ -59,15 +65,19 @@ public final class BatchNorm2d: Layer {
     numBatchesTracked = Tensor(zeros: [])
   }
 
+  /// `weight` and `bias` when affine, else nothing.
   public override var localParameters: [(String, Tensor)] {
     guard let weight, let bias else { return [] }
     return [("weight", weight), ("bias", bias)]
   }
 
+  /// PyTorch's buffer names: `running_mean`, `running_var`, `num_batches_tracked`.
   public override var localBuffers: [(String, Tensor)] {
     [("running_mean", runningMean), ("running_var", runningVar), ("num_batches_tracked", numBatchesTracked)]
   }
 
+  /// Normalises (N, C, H, W) with batch statistics in training mode (updating the running
+  /// ones), with the running statistics in evaluation mode.
   public override func callAsFunction(_ x: Tensor) -> Tensor {
     if isTraining { numBatchesTracked.pointer[0] += 1 }
     return batchNorm2d(
@@ -84,35 +94,45 @@ public final class Linear: Layer {
   /// (O).
   public let bias: Tensor
 
+  /// A layer from `inFeatures` to `outFeatures`, initialised from `rng`.
   public init(inFeatures: Int, outFeatures: Int, rng: inout SeededGenerator) {
     let bound = 1 / Float(inFeatures).squareRoot()
     weight = Tensor.randomUniform([outFeatures, inFeatures], bound: bound, using: &rng, requiresGrad: true)
     bias = Tensor.randomUniform([outFeatures], bound: bound, using: &rng, requiresGrad: true)
   }
 
+  /// `weight`, `bias`.
   public override var localParameters: [(String, Tensor)] { [("weight", weight), ("bias", bias)] }
 
+  /// (N, F) → (N, O).
   public override func callAsFunction(_ x: Tensor) -> Tensor { linear(x, weight: weight, bias: bias) }
 }
 
 /// max(x, 0).
 public final class ReLU: Layer {
+  /// A ReLU layer (no parameters).
   public override init() {}
+  /// max(x, 0).
   public override func callAsFunction(_ x: Tensor) -> Tensor { relu(x) }
 }
 
 /// The input unchanged.
 public final class Identity: Layer {
+  /// An identity layer (no parameters).
   public override init() {}
+  /// `x` itself.
   public override func callAsFunction(_ x: Tensor) -> Tensor { x }
 }
 
 /// Max pooling over K×K windows (see ``maxPool2d(_:kernel:stride:padding:)``).
 public final class MaxPool2d: Layer {
+  /// The window's size, step and zero padding.
   public let kernel: Int, stride: Int, padding: Int
+  /// A K×K max pool with the given stride and padding.
   public init(kernel: Int, stride: Int, padding: Int = 0) {
     (self.kernel, self.stride, self.padding) = (kernel, stride, padding)
   }
+  /// (N, C, H, W) → (N, C, Ho, Wo).
   public override func callAsFunction(_ x: Tensor) -> Tensor {
     maxPool2d(x, kernel: kernel, stride: stride, padding: padding)
   }
@@ -120,10 +140,13 @@ public final class MaxPool2d: Layer {
 
 /// Average pooling over K×K windows (see ``avgPool2d(_:kernel:stride:padding:countIncludePad:)``).
 public final class AvgPool2d: Layer {
+  /// The window's size, step and padding, and whether padding counts in the divisor.
   public let kernel: Int, stride: Int, padding: Int, countIncludePad: Bool
+  /// A K×K average pool (DARTS: `countIncludePad` false).
   public init(kernel: Int, stride: Int, padding: Int = 0, countIncludePad: Bool = false) {
     (self.kernel, self.stride, self.padding, self.countIncludePad) = (kernel, stride, padding, countIncludePad)
   }
+  /// (N, C, H, W) → (N, C, Ho, Wo).
   public override func callAsFunction(_ x: Tensor) -> Tensor {
     avgPool2d(x, kernel: kernel, stride: stride, padding: padding, countIncludePad: countIncludePad)
   }

@@ -10,6 +10,7 @@ open class Module {
   /// Training mode (batch statistics) or evaluation mode (running statistics).
   public private(set) var isTraining = true
 
+  /// A module in training mode.
   public init() {}
 
   /// The direct sub-modules with their attribute names.
@@ -75,10 +76,12 @@ public final class Sequential: Layer {
     self.layers = layers
   }
 
+  /// The layers named `0`, `1`, ….
   public override var children: [(String, Module)] {
     layers.enumerated().map { (String($0.offset), $0.element) }
   }
 
+  /// The layers applied in order.
   public override func callAsFunction(_ x: Tensor) -> Tensor {
     layers.reduce(x) { $1($0) }
   }
@@ -89,8 +92,10 @@ public final class ModuleList<Element: Module>: Module {
   /// The modules, in order.
   public let modules: [Element]
 
+  /// A list of `modules`, named by position.
   public init(_ modules: [Element]) { self.modules = modules }
 
+  /// The modules named `0`, `1`, ….
   public override var children: [(String, Module)] {
     modules.enumerated().map { (String($0.offset), $0.element) }
   }

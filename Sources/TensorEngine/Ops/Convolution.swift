@@ -12,8 +12,11 @@
 
 /// The geometry of one 2-D convolution or pooling window.
 public struct ConvGeometry: Equatable, Sendable {
+  /// The kernel's height and width.
   public var kernelH: Int, kernelW: Int
+  /// Step, zero padding on every side, and spacing of the kernel taps.
   public var stride: Int, padding: Int, dilation: Int
+  /// The input plane's height and width.
   public var inH: Int, inW: Int
 
   /// Output height, PyTorch's formula.
