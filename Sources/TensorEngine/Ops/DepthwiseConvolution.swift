@@ -70,11 +70,15 @@ func depthwiseBackward(
         let plane = sample * c + ch
         xpad.load(x + plane * hw)
         dxpad?.clear()
-        unused.withUnsafeMutableBufferPointer { spare in
-          pcd_depthwise_backward(dxpad?.pointer, dweight.map { $0 + ch * kk } ?? spare.baseAddress!,
-                                 dout + plane * ohw, xpad.pointer, weight + ch * kk,
-                                 Int32(geo.kernelH), Int32(geo.stride), Int32(geo.dilation),
-                                 Int32(xpad.wp), Int32(geo.outH), Int32(geo.outW))
+        // With the input gradient gathered separately, the tap pass is needed only for the
+        // weight gradient (a frozen weight, as in an architecture step, skips it).
+        if dweight != nil || dxpad != nil {
+          unused.withUnsafeMutableBufferPointer { spare in
+            pcd_depthwise_backward(dxpad?.pointer, dweight.map { $0 + ch * kk } ?? spare.baseAddress!,
+                                   dout + plane * ohw, xpad.pointer, weight + ch * kk,
+                                   Int32(geo.kernelH), Int32(geo.stride), Int32(geo.dilation),
+                                   Int32(xpad.wp), Int32(geo.outH), Int32(geo.outW))
+          }
         }
         if let gpad, let dx {
           gpad.load(dout + plane * ohw)

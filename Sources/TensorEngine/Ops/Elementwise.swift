@@ -83,6 +83,7 @@ public func weightedSum(_ xs: [Tensor], weights: Tensor, indices: [Int]? = nil) 
       axpy(hi - lo, w[idx[t]], x.pointer + lo, po + lo)
     }
   }
+  let needsWeightGradient = weights.requiresGrad
   return record(out, inputs: xs + [weights]) { g in
     let dweights = Tensor(zeros: weights.shape)
     let gp = g.pointer
@@ -90,6 +91,7 @@ public func weightedSum(_ xs: [Tensor], weights: Tensor, indices: [Int]? = nil) 
     for (t, x) in xs.enumerated() {
       let wt = w[idx[t]]
       let px = x.pointer
+      if needsWeightGradient {
       // ∂/∂w = ⟨g, x⟩, summed in Double over per-core partials for accuracy.
       let inner = parallelSum(count, minChunk: elementwiseChunk) { lo, hi in
         // Blocks of 4096 summed in Double keep the error independent of the tensor size.
@@ -103,6 +105,7 @@ public func weightedSum(_ xs: [Tensor], weights: Tensor, indices: [Int]? = nil) 
         return total
       }
       dweights.pointer[idx[t]] += Float(inner)
+      }
       if x.requiresGrad {
         let dx = Tensor.uninitialized(x.shape)
         let pd = dx.pointer

@@ -59,6 +59,7 @@ public func partialChannelSum(
       }
     }
   }
+  let needsWeightGradient = weights.requiresGrad
   return record(out, inputs: processed + inputs + [weights]) { g in
     let dprocessed = processed.map { $0.requiresGrad ? Tensor.uninitialized($0.shape) : nil }
     let dinputs = inputs.map { $0.requiresGrad ? Tensor(zeros: $0.shape) : nil }
@@ -73,19 +74,21 @@ public func partialChannelSum(
           let we = w[indices[e]]
           if ci < p {
             let at = (sample * p + ci) * ohw
-            dots[plane * edges + e] = Double(dot(ohw, gp, processed[e].pointer + at))
+            if needsWeightGradient { dots[plane * edges + e] = Double(dot(ohw, gp, processed[e].pointer + at)) }
             if let d = dprocessed[e] { affine(ohw, gp, we, 0, d.pointer + at) }
           } else {
             let s = strides[e]
             let at = (sample * c + ci) * ohw * s * s
             let src = inputs[e].pointer + at
             if s == 1 {
-              dots[plane * edges + e] = Double(dot(ohw, gp, src))
+              if needsWeightGradient { dots[plane * edges + e] = Double(dot(ohw, gp, src)) }
               if let d = dinputs[e] { axpy(ohw, we, gp, d.pointer + at) }
             } else {
               var total: Float = 0
               let dsrc = dinputs[e].map { $0.pointer + at }
-              maxPool2x2Plane(src, width: ow * 2, oh: oh, ow: ow) { q, v in total += gp[q] * v }
+              if needsWeightGradient {
+                maxPool2x2Plane(src, width: ow * 2, oh: oh, ow: ow) { q, v in total += gp[q] * v }
+              }
               if let dsrc {
                 maxPool2x2ArgMax(src, width: ow * 2, oh: oh, ow: ow) { q, arg in dsrc[arg] += we * gp[q] }
               }
