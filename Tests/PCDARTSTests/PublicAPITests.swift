@@ -135,12 +135,15 @@ final class PublicAPITests: XCTestCase {
     XCTAssertNotEqual(customWeight.scalars, weightBefore, "the weight step did not move the custom weight")
   }
 
-  func testSearchRunCallsOnStepOncePerTrainingBatch() throws {
+  func testSearchRunCallsOnStepOncePerTrainingBatchAndOnEpochOnce() throws {
     let run = try SearchRun(settings: tinySettings(), data: tinyDataset(count: 12, seed: 1), space: space)
     XCTAssertEqual(run.network.arch.alphasNormal.shape, [14, 9])
     var seen: [StepProgress] = []
+    var epochs: [EpochRecord] = []
     run.onStep = { seen.append($0) }
+    run.onEpoch = { epochs.append($0) }
     let record = try run.runEpoch()
+    XCTAssertEqual(epochs, [record], "onEpoch reports each epoch's record once")
     let steps = run.trainLoader.batchesPerEpoch
     XCTAssertEqual(steps, 2)
     XCTAssertEqual(seen.map(\.step), Array(1...steps))

@@ -256,6 +256,8 @@ final class SearchEndToEndTests: XCTestCase {
       // reports this as a checkpoint (file) problem, exit 1.
       ("resume with other settings", flags(out: done, layers: 4) + ["--resume"], 1, ["layers", "4", "3"]),
       ("checkpoint without --resume", flags(out: done), 2, ["--resume", "checkpoint.safetensors"]),
+      // A learning rate that blows the weights up: the first non-finite loss stops the run.
+      ("loss becomes NaN", flags(out: out("diverged")) + ["--lr", "1e30"], 1, ["not finite", "--lr"]),
     ]
     for (what, arguments, expectedCode, words) in cases {
       let (code, message) = try search(arguments)

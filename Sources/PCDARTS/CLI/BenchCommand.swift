@@ -60,33 +60,12 @@ public enum BenchCommand {
 
   /// Runs the command; returns the exit code.
   public static func main(_ arguments: [String]) -> Int32 {
-    let options: ParsedOptions
-    do {
-      options = try parser.parse(arguments)
-    } catch let error as CommandLineError {
-      if case .helpRequested(let help) = error { print(help) } else { printError("\(error)") }
-      return error.exitCode
-    } catch {
-      printError("\(error)")
-      return 2
-    }
-    do {
-      if options.int("child") > 0 {
-        let result = try measure(k: options.int("child"), batch: options.int("batch"), layers: options.int("layers"),
-                                 initChannels: options.int("init-channels"), iterations: options.int("iters"),
-                                 warmup: options.int("warmup"), unrolled: options.flag("unrolled"))
-        print(String(decoding: try JSONEncoder().encode(result), as: UTF8.self))
-        return 0
-      }
-      try runAll(options)
-      return 0
-    } catch let error as SearchError {
-      printError("\(error)")
-      if case .invalidConfiguration = error { return 2 }
-      return 1
-    } catch {
-      printError("\(error)")
-      return 1
+    runCommand(parser, arguments) { options in
+      guard options.int("child") > 0 else { return try runAll(options) }
+      let result = try measure(k: options.int("child"), batch: options.int("batch"), layers: options.int("layers"),
+                               initChannels: options.int("init-channels"), iterations: options.int("iters"),
+                               warmup: options.int("warmup"), unrolled: options.flag("unrolled"))
+      print(String(decoding: try JSONEncoder().encode(result), as: UTF8.self))
     }
   }
 

@@ -3,7 +3,7 @@
 // flags, help text and a default on every option, `--help` starting with `USAGE:`, one-line
 // errors naming the flag, exit status 0 for help and 2 for usage errors.
 //
-// The logic lives in the library so it is unit-tested; executables only call `parseOrExit`.
+// The logic lives in the library so it is unit-tested; the commands run it through `runCommand`
 import Foundation
 
 /// The type of value an option takes.
@@ -377,29 +377,6 @@ public final class CommandLineParser {
       values[option.name] = try CommandLineParser.convert(option.defaultValue, for: option)
     }
     return ParsedOptions(values: values, explicit: explicit)
-  }
-
-  /// Parses `CommandLine.arguments`, or prints and exits: help on stdout with status 0, a usage
-  /// error on stderr with status 2.
-  ///
-  /// - Parameter args: The arguments after the program name.
-  /// - Returns: The parsed options when there is nothing to print.
-  public func parseOrExit(_ args: [String] = Array(CommandLine.arguments.dropFirst()))
-    -> ParsedOptions
-  {
-    do {
-      return try parse(args)
-    } catch let error as CommandLineError {
-      if case .helpRequested(let help) = error {
-        print(help)
-      } else {
-        FileHandle.standardError.write(Data((error.description + "\n").utf8))
-      }
-      exit(error.exitCode)
-    } catch {
-      FileHandle.standardError.write(Data("error: \(error)\n".utf8))
-      exit(2)
-    }
   }
 
   /// The `--help` text: `USAGE:`, the abstract, then every option with its help and default.

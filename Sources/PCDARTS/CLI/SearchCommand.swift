@@ -69,31 +69,7 @@ public enum SearchCommand {
 
   /// Runs the command with `arguments` (without the program name); returns the exit code.
   public static func main(_ arguments: [String]) -> Int32 {
-    let options: ParsedOptions
-    do {
-      options = try parser.parse(arguments)
-    } catch let error as CommandLineError {
-      if case .helpRequested(let help) = error {
-        print(help)
-      } else {
-        printError("\(error)")
-      }
-      return error.exitCode
-    } catch {
-      printError("\(error)")
-      return 2
-    }
-    do {
-      try run(options)
-      return 0
-    } catch let error as SearchError {
-      printError("\(error)")
-      if case .invalidConfiguration = error { return 2 }
-      return 1
-    } catch {
-      printError("\(error)")
-      return 1
-    }
+    runCommand(parser, arguments, run)
   }
 
   private static func run(_ options: ParsedOptions) throws {
@@ -170,6 +146,26 @@ final class ProgressBar {
   func finish() {
     if interactive { FileHandle.standardError.write(Data("\n".utf8)) }
     lastTenth = -1
+  }
+}
+
+/// Parses `arguments` with `parser` and runs `body`, turning the outcome into an exit code: 0 when
+/// done (or after `--help`), 2 for usage and configuration errors, 1 for anything else. Every
+/// error is one `error:` line on stderr.
+func runCommand(_ parser: CommandLineParser, _ arguments: [String], _ body: (ParsedOptions) throws -> Void) -> Int32 {
+  do {
+    try body(try parser.parse(arguments))
+    return 0
+  } catch let error as CommandLineError {
+    if case .helpRequested(let help) = error { print(help) } else { printError("\(error)") }
+    return error.exitCode
+  } catch let error as SearchError {
+    printError("\(error)")
+    if case .invalidConfiguration = error { return 2 }
+    return 1
+  } catch {
+    printError("\(error)")
+    return 1
   }
 }
 

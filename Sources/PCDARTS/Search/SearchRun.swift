@@ -82,6 +82,8 @@ public final class SearchRun {
 
   /// Called after every weight step.
   public var onStep: ((StepProgress) -> Void)?
+  /// Called after every epoch with its record (already in ``history``).
+  public var onEpoch: ((EpochRecord) -> Void)?
 
   /// Builds the network and data streams from `settings.seed`.
   ///
@@ -179,6 +181,7 @@ public final class SearchRun {
       archUpdates: archUpdates)
     history.append(record)
     nextEpoch += 1
+    onEpoch?(record)
     return record
   }
 
