@@ -36,9 +36,20 @@ Conventions
   metadata: `network` (JSON of the constructor arguments etc.), `genotype`
   (str of the official Genotype namedtuple), `param_count`, `grad_names`,
   `after_names`.
+* tiny_network_unrolled_K4.safetensors: the second-order (unrolled) DARTS
+  architecture gradient of the same network shape (K=4, seed 44), computed like
+  quark0/darts cnn/architect.py (see make_unrolled and its `description`
+  metadata).  Holds the weights under their state_dict names (NOT the batch-norm
+  running statistics: training mode, they change no output, and with them the
+  file would not fit in 700 KB), the arch params, `train_input`/`train_target`,
+  `valid_input`/`valid_target`, ONE flat `momentum_buffer` (the official
+  `_concat` of every weight's buffer in `named_parameters()` order, listed in
+  metadata `param_names`; per-name buffers would add ~100 KB of header),
+  `grad_unrolled.<arch>`, `grad_first_order.<arch>` and `valid_loss_unrolled`.
 """
 
 import argparse
+import copy
 import json
 import math
 import os
@@ -433,6 +444,147 @@ def make_network(out_dir, k, seed):
     return os.path.getsize(path)
 
 
+# --------------------------------------------------------------------------
+# tiny_network_unrolled_K4.safetensors
+# --------------------------------------------------------------------------
+
+UNROLLED = {"xi": 0.1, "momentum": 0.9, "weight_decay": 3e-4, "r": 0.01}
+ARCH_NAMES = ["alphas_normal", "alphas_reduce", "betas_normal", "betas_reduce"]
+
+
+def set_arch(net, values):
+    """Fresh float64 leaves holding `values`, installed as the net's arch params."""
+    leaves = [v.detach().to(DT).clone().requires_grad_(True) for v in values]
+    net.alphas_normal, net.alphas_reduce, net.betas_normal, net.betas_reduce = leaves
+    net._arch_parameters = leaves
+    return leaves
+
+
+def make_unrolled(out_dir, seed):
+    """Second-order arch gradient, step for step as quark0/darts cnn/architect.py
+    (_compute_unrolled_model, _construct_model_from_theta, _backward_step_unrolled,
+    _hessian_vector_product), evaluated in float64 on the stored float32 values."""
+    k, xi, mu, wd = 4, UNROLLED["xi"], UNROLLED["momentum"], UNROLLED["weight_decay"]
+    torch.manual_seed(seed)
+    net = Network(NET["C"], NET["num_classes"], NET["layers"], steps=NET["steps"],
+                  multiplier=NET["multiplier"], stem_multiplier=NET["stem_multiplier"],
+                  k=k, arch_init_scale=NET["arch_init_scale"])
+    net.train()
+
+    def batch():
+        return randn(2, 3, 16, 16), torch.randint(0, NET["num_classes"], (2,), dtype=torch.int64)
+
+    (x_pre, y_pre), (x_train, y_train), (x_valid, y_valid) = batch(), batch(), batch()
+
+    # One real float32 SGD step on a third batch, so every weight has a momentum buffer; the
+    # state stored is the weights AFTER it (and its buffers).
+    w_opt = torch.optim.SGD(net.parameters(), lr=xi, momentum=mu, weight_decay=wd)
+    F.cross_entropy(net(x_pre), y_pre).backward()
+    w_opt.step()
+    names = [n for n, _ in net.named_parameters()]
+    params32 = [p.detach().clone() for p in net.parameters()]
+    bufs32 = [w_opt.state[p]["momentum_buffer"].detach().clone() for p in net.parameters()]
+    arch32 = [a.detach().clone() for a in net.arch_parameters()]
+
+    tensors = {n: p for n, p in zip(names, params32)}
+    for n, a in zip(ARCH_NAMES, arch32):
+        tensors[n] = a
+    tensors["momentum_buffer"] = torch.cat([b.reshape(-1) for b in bufs32])
+    tensors["train_input"], tensors["train_target"] = x_train, y_train
+    tensors["valid_input"], tensors["valid_target"] = x_valid, y_valid
+
+    net.double()
+    with torch.no_grad():  # exactly the stored float32 values
+        for p, v in zip(net.parameters(), params32):
+            p.copy_(v.to(DT))
+    weights = list(net.parameters())
+    arch = set_arch(net, arch32)
+    xt, xv = x_train.to(DT), x_valid.to(DT)
+
+    # first order at w (on a copy, so the main model's buffers follow the official sequence)
+    first = copy.deepcopy(net)
+    first_arch = set_arch(first, arch32)
+    grad_first = torch.autograd.grad(F.cross_entropy(first(xv), y_valid), first_arch)
+
+    # _compute_unrolled_model: w' = w - xi (mu buf + grad_w L_train(w) + wd w)
+    grads = torch.autograd.grad(F.cross_entropy(net(xt), y_train), weights)
+    unrolled = copy.deepcopy(net)  # = model.new() + load_state_dict(model's state, w'):
+    u_arch = set_arch(unrolled, arch32)  # buffers as the model's after the L_train forward
+    with torch.no_grad():
+        for pu, p, g, b in zip(unrolled.parameters(), weights, grads, bufs32):
+            pu.copy_(p - xi * (mu * b.to(DT) + g + wd * p))
+    u_weights = list(unrolled.parameters())
+    # _backward_step_unrolled: grads of L_val(w') w.r.t. alpha and w' (no weight decay)
+    loss_v = F.cross_entropy(unrolled(xv), y_valid)
+    both = torch.autograd.grad(loss_v, u_arch + u_weights)
+    dalpha, vector = both[:len(u_arch)], both[len(u_arch):]
+    # _hessian_vector_product at the ORIGINAL w
+    vnorm = torch.cat([v.reshape(-1) for v in vector]).norm()
+    r = UNROLLED["r"] / vnorm
+    with torch.no_grad():
+        for p, v in zip(weights, vector):
+            p.add_(r * v)
+    grads_p = torch.autograd.grad(F.cross_entropy(net(xt), y_train), arch)
+    with torch.no_grad():
+        for p, v in zip(weights, vector):
+            p.sub_(2 * r * v)
+    grads_n = torch.autograd.grad(F.cross_entropy(net(xt), y_train), arch)
+    with torch.no_grad():
+        for p, v in zip(weights, vector):
+            p.add_(r * v)
+    implicit = [(gp - gn) / (2 * r) for gp, gn in zip(grads_p, grads_n)]
+    grad_unrolled = [d - xi * h for d, h in zip(dalpha, implicit)]
+
+    # diagnostic only: the exact Hessian-vector product by double backward
+    g_w = torch.autograd.grad(F.cross_entropy(net(xt), y_train), weights, create_graph=True)
+    exact = torch.autograd.grad(sum((g * v).sum() for g, v in zip(g_w, vector)), arch)
+    fd_vs_exact = max(float((a - b).abs().max()) for a, b in zip(implicit, exact)) / \
+        max(float(b.abs().max()) for b in exact)
+
+    for n, g, f in zip(ARCH_NAMES, grad_unrolled, grad_first):
+        tensors["grad_unrolled." + n] = f32(g)
+        tensors["grad_first_order." + n] = f32(f)
+    tensors["valid_loss_unrolled"] = scalar(loss_v)
+
+    def flat(ts):
+        return torch.cat([t.reshape(-1) for t in ts])
+    so, fo = flat(grad_unrolled), flat(grad_first)
+    so_vs_fo = float((so - fo).abs().max() / so.abs().max())
+    meta = {
+        "generator": GENERATOR,
+        "network": json.dumps(dict(NET, K=k, seed=seed, batch=2, input_hw=16, mode="train",
+                                   loss="cross_entropy mean", compute_dtype="float64"),
+                              sort_keys=True),
+        "unrolled": json.dumps(dict(UNROLLED, r_over_norm=float(r), vector_norm=float(vnorm),
+                                    dampening=0, nesterov=False), sort_keys=True),
+        "param_names": json.dumps(names),
+        "param_count": str(sum(p.numel() for p in params32)),
+        "description": (
+            "Second-order DARTS arch gradient (quark0/darts cnn/architect.py, unrolled=True). "
+            "State: the weights (state_dict names; batch-norm running statistics omitted, "
+            "training mode) and alphas/betas (0.5*randn) after one float32 "
+            "torch.optim.SGD(lr=xi, momentum 0.9, weight_decay 3e-4) step on a third random "
+            "batch (not stored); `momentum_buffer` = that optimizer's momentum_buffer of every "
+            "weight, concatenated flat in named_parameters() order (metadata param_names). "
+            "Then in float64 on the stored float32 values: "
+            "w' = w - xi*(0.9*buf + grad_w L_train(w) + 3e-4*w); "
+            "dalpha = grad_alpha L_val(w', alpha), v = grad_w' L_val(w', alpha) (no weight decay) "
+            "on a copy of the model whose BN buffers are the model's after the L_train forward; "
+            "r = 0.01/||v|| (all weights); w+- = w +- r*v at the ORIGINAL w; "
+            "grad_unrolled = dalpha - xi*(grad_alpha L_train(w+) - grad_alpha L_train(w-))/(2r); "
+            "grad_first_order = grad_alpha L_val(w, alpha); valid_loss_unrolled = L_val(w'). "
+            "Losses: mean cross entropy; every forward in training mode; rounded to F32 once."),
+    }
+    path = os.path.join(out_dir, "tiny_network_unrolled_K4.safetensors")
+    safetensors_io.save(path, tensors, meta)
+    print("wrote %s (%d tensors, %d bytes) K=%d L_val(w')=%.6f ||v||=%.6g r=%.6g"
+          % (path, len(tensors), os.path.getsize(path), k, float(loss_v), float(vnorm), float(r)))
+    print("  max|second - first order| / max|second order| = %.3g; "
+          "finite-difference vs exact Hessian-vector product: %.3g (relative max norm)"
+          % (so_vs_fo, fd_vs_exact))
+    return os.path.getsize(path)
+
+
 def main():
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -443,6 +595,7 @@ def main():
     make_ops(args.out)
     make_network(args.out, 1, seed=11)
     make_network(args.out, 4, seed=14)
+    make_unrolled(args.out, seed=44)
 
 
 if __name__ == "__main__":
