@@ -173,6 +173,10 @@ public final class SearchRun {
     }
     let trainSeconds = Date().timeIntervalSince(start)
     let (validLoss, validAcc) = evaluate()
+    guard validLoss.isFinite else {
+      throw SearchError.nonFiniteLoss("the validation loss after epoch \(epoch) is \(validLoss) (the weights or "
+        + "batch-norm statistics diverged); lower --lr (now \(lr)) and resume from the last checkpoint")
+    }
     let record = EpochRecord(
       epoch: epoch, lr: Double(lr), trainLoss: lossSum / Double(max(seen, 1)),
       trainAcc: Double(correct) / Double(max(seen, 1)), validLoss: validLoss, validAcc: validAcc,
