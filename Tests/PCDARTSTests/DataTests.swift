@@ -5,6 +5,7 @@
 import CZlib
 import Foundation
 import TensorEngine
+import TestSupport
 import XCTest
 
 @testable import PCDARTS
@@ -122,18 +123,6 @@ final class DataTests: XCTestCase {
       mean: [0.5, 0.25, 0.125], std: [0.5, 0.25, 0.2])
   }
 
-  private func assertThrowsDataError(
-    _ body: @autoclosure () throws -> Any, file: StaticString = #filePath, line: UInt = #line,
-    _ check: (DataError) -> Void
-  ) {
-    XCTAssertThrowsError(try body(), file: file, line: line) { error in
-      guard let dataError = error as? DataError else {
-        return XCTFail("expected DataError, got \(error)", file: file, line: line)
-      }
-      check(dataError)
-    }
-  }
-
   // MARK: - CIFAR-10
 
   func testCIFAR10ReadsEveryRecordExactly() throws {
@@ -167,7 +156,7 @@ final class DataTests: XCTestCase {
     let folder = try makeCIFAR10(recordsPerFile: [1, 1, 1, 1, 1, 1])
     let path = folder + "/data_batch_3.bin"
     try write(Array(cifarRecord(labels: [1], record: 0) + [1, 2, 3]), to: path)
-    assertThrowsDataError(try loadCIFAR10(from: folder, train: true)) { error in
+    assertThrows(DataError.self, try loadCIFAR10(from: folder, train: true)) { error in
       XCTAssertEqual(error, .badFileSize(file: path, size: 3076, recordSize: 3073))
       XCTAssertTrue(error.description.contains("data_batch_3.bin"), error.description)
       XCTAssertTrue(error.description.contains("3076 bytes"), error.description)
@@ -181,7 +170,7 @@ final class DataTests: XCTestCase {
     let path = folder + "/test_batch.bin"
     try write(
       cifarRecord(labels: [3], record: 0) + cifarRecord(labels: [10], record: 1), to: path)
-    assertThrowsDataError(try loadCIFAR10(from: folder, train: false)) { error in
+    assertThrows(DataError.self, try loadCIFAR10(from: folder, train: false)) { error in
       XCTAssertEqual(error, .labelOutOfRange(file: path, record: 1, label: 10, classCount: 10))
       XCTAssertTrue(error.description.contains("test_batch.bin' record 1"), error.description)
     }
@@ -189,7 +178,7 @@ final class DataTests: XCTestCase {
 
   func testMissingFolderExplainsDownloadAndFashionMNIST() {
     let path = directory.appendingPathComponent("nowhere").path
-    assertThrowsDataError(try loadDataset(.cifar10, from: path, train: true)) { error in
+    assertThrows(DataError.self, try loadDataset(.cifar10, from: path, train: true)) { error in
       XCTAssertEqual(error, .missingData(dataset: .cifar10, path: path))
       let text = error.description
       for needle in [
@@ -202,14 +191,14 @@ final class DataTests: XCTestCase {
     }
     // A folder that exists but holds a missing training file names that file.
     XCTAssertNoThrow(try makeCIFAR10(recordsPerFile: [1, 1, 1, 1]))
-    assertThrowsDataError(try loadCIFAR10(from: directory.path, train: true)) { error in
+    assertThrows(DataError.self, try loadCIFAR10(from: directory.path, train: true)) { error in
       XCTAssertEqual(
         error,
         .missingData(
           dataset: .cifar10,
           path: directory.appendingPathComponent("cifar-10-batches-bin/data_batch_5.bin").path))
     }
-    assertThrowsDataError(try loadDataset(.fashionMNIST, from: path, train: true)) { error in
+    assertThrows(DataError.self, try loadDataset(.fashionMNIST, from: path, train: true)) { error in
       XCTAssertTrue(error.description.contains("apt install dataset-fashion-mnist"))
       XCTAssertTrue(error.description.contains("train-images-idx3-ubyte.gz"))
     }
@@ -231,13 +220,13 @@ final class DataTests: XCTestCase {
     XCTAssertEqual(Array(train.images[3072...]), cifarRecord(labels: [], record: 1))
     XCTAssertEqual(train.mean, [0.5071, 0.4865, 0.4409])
     XCTAssertEqual(train.std, [0.2673, 0.2564, 0.2762])
-    assertThrowsDataError(try loadCIFAR100(from: folder, train: false)) { error in
+    assertThrows(DataError.self, try loadCIFAR100(from: folder, train: false)) { error in
       XCTAssertEqual(
         error, .labelOutOfRange(file: folder + "/test.bin", record: 0, label: 100, classCount: 100))
     }
     // A 2-label-byte file one byte short is not a whole number of 3074-byte records.
     try write(Array(cifarRecord(labels: [1, 2], record: 0).dropLast()), to: folder + "/test.bin")
-    assertThrowsDataError(try loadCIFAR100(from: folder, train: false)) { error in
+    assertThrows(DataError.self, try loadCIFAR100(from: folder, train: false)) { error in
       XCTAssertEqual(error, .badFileSize(file: folder + "/test.bin", size: 3073, recordSize: 3074))
     }
   }
@@ -271,19 +260,19 @@ final class DataTests: XCTestCase {
   func testFashionMNISTHeaderErrors() throws {
     var folder = try makeFashionMNIST(prefix: "train", labels: [1, 2], imageMagic: 2049)
     let imagesFile = folder + "/train-images-idx3-ubyte.gz"
-    assertThrowsDataError(try loadFashionMNIST(from: folder, train: true)) { error in
+    assertThrows(DataError.self, try loadFashionMNIST(from: folder, train: true)) { error in
       XCTAssertEqual(error, .badMagic(file: imagesFile, found: 2049, expected: 2051))
       XCTAssertTrue(error.description.contains("train-images-idx3-ubyte.gz"))
     }
     folder = try makeFashionMNIST(prefix: "train", labels: [1, 2], labelCount: 3)
-    assertThrowsDataError(try loadFashionMNIST(from: folder, train: true)) { error in
+    assertThrows(DataError.self, try loadFashionMNIST(from: folder, train: true)) { error in
       // The labels header claims 3 labels but the file holds 2.
       guard case .badHeader(let file, let problem) = error else { return XCTFail("\(error)") }
       XCTAssertEqual(file, folder + "/train-labels-idx1-ubyte.gz")
       XCTAssertTrue(problem.contains("[3]"), problem)
     }
     folder = try makeFashionMNIST(prefix: "train", labels: [1, 12])
-    assertThrowsDataError(try loadFashionMNIST(from: folder, train: true)) { error in
+    assertThrows(DataError.self, try loadFashionMNIST(from: folder, train: true)) { error in
       XCTAssertEqual(
         error,
         .labelOutOfRange(
@@ -293,7 +282,7 @@ final class DataTests: XCTestCase {
     folder = try makeFashionMNIST(prefix: "train", labels: [1, 2])
     let whole = try Data(contentsOf: URL(fileURLWithPath: imagesFile))
     try whole.prefix(whole.count / 2).write(to: URL(fileURLWithPath: imagesFile))
-    assertThrowsDataError(try loadFashionMNIST(from: folder, train: true)) { error in
+    assertThrows(DataError.self, try loadFashionMNIST(from: folder, train: true)) { error in
       XCTAssertEqual(
         error,
         .decompressionFailed(file: imagesFile, reason: "the stream ends early (truncated file)"))
@@ -552,12 +541,12 @@ final class DataTests: XCTestCase {
     let state = BatchLoader(dataset: data, batchSize: 2, augment: false, seed: 1).epochState
     let smaller = BatchLoader(
       dataset: data, indices: [0, 1, 2], batchSize: 2, augment: false, seed: 1)
-    assertThrowsDataError(try smaller.restore(state)) { error in
+    assertThrows(DataError.self, try smaller.restore(state)) { error in
       XCTAssertEqual(
         error, .stateMismatch(problem: "it was saved for 7 samples, this loader has 3"))
     }
     let otherBatch = BatchLoader(dataset: data, batchSize: 3, augment: false, seed: 1)
-    assertThrowsDataError(try otherBatch.restore(state)) { error in
+    assertThrows(DataError.self, try otherBatch.restore(state)) { error in
       XCTAssertTrue(error.description.contains("batch size 2"), error.description)
     }
   }

@@ -1,6 +1,7 @@
 // The safetensors reader and writer: round trip, the exact bytes PyTorch's `load_file` expects,
 // hand-written files with other dtypes, error messages, and the atomic write.
 import Foundation
+import TestSupport
 import XCTest
 
 @testable import PCDARTS
@@ -26,18 +27,6 @@ final class SafeTensorsTests: XCTestCase {
   /// A file built byte by byte: length prefix, `header` unpadded, then `body`.
   private func handWritten(header: String, body: [UInt8]) -> Data {
     Data(littleEndian(UInt64(header.utf8.count)) + Array(header.utf8) + body)
-  }
-
-  private func assertThrowsSafeTensorsError(
-    _ body: @autoclosure () throws -> Any, file: StaticString = #filePath, line: UInt = #line,
-    _ check: (SafeTensorsError) -> Void
-  ) {
-    XCTAssertThrowsError(try body(), file: file, line: line) { error in
-      guard let error = error as? SafeTensorsError else {
-        return XCTFail("expected SafeTensorsError, got \(error)", file: file, line: line)
-      }
-      check(error)
-    }
   }
 
   func testRoundTrip() throws {
@@ -108,11 +97,11 @@ final class SafeTensorsTests: XCTestCase {
       .serialized()
 
     try good.prefix(5).write(to: url)
-    assertThrowsSafeTensorsError(try SafeTensorsFile.read(from: url)) { error in
+    assertThrows(SafeTensorsError.self, try SafeTensorsFile.read(from: url)) { error in
       XCTAssertEqual(error, .truncatedHeader(file: url.path, fileSize: 5, headerLength: 0))
     }
     try good.prefix(30).write(to: url)
-    assertThrowsSafeTensorsError(try SafeTensorsFile.read(from: url)) { error in
+    assertThrows(SafeTensorsError.self, try SafeTensorsFile.read(from: url)) { error in
       guard case .truncatedHeader(let file, 30, let length) = error else {
         return XCTFail("\(error)")
       }
@@ -122,20 +111,20 @@ final class SafeTensorsTests: XCTestCase {
     }
     // Data cut short: the header is whole but the offsets point past the end.
     try good.dropLast(4).write(to: url)
-    assertThrowsSafeTensorsError(try SafeTensorsFile.read(from: url)) { error in
+    assertThrows(SafeTensorsError.self, try SafeTensorsFile.read(from: url)) { error in
       XCTAssertEqual(
         error, .offsetsOutOfRange(file: url.path, tensor: "w", begin: 0, end: 16, dataSize: 12))
     }
 
     try handWritten(header: "{not json", body: []).write(to: url)
-    assertThrowsSafeTensorsError(try SafeTensorsFile.read(from: url)) { error in
+    assertThrows(SafeTensorsError.self, try SafeTensorsFile.read(from: url)) { error in
       XCTAssertEqual(error, .badHeader(file: url.path, problem: "the header is not valid JSON"))
     }
     try handWritten(
       header: #"{"h":{"dtype":"F16","shape":[2],"data_offsets":[0,4]}}"#, body: [0, 0, 0, 0]
     )
     .write(to: url)
-    assertThrowsSafeTensorsError(try SafeTensorsFile.read(from: url)) { error in
+    assertThrows(SafeTensorsError.self, try SafeTensorsFile.read(from: url)) { error in
       XCTAssertEqual(error, .unsupportedDType(file: url.path, tensor: "h", dtype: "F16"))
       XCTAssertTrue(error.description.contains("F32, F64, I64 and I32"), error.description)
     }
@@ -143,7 +132,7 @@ final class SafeTensorsTests: XCTestCase {
       header: #"{"m":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}}"#,
       body: Array(repeating: 0, count: 8)
     ).write(to: url)
-    assertThrowsSafeTensorsError(try SafeTensorsFile.read(from: url)) { error in
+    assertThrows(SafeTensorsError.self, try SafeTensorsFile.read(from: url)) { error in
       XCTAssertEqual(
         error, .sizeMismatch(file: url.path, tensor: "m", shape: [3], dtype: "F32", bytes: 8))
       XCTAssertTrue(error.description.contains("needs 12 bytes"), error.description)
@@ -152,12 +141,12 @@ final class SafeTensorsTests: XCTestCase {
       header: #"{"m":{"dtype":"F32","shape":[-2],"data_offsets":[0,8]}}"#,
       body: Array(repeating: 0, count: 8)
     ).write(to: url)
-    assertThrowsSafeTensorsError(try SafeTensorsFile.read(from: url)) { error in
+    assertThrows(SafeTensorsError.self, try SafeTensorsFile.read(from: url)) { error in
       guard case .badHeader(_, let problem) = error else { return XCTFail("\(error)") }
       XCTAssertTrue(problem.contains("shape of 'm'"), problem)
     }
     let missing = directory.appendingPathComponent("missing.safetensors")
-    assertThrowsSafeTensorsError(try SafeTensorsFile.read(from: missing)) { error in
+    assertThrows(SafeTensorsError.self, try SafeTensorsFile.read(from: missing)) { error in
       guard case .unreadable(let file, _) = error else { return XCTFail("\(error)") }
       XCTAssertEqual(file, missing.path)
     }
@@ -186,7 +175,7 @@ final class SafeTensorsTests: XCTestCase {
     let blocked = directory.appendingPathComponent("blocked")
     try FileManager.default.createDirectory(
       at: blocked.appendingPathComponent("inside"), withIntermediateDirectories: true)
-    assertThrowsSafeTensorsError(try new.write(to: blocked)) { error in
+    assertThrows(SafeTensorsError.self, try new.write(to: blocked)) { error in
       guard case .writeFailed(let file, let reason) = error else { return XCTFail("\(error)") }
       XCTAssertEqual(file, blocked.path)
       XCTAssertTrue(reason.hasPrefix("renaming the temporary file failed"), reason)
@@ -209,7 +198,7 @@ final class SafeTensorsTests: XCTestCase {
     let oldBytes = try Data(contentsOf: url)
     XCTAssertEqual(chmod(directory.path, 0o555), 0)
     let new = SafeTensorsFile(tensors: ["w": SafeTensor(shape: [1], floats: [5])])
-    assertThrowsSafeTensorsError(try new.write(to: url)) { error in
+    assertThrows(SafeTensorsError.self, try new.write(to: url)) { error in
       guard case .writeFailed(let file, let reason) = error else { return XCTFail("\(error)") }
       XCTAssertEqual(file, url.path)
       XCTAssertTrue(reason.contains("cannot create a temporary file"), reason)

@@ -94,3 +94,16 @@ public func randomInput(_ shape: [Int], seed: UInt64, std: Float = 1) -> Tensor 
   var rng = SeededGenerator(seed: seed)
   return Tensor.randomNormal(shape, std: std, using: &rng, requiresGrad: true)
 }
+
+/// Asserts that `body` throws an error of type `E`, and hands it to `check` for the details.
+public func assertThrows<E: Error>(
+  _ type: E.Type, _ body: @autoclosure () throws -> Any, file: StaticString = #filePath,
+  line: UInt = #line, _ check: (E) -> Void
+) {
+  XCTAssertThrowsError(try body(), file: file, line: line) { error in
+    guard let typed = error as? E else {
+      return XCTFail("expected \(E.self), got \(error)", file: file, line: line)
+    }
+    check(typed)
+  }
+}
