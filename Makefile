@@ -8,7 +8,8 @@ SWIFT ?= $(shell command -v swift 2>/dev/null || echo /opt/swift/usr/bin/swift)
 # Debian packages the build, the tests and the main job need.
 PACKAGES := pkg-config libopenblas-dev liblapacke-dev zlib1g-dev dataset-fashion-mnist
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-OUT ?= runs/fashion-mnist
+# Each `make search` writes a new folder, as the official code's search-EXP-<time> does.
+OUT ?= runs/fashion-mnist-$(shell date +%Y%m%d-%H%M%S)
 
 .PHONY: setup build test example search bench bench-torch fixtures format clean
 
