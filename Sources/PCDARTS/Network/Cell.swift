@@ -70,15 +70,20 @@ public final class Cell: Module {
   ///   - opWeights, edgeWeights: as for ``callAsFunction(_:_:opWeights:edgeWeights:)``.
   public func callAsFunction(activated r0: Tensor, _ r1: Tensor, opWeights: Tensor, edgeWeights: Tensor) -> Tensor {
     var states = [preprocess0(afterReLU: r0), preprocess1(afterReLU: r1)]
+    // Each node's partial channels and their ReLU, shared by every edge that leaves it.
+    let activate = ops.modules.contains { $0.startsWithReLU }
+    var inputs: [EdgeInput] = []
     var edge = 0
     for _ in 0..<steps {
       let edges = edge..<edge + states.count
+      for h in states.dropFirst(inputs.count) {
+        inputs.append(EdgeInput(h, partialChannels: partialChannels, activate: activate))
+      }
+      let processed = zip(edges, inputs).map { e, input in ops[e].processed(input, weights: row(opWeights, e)) }
       if partialChannels == 1 {
-        let terms = zip(edges, states).map { e, h in ops[e](h, weights: row(opWeights, e)) }
-        states.append(weightedSum(terms, weights: edgeWeights, indices: Array(edges)))
+        states.append(weightedSum(processed, weights: edgeWeights, indices: Array(edges)))
       } else {
         // The bypass channels join inside the node sum, so no C-channel edge output is kept.
-        let processed = zip(edges, states).map { e, h in ops[e].processed(h, weights: row(opWeights, e)) }
         states.append(partialChannelSum(
           processed: processed, inputs: states, strides: edges.map { ops[$0].stride },
           weights: edgeWeights, indices: Array(edges), groups: partialChannels))

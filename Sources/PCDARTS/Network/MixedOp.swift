@@ -53,14 +53,39 @@ public final class MixedOp: Module {
   /// - Returns: (N, C/K, H/s, W/s).
   public func processed(_ x: Tensor, weights: Tensor) -> Tensor {
     precondition(x.rank == 4 && x.shape[1] == channels, "MixedOp: expects \(channels) channels, got input \(x.shape)")
-    let k = partialChannels
-    let part = k == 1 ? x : sliceChannels(x, 0..<channels / k)
-    // One ReLU(part) for every candidate that starts with it (see ReLUFirstLayer).
-    let needsReLU = active.contains { ops[$0] is ReLUFirstLayer }
-    let activated = needsReLU ? relu(part) : nil
+    return processed(EdgeInput(x, partialChannels: partialChannels, activate: startsWithReLU), weights: weights)
+  }
+
+  /// ``processed(_:weights:)`` on an input prepared once for every edge leaving the same node.
+  /// - Precondition: `input` holds C/K channels, and their ReLU when ``startsWithReLU``.
+  public func processed(_ input: EdgeInput, weights: Tensor) -> Tensor {
+    precondition(input.part.shape[1] == channels / partialChannels,
+      "MixedOp: expects \(channels / partialChannels) processed channels, got \(input.part.shape)")
     let outputs = active.map { i in
-      (ops[i] as? ReLUFirstLayer).map { $0(afterReLU: activated!) } ?? ops[i](part)
+      (ops[i] as? ReLUFirstLayer).map { $0(afterReLU: input.activated!) } ?? ops[i](input.part)
     }
     return weightedSum(outputs, weights: weights, indices: active)
+  }
+
+  /// Whether some candidate starts with ReLU (and so reads ``EdgeInput/activated``).
+  public var startsWithReLU: Bool { active.contains { ops[$0] is ReLUFirstLayer } }
+}
+
+/// What the candidate operations of an edge read from its input node: the first C/K channels and
+/// their ReLU. Every edge leaving a node takes the same channels, so a cell computes this once
+/// per node and shares it (one slice and one ReLU kept per node instead of per edge).
+public struct EdgeInput {
+  /// (N, C/K, H, W): the channels that go through the candidate operations.
+  public let part: Tensor
+  /// relu(part), or nil when no candidate starts with ReLU.
+  public let activated: Tensor?
+
+  /// - Parameters:
+  ///   - x: the node, (N, C, H, W).
+  ///   - k: K; with 1 the part is `x` itself.
+  ///   - activate: whether to compute the ReLU.
+  public init(_ x: Tensor, partialChannels k: Int, activate: Bool) {
+    part = k == 1 ? x : sliceChannels(x, 0..<x.shape[1] / k)
+    activated = activate ? relu(part) : nil
   }
 }
