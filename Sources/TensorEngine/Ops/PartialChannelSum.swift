@@ -62,7 +62,15 @@ public func partialChannelSum(
   let needsWeightGradient = weights.requiresGrad
   return record(out, inputs: processed + inputs + [weights]) { g in
     let dprocessed = processed.map { $0.requiresGrad ? Tensor.uninitialized($0.shape) : nil }
-    let dinputs = inputs.map { $0.requiresGrad ? Tensor(zeros: $0.shape) : nil }
+    // A stride-1 input's bypass planes are each written exactly once below, so only its first P
+    // channels need zeros; a stride-2 input receives scattered max-pool gradients (all zeros).
+    let dinputs = zip(inputs, strides).map { x, s -> Tensor? in
+      guard x.requiresGrad else { return nil }
+      if s != 1 { return Tensor(zeros: x.shape) }
+      let d = Tensor.uninitialized(x.shape)
+      for sample in 0..<n { (d.pointer + sample * c * ohw).update(repeating: 0, count: p * ohw) }
+      return d
+    }
     // ∂/∂wₑ = ⟨g, edge output e⟩, summed per plane then over planes in a fixed order.
     var planeDots = [Double](repeating: 0, count: n * c * edges)
     planeDots.withUnsafeMutableBufferPointer { dots in
@@ -82,7 +90,7 @@ public func partialChannelSum(
             let src = inputs[e].pointer + at
             if s == 1 {
               if needsWeightGradient { dots[plane * edges + e] = Double(dot(ohw, gp, src)) }
-              if let d = dinputs[e] { axpy(ohw, we, gp, d.pointer + at) }
+              if let d = dinputs[e] { affine(ohw, gp, we, 0, d.pointer + at) }
             } else {
               var total: Float = 0
               let dsrc = dinputs[e].map { $0.pointer + at }
