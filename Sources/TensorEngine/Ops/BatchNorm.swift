@@ -116,9 +116,7 @@ public func batchNorm2d(
         let (a, b, c0) = (scale, -scale * meanGX * xhatScale, -scale * (meanG + meanGX * xhatShift))
         for s in 0..<n {
           let offset = (s * c + ch) * hw
-          let (gp, sp, dp) = (g.pointer + offset, saved.pointer + offset, dx.pointer + offset)
-          affine(hw, sp, b, c0, dp)
-          axpy(hw, a, gp, dp)
+          linearCombination(hw, a, g.pointer + offset, b, saved.pointer + offset, c0, dx.pointer + offset)
         }
       } else {
         for s in 0..<n {

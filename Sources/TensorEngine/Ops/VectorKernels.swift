@@ -89,3 +89,23 @@ func affine(_ n: Int, _ x: UnsafePointer<Float>, _ a: Float, _ b: Float, _ y: Un
     i += 1
   }
 }
+
+/// out[i] = a · x[i] + b · y[i] + c for i in 0..<n, in one pass.
+@inline(__always)
+func linearCombination(
+  _ n: Int, _ a: Float, _ x: UnsafePointer<Float>, _ b: Float, _ y: UnsafePointer<Float>, _ c: Float,
+  _ out: UnsafeMutablePointer<Float>
+) {
+  var i = 0
+  let (av, bv, cv) = (SIMD8<Float>(repeating: a), SIMD8<Float>(repeating: b), SIMD8<Float>(repeating: c))
+  while i + 8 <= n {
+    let xv = UnsafeRawPointer(x + i).loadUnaligned(as: SIMD8<Float>.self)
+    let yv = UnsafeRawPointer(y + i).loadUnaligned(as: SIMD8<Float>.self)
+    UnsafeMutableRawPointer(out + i).storeBytes(of: av * xv + bv * yv + cv, as: SIMD8<Float>.self)
+    i += 8
+  }
+  while i < n {
+    out[i] = a * x[i] + b * y[i] + c
+    i += 1
+  }
+}
