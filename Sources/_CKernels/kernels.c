@@ -150,23 +150,43 @@ __attribute__((target("avx2,fma"))) static inline float hsum256(__m256 v) {
   return _mm_cvtss_f32(lo);
 }
 
-// Stride 1: each output row is built in registers, 8 columns at a time, over all k² taps.
+// Stride 1: each output row is built in registers over all k² taps, 32 columns (four vectors)
+// at a time so that every broadcast tap feeds four FMAs, then 8 columns, then single columns.
 __attribute__((target("avx2,fma"))) static void dw_forward_s1_avx2(
     float *restrict out, const float *restrict xpad, const float *restrict taps, float bias, int k,
     int d, int wp, int oh, int ow) {
   const int vec = ow & ~7;
   for (int r = 0; r < oh; r++) {
     float *restrict orow = out + r * ow;
-    for (int q = 0; q < vec; q += 8) {
+    int q = 0;
+    for (; q + 32 <= vec; q += 32) {
+      __m256 a0 = _mm256_set1_ps(bias), a1 = a0, a2 = a0, a3 = a0;
+      for (int ki = 0; ki < k; ki++) {
+        const float *xr = xpad + (r + ki * d) * wp + q;
+        for (int kj = 0; kj < k; kj++) {
+          const __m256 t = _mm256_broadcast_ss(taps + ki * k + kj);
+          const float *p = xr + kj * d;
+          a0 = _mm256_fmadd_ps(t, _mm256_loadu_ps(p), a0);
+          a1 = _mm256_fmadd_ps(t, _mm256_loadu_ps(p + 8), a1);
+          a2 = _mm256_fmadd_ps(t, _mm256_loadu_ps(p + 16), a2);
+          a3 = _mm256_fmadd_ps(t, _mm256_loadu_ps(p + 24), a3);
+        }
+      }
+      _mm256_storeu_ps(orow + q, a0);
+      _mm256_storeu_ps(orow + q + 8, a1);
+      _mm256_storeu_ps(orow + q + 16, a2);
+      _mm256_storeu_ps(orow + q + 24, a3);
+    }
+    for (; q < vec; q += 8) {
       __m256 acc = _mm256_set1_ps(bias);
       for (int ki = 0; ki < k; ki++) {
         const float *xr = xpad + (r + ki * d) * wp + q;
         for (int kj = 0; kj < k; kj++)
-          acc = _mm256_fmadd_ps(_mm256_set1_ps(taps[ki * k + kj]), _mm256_loadu_ps(xr + kj * d), acc);
+          acc = _mm256_fmadd_ps(_mm256_broadcast_ss(taps + ki * k + kj), _mm256_loadu_ps(xr + kj * d), acc);
       }
       _mm256_storeu_ps(orow + q, acc);
     }
-    for (int q = vec; q < ow; q++) {
+    for (; q < ow; q++) {
       float acc = bias;
       for (int ki = 0; ki < k; ki++)
         for (int kj = 0; kj < k; kj++) acc += taps[ki * k + kj] * xpad[(r + ki * d) * wp + q + kj * d];

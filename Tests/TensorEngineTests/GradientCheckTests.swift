@@ -45,6 +45,32 @@ final class GradientCheckTests: XCTestCase {
     }
   }
 
+  /// Every convolution path against the naive reference, on rows wide enough (40, 70) for the
+  /// vectorised kernels' 32- and 8-column blocks and their scalar tails, and the depthwise
+  /// gradients of wide rows against finite differences.
+  func testConvolutionPathsAgreeWithTheNaiveReferenceOnWideRows() {
+    // (C, O, H, W, kernel, stride, padding, dilation, groups)
+    let cases: [(Int, Int, Int, Int, Int, Int, Int, Int, Int)] = [
+      (3, 3, 4, 40, 3, 1, 1, 1, 3), (3, 3, 5, 70, 5, 1, 2, 1, 3), (2, 2, 6, 40, 3, 1, 2, 2, 2),
+      (2, 2, 9, 70, 5, 1, 4, 2, 2), (2, 2, 6, 41, 3, 2, 1, 1, 2), (2, 2, 9, 70, 5, 2, 4, 2, 2),
+      (3, 4, 3, 40, 1, 1, 0, 1, 1), (4, 6, 3, 37, 3, 1, 1, 1, 2), (3, 2, 5, 40, 1, 2, 0, 1, 1),
+    ]
+    for (i, t) in cases.enumerated() {
+      let (c, o, h, w, k, s, p, d, g) = t
+      let x = randomInput([2, c, h, w], seed: UInt64(60 + i))
+      let weight = randomInput([o, c / g, k, k], seed: UInt64(80 + i), std: 0.5)
+      let fast = conv2d(x, weight: weight, stride: s, padding: p, dilation: d, groups: g)
+      let reference = referenceConv2d(x: x.scalars, xShape: x.shape, weight: weight.scalars, wShape: weight.shape,
+                                      stride: s, padding: p, dilation: d, groups: g)
+      assertClose(fast.scalars, reference, tolerance: 1e-5, "conv case \(i) \(t)")
+      if g == c && o == c {
+        checkGradients("depthwise wide \(t)", inputs: [x, weight], maxChecks: 150) { v in
+          conv2d(v[0], weight: v[1], stride: s, padding: p, dilation: d, groups: g)
+        }
+      }
+    }
+  }
+
   func testPools() {
     let x = spreadInput([2, 3, 7, 7], seed: 1)
     checkGradients("max 3x3 s1", inputs: [x]) { maxPool2d($0[0], kernel: 3, stride: 1, padding: 1) }

@@ -107,3 +107,41 @@ public func assertThrows<E: Error>(
     check(typed)
   }
 }
+
+/// A naive direct convolution (seven nested loops over arrays), the reference the engine's
+/// im2col, pointwise and depthwise paths are checked against.
+/// - Parameters: x (N, C, H, W) and weight (O, C/groups, K, K) as flat arrays with their shapes.
+/// - Returns: (N, O, Ho, Wo) flattened, Ho = ⌊(H + 2p − d(K − 1) − 1)/s⌋ + 1.
+public func referenceConv2d(
+  x: [Float], xShape: [Int], weight: [Float], wShape: [Int],
+  stride: Int, padding: Int, dilation: Int, groups: Int
+) -> [Float] {
+  let (n, c, h, w) = (xShape[0], xShape[1], xShape[2], xShape[3])
+  let (o, cg, k) = (wShape[0], wShape[1], wShape[2])
+  let og = o / groups
+  let oh = (h + 2 * padding - dilation * (k - 1) - 1) / stride + 1
+  let ow = (w + 2 * padding - dilation * (k - 1) - 1) / stride + 1
+  var out = [Float](repeating: 0, count: n * o * oh * ow)
+  for s in 0..<n {
+    for oc in 0..<o {
+      let g = oc / og
+      for r in 0..<oh {
+        for q in 0..<ow {
+          var acc: Double = 0
+          for ic in 0..<cg {
+            for ki in 0..<k {
+              for kj in 0..<k {
+                let (i, j) = (r * stride - padding + ki * dilation, q * stride - padding + kj * dilation)
+                guard i >= 0, i < h, j >= 0, j < w else { continue }
+                acc += Double(x[((s * c + g * cg + ic) * h + i) * w + j])
+                  * Double(weight[((oc * cg + ic) * k + ki) * k + kj])
+              }
+            }
+          }
+          out[((s * o + oc) * oh + r) * ow + q] = Float(acc)
+        }
+      }
+    }
+  }
+  return out
+}
