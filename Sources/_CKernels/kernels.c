@@ -195,29 +195,41 @@ __attribute__((target("avx2,fma"))) static void dw_forward_s1_avx2(
   }
 }
 
-// Stride 1, tap gradients: per tap, Σ g·x over the plane with two 8-lane accumulators (kept in
-// registers across rows), reduced once.
+// Stride 1, tap gradients: for one kernel row ki, the k taps' Σ g·x accumulate in k vector
+// registers while each 8-column block of g is loaded once; reduced once per tap at the end.
+// Instantiated with k as a compile-time constant (3, 5) so the accumulators stay in registers.
+__attribute__((target("avx2,fma"), always_inline)) static inline void dw_taps_s1_body(
+    float *restrict dtaps, const float *restrict g, const float *restrict xpad, const int k, int d,
+    int wp, int oh, int ow) {
+  const int vec = ow & ~7;
+  for (int ki = 0; ki < k; ki++) {
+    __m256 acc[7];
+    float tail[7];
+    for (int kj = 0; kj < k; kj++) {
+      acc[kj] = _mm256_setzero_ps();
+      tail[kj] = 0;
+    }
+    for (int r = 0; r < oh; r++) {
+      const float *grow = g + r * ow;
+      const float *xr = xpad + (r + ki * d) * wp;
+      for (int q = 0; q < vec; q += 8) {
+        const __m256 gv = _mm256_loadu_ps(grow + q);
+        for (int kj = 0; kj < k; kj++) acc[kj] = _mm256_fmadd_ps(gv, _mm256_loadu_ps(xr + q + kj * d), acc[kj]);
+      }
+      for (int q = vec; q < ow; q++)
+        for (int kj = 0; kj < k; kj++) tail[kj] += grow[q] * xr[q + kj * d];
+    }
+    for (int kj = 0; kj < k; kj++) dtaps[ki * k + kj] += hsum256(acc[kj]) + tail[kj];
+  }
+}
+
 __attribute__((target("avx2,fma"))) static void dw_taps_s1_avx2(
     float *restrict dtaps, const float *restrict g, const float *restrict xpad, int k, int d, int wp,
     int oh, int ow) {
-  const int vec = ow & ~7;
-  for (int ki = 0; ki < k; ki++) {
-    for (int kj = 0; kj < k; kj++) {
-      __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
-      float tail = 0;
-      for (int r = 0; r < oh; r++) {
-        const float *grow = g + r * ow;
-        const float *xr = xpad + (r + ki * d) * wp + kj * d;
-        int q = 0;
-        for (; q + 16 <= vec; q += 16) {
-          a0 = _mm256_fmadd_ps(_mm256_loadu_ps(grow + q), _mm256_loadu_ps(xr + q), a0);
-          a1 = _mm256_fmadd_ps(_mm256_loadu_ps(grow + q + 8), _mm256_loadu_ps(xr + q + 8), a1);
-        }
-        for (; q < vec; q += 8) a0 = _mm256_fmadd_ps(_mm256_loadu_ps(grow + q), _mm256_loadu_ps(xr + q), a0);
-        for (; q < ow; q++) tail += grow[q] * xr[q];
-      }
-      dtaps[ki * k + kj] += hsum256(_mm256_add_ps(a0, a1)) + tail;
-    }
+  switch (k) {
+    case 3: dw_taps_s1_body(dtaps, g, xpad, 3, d, wp, oh, ow); break;
+    case 5: dw_taps_s1_body(dtaps, g, xpad, 5, d, wp, oh, ow); break;
+    default: dw_taps_s1_body(dtaps, g, xpad, k, d, wp, oh, ow); break;
   }
 }
 #endif
@@ -295,7 +307,7 @@ void pcd_depthwise_backward(float *dxpad, float *dtaps, const float *g, const fl
                             int ow) {
 #if HAVE_AVX2_BUILD
   // Stride 1 with the input gradient computed separately (pcd_depthwise_backward_input).
-  if (stride == 1 && !dxpad && use_avx2()) {
+  if (stride == 1 && !dxpad && k <= 7 && use_avx2()) {
     dw_taps_s1_avx2(dtaps, g, xpad, k, dilation, wp, oh, ow);
     return;
   }
