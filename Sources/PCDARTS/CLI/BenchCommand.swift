@@ -135,7 +135,7 @@ public enum BenchCommand {
     }
     let (train, valid) = (randomBatch(), randomBatch())
     var seconds: [Double] = [], forward: [Double] = [], backward: [Double] = []
-    var peak = 0, resident = 0
+    var resident = 0
     for iteration in 0..<(warmup + iterations) {
       let timed = iteration >= warmup
       if timed && iteration == warmup {
@@ -160,7 +160,7 @@ public enum BenchCommand {
         backward.append(backwardEnd.timeIntervalSince(backwardStart) * 1000)
       }
     }
-    peak = MemoryStats.peakBytes
+    let peak = MemoryStats.peakBytes
     var usage = rusage()
     getrusage(RUSAGE_SELF.rawValue, &usage)
     let perIteration = median(seconds)
