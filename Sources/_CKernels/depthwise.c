@@ -1,11 +1,5 @@
-#include "ckernels.h"
-
-// The kernel bodies are written once, as always-inline functions, and instantiated twice: in a
-// function compiled for AVX2+FMA and in a portable one. `restrict` and unit-stride inner loops
-// let the compiler vectorise them; the dot products keep 8 independent partial sums so that no
-// floating-point reassociation is needed.
-
-#define INLINE static inline __attribute__((always_inline))
+// Depthwise convolution kernels on zero-padded planes (see ckernels.h).
+#include "dispatch.h"
 
 INLINE void dw_forward(float *restrict out, const float *restrict xpad, const float *restrict taps,
                        float bias, int k, int s, int d, int wp, int oh, int ow) {
@@ -67,89 +61,9 @@ INLINE void dw_backward(float *restrict dxpad, float *restrict dtaps, const floa
   }
 }
 
-INLINE void pool_forward(float *restrict out, const float *restrict xpad, const float *restrict scale,
-                         bool is_max, int k, int s, int wp, int oh, int ow) {
-  for (int r = 0; r < oh; r++) {
-    float *restrict orow = out + r * ow;
-    const float *restrict first = xpad + r * s * wp;
-    for (int q = 0; q < ow; q++) orow[q] = first[q * s];
-    for (int i = 0; i < k; i++) {
-      const float *restrict xrow = xpad + (r * s + i) * wp;
-      for (int j = (i == 0 ? 1 : 0); j < k; j++) {
-        const float *restrict xr = xrow + j;
-        if (is_max) {
-          if (s == 1) {
-            for (int q = 0; q < ow; q++) orow[q] = orow[q] < xr[q] ? xr[q] : orow[q];
-          } else {
-            for (int q = 0; q < ow; q++) orow[q] = orow[q] < xr[q * s] ? xr[q * s] : orow[q];
-          }
-        } else {
-          if (s == 1) {
-            for (int q = 0; q < ow; q++) orow[q] += xr[q];
-          } else {
-            for (int q = 0; q < ow; q++) orow[q] += xr[q * s];
-          }
-        }
-      }
-    }
-    if (!is_max && scale) {
-      const float *restrict sc = scale + r * ow;
-      for (int q = 0; q < ow; q++) orow[q] *= sc[q];
-    }
-  }
-}
-
-INLINE void maxpool_backward(float *restrict dxpad, const float *restrict g, const float *restrict xpad,
-                             int k, int s, int wp, int oh, int ow) {
-  for (int r = 0; r < oh; r++) {
-    for (int q = 0; q < ow; q++) {
-      const float *window = xpad + r * s * wp + q * s;
-      int at = 0;
-      float best = window[0];
-      for (int i = 0; i < k; i++)
-        for (int j = 0; j < k; j++)
-          if (window[i * wp + j] > best) {
-            best = window[i * wp + j];
-            at = i * wp + j;
-          }
-      dxpad[r * s * wp + q * s + at] += g[r * ow + q];
-    }
-  }
-}
-
-INLINE void sumpool_backward(float *restrict dxpad, const float *restrict g, const float *restrict scale,
-                             int k, int s, int wp, int oh, int ow) {
-  for (int r = 0; r < oh; r++) {
-    for (int q = 0; q < ow; q++) {
-      const float share = g[r * ow + q] * (scale ? scale[r * ow + q] : 1.0f);
-      float *window = dxpad + r * s * wp + q * s;
-      for (int i = 0; i < k; i++)
-        for (int j = 0; j < k; j++) window[i * wp + j] += share;
-    }
-  }
-}
-
-INLINE void relu_forward(float *restrict y, const float *restrict x, long n) {
-  for (long i = 0; i < n; i++) y[i] = x[i] > 0 ? x[i] : 0;
-}
-
-INLINE void relu_backward(float *restrict dx, const float *restrict g, const float *restrict y, long n) {
-  for (long i = 0; i < n; i++) dx[i] = y[i] > 0 ? g[i] : 0;
-}
-
 // ---- Hand-vectorised AVX2 paths for stride 1 (the bulk of DARTS's depthwise work) ----
 
-#if defined(__x86_64__) && (defined(__clang__) || defined(__GNUC__))
-#include <immintrin.h>
-
-__attribute__((target("avx2,fma"))) static inline float hsum256(__m256 v) {
-  __m128 lo = _mm256_castps256_ps128(v), hi = _mm256_extractf128_ps(v, 1);
-  lo = _mm_add_ps(lo, hi);
-  lo = _mm_add_ps(lo, _mm_movehl_ps(lo, lo));
-  lo = _mm_add_ss(lo, _mm_movehdup_ps(lo));
-  return _mm_cvtss_f32(lo);
-}
-
+#if HAVE_AVX2_BUILD
 // Stride 1: each output row is built in registers over all k² taps, 32 columns (four vectors)
 // at a time so that every broadcast tap feeds four FMAs, then 8 columns, then single columns.
 __attribute__((target("avx2,fma"))) static void dw_forward_s1_avx2(
@@ -234,67 +148,17 @@ __attribute__((target("avx2,fma"))) static void dw_taps_s1_avx2(
 }
 #endif
 
-// ---- Instantiations and run-time dispatch ----
-
-#if defined(__x86_64__) && (defined(__clang__) || defined(__GNUC__))
-#define HAVE_AVX2_BUILD 1
-#define AVX2 __attribute__((target("avx2,fma")))
-#else
-#define HAVE_AVX2_BUILD 0
-#endif
-
-static int use_avx2(void) {
-#if HAVE_AVX2_BUILD
-  static int cached = -1;
-  if (cached < 0) {
-    __builtin_cpu_init();
-    cached = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  }
-  return cached;
-#else
-  return 0;
-#endif
-}
-
-#if HAVE_AVX2_BUILD
-#define DISPATCH(name, params, args)                    \
-  static AVX2 void name##_avx2 params { name args; }    \
-  static void name##_portable params { name args; }     \
-  static void name##_any params {                       \
-    if (use_avx2()) name##_avx2 args; else name##_portable args; \
-  }
-#else
-#define DISPATCH(name, params, args)                    \
-  static void name##_any params { name args; }
-#endif
-
 DISPATCH(dw_forward,
          (float *out, const float *xpad, const float *taps, float bias, int k, int s, int d, int wp, int oh, int ow),
          (out, xpad, taps, bias, k, s, d, wp, oh, ow))
 DISPATCH(dw_backward,
          (float *dxpad, float *dtaps, const float *g, const float *xpad, const float *taps, int k, int s, int d, int wp, int oh, int ow),
          (dxpad, dtaps, g, xpad, taps, k, s, d, wp, oh, ow))
-DISPATCH(pool_forward,
-         (float *out, const float *xpad, const float *scale, bool is_max, int k, int s, int wp, int oh, int ow),
-         (out, xpad, scale, is_max, k, s, wp, oh, ow))
-DISPATCH(maxpool_backward,
-         (float *dxpad, const float *g, const float *xpad, int k, int s, int wp, int oh, int ow),
-         (dxpad, g, xpad, k, s, wp, oh, ow))
-DISPATCH(sumpool_backward,
-         (float *dxpad, const float *g, const float *scale, int k, int s, int wp, int oh, int ow),
-         (dxpad, g, scale, k, s, wp, oh, ow))
-
-DISPATCH(relu_forward, (float *y, const float *x, long n), (y, x, n))
-DISPATCH(relu_backward, (float *dx, const float *g, const float *y, long n), (dx, g, y, n))
-
-void pcd_relu_forward(float *y, const float *x, long n) { relu_forward_any(y, x, n); }
-
-void pcd_relu_backward(float *dx, const float *g, const float *y, long n) { relu_backward_any(dx, g, y, n); }
 
 void pcd_depthwise_forward(float *out, const float *xpad, const float *taps, float bias, int k,
                            int stride, int dilation, int wp, int oh, int ow) {
 #if HAVE_AVX2_BUILD
-  if (stride == 1 && use_avx2()) {
+  if (stride == 1 && pcd_use_avx2()) {
     dw_forward_s1_avx2(out, xpad, taps, bias, k, dilation, wp, oh, ow);
     return;
   }
@@ -307,27 +171,12 @@ void pcd_depthwise_backward(float *dxpad, float *dtaps, const float *g, const fl
                             int ow) {
 #if HAVE_AVX2_BUILD
   // Stride 1 with the input gradient computed separately (pcd_depthwise_backward_input).
-  if (stride == 1 && !dxpad && k <= 7 && use_avx2()) {
+  if (stride == 1 && !dxpad && k <= 7 && pcd_use_avx2()) {
     dw_taps_s1_avx2(dtaps, g, xpad, k, dilation, wp, oh, ow);
     return;
   }
 #endif
   dw_backward_any(dxpad, dtaps, g, xpad, taps, k, stride, dilation, wp, oh, ow);
-}
-
-void pcd_pool_forward(float *out, const float *xpad, const float *scale, bool is_max, int k,
-                      int stride, int wp, int oh, int ow) {
-  pool_forward_any(out, xpad, scale, is_max, k, stride, wp, oh, ow);
-}
-
-void pcd_maxpool_backward(float *dxpad, const float *g, const float *xpad, int k, int stride,
-                          int wp, int oh, int ow) {
-  maxpool_backward_any(dxpad, g, xpad, k, stride, wp, oh, ow);
-}
-
-void pcd_sumpool_backward(float *dxpad, const float *g, const float *scale, int k, int stride,
-                          int wp, int oh, int ow) {
-  sumpool_backward_any(dxpad, g, scale, k, stride, wp, oh, ow);
 }
 
 void pcd_depthwise_backward_input(float *dx, const float *gpad, const float *taps, int k,

@@ -1,0 +1,30 @@
+// Element-wise kernels, and the run-time choice of the AVX2 builds (see dispatch.h).
+#include "dispatch.h"
+
+int pcd_use_avx2(void) {
+#if HAVE_AVX2_BUILD
+  static int cached = -1;
+  if (cached < 0) {
+    __builtin_cpu_init();
+    cached = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  }
+  return cached;
+#else
+  return 0;
+#endif
+}
+
+INLINE void relu_forward(float *restrict y, const float *restrict x, long n) {
+  for (long i = 0; i < n; i++) y[i] = x[i] > 0 ? x[i] : 0;
+}
+
+INLINE void relu_backward(float *restrict dx, const float *restrict g, const float *restrict y, long n) {
+  for (long i = 0; i < n; i++) dx[i] = y[i] > 0 ? g[i] : 0;
+}
+
+DISPATCH(relu_forward, (float *y, const float *x, long n), (y, x, n))
+DISPATCH(relu_backward, (float *dx, const float *g, const float *y, long n), (dx, g, y, n))
+
+void pcd_relu_forward(float *y, const float *x, long n) { relu_forward_any(y, x, n); }
+
+void pcd_relu_backward(float *dx, const float *g, const float *y, long n) { relu_backward_any(dx, g, y, n); }
