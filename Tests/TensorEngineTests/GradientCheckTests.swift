@@ -99,6 +99,55 @@ final class GradientCheckTests: XCTestCase {
     }
   }
 
+  func testNormalizedWeightedSumHasExactGradients() {
+    // Two normalised terms and one identity term; 20 values per plane leave a vector tail.
+    let xs = (0..<3).map { randomInput([3, 2, 4, 5], seed: 30 + UInt64($0)) }
+    let w = randomInput([4], seed: 33)
+    let norms = [freshState(2), nil, freshState(2)]
+    checkGradients("normalized sum train", inputs: xs + [w], step: 1e-3, tolerance: 2e-2) {
+      normalizedWeightedSum(Array($0[0..<3]), norms: norms, training: true, weights: $0[3], indices: [3, 0, 1])
+    }
+    let running = [BatchNormState(runningMean: randomInput([2], seed: 34), runningVar: Tensor(shape: [2], data: [0.5, 2])),
+                   nil, freshState(2)]
+    checkGradients("normalized sum eval", inputs: xs + [w]) {
+      normalizedWeightedSum(Array($0[0..<3]), norms: running, training: false, weights: $0[3], indices: [3, 0, 1])
+    }
+  }
+
+  func testNormalizedWeightedSumEqualsNormalisingEachTerm() {
+    // Eight terms (more than one register group of the fused kernel) on planes of 6×7 values.
+    for training in [true, false] {
+      let xs = (0..<8).map { randomInput([3, 2, 6, 7], seed: 40 + UInt64($0), std: 2) }
+      let w = randomInput([9], seed: 50)
+      let indices = [8, 0, 1, 2, 3, 5, 6, 7]
+      let normalised = Set([0, 2, 3, 5, 6, 7])
+      let fusedNorms = (0..<8).map { normalised.contains($0) ? freshState(2) : nil }
+      let plainNorms = (0..<8).map { normalised.contains($0) ? freshState(2) : nil }
+      let fused = normalizedWeightedSum(xs, norms: fusedNorms, training: training, weights: w, indices: indices)
+      let plain = weightedSum(
+        zip(xs, plainNorms).map { x, norm in
+          norm.map { batchNorm2d(x, weight: nil, bias: nil, state: $0, training: training) } ?? x
+        }, weights: w, indices: indices)
+      assertClose(fused, plain, tolerance: 1e-5, "forward, training \(training)")
+      for case let (a?, b?) in zip(fusedNorms, plainNorms) {
+        assertClose(a.runningMean, b.runningMean, tolerance: 1e-6, "running mean")
+        assertClose(a.runningVar, b.runningVar, tolerance: 1e-6, "running variance")
+      }
+      let projection = randomInput([3, 2, 6, 7], seed: 51)
+      fused.backward(gradient: projection)
+      let fusedGrads = (xs + [w]).map { $0.grad! }
+      for x in xs + [w] { x.zeroGrad() }
+      plain.backward(gradient: projection)
+      for (k, x) in (xs + [w]).enumerated() {
+        assertClose(fusedGrads[k], x.grad!, tolerance: 1e-4, "gradient \(k), training \(training)")
+      }
+    }
+  }
+
+  private func freshState(_ channels: Int) -> BatchNormState {
+    BatchNormState(runningMean: Tensor(zeros: [channels]), runningVar: Tensor(repeating: 1, shape: [channels]))
+  }
+
   func testElementwiseAndWeightedSums() {
     let a = spreadInput([2, 3, 4, 4], seed: 6)
     let b = randomInput([2, 3, 4, 4], seed: 7)

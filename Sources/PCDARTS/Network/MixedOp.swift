@@ -61,10 +61,19 @@ public final class MixedOp: Module {
   public func processed(_ input: EdgeInput, weights: Tensor) -> Tensor {
     precondition(input.part.shape[1] == channels / partialChannels,
       "MixedOp: expects \(channels / partialChannels) processed channels, got \(input.part.shape)")
-    let outputs = active.map { i in
-      (ops[i] as? ReLUFirstLayer).map { $0(afterReLU: input.activated!) } ?? ops[i](input.part)
+    // Candidates ending in a non-affine batch norm hand over their output before it; the fused
+    // sum normalises them (see NormalizedOutputLayer).
+    var terms: [Tensor] = [], norms: [BatchNormState?] = []
+    for i in active {
+      if let op = ops[i] as? NormalizedOutputLayer, op.outputNorm.weight == nil {
+        terms.append(op.beforeOutputNorm(input))
+        norms.append(op.outputNorm.statisticsForForward())
+      } else {
+        terms.append((ops[i] as? ReLUFirstLayer).map { $0(afterReLU: input.activated!) } ?? ops[i](input.part))
+        norms.append(nil)
+      }
     }
-    return weightedSum(outputs, weights: weights, indices: active)
+    return normalizedWeightedSum(terms, norms: norms, training: isTraining, weights: weights, indices: active)
   }
 
   /// Whether some candidate starts with ReLU (and so reads ``EdgeInput/activated``).

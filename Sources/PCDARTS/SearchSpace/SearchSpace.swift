@@ -58,11 +58,10 @@ public struct SearchSpace: Sendable {
   public static let darts = SearchSpace([
     Primitive(name: "none") { _, s, _ in Zero(stride: s) },
     Primitive(name: "max_pool_3x3") { c, s, _ in
-      Sequential([MaxPool2d(kernel: 3, stride: s, padding: 1), BatchNorm2d(channels: c, affine: false)])
+      PoolBN(MaxPool2d(kernel: 3, stride: s, padding: 1), channels: c)
     },
     Primitive(name: "avg_pool_3x3") { c, s, _ in
-      Sequential([AvgPool2d(kernel: 3, stride: s, padding: 1, countIncludePad: false),
-                  BatchNorm2d(channels: c, affine: false)])
+      PoolBN(AvgPool2d(kernel: 3, stride: s, padding: 1, countIncludePad: false), channels: c)
     },
     Primitive(name: "skip_connect") { c, s, rng in
       s == 1 ? Identity() : FactorizedReduce(inChannels: c, outChannels: c, affine: false, rng: &rng)

@@ -79,11 +79,15 @@ public final class BatchNorm2d: Layer {
   /// Normalises (N, C, H, W) with batch statistics in training mode (updating the running
   /// ones), with the running statistics in evaluation mode.
   public override func callAsFunction(_ x: Tensor) -> Tensor {
+    batchNorm2d(x, weight: weight, bias: bias, state: statisticsForForward(), training: isTraining)
+  }
+
+  /// The statistics one forward pass normalises with, for ops that fuse this layer's
+  /// normalisation into their own (``normalizedWeightedSum(_:norms:training:weights:indices:)``).
+  /// Like a call of the layer, it counts the batch in training mode.
+  public func statisticsForForward() -> BatchNormState {
     if isTraining { numBatchesTracked.pointer[0] += 1 }
-    return batchNorm2d(
-      x, weight: weight, bias: bias,
-      state: BatchNormState(runningMean: runningMean, runningVar: runningVar, momentum: momentum, eps: eps),
-      training: isTraining)
+    return BatchNormState(runningMean: runningMean, runningVar: runningVar, momentum: momentum, eps: eps)
   }
 }
 

@@ -3,8 +3,10 @@
 //
 // PyTorch semantics (torch.nn.BatchNorm2d doc): in training, normalise with the batch mean and
 // the biased variance, and update running_mean/var with momentum using the *unbiased* variance
-// M/(M−1)·var; in evaluation, normalise with the running statistics. Statistics are computed in
-// Double, one channel per task, so the result does not depend on how work is split.
+// M/(M−1)·var; in evaluation, normalise with the running statistics. Statistics are accumulated
+// in Double, one channel per task, so the result does not depend on how work is split.
+
+import _CKernels
 
 /// The per-channel running statistics and hyper-parameters of a batch norm layer.
 public struct BatchNormState {
@@ -50,33 +52,11 @@ public func batchNorm2d(
   precondition(!training || m > 1,
     "batchNorm2d: training needs more than 1 value per channel, input \(x.shape)")
 
-  // Per channel: mean and 1/σ used to normalise.
-  let mean = Storage(count: c, zeroed: false)
-  let invStd = Storage(count: c, zeroed: false)
+  let (mean, invStd) = normalizationStatistics(x, state: state, training: training)
   let out = Tensor.uninitialized(x.shape)
   parallelFor(c) { ch in
-    var mu: Double, variance: Double
-    if training {
-      // Two passes (mean, then squared deviations): one-pass E[x²] − E[x]² cancels badly.
-      var total = 0.0
-      for s in 0..<n { total += Double(sum(hw, x.pointer + (s * c + ch) * hw)) }
-      mu = total / Double(m)
-      var sq = 0.0
-      for s in 0..<n { sq += Double(sumOfSquaredDeviations(hw, x.pointer + (s * c + ch) * hw, mean: Float(mu))) }
-      variance = sq / Double(m)
-      let rm = state.runningMean.pointer, rv = state.runningVar.pointer
-      let k = Double(state.momentum)
-      rm[ch] = Float((1 - k) * Double(rm[ch]) + k * mu)
-      rv[ch] = Float((1 - k) * Double(rv[ch]) + k * variance * Double(m) / Double(m - 1))
-    } else {
-      mu = Double(state.runningMean.pointer[ch])
-      variance = Double(state.runningVar.pointer[ch])
-    }
-    let inv = 1 / (variance + Double(state.eps)).squareRoot()
-    mean.pointer[ch] = Float(mu)
-    invStd.pointer[ch] = Float(inv)
-    let scale = Float(inv) * (weight?.pointer[ch] ?? 1)
-    let shift = (bias?.pointer[ch] ?? 0) - Float(mu) * scale
+    let scale = invStd.pointer[ch] * (weight?.pointer[ch] ?? 1)
+    let shift = (bias?.pointer[ch] ?? 0) - mean.pointer[ch] * scale
     for s in 0..<n {
       affine(hw, x.pointer + (s * c + ch) * hw, scale, shift, out.pointer + (s * c + ch) * hw)
     }
@@ -96,24 +76,22 @@ public func batchNorm2d(
       // x̂ = saved (non-affine: the output) or (saved − μ)/σ (affine: the input), so
       // Σ g·x̂ = Σ g·saved, or (Σ g·saved − μ Σ g)/σ.
       let affineInput = weight != nil
-      @inline(__always) func xhat(_ v: Float) -> Float { affineInput ? (v - mu) * inv : v }
-      var sumG = 0.0, sumGS = 0.0
+      var sums = [0.0, 0.0]  // Σ g, Σ g·saved
       for s in 0..<n {
         let offset = (s * c + ch) * hw
-        sumG += Double(sum(hw, g.pointer + offset))
-        sumGS += Double(dot(hw, g.pointer + offset, saved.pointer + offset))
+        var term: UnsafePointer<Float>? = UnsafePointer(saved.pointer + offset)
+        pcd_sum_and_dots(g.pointer + offset, &term, 1, hw, &sums)
       }
+      let (sumG, sumGS) = (sums[0], sums[1])
       let sumGX = affineInput ? (sumGS - Double(mu) * sumG) * Double(inv) : sumGS
       dw?.pointer[ch] = Float(sumGX)
       db?.pointer[ch] = Float(sumG)
       guard let dx else { return }
       let scale = gamma * inv
       if training {
-        // dx = γ/σ · (g − mean(g) − x̂ · mean(g·x̂))
-        // As a linear map of g and the saved tensor: dx = a·g + b·saved + c.
-        let meanG = Float(sumG / Double(m)), meanGX = Float(sumGX / Double(m))
-        let xhatScale = affineInput ? inv : 1, xhatShift = affineInput ? -mu * inv : 0
-        let (a, b, c0) = (scale, -scale * meanGX * xhatScale, -scale * (meanG + meanGX * xhatShift))
+        let (a, b, c0) = inputGradientCoefficients(
+          scale: scale, meanG: Float(sumG / Double(m)), meanGX: Float(sumGX / Double(m)),
+          xhatScale: affineInput ? inv : 1, xhatShift: affineInput ? -mu * inv : 0)
         for s in 0..<n {
           let offset = (s * c + ch) * hw
           linearCombination(hw, a, g.pointer + offset, b, saved.pointer + offset, c0, dx.pointer + offset)
@@ -126,4 +104,171 @@ public func batchNorm2d(
     }
     return [dx] + (weight == nil ? [] : [dw, db])
   }
+}
+
+/// Σₜ weights[indices[t]] · normₜ(xs[t]), where normₜ is a non-affine batch norm with the
+/// statistics `norms[t]` (see ``batchNorm2d(_:weight:bias:state:training:)``), or the identity
+/// for a nil entry: the weighted sum of a mixed op with each candidate's final batch norm fused
+/// in.
+///
+/// It equals `weightedSum` of the separately normalised terms, but no normalised term is ever
+/// materialised: the forward builds the sum from the raw terms in one pass, and the backward
+/// reads the output gradient once per plane for all terms' Σ g·xₜ, which give the weights'
+/// gradients and the batch norms' input gradients together. The raw terms are kept for the
+/// backward (the normalised ones never exist).
+///
+/// - Parameters:
+///   - xs: non-empty list of (N, C, H, W) tensors of one shape.
+///   - norms: per term, the statistics of its batch norm, or nil for none.
+///   - training: batch statistics (updating the running ones) or running statistics.
+///   - weights: rank-1 mixing weights; gradients flow into it.
+///   - indices: per term, the position of its weight (default 0, 1, 2, …).
+/// - Returns: (N, C, H, W).
+/// - Precondition: one norm and one valid index per term; statistics of shape (C); training
+///   needs more than one value per channel.
+public func normalizedWeightedSum(
+  _ xs: [Tensor], norms: [BatchNormState?], training: Bool, weights: Tensor, indices: [Int]? = nil
+) -> Tensor {
+  precondition(!xs.isEmpty && norms.count == xs.count,
+    "normalizedWeightedSum: needs one norm (or nil) per term, got \(norms.count) for \(xs.count) terms")
+  precondition(weights.rank == 1, "normalizedWeightedSum: weights must be rank 1, got \(weights.shape)")
+  let idx = indices ?? Array(0..<xs.count)
+  precondition(idx.count == xs.count && idx.allSatisfy { $0 >= 0 && $0 < weights.count },
+    "normalizedWeightedSum: \(xs.count) terms need as many indices into \(weights.count) weights, got \(idx)")
+  checkNCHW(xs[0], "normalizedWeightedSum")
+  for x in xs.dropFirst() { checkSameShape(xs[0], x, "normalizedWeightedSum") }
+  let (n, c, hw) = (xs[0].shape[0], xs[0].shape[1], xs[0].shape[2] * xs[0].shape[3])
+  let m = n * hw
+  for case let state? in norms {
+    precondition(state.runningMean.shape == [c] && state.runningVar.shape == [c],
+      "normalizedWeightedSum: running statistics must be [\(c)] for terms of shape \(xs[0].shape)")
+  }
+  precondition(!training || m > 1,
+    "normalizedWeightedSum: training needs more than 1 value per channel, terms \(xs[0].shape)")
+
+  let terms = xs.count
+  // Per term t: its per-channel mean μₜ and 1/σₜ (μ = 0, 1/σ = 1 for an identity term), so that
+  // term t contributes wₜ/σₜ · xₜ − wₜ μₜ/σₜ.
+  let stats = zip(xs, norms).map { x, norm in norm.map { normalizationStatistics(x, state: $0, training: training) } }
+  let w = weights.pointer
+  @inline(__always) func meanAndInverse(_ t: Int, _ ch: Int) -> (Float, Float) {
+    stats[t].map { ($0.mean.pointer[ch], $0.invStd.pointer[ch]) } ?? (0, 1)
+  }
+  let out = Tensor.uninitialized(xs[0].shape)
+  parallelChunks(n * c, minChunk: max(1, 4096 / max(hw, 1))) { lo, hi in
+    var sources = [UnsafePointer<Float>?](repeating: nil, count: terms)
+    var scales = [Float](repeating: 0, count: terms)
+    for plane in lo..<hi {
+      let ch = plane % c
+      var shift: Float = 0
+      for t in 0..<terms {
+        let (mu, inv) = meanAndInverse(t, ch)
+        scales[t] = w[idx[t]] * inv
+        shift -= scales[t] * mu
+        sources[t] = UnsafePointer(xs[t].pointer + plane * hw)
+      }
+      pcd_combine(out.pointer + plane * hw, sources, scales, Int32(terms), shift, hw)
+    }
+  }
+
+  let normalized = norms.map { $0 != nil }
+  let needsWeightGradient = weights.requiresGrad
+  return record(out, inputs: xs + [weights]) { g in
+    let dxs = xs.map { $0.requiresGrad ? Tensor.uninitialized($0.shape) : nil }
+    // Per channel: Σ g·x̂ₜ for each term (x̂ₜ = xₜ for an identity term).
+    let sumGX = UnsafeMutableBufferPointer<Double>.allocate(capacity: c * terms)
+    defer { sumGX.deallocate() }
+    parallelFor(c) { ch in
+      var sources = [UnsafePointer<Float>?](repeating: nil, count: terms)
+      var sums = [Double](repeating: 0, count: terms + 1)  // Σ g, then Σ g·xₜ per term
+      for s in 0..<n {
+        let plane = (s * c + ch) * hw
+        for t in 0..<terms { sources[t] = UnsafePointer(xs[t].pointer + plane) }
+        pcd_sum_and_dots(g.pointer + plane, sources, Int32(terms), hw, &sums)
+      }
+      let sumG = sums[0]
+      for t in 0..<terms {
+        let (mu, inv) = meanAndInverse(t, ch)
+        // x̂ = (x − μ)/σ, so Σ g·x̂ = (Σ g·x − μ Σ g)/σ.
+        let gx = normalized[t] ? (sums[1 + t] - Double(mu) * sumG) * Double(inv) : sums[1 + t]
+        sumGX[ch * terms + t] = gx
+        guard let dx = dxs[t] else { continue }
+        // d(wₜ·normₜ(x))/dx: with batch statistics, the batch-norm gradient of wₜ·g; with fixed
+        // statistics (or none) the affine map wₜ/σₜ·g.
+        let scale = w[idx[t]] * inv
+        let (a, b, c0) = normalized[t] && training
+          ? inputGradientCoefficients(scale: scale, meanG: Float(sumG / Double(m)),
+                                      meanGX: Float(gx / Double(m)), xhatScale: inv, xhatShift: -mu * inv)
+          : (scale, 0, 0)
+        for s in 0..<n {
+          let plane = (s * c + ch) * hw
+          linearCombination(hw, a, g.pointer + plane, b, xs[t].pointer + plane, c0, dx.pointer + plane)
+        }
+      }
+    }
+    var dweights: Tensor?
+    if needsWeightGradient {
+      let dw = Tensor(zeros: weights.shape)
+      for t in 0..<terms {
+        // ∂/∂wₜ = Σ g·x̂ₜ, summed over channels in a fixed order.
+        var total = 0.0
+        for ch in 0..<c { total += sumGX[ch * terms + t] }
+        dw.pointer[idx[t]] += Float(total)
+      }
+      dweights = dw
+    }
+    return dxs + [dweights]
+  }
+}
+
+/// The per-channel mean and 1/σ that normalise x (N, C, H, W): its batch statistics in training,
+/// which also updates the running statistics, else the running statistics.
+///
+/// One pass over memory: each (n, c) plane yields its mean and Σ(x − mean)² from the cache, and
+/// the planes of a channel are merged with Chan et al.'s pairwise update in Double.
+func normalizationStatistics(
+  _ x: Tensor, state: BatchNormState, training: Bool
+) -> (mean: Storage, invStd: Storage) {
+  let (n, c, hw) = (x.shape[0], x.shape[1], x.shape[2] * x.shape[3])
+  let m = n * hw
+  let mean = Storage(count: c, zeroed: false)
+  let invStd = Storage(count: c, zeroed: false)
+  parallelFor(c) { ch in
+    var mu: Double, variance: Double
+    if training {
+      (mu, variance) = (0, 0)
+      var m2 = 0.0
+      for s in 0..<n {
+        var (planeMean, planeM2) = (0.0, 0.0)
+        pcd_plane_moments(x.pointer + (s * c + ch) * hw, hw, &planeMean, &planeM2)
+        // Merge s planes of hw values with one more: the mean moves by δ·hw/total and the
+        // squared deviations gain δ²·(s·hw)·hw/total.
+        let (seen, total) = (Double(s * hw), Double((s + 1) * hw))
+        let delta = planeMean - mu
+        mu += delta * Double(hw) / total
+        m2 += planeM2 + delta * delta * seen * Double(hw) / total
+      }
+      variance = m2 / Double(m)
+      let rm = state.runningMean.pointer, rv = state.runningVar.pointer
+      let k = Double(state.momentum)
+      rm[ch] = Float((1 - k) * Double(rm[ch]) + k * mu)
+      rv[ch] = Float((1 - k) * Double(rv[ch]) + k * variance * Double(m) / Double(m - 1))
+    } else {
+      mu = Double(state.runningMean.pointer[ch])
+      variance = Double(state.runningVar.pointer[ch])
+    }
+    mean.pointer[ch] = Float(mu)
+    invStd.pointer[ch] = Float(1 / (variance + Double(state.eps)).squareRoot())
+  }
+  return (mean, invStd)
+}
+
+/// The batch-norm input gradient in training, dx = scale·(g − mean(g) − x̂·mean(g·x̂)), as the
+/// linear map a·g + b·saved + c of the gradient and a saved tensor with x̂ = xhatScale·saved +
+/// xhatShift; `scale` is γ/σ (times any weight the output was multiplied by).
+@inline(__always)
+func inputGradientCoefficients(
+  scale: Float, meanG: Float, meanGX: Float, xhatScale: Float, xhatShift: Float
+) -> (a: Float, b: Float, c: Float) {
+  (scale, -scale * meanGX * xhatScale, -scale * (meanG + meanGX * xhatShift))
 }

@@ -54,26 +54,6 @@ func sum(_ n: Int, _ x: UnsafePointer<Float>) -> Float {
   return total
 }
 
-/// Σ (x[i] − mean)² for i in 0..<n, with 8-wide partial sums.
-@inline(__always)
-func sumOfSquaredDeviations(_ n: Int, _ x: UnsafePointer<Float>, mean: Float) -> Float {
-  var i = 0
-  let m = SIMD8<Float>(repeating: mean)
-  var acc = SIMD8<Float>(repeating: 0)
-  while i + 8 <= n {
-    let d = UnsafeRawPointer(x + i).loadUnaligned(as: SIMD8<Float>.self) - m
-    acc += d * d
-    i += 8
-  }
-  var total = acc.sum()
-  while i < n {
-    let d = x[i] - mean
-    total += d * d
-    i += 1
-  }
-  return total
-}
-
 /// y[i] = a · x[i] + b for i in 0..<n.
 @inline(__always)
 func affine(_ n: Int, _ x: UnsafePointer<Float>, _ a: Float, _ b: Float, _ y: UnsafeMutablePointer<Float>) {

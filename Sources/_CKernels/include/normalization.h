@@ -1,0 +1,19 @@
+// Per-plane kernels of batch normalisation and of the normalised weighted sum of a mixed op.
+// One call covers one (H, W) plane of n values; the Swift side splits planes over the cores and
+// combines per-plane results in a fixed order, so results do not depend on the split.
+// Not API: the Swift engine is the only caller.
+#ifndef PCDARTS_NORMALIZATION_H
+#define PCDARTS_NORMALIZATION_H
+
+/// The plane's mean and its sum of squared deviations Σ(x − mean)², the latter from a second
+/// pass over the (cache-resident) plane rather than E[x²] − E[x]², which cancels badly.
+void pcd_plane_moments(const float *x, long n, double *mean, double *m2);
+
+/// sums[0] += Σ g[i] and sums[1 + t] += Σ g[i]·xs[t][i] for t < terms: g is read once for all
+/// terms.
+void pcd_sum_and_dots(const float *g, const float *const *xs, int terms, long n, double *sums);
+
+/// out[i] = b + Σₜ a[t]·xs[t][i] for t < terms (terms ≥ 1), each input read once.
+void pcd_combine(float *out, const float *const *xs, const float *a, int terms, float b, long n);
+
+#endif

@@ -1,0 +1,142 @@
+// Kernels of batch normalisation and of a mixed op's normalised weighted sum (normalization.h).
+// Partial sums are kept in eight float lanes within a plane (at most a few thousand values) and
+// returned in double, where the Swift side accumulates across planes.
+#include "dispatch.h"
+#include "normalization.h"
+
+INLINE float sum8(const float *restrict x, long n) {
+  float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  long i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int l = 0; l < 8; l++) acc[l] += x[i + l];
+  float total = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+  for (; i < n; i++) total += x[i];
+  return total;
+}
+
+INLINE float dot8(const float *restrict a, const float *restrict b, long n) {
+  float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  long i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int l = 0; l < 8; l++) acc[l] += a[i + l] * b[i + l];
+  float total = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+  for (; i < n; i++) total += a[i] * b[i];
+  return total;
+}
+
+INLINE void plane_moments(const float *restrict x, long n, double *mean, double *m2) {
+  const float mu = sum8(x, n) / (float)n;
+  float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  long i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int l = 0; l < 8; l++) {
+      const float d = x[i + l] - mu;
+      acc[l] += d * d;
+    }
+  float total = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+  for (; i < n; i++) total += (x[i] - mu) * (x[i] - mu);
+  // Deviations are taken from mu, the mean rounded to float; the exact mean m would lower the
+  // sum by n·(m − mu)², far below float resolution.
+  *mean = mu;
+  *m2 = total;
+}
+
+INLINE void sum_and_dots(const float *restrict g, const float *const *xs, int terms, long n,
+                         double *sums) {
+  sums[0] += sum8(g, n);
+  for (int t = 0; t < terms; t++) sums[1 + t] += dot8(g, xs[t], n);
+}
+
+INLINE void combine(float *restrict out, const float *const *xs, const float *a, int terms,
+                    float b, long n) {
+  const float *restrict x0 = xs[0];
+  const float a0 = a[0];
+  for (long i = 0; i < n; i++) out[i] = b + a0 * x0[i];
+  for (int t = 1; t < terms; t++) {
+    const float *restrict x = xs[t];
+    const float at = a[t];
+    for (long i = 0; i < n; i++) out[i] += at * x[i];
+  }
+}
+
+#if HAVE_AVX2_BUILD
+// g is loaded once per 8 values and feeds the running sum and up to six dot products, whose
+// accumulators stay in registers; more terms take further passes of six.
+AVX2 static void sum_and_dots_simd(const float *restrict g, const float *const *xs, int terms,
+                                   long n, double *sums) {
+  const long vec = n & ~7L;
+  int first = 0;
+  do {
+    const int count = terms - first < 6 ? terms - first : 6;
+    const int withSum = first == 0;
+    __m256 sg = _mm256_setzero_ps(), acc[6];
+    for (int t = 0; t < 6; t++) acc[t] = _mm256_setzero_ps();
+    for (long i = 0; i < vec; i += 8) {
+      const __m256 gv = _mm256_loadu_ps(g + i);
+      if (withSum) sg = _mm256_add_ps(sg, gv);
+      for (int t = 0; t < count; t++)
+        acc[t] = _mm256_fmadd_ps(gv, _mm256_loadu_ps(xs[first + t] + i), acc[t]);
+    }
+    float tg = 0, tail[6] = {0, 0, 0, 0, 0, 0};
+    for (long i = vec; i < n; i++) {
+      tg += g[i];
+      for (int t = 0; t < count; t++) tail[t] += g[i] * xs[first + t][i];
+    }
+    if (withSum) sums[0] += hsum256(sg) + tg;
+    for (int t = 0; t < count; t++) sums[1 + first + t] += hsum256(acc[t]) + tail[t];
+    first += 6;
+  } while (first < terms);
+}
+
+// Each block of 32 outputs is built in registers over all terms and stored once.
+AVX2 static void combine_simd(float *restrict out, const float *const *xs, const float *a,
+                              int terms, float b, long n) {
+  const long vec = n & ~31L;
+  for (long i = 0; i < vec; i += 32) {
+    __m256 o0 = _mm256_set1_ps(b), o1 = o0, o2 = o0, o3 = o0;
+    for (int t = 0; t < terms; t++) {
+      const __m256 at = _mm256_broadcast_ss(a + t);
+      const float *x = xs[t] + i;
+      o0 = _mm256_fmadd_ps(at, _mm256_loadu_ps(x), o0);
+      o1 = _mm256_fmadd_ps(at, _mm256_loadu_ps(x + 8), o1);
+      o2 = _mm256_fmadd_ps(at, _mm256_loadu_ps(x + 16), o2);
+      o3 = _mm256_fmadd_ps(at, _mm256_loadu_ps(x + 24), o3);
+    }
+    _mm256_storeu_ps(out + i, o0);
+    _mm256_storeu_ps(out + i + 8, o1);
+    _mm256_storeu_ps(out + i + 16, o2);
+    _mm256_storeu_ps(out + i + 24, o3);
+  }
+  for (long i = vec; i < n; i++) {
+    float o = b;
+    for (int t = 0; t < terms; t++) o += a[t] * xs[t][i];
+    out[i] = o;
+  }
+}
+#endif
+
+DISPATCH(plane_moments, (const float *x, long n, double *mean, double *m2), (x, n, mean, m2))
+
+void pcd_plane_moments(const float *x, long n, double *mean, double *m2) {
+  plane_moments_any(x, n, mean, m2);
+}
+
+void pcd_sum_and_dots(const float *g, const float *const *xs, int terms, long n, double *sums) {
+#if HAVE_AVX2_BUILD
+  if (pcd_use_avx2()) {
+    sum_and_dots_simd(g, xs, terms, n, sums);
+    return;
+  }
+#endif
+  sum_and_dots(g, xs, terms, n, sums);
+}
+
+void pcd_combine(float *out, const float *const *xs, const float *a, int terms, float b, long n) {
+#if HAVE_AVX2_BUILD
+  if (pcd_use_avx2()) {
+    combine_simd(out, xs, a, terms, b, n);
+    return;
+  }
+#endif
+  combine(out, xs, a, terms, b, n);
+}
