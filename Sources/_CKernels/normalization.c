@@ -59,7 +59,75 @@ INLINE void combine(float *restrict out, const float *const *xs, const float *a,
   }
 }
 
+INLINE void affine_relu(float *restrict out, const float *restrict x, float a, float b, long n) {
+  for (long i = 0; i < n; i++) {
+    const float y = a * x[i] + b;
+    out[i] = y > 0 ? y : 0;
+  }
+}
+
+INLINE void masked_sum_and_dot(const float *restrict g, const float *restrict r,
+                               const float *restrict x, long n, double *sums) {
+  float sg = 0, sgx = 0;
+  for (long i = 0; i < n; i++) {
+    const float gm = r[i] > 0 ? g[i] : 0;
+    sg += gm;
+    sgx += gm * x[i];
+  }
+  sums[0] += sg;
+  sums[1] += sgx;
+}
+
+INLINE void masked_linear_combination(float *restrict dx, const float *restrict g,
+                                      const float *restrict r, const float *restrict x, float a,
+                                      float b, float c, long n) {
+  for (long i = 0; i < n; i++) dx[i] = a * (r[i] > 0 ? g[i] : 0) + b * x[i] + c;
+}
+
 #if HAVE_AVX2_BUILD
+// The mask is a compare of r with zero, and-ed into g; two accumulators per sum.
+AVX2 static void masked_sum_and_dot_simd(const float *restrict g, const float *restrict r,
+                                         const float *restrict x, long n, double *sums) {
+  const long vec = n & ~7L;
+  const __m256 zero = _mm256_setzero_ps();
+  __m256 sg = zero, sgx = zero;
+  for (long i = 0; i < vec; i += 8) {
+    const __m256 keep = _mm256_cmp_ps(_mm256_loadu_ps(r + i), zero, _CMP_GT_OQ);
+    const __m256 gm = _mm256_and_ps(keep, _mm256_loadu_ps(g + i));
+    sg = _mm256_add_ps(sg, gm);
+    sgx = _mm256_fmadd_ps(gm, _mm256_loadu_ps(x + i), sgx);
+  }
+  double tail[2] = {0, 0};
+  masked_sum_and_dot(g + vec, r + vec, x + vec, n - vec, tail);
+  sums[0] += hsum256(sg) + tail[0];
+  sums[1] += hsum256(sgx) + tail[1];
+}
+
+// Two passes over a plane that stays in L1; two accumulators per pass hide the add latency.
+AVX2 static void plane_moments_simd(const float *restrict x, long n, double *mean, double *m2) {
+  const long vec = n & ~15L;
+  __m256 s0 = _mm256_setzero_ps(), s1 = s0;
+  for (long i = 0; i < vec; i += 16) {
+    s0 = _mm256_add_ps(s0, _mm256_loadu_ps(x + i));
+    s1 = _mm256_add_ps(s1, _mm256_loadu_ps(x + i + 8));
+  }
+  float total = hsum256(_mm256_add_ps(s0, s1));
+  for (long i = vec; i < n; i++) total += x[i];
+  const float mu = total / (float)n;
+  const __m256 m = _mm256_set1_ps(mu);
+  __m256 q0 = _mm256_setzero_ps(), q1 = q0;
+  for (long i = 0; i < vec; i += 16) {
+    const __m256 d0 = _mm256_sub_ps(_mm256_loadu_ps(x + i), m);
+    const __m256 d1 = _mm256_sub_ps(_mm256_loadu_ps(x + i + 8), m);
+    q0 = _mm256_fmadd_ps(d0, d0, q0);
+    q1 = _mm256_fmadd_ps(d1, d1, q1);
+  }
+  float squares = hsum256(_mm256_add_ps(q0, q1));
+  for (long i = vec; i < n; i++) squares += (x[i] - mu) * (x[i] - mu);
+  *mean = mu;
+  *m2 = squares;
+}
+
 // g is loaded once per 8 values and feeds the running sum and up to six dot products, whose
 // accumulators stay in registers; more terms take further passes of six.
 AVX2 static void sum_and_dots_simd(const float *restrict g, const float *const *xs, int terms,
@@ -115,10 +183,39 @@ AVX2 static void combine_simd(float *restrict out, const float *const *xs, const
 }
 #endif
 
-DISPATCH(plane_moments, (const float *x, long n, double *mean, double *m2), (x, n, mean, m2))
+
+DISPATCH(affine_relu, (float *out, const float *x, float a, float b, long n), (out, x, a, b, n))
+DISPATCH(masked_linear_combination,
+         (float *dx, const float *g, const float *r, const float *x, float a, float b, float c, long n),
+         (dx, g, r, x, a, b, c, n))
+
+void pcd_affine_relu(float *out, const float *x, float a, float b, long n) {
+  affine_relu_any(out, x, a, b, n);
+}
+
+void pcd_masked_sum_and_dot(const float *g, const float *r, const float *x, long n, double *sums) {
+#if HAVE_AVX2_BUILD
+  if (pcd_use_avx2()) {
+    masked_sum_and_dot_simd(g, r, x, n, sums);
+    return;
+  }
+#endif
+  masked_sum_and_dot(g, r, x, n, sums);
+}
+
+void pcd_masked_linear_combination(float *dx, const float *g, const float *r, const float *x,
+                                   float a, float b, float c, long n) {
+  masked_linear_combination_any(dx, g, r, x, a, b, c, n);
+}
 
 void pcd_plane_moments(const float *x, long n, double *mean, double *m2) {
-  plane_moments_any(x, n, mean, m2);
+#if HAVE_AVX2_BUILD
+  if (pcd_use_avx2()) {
+    plane_moments_simd(x, n, mean, m2);
+    return;
+  }
+#endif
+  plane_moments(x, n, mean, m2);
 }
 
 void pcd_sum_and_dots(const float *g, const float *const *xs, int terms, long n, double *sums) {

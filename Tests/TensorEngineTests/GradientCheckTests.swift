@@ -99,6 +99,46 @@ final class GradientCheckTests: XCTestCase {
     }
   }
 
+  func testBatchNormReLU() {
+    let x = randomInput([3, 2, 4, 5], seed: 60)
+    let gamma = randomInput([2], seed: 61), beta = randomInput([2], seed: 62)
+    let state = freshState(2)
+    checkGradients("bn+relu train affine", inputs: [x, gamma, beta], step: 1e-3, tolerance: 2e-2) {
+      batchNormReLU($0[0], weight: $0[1], bias: $0[2], state: state, training: true)
+    }
+    checkGradients("bn+relu train plain", inputs: [x], step: 1e-3, tolerance: 2e-2) {
+      batchNormReLU($0[0], weight: nil, bias: nil, state: state, training: true)
+    }
+    checkGradients("bn+relu eval affine", inputs: [x, gamma, beta], step: 1e-3, tolerance: 2e-2) {
+      batchNormReLU($0[0], weight: $0[1], bias: $0[2], state: state, training: false)
+    }
+    // Equal to the two ops in sequence, on planes of 6×7 (vector body and tail), and the same
+    // through a Sequential, which fuses them.
+    for t in [gamma, beta] { t.zeroGrad() }
+    for training in [true, false] {
+      let wide = randomInput([3, 2, 6, 7], seed: 63, std: 2)
+      let (fusedState, plainState) = (freshState(2), freshState(2))
+      let fused = batchNormReLU(wide, weight: gamma, bias: beta, state: fusedState, training: training)
+      let plain = relu(batchNorm2d(wide, weight: gamma, bias: beta, state: plainState, training: training))
+      assertClose(fused, plain, tolerance: 1e-6, "forward, training \(training)")
+      assertClose(fusedState.runningVar, plainState.runningVar, tolerance: 1e-6, "running variance")
+      let projection = randomInput([3, 2, 6, 7], seed: 64)
+      fused.backward(gradient: projection)
+      let fusedGrads = [wide, gamma, beta].map { $0.grad! }
+      for t in [wide, gamma, beta] { t.zeroGrad() }
+      plain.backward(gradient: projection)
+      for (k, t) in [wide, gamma, beta].enumerated() {
+        assertClose(fusedGrads[k], t.grad!, tolerance: 1e-5, "gradient \(k), training \(training)")
+      }
+      for t in [wide, gamma, beta] { t.zeroGrad() }
+    }
+    let norm = BatchNorm2d(channels: 2, affine: false)
+    let sequential = Sequential([norm, ReLU()])(x)
+    XCTAssertEqual(norm.numBatchesTracked.scalars, [1])
+    assertClose(sequential, relu(batchNorm2d(x, weight: nil, bias: nil, state: freshState(2), training: true)),
+                tolerance: 1e-6, "Sequential(BatchNorm2d, ReLU)")
+  }
+
   func testNormalizedWeightedSumHasExactGradients() {
     // Two normalised terms and one identity term; 20 values per plane leave a vector tail.
     let xs = (0..<3).map { randomInput([3, 2, 4, 5], seed: 30 + UInt64($0)) }

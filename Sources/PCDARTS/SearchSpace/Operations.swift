@@ -32,12 +32,12 @@ public protocol NormalizedOutputLayer: Layer {
 
 /// The layers after a leading ReLU of a Sequential.
 private func applyAfterReLU(_ op: Sequential, _ r: Tensor) -> Tensor {
-  op.layers.dropFirst().reduce(r) { $1($0) }
+  op.apply(op.layers.dropFirst(), to: r)
 }
 
 /// The layers between the leading ReLU and the final batch norm of a Sequential.
 private func applyBetweenReLUAndNorm(_ op: Sequential, _ r: Tensor) -> Tensor {
-  op.layers.dropFirst().dropLast().reduce(r) { $1($0) }
+  op.apply(op.layers.dropFirst().dropLast(), to: r)
 }
 
 /// A Sequential's last layer, which the initialisers make a batch norm.

@@ -82,6 +82,11 @@ public final class BatchNorm2d: Layer {
     batchNorm2d(x, weight: weight, bias: bias, state: statisticsForForward(), training: isTraining)
   }
 
+  /// ReLU of this layer's output, as one fused op (``batchNormReLU(_:weight:bias:state:training:)``).
+  public func followedByReLU(_ x: Tensor) -> Tensor {
+    batchNormReLU(x, weight: weight, bias: bias, state: statisticsForForward(), training: isTraining)
+  }
+
   /// The statistics one forward pass normalises with, for ops that fuse this layer's
   /// normalisation into their own (``normalizedWeightedSum(_:norms:training:weights:indices:)``).
   /// Like a call of the layer, it counts the batch in training mode.

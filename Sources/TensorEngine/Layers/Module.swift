@@ -81,9 +81,23 @@ public final class Sequential: Layer {
     layers.enumerated().map { (String($0.offset), $0.element) }
   }
 
-  /// The layers applied in order.
-  public override func callAsFunction(_ x: Tensor) -> Tensor {
-    layers.reduce(x) { $1($0) }
+  /// The layers applied in order (see ``apply(_:to:)``).
+  public override func callAsFunction(_ x: Tensor) -> Tensor { apply(layers[...], to: x) }
+
+  /// Applies a run of this Sequential's layers in order; a batch norm directly followed by a
+  /// ReLU runs as one fused op (``batchNormReLU(_:weight:bias:state:training:)``).
+  public func apply(_ run: ArraySlice<Layer>, to x: Tensor) -> Tensor {
+    var (out, i) = (x, run.startIndex)
+    while i < run.endIndex {
+      if let norm = run[i] as? BatchNorm2d, i + 1 < run.endIndex, run[i + 1] is ReLU {
+        out = norm.followedByReLU(out)
+        i += 2
+      } else {
+        out = run[i](out)
+        i += 1
+      }
+    }
+    return out
   }
 }
 

@@ -41,16 +41,9 @@ public struct BatchNormState {
 public func batchNorm2d(
   _ x: Tensor, weight: Tensor?, bias: Tensor?, state: BatchNormState, training: Bool
 ) -> Tensor {
-  checkNCHW(x, "batchNorm2d")
+  checkBatchNormArguments(x, weight: weight, bias: bias, state: state, training: training, "batchNorm2d")
   let (n, c, hw) = (x.shape[0], x.shape[1], x.shape[2] * x.shape[3])
-  for (name, t) in [("weight", weight), ("bias", bias), ("runningMean", state.runningMean),
-                    ("runningVar", state.runningVar)] {
-    if let t { precondition(t.shape == [c], "batchNorm2d: \(name) must be [\(c)] for input \(x.shape), got \(t.shape)") }
-  }
-  precondition((weight == nil) == (bias == nil), "batchNorm2d: weight and bias must both be given or both nil")
   let m = n * hw
-  precondition(!training || m > 1,
-    "batchNorm2d: training needs more than 1 value per channel, input \(x.shape)")
 
   let (mean, invStd) = normalizationStatistics(x, state: state, training: training)
   let out = Tensor.uninitialized(x.shape)
@@ -104,6 +97,82 @@ public func batchNorm2d(
     }
     return [dx] + (weight == nil ? [] : [dw, db])
   }
+}
+
+/// `relu(batchNorm2d(x, …))` as one op, for the batch norm → ReLU inside DARTS's separable
+/// convolutions (``Sequential`` fuses every batch norm directly followed by a ReLU).
+///
+/// The normalised tensor is never written: the forward produces the ReLU output in one pass
+/// after the statistics, and the backward masks the gradient with the output's sign while it
+/// computes the batch-norm sums, then writes the input gradient in one more pass. It keeps the
+/// input and the output (which the next op, a convolution, keeps anyway), as the two separate
+/// ops kept the normalised tensor and the output.
+///
+/// - Parameters: as ``batchNorm2d(_:weight:bias:state:training:)``.
+/// - Returns: (N, C, H, W), non-negative.
+public func batchNormReLU(
+  _ x: Tensor, weight: Tensor?, bias: Tensor?, state: BatchNormState, training: Bool
+) -> Tensor {
+  checkBatchNormArguments(x, weight: weight, bias: bias, state: state, training: training, "batchNormReLU")
+  let (n, c, hw) = (x.shape[0], x.shape[1], x.shape[2] * x.shape[3])
+  let m = n * hw
+  let (mean, invStd) = normalizationStatistics(x, state: state, training: training)
+  let out = Tensor.uninitialized(x.shape)
+  parallelFor(c) { ch in
+    let scale = invStd.pointer[ch] * (weight?.pointer[ch] ?? 1)
+    let shift = (bias?.pointer[ch] ?? 0) - mean.pointer[ch] * scale
+    for s in 0..<n {
+      pcd_affine_relu(out.pointer + (s * c + ch) * hw, x.pointer + (s * c + ch) * hw, scale, shift, hw)
+    }
+  }
+  let inputs = [x] + (weight.map { [$0, bias!] } ?? [])
+  let saved = out.storage
+  return record(out, inputs: inputs) { [weight] g in
+    let dx = x.requiresGrad ? Tensor.uninitialized(x.shape) : nil
+    let dw = weight.map { _ in Tensor(zeros: [c]) }
+    let db = weight.map { _ in Tensor(zeros: [c]) }
+    parallelFor(c) { ch in
+      let mu = mean.pointer[ch], inv = invStd.pointer[ch]
+      // gm = g where the output is positive: the gradient reaching the batch norm's output.
+      var sums = [0.0, 0.0]  // Σ gm, Σ gm·x
+      for s in 0..<n {
+        let offset = (s * c + ch) * hw
+        pcd_masked_sum_and_dot(g.pointer + offset, saved.pointer + offset, x.pointer + offset, hw, &sums)
+      }
+      let sumG = sums[0]
+      let sumGX = (sums[1] - Double(mu) * sumG) * Double(inv)  // Σ gm·x̂
+      dw?.pointer[ch] = Float(sumGX)
+      db?.pointer[ch] = Float(sumG)
+      guard let dx else { return }
+      let scale = (weight?.pointer[ch] ?? 1) * inv
+      let (a, b, c0) = training
+        ? inputGradientCoefficients(scale: scale, meanG: Float(sumG / Double(m)), meanGX: Float(sumGX / Double(m)),
+                                    xhatScale: inv, xhatShift: -mu * inv)
+        : (scale, 0, 0)
+      for s in 0..<n {
+        let offset = (s * c + ch) * hw
+        pcd_masked_linear_combination(dx.pointer + offset, g.pointer + offset, saved.pointer + offset,
+                                      x.pointer + offset, a, b, c0, hw)
+      }
+    }
+    return [dx] + (weight == nil ? [] : [dw, db])
+  }
+}
+
+/// The preconditions shared by the batch-norm ops: x is (N, C, H, W), parameters and statistics
+/// are (C), and training has more than one value per channel.
+private func checkBatchNormArguments(
+  _ x: Tensor, weight: Tensor?, bias: Tensor?, state: BatchNormState, training: Bool, _ op: String
+) {
+  checkNCHW(x, op)
+  let c = x.shape[1]
+  for (name, t) in [("weight", weight), ("bias", bias), ("runningMean", state.runningMean),
+                    ("runningVar", state.runningVar)] {
+    if let t { precondition(t.shape == [c], "\(op): \(name) must be [\(c)] for input \(x.shape), got \(t.shape)") }
+  }
+  precondition((weight == nil) == (bias == nil), "\(op): weight and bias must both be given or both nil")
+  precondition(!training || x.shape[0] * x.shape[2] * x.shape[3] > 1,
+    "\(op): training needs more than 1 value per channel, input \(x.shape)")
 }
 
 /// Σₜ weights[indices[t]] · normₜ(xs[t]), where normₜ is a non-affine batch norm with the
