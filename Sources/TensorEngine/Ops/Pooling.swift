@@ -1,9 +1,10 @@
 // Pooling. Legend: N batch, C channels, H×W input, Ho×Wo output, K×K window, s stride, p padding.
 // Output size (PyTorch, ceil_mode = false): Ho = ⌊(H + 2p − K) / s⌋ + 1.
 //
-// Direct kernels (`_CKernels`) over padded (n, c) planes, spread across the cores. Max pooling
-// saves no indices: its
-// backward recomputes the arg-max from the input, which the graph keeps alive anyway (the
+// Direct kernels (`_CKernels`) over padded (n, c) planes, spread across the cores. The backward
+// gathers rather than scatters: each input sums the gradients of the windows covering it, which
+// vectorises like the forward and writes dx once. Max pooling saves no indices: its backward
+// recomputes each window's arg-max from the input, which the graph keeps alive anyway (the
 // same tensor feeds the other candidate operations of a mixed op).
 
 import _CKernels
@@ -79,25 +80,25 @@ private func poolForward(
 
 /// The adjoint of ``poolForward``: max pooling when `x` is given (the arg-max is recomputed
 /// from it), sum pooling scaled by `scale` otherwise. Overwrites dx.
+///
+/// Each input gathers its outputs' gradients through scratch planes with a border (g, 0 on
+/// the border, and for max pooling each output's winning tap, −1 on the border), so dx is
+/// written directly.
 private func poolBackward(
   dx: UnsafeMutablePointer<Float>, dout: UnsafePointer<Float>, x: UnsafePointer<Float>?,
   planes: Int, geo: ConvGeometry, scale: UnsafePointer<Float>?
 ) {
   let (hw, ohw) = (geo.inH * geo.inW, geo.outH * geo.outW)
+  let (k, stride, pad) = (Int32(geo.kernelH), Int32(geo.stride), Int32(geo.padding))
+  let border = Int(pcd_pool_gather_border(k, stride, pad))
   parallelChunks(planes, minChunk: max(1, 2048 / max(hw, 1))) { lo, hi in
     let xpad = x.map { _ in PaddedPlane(h: geo.inH, w: geo.inW, pad: geo.padding, fill: -.infinity) }
-    let dxpad = PaddedPlane(h: geo.inH, w: geo.inW, pad: geo.padding, fill: 0)
+    let codes = x.map { _ in PaddedPlane(h: geo.outH, w: geo.outW, pad: border, fill: -1) }
+    let gpad = PaddedPlane(h: geo.outH, w: geo.outW, pad: border, fill: 0)
     for plane in lo..<hi {
-      dxpad.clear()
-      if let x, let xpad {
-        xpad.load(x + plane * hw)
-        pcd_maxpool_backward(dxpad.pointer, dout + plane * ohw, xpad.pointer, Int32(geo.kernelH),
-                             Int32(geo.stride), Int32(dxpad.wp), Int32(geo.outH), Int32(geo.outW))
-      } else {
-        pcd_sumpool_backward(dxpad.pointer, dout + plane * ohw, scale, Int32(geo.kernelH),
-                             Int32(geo.stride), Int32(dxpad.wp), Int32(geo.outH), Int32(geo.outW))
-      }
-      dxpad.store(into: dx + plane * hw)
+      if let x, let xpad { xpad.load(x + plane * hw) }
+      pcd_pool_backward(dx + plane * hw, codes?.pointer, gpad.pointer, dout + plane * ohw, scale,
+                        xpad?.pointer, k, stride, pad, Int32(geo.inH), Int32(geo.inW))
     }
   }
 }

@@ -26,19 +26,24 @@ void pcd_depthwise_backward_input(float *dx, const float *gpad, const float *tap
                                   int dilation, int wpg, int h, int w);
 
 /// Max (is_max) or sum over k × k windows of xpad (row stride wp) at stride s:
-/// out[r][q] = max/Σ xpad[r·s + i][q·s + j]; a sum is then multiplied by scale[r·ow + q]
-/// (1/count) when scale is not NULL.
+/// out[r][q] = max/Σ xpad[r·s + i][q·s + j] in row-major tap order (a max keeps a NaN only from
+/// the first tap); a sum is then multiplied by scale[r·ow + q] (1/count) when scale is not NULL.
 void pcd_pool_forward(float *out, const float *xpad, const float *scale, bool is_max, int k,
                       int stride, int wp, int oh, int ow);
 
-/// Max-pool adjoint: routes g[r][q] to the first maximum of its window in row-major order,
-/// adding into dxpad (row stride wp).
-void pcd_maxpool_backward(float *dxpad, const float *g, const float *xpad, int k, int stride,
-                          int wp, int oh, int ow);
+/// The pooling adjoint, written (not accumulated) into dx (h × w; padding p): each input sums,
+/// in row-major output order, the g[r][q] of the windows covering it — times scale[r·ow + q]
+/// (scale may be NULL) for sums (xpad NULL); for max pooling (xpad, the −∞-padded input of row
+/// stride w + 2p) only of the windows whose first maximum in row-major order it is.
+/// codepad and gpad are scratch planes of (oh + 2e) × (ow + 2e), e = pcd_pool_gather_border,
+/// whose borders the caller has set to −1 and 0 (codepad is unused for sums); the kernel
+/// writes their interiors.
+void pcd_pool_backward(float *dx, float *codepad, float *gpad, const float *g, const float *scale,
+                       const float *xpad, int k, int stride, int padding, int h, int w);
 
-/// Sum-pool adjoint: dxpad[window] += g[r][q] · scale[r·ow + q] (scale may be NULL).
-void pcd_sumpool_backward(float *dxpad, const float *g, const float *scale, int k, int stride,
-                          int wp, int oh, int ow);
+/// The border e = ⌈(k − 1 − p) / s⌉ of pcd_pool_backward's scratch planes: how far past the
+/// output plane the windows covering an input reach.
+int pcd_pool_gather_border(int k, int stride, int padding);
 
 /// y = max(x, 0), element-wise.
 void pcd_relu_forward(float *y, const float *x, long n);
