@@ -1,5 +1,13 @@
-// Depthwise convolution kernels on zero-padded planes (see ckernels.h).
+// Depthwise convolution kernels (see ckernels.h).
+//
+// Two paths. On AVX2+FMA processors, stride 1 and 2 with k ≤ 7 use the phase-split kernels
+// below: every access becomes a unit-stride correlation of a scratch plane with a table of tap
+// offsets, register-blocked over eight output vectors. Everything else (other strides, larger
+// kernels, processors without AVX2) uses the generic kernels on a zero-padded plane, which the
+// compiler vectorises.
 #include "dispatch.h"
+
+// ---- Generic kernels on a zero-padded plane xpad (row stride wp) ----
 
 INLINE void dw_forward(float *restrict out, const float *restrict xpad, const float *restrict taps,
                        float bias, int k, int s, int d, int wp, int oh, int ow) {
@@ -36,6 +44,7 @@ INLINE float dot8(const float *restrict a, const float *restrict b, int n, int s
   return total;
 }
 
+// dxpad += the taps scattered back and dtaps += Σ g · x, each when not NULL.
 INLINE void dw_backward(float *restrict dxpad, float *restrict dtaps, const float *restrict g,
                         const float *restrict xpad, const float *restrict taps, int k, int s,
                         int d, int wp, int oh, int ow) {
@@ -46,7 +55,7 @@ INLINE void dw_backward(float *restrict dxpad, float *restrict dtaps, const floa
       for (int r = 0; r < oh; r++) {
         const float *restrict grow = g + r * ow;
         const int offset = (r * s + ki * d) * wp + kj * d;
-        dt += dot8(grow, xpad + offset, ow, s);
+        if (dtaps) dt += dot8(grow, xpad + offset, ow, s);
         if (dxpad) {
           float *restrict dr = dxpad + offset;
           if (s == 1) {
@@ -56,97 +65,10 @@ INLINE void dw_backward(float *restrict dxpad, float *restrict dtaps, const floa
           }
         }
       }
-      dtaps[ki * k + kj] += dt;
+      if (dtaps) dtaps[ki * k + kj] += dt;
     }
   }
 }
-
-// ---- Hand-vectorised AVX2 paths for stride 1 (the bulk of DARTS's depthwise work) ----
-
-#if HAVE_AVX2_BUILD
-// Stride 1: each output row is built in registers over all k² taps, 32 columns (four vectors)
-// at a time so that every broadcast tap feeds four FMAs, then 8 columns, then single columns.
-__attribute__((target("avx2,fma"))) static void dw_forward_s1_avx2(
-    float *restrict out, const float *restrict xpad, const float *restrict taps, float bias, int k,
-    int d, int wp, int oh, int ow) {
-  const int vec = ow & ~7;
-  for (int r = 0; r < oh; r++) {
-    float *restrict orow = out + r * ow;
-    int q = 0;
-    for (; q + 32 <= vec; q += 32) {
-      __m256 a0 = _mm256_set1_ps(bias), a1 = a0, a2 = a0, a3 = a0;
-      for (int ki = 0; ki < k; ki++) {
-        const float *xr = xpad + (r + ki * d) * wp + q;
-        for (int kj = 0; kj < k; kj++) {
-          const __m256 t = _mm256_broadcast_ss(taps + ki * k + kj);
-          const float *p = xr + kj * d;
-          a0 = _mm256_fmadd_ps(t, _mm256_loadu_ps(p), a0);
-          a1 = _mm256_fmadd_ps(t, _mm256_loadu_ps(p + 8), a1);
-          a2 = _mm256_fmadd_ps(t, _mm256_loadu_ps(p + 16), a2);
-          a3 = _mm256_fmadd_ps(t, _mm256_loadu_ps(p + 24), a3);
-        }
-      }
-      _mm256_storeu_ps(orow + q, a0);
-      _mm256_storeu_ps(orow + q + 8, a1);
-      _mm256_storeu_ps(orow + q + 16, a2);
-      _mm256_storeu_ps(orow + q + 24, a3);
-    }
-    for (; q < vec; q += 8) {
-      __m256 acc = _mm256_set1_ps(bias);
-      for (int ki = 0; ki < k; ki++) {
-        const float *xr = xpad + (r + ki * d) * wp + q;
-        for (int kj = 0; kj < k; kj++)
-          acc = _mm256_fmadd_ps(_mm256_broadcast_ss(taps + ki * k + kj), _mm256_loadu_ps(xr + kj * d), acc);
-      }
-      _mm256_storeu_ps(orow + q, acc);
-    }
-    for (; q < ow; q++) {
-      float acc = bias;
-      for (int ki = 0; ki < k; ki++)
-        for (int kj = 0; kj < k; kj++) acc += taps[ki * k + kj] * xpad[(r + ki * d) * wp + q + kj * d];
-      orow[q] = acc;
-    }
-  }
-}
-
-// Stride 1, tap gradients: for one kernel row ki, the k taps' Σ g·x accumulate in k vector
-// registers while each 8-column block of g is loaded once; reduced once per tap at the end.
-// Instantiated with k as a compile-time constant (3, 5) so the accumulators stay in registers.
-__attribute__((target("avx2,fma"), always_inline)) static inline void dw_taps_s1_body(
-    float *restrict dtaps, const float *restrict g, const float *restrict xpad, const int k, int d,
-    int wp, int oh, int ow) {
-  const int vec = ow & ~7;
-  for (int ki = 0; ki < k; ki++) {
-    __m256 acc[7];
-    float tail[7];
-    for (int kj = 0; kj < k; kj++) {
-      acc[kj] = _mm256_setzero_ps();
-      tail[kj] = 0;
-    }
-    for (int r = 0; r < oh; r++) {
-      const float *grow = g + r * ow;
-      const float *xr = xpad + (r + ki * d) * wp;
-      for (int q = 0; q < vec; q += 8) {
-        const __m256 gv = _mm256_loadu_ps(grow + q);
-        for (int kj = 0; kj < k; kj++) acc[kj] = _mm256_fmadd_ps(gv, _mm256_loadu_ps(xr + q + kj * d), acc[kj]);
-      }
-      for (int q = vec; q < ow; q++)
-        for (int kj = 0; kj < k; kj++) tail[kj] += grow[q] * xr[q + kj * d];
-    }
-    for (int kj = 0; kj < k; kj++) dtaps[ki * k + kj] += hsum256(acc[kj]) + tail[kj];
-  }
-}
-
-__attribute__((target("avx2,fma"))) static void dw_taps_s1_avx2(
-    float *restrict dtaps, const float *restrict g, const float *restrict xpad, int k, int d, int wp,
-    int oh, int ow) {
-  switch (k) {
-    case 3: dw_taps_s1_body(dtaps, g, xpad, 3, d, wp, oh, ow); break;
-    case 5: dw_taps_s1_body(dtaps, g, xpad, 5, d, wp, oh, ow); break;
-    default: dw_taps_s1_body(dtaps, g, xpad, k, d, wp, oh, ow); break;
-  }
-}
-#endif
 
 DISPATCH(dw_forward,
          (float *out, const float *xpad, const float *taps, float bias, int k, int s, int d, int wp, int oh, int ow),
@@ -155,35 +77,345 @@ DISPATCH(dw_backward,
          (float *dxpad, float *dtaps, const float *g, const float *xpad, const float *taps, int k, int s, int d, int wp, int oh, int ow),
          (dxpad, dtaps, g, xpad, taps, k, s, d, wp, oh, ow))
 
-void pcd_depthwise_forward(float *out, const float *xpad, const float *taps, float bias, int k,
-                           int stride, int dilation, int wp, int oh, int ow) {
+// ---- Geometry shared by both paths ----
+
+static int out_extent(int n, pcd_depthwise_geometry g) {
+  return (n + 2 * g.padding - g.dilation * (g.k - 1) - 1) / g.stride + 1;
+}
+
+// The phase-split path has stride s = 1 or 2, so it divides by s with shifts by sh = s − 1
+// (exact for the negative multiples of s it meets too): on small planes, integer divisions in
+// the per-plane set-up cost as much as the convolution.
+
+/// How many of the indices 0..<n are ≡ phase (mod 1 << sh).
+static int phase_count(int n, int phase, int sh) { return (n - phase + sh) >> sh; }
+
+/// The sizes one plane's phase-split kernels work with. The input gradient reads the output
+/// gradient from a zero-padded copy (gpad) with `lead` zero rows (columns) before it and
+/// `extent` rows (columns) in all, enough for every gather of every phase (see
+/// `input_gradient_phases`).
+typedef struct {
+  int oh, ow, lead_r, lead_c, hg, wg;
+} phase_plan;
+
+static void gradient_pad(int n, int out, pcd_depthwise_geometry g, int *lead, int *extent) {
+  const int sh = g.stride - 1, p = g.padding, before = (g.k - 1) * g.dilation - p;
+  *lead = before > 0 ? (before + sh) >> sh : 0;
+  int reach = out;
+  for (int phase = 0; phase <= sh; phase++) {
+    const int r = phase_count(n, phase, sh) + ((phase + p) >> sh);
+    if (r > reach) reach = r;
+  }
+  *extent = *lead + reach;
+}
+
+static phase_plan plan_of(pcd_depthwise_geometry g) {
+  phase_plan plan = {out_extent(g.h, g), out_extent(g.w, g), 0, 0, 0, 0};
+  gradient_pad(g.h, plan.oh, g, &plan.lead_r, &plan.hg);
+  gradient_pad(g.w, plan.ow, g, &plan.lead_c, &plan.wg);
+  return plan;
+}
+
+static int use_phases(pcd_depthwise_geometry g) {
 #if HAVE_AVX2_BUILD
-  if (stride == 1 && pcd_use_avx2()) {
-    dw_forward_s1_avx2(out, xpad, taps, bias, k, dilation, wp, oh, ow);
+  return (g.stride == 1 || g.stride == 2) && g.k <= 7 && pcd_use_avx2();
+#else
+  (void)g;
+  return 0;
+#endif
+}
+
+long pcd_depthwise_scratch_count(pcd_depthwise_geometry g) {
+  const long planes = (long)(g.h + 2 * g.padding) * (g.w + 2 * g.padding);
+  if (!use_phases(g)) return 2 * planes;  // xpad and dxpad
+  const phase_plan plan = plan_of(g);
+  // The split x, the padded output gradient and (stride 2) the input gradient's phase planes.
+  return planes + (long)plan.hg * plan.wg + (g.stride == 2 ? (long)g.h * g.w : 0);
+}
+
+// ---- Generic path ----
+
+static void pad_copy(float *restrict xpad, const float *restrict x, pcd_depthwise_geometry g) {
+  const int wp = g.w + 2 * g.padding;
+  for (int r = 0; r < g.h; r++) {
+    float *restrict dst = xpad + (r + g.padding) * wp + g.padding;
+    for (int q = 0; q < g.w; q++) dst[q] = x[r * g.w + q];
+  }
+}
+
+static void forward_generic(float *out, const float *x, const float *taps, float bias,
+                            pcd_depthwise_geometry g, float *scratch) {
+  pad_copy(scratch, x, g);
+  dw_forward_any(out, scratch, taps, bias, g.k, g.stride, g.dilation, g.w + 2 * g.padding,
+                 out_extent(g.h, g), out_extent(g.w, g));
+}
+
+static void backward_generic(float *dx, float *dtaps, const float *gout, const float *x,
+                             const float *taps, pcd_depthwise_geometry g, float *scratch) {
+  const int wp = g.w + 2 * g.padding, planes = (g.h + 2 * g.padding) * wp;
+  float *xpad = scratch, *dxpad = scratch + planes;
+  pad_copy(xpad, x, g);
+  if (dx)
+    for (int i = 0; i < planes; i++) dxpad[i] = 0;
+  dw_backward_any(dx ? dxpad : NULL, dtaps, gout, xpad, taps, g.k, g.stride,
+                  g.dilation, wp, out_extent(g.h, g), out_extent(g.w, g));
+  if (dx)
+    for (int r = 0; r < g.h; r++)
+      for (int q = 0; q < g.w; q++) dx[r * g.w + q] = dxpad[(r + g.padding) * wp + g.padding + q];
+}
+
+// ---- Phase-split AVX2 path (stride 1 and 2) ----
+//
+// Stride 2 reads x at every other column. Splitting each zero-padded row of x into its even and
+// odd columns, [x[0], x[2], …, x[1], x[3], …], makes tap (ki, kj) read a contiguous run: output
+// column q, padded column 2q + kj·d, sits at index q + ⌊kj·d/2⌋ of the (kj·d mod 2) half. The
+// tap gradients are then unit-stride dot products on the same split plane. The input gradient is
+// gathered rather than scattered: an input element of row phase i mod 2 and column phase j mod 2
+// receives only the taps whose (ki·d + p, kj·d + p) match that parity, so each of the four phases
+// is a small unit-stride correlation of the padded output gradient, written to a phase plane and
+// interleaved into dx once. Stride 1 is the same with one phase (the split is a plain padded copy,
+// and the input gradient is the forward with flipped taps).
+
+#if HAVE_AVX2_BUILD
+#define TILE 4  // output vectors per register block (6 or 8 spill their row pointers: slower)
+
+// Rows are short, and memmove's per-call cost is comparable to the convolution of a row, so the
+// functions that copy rows forbid clang to turn their copy loops into memcpy calls.
+#define NO_MEMCPY __attribute__((no_builtin("memcpy")))
+
+AVX2 NO_MEMCPY static inline void copy_row(float *restrict dst, const float *restrict src, int n) {
+  static const int lanes[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
+  int q = 0;
+  for (; q + 8 <= n; q += 8) _mm256_storeu_ps(dst + q, _mm256_loadu_ps(src + q));
+  if (q < n) {
+    const __m256i mask = _mm256_loadu_si256((const __m256i *)(lanes + 8 - (n - q)));
+    _mm256_maskstore_ps(dst + q, mask, _mm256_maskload_ps(src + q, mask));
+  }
+}
+
+/// Writes x into the interior of the split padded plane (row stride wp; the border, never
+/// written, stays zero). Stride 2 with an even dilation reads only even padded rows, so the odd
+/// ones are skipped.
+AVX2 NO_MEMCPY static void split_x(float *restrict xs, const float *restrict x, pcd_depthwise_geometry g) {
+  const int p = g.padding, wp = g.w + 2 * p;
+  for (int r = 0; r < g.h; r++) {
+    const int R = r + p;
+    const float *restrict src = x + r * g.w;
+    float *restrict row = xs + R * wp;
+    if (g.stride == 1) {
+      copy_row(row + p, src, g.w);
+      continue;
+    }
+    if (g.dilation % 2 == 0 && R % 2 == 1) continue;
+    // Padded column j + p goes to half (j + p) mod 2 at index ⌊(j + p)/2⌋; the second half starts
+    // at ⌈wp/2⌉.
+    float *restrict half[2] = {row, row + (wp + 1) / 2};
+    float *restrict even_dst = half[p & 1] + p / 2;             // x[j], j even
+    float *restrict odd_dst = half[(p + 1) & 1] + (p + 1) / 2;  // x[j], j odd
+    int j = 0;
+    for (; j + 16 <= g.w; j += 16) {
+      const __m256 a = _mm256_loadu_ps(src + j), b = _mm256_loadu_ps(src + j + 8);
+      // shuffle_ps picks within 128-bit lanes; permute4x64 puts the lanes back in order.
+      const __m256 ev = _mm256_castpd_ps(_mm256_permute4x64_pd(
+          _mm256_castps_pd(_mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0))), _MM_SHUFFLE(3, 1, 2, 0)));
+      const __m256 od = _mm256_castpd_ps(_mm256_permute4x64_pd(
+          _mm256_castps_pd(_mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1))), _MM_SHUFFLE(3, 1, 2, 0)));
+      _mm256_storeu_ps(even_dst + j / 2, ev);
+      _mm256_storeu_ps(odd_dst + j / 2, od);
+    }
+    for (; j < g.w; j++) (j % 2 ? odd_dst : even_dst)[j / 2] = src[j];
+  }
+}
+
+/// off[ki·k + kj] = where tap (ki, kj) of output (0, 0) reads the split plane.
+static void split_offsets(int *off, pcd_depthwise_geometry g) {
+  const int sh = g.stride - 1, wp = g.w + 2 * g.padding, second = (wp + 1) / 2;
+  for (int ki = 0; ki < g.k; ki++)
+    for (int kj = 0; kj < g.k; kj++) {
+      const int c = kj * g.dilation;
+      off[ki * g.k + kj] = ki * g.dilation * wp + (c & sh ? second : 0) + (c >> sh);
+    }
+}
+
+/// out[r·ostride + q] = bias + Σ_t taps[t] · src[r·rstep + off[t] + q] for r < rows, q < cols.
+/// Output vectors are taken TILE at a time in row-major order (across rows when rows are
+/// narrow), so each broadcast tap feeds TILE independent FMAs.
+AVX2 static void correlate(float *restrict out, int ostride, const float *restrict src, int rstep,
+                           const int *restrict off, const float *restrict taps, int nt, float bias,
+                           int rows, int cols) {
+  const int blocks = cols / 8, total = rows * blocks;
+  int r = 0, b = 0;  // the next vector: row r, block b
+  int v = 0;
+  for (; v + TILE <= total; v += TILE) {
+    const float *base[TILE];
+    float *dst[TILE];
+    for (int j = 0; j < TILE; j++) {
+      base[j] = src + r * rstep + 8 * b;
+      dst[j] = out + r * ostride + 8 * b;
+      if (++b == blocks) b = 0, r++;
+    }
+    __m256 acc[TILE];
+    for (int j = 0; j < TILE; j++) acc[j] = _mm256_set1_ps(bias);
+    for (int t = 0; t < nt; t++) {
+      const __m256 tv = _mm256_broadcast_ss(taps + t);
+      const int o = off[t];
+      for (int j = 0; j < TILE; j++) acc[j] = _mm256_fmadd_ps(tv, _mm256_loadu_ps(base[j] + o), acc[j]);
+    }
+    for (int j = 0; j < TILE; j++) _mm256_storeu_ps(dst[j], acc[j]);
+  }
+  for (; v < total; v++) {
+    const float *base = src + r * rstep + 8 * b;
+    __m256 acc = _mm256_set1_ps(bias);
+    for (int t = 0; t < nt; t++)
+      acc = _mm256_fmadd_ps(_mm256_broadcast_ss(taps + t), _mm256_loadu_ps(base + off[t]), acc);
+    _mm256_storeu_ps(out + r * ostride + 8 * b, acc);
+    if (++b == blocks) b = 0, r++;
+  }
+  for (int rr = 0; rr < rows; rr++)
+    for (int q = 8 * blocks; q < cols; q++) {
+      float acc = bias;
+      for (int t = 0; t < nt; t++) acc += taps[t] * src[rr * rstep + off[t] + q];
+      out[rr * ostride + q] = acc;
+    }
+}
+
+/// dtaps[t] += Σ_{r, q} g[r·cols + q] · src[r·rstep + off[t] + q] for a group of T ≤ 10 taps:
+/// each 8-column block of g is loaded once for T accumulators. Inlined with T constant so the
+/// accumulators stay in registers.
+AVX2 INLINE void tap_group(float *restrict dtaps, const float *restrict g, const float *restrict src,
+                           int rstep, const int *restrict off, const int T, int rows, int cols) {
+  const int vec = cols & ~7;
+  __m256 acc[10];
+  float tail[10];
+  for (int t = 0; t < T; t++) acc[t] = _mm256_setzero_ps(), tail[t] = 0;
+  for (int r = 0; r < rows; r++) {
+    const float *grow = g + r * cols, *xr = src + r * rstep;
+    for (int q = 0; q < vec; q += 8) {
+      const __m256 gv = _mm256_loadu_ps(grow + q);
+      for (int t = 0; t < T; t++) acc[t] = _mm256_fmadd_ps(gv, _mm256_loadu_ps(xr + off[t] + q), acc[t]);
+    }
+    for (int q = vec; q < cols; q++)
+      for (int t = 0; t < T; t++) tail[t] += grow[q] * xr[off[t] + q];
+  }
+  for (int t = 0; t < T; t++) dtaps[t] += hsum256(acc[t]) + tail[t];
+}
+
+AVX2 static void tap_sums(float *dtaps, const float *g, const float *src, int rstep,
+                          const int *off, int nt, int rows, int cols) {
+  // Groups of 9 (a 3×3 kernel in one pass) or 10; the remainders of 5×5 and 7×7 are 5 and 9.
+  const int group = nt == 9 ? 9 : 10;
+  for (int t0 = 0; t0 < nt; t0 += group) {
+    const int T = nt - t0 < group ? nt - t0 : group;
+    float *dt = dtaps + t0;
+    const int *o = off + t0;
+    switch (T) {
+      case 10: tap_group(dt, g, src, rstep, o, 10, rows, cols); break;
+      case 9: tap_group(dt, g, src, rstep, o, 9, rows, cols); break;
+      case 5: tap_group(dt, g, src, rstep, o, 5, rows, cols); break;
+      default: tap_group(dt, g, src, rstep, o, T, rows, cols); break;
+    }
+  }
+}
+
+/// dx (h × w) = the input gradient, gathered per phase from the padded output gradient.
+AVX2 NO_MEMCPY static void input_gradient_phases(float *restrict dx, const float *restrict gout,
+                                       const float *restrict taps, pcd_depthwise_geometry g,
+                                       phase_plan plan, float *restrict gpad,
+                                       float *restrict phases) {
+  const int s = g.stride, sh = s - 1, p = g.padding, d = g.dilation, k = g.k;
+  const int lr = plan.lead_r, lc = plan.lead_c, wg = plan.wg;
+  for (int r = 0; r < plan.oh; r++) copy_row(gpad + (r + lr) * wg + lc, gout + r * plan.ow, plan.ow);
+
+  // Input row i = s·i′ + φ (padded row i + p) takes tap row ki iff s divides φ + p − ki·d; it
+  // then reads output row i′ + (φ + p − ki·d)/s. Columns likewise.
+  const int n0w = phase_count(g.w, 0, sh);
+  float *plane = phases;
+  for (int pr = 0; pr < s; pr++) {
+    const int rows = phase_count(g.h, pr, sh);
+    for (int pc = 0; pc < s; pc++) {
+      float t[49];
+      int off[49], nt = 0;
+      for (int ki = 0; ki < k; ki++) {
+        const int a = pr + p - ki * d;
+        if (a & sh) continue;
+        for (int kj = 0; kj < k; kj++) {
+          const int b = pc + p - kj * d;
+          if (b & sh) continue;
+          t[nt] = taps[ki * k + kj];
+          off[nt++] = ((a >> sh) + lr) * wg + (b >> sh) + lc;
+        }
+      }
+      // Stride 1 writes dx directly; stride 2 writes each row phase's two column phases side by
+      // side in a w-wide row of the phase planes.
+      float *dst = s == 1 ? dx : plane + (pc ? n0w : 0);
+      correlate(dst, g.w, gpad, wg, off, t, nt, 0, rows, phase_count(g.w, pc, sh));
+    }
+    plane += rows * g.w;
+  }
+  if (s == 1) return;
+
+  const float *row_phase[2] = {phases, phases + phase_count(g.h, 0, 1) * g.w};
+  const int n1w = g.w - n0w;
+  for (int i = 0; i < g.h; i++) {
+    const float *even = row_phase[i % 2] + (i / 2) * g.w, *odd = even + n0w;
+    float *restrict drow = dx + i * g.w;
+    int j = 0;
+    for (; j + 8 <= n1w; j += 8) {
+      const __m256 e = _mm256_loadu_ps(even + j), o = _mm256_loadu_ps(odd + j);
+      const __m256 lo = _mm256_unpacklo_ps(e, o), hi = _mm256_unpackhi_ps(e, o);
+      _mm256_storeu_ps(drow + 2 * j, _mm256_permute2f128_ps(lo, hi, 0x20));
+      _mm256_storeu_ps(drow + 2 * j + 8, _mm256_permute2f128_ps(lo, hi, 0x31));
+    }
+    for (int c = 2 * j; c < g.w; c++) drow[c] = (c % 2 ? odd : even)[c / 2];
+  }
+}
+
+AVX2 NO_MEMCPY static void forward_phases(float *out, const float *x, const float *taps, float bias,
+                                pcd_depthwise_geometry g, float *scratch) {
+  const int oh = out_extent(g.h, g), ow = out_extent(g.w, g);
+  int off[49];
+  split_x(scratch, x, g);
+  split_offsets(off, g);
+  correlate(out, ow, scratch, g.stride * (g.w + 2 * g.padding), off, taps, g.k * g.k, bias, oh, ow);
+}
+
+AVX2 NO_MEMCPY static void backward_phases(float *dx, float *dtaps, const float *gout, const float *x,
+                                 const float *taps, pcd_depthwise_geometry g, float *scratch) {
+  const int wp = g.w + 2 * g.padding;
+  const phase_plan plan = plan_of(g);
+  if (dtaps) {
+    int off[49];
+    split_x(scratch, x, g);
+    split_offsets(off, g);
+    tap_sums(dtaps, gout, scratch, g.stride * wp, off, g.k * g.k, plan.oh, plan.ow);
+  }
+  if (dx) {
+    float *gpad = scratch + (g.h + 2 * g.padding) * wp;
+    input_gradient_phases(dx, gout, taps, g, plan, gpad, gpad + plan.hg * plan.wg);
+  }
+}
+#endif
+
+// ---- Entry points ----
+
+void pcd_depthwise_forward(float *out, const float *x, const float *taps, float bias,
+                           pcd_depthwise_geometry g, float *scratch) {
+#if HAVE_AVX2_BUILD
+  if (use_phases(g)) {
+    forward_phases(out, x, taps, bias, g, scratch);
     return;
   }
 #endif
-  dw_forward_any(out, xpad, taps, bias, k, stride, dilation, wp, oh, ow);
+  forward_generic(out, x, taps, bias, g, scratch);
 }
 
-void pcd_depthwise_backward(float *dxpad, float *dtaps, const float *g, const float *xpad,
-                            const float *taps, int k, int stride, int dilation, int wp, int oh,
-                            int ow) {
+void pcd_depthwise_backward(float *dx, float *dtaps, const float *gout, const float *x,
+                            const float *taps, pcd_depthwise_geometry g, float *scratch) {
 #if HAVE_AVX2_BUILD
-  // Stride 1 with the input gradient computed separately (pcd_depthwise_backward_input).
-  if (stride == 1 && !dxpad && k <= 7 && pcd_use_avx2()) {
-    dw_taps_s1_avx2(dtaps, g, xpad, k, dilation, wp, oh, ow);
+  if (use_phases(g)) {
+    backward_phases(dx, dtaps, gout, x, taps, g, scratch);
     return;
   }
 #endif
-  dw_backward_any(dxpad, dtaps, g, xpad, taps, k, stride, dilation, wp, oh, ow);
-}
-
-void pcd_depthwise_backward_input(float *dx, const float *gpad, const float *taps, int k,
-                                  int dilation, int wpg, int h, int w) {
-  // dx[i][j] = Σ t[k−1−a][k−1−b] · gpad[i + a·d][j + b·d]: the forward kernel with the taps
-  // flipped, on g padded by (k−1)·d − p.
-  float flipped[49];
-  for (int t = 0; t < k * k; t++) flipped[t] = taps[k * k - 1 - t];
-  pcd_depthwise_forward(dx, gpad, flipped, 0.0f, k, 1, dilation, wpg, h, w);
+  backward_generic(dx, dtaps, gout, x, taps, g, scratch);
 }

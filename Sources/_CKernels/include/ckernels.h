@@ -9,21 +9,25 @@
 
 #include <stdbool.h>
 
-/// out (oh × ow) = Σ taps[ki][kj] · xpad[r·s + ki·d][q·s + kj·d]  (+ bias).
-/// xpad has row stride wp; taps is k × k.
-void pcd_depthwise_forward(float *out, const float *xpad, const float *taps, float bias,
-                           int k, int stride, int dilation, int wp, int oh, int ow);
+/// One depthwise plane's convolution: k × k taps at the given stride and dilation, zero padding
+/// on every side, an h × w input and oh × ow output (PyTorch's output size).
+typedef struct {
+  int k, stride, dilation, padding, h, w;
+} pcd_depthwise_geometry;
 
-/// The adjoint: dxpad (row stride wp) += Σ taps · g scattered back (when dxpad is not NULL),
-/// and dtaps[ki][kj] += Σ g[r][q] · xpad[r·s + ki·d][q·s + kj·d].
-void pcd_depthwise_backward(float *dxpad, float *dtaps, const float *g, const float *xpad,
-                            const float *taps, int k, int stride, int dilation, int wp, int oh,
-                            int ow);
+/// The floats of scratch the depthwise entry points need for geometry g. Zero it once and reuse
+/// it for every plane of that geometry on one thread (the kernels keep its padding zero).
+long pcd_depthwise_scratch_count(pcd_depthwise_geometry g);
 
-/// Stride-1 input gradient, written (not accumulated) into dx (h × w): the forward correlation
-/// of gpad — g zero-padded by (k − 1)·d − p, row stride wpg — with the taps flipped. k ≤ 7.
-void pcd_depthwise_backward_input(float *dx, const float *gpad, const float *taps, int k,
-                                  int dilation, int wpg, int h, int w);
+/// out (oh × ow) = bias + Σ taps[ki][kj] · x[r·s + ki·d − p][q·s + kj·d − p], x (h × w) being
+/// zero outside; taps is k × k.
+void pcd_depthwise_forward(float *out, const float *x, const float *taps, float bias,
+                           pcd_depthwise_geometry g, float *scratch);
+
+/// The adjoint, from the output gradient gout (oh × ow): dx (h × w) is written and dtaps (k × k)
+/// accumulated, each when not NULL.
+void pcd_depthwise_backward(float *dx, float *dtaps, const float *gout, const float *x,
+                            const float *taps, pcd_depthwise_geometry g, float *scratch);
 
 /// Max (is_max) or sum over k × k windows of xpad (row stride wp) at stride s:
 /// out[r][q] = max/Σ xpad[r·s + i][q·s + j] in row-major tap order (a max keeps a NaN only from
