@@ -1,9 +1,9 @@
 // Direct CPU kernels for the planes of depthwise convolutions and pooling windows.
 //
-// Each entry point works on one (H, W) plane, copied by the caller into a zero- (or −∞-)
-// padded scratch plane of (H + 2p) × (W + 2p), so the loops carry no bounds checks and
-// vectorise. On processors with AVX2 and FMA an AVX2 build of the same code runs (chosen once
-// at run time); elsewhere a portable build. Not API: the Swift engine is the only caller.
+// Each entry point works on one (H, W) plane through a padded scratch plane (the depthwise
+// kernels fill theirs; the pools take one the caller filled), so the loops carry no bounds
+// checks and vectorise. On processors with AVX2 and FMA an AVX2 build runs (chosen once at run
+// time); elsewhere a portable build. Not API: the Swift engine is the only caller.
 #ifndef PCDARTS_CKERNELS_H
 #define PCDARTS_CKERNELS_H
 
