@@ -8,6 +8,8 @@
 // from the processed channels (P) and from the edge inputs, which are kept once per node instead
 // of once per edge; bypass values are recomputed in the backward pass.
 
+import _CKernels
+
 /// node = Σₑ weights[indices[e]] · shuffle(concat(processed[e], bypassₑ), groups),
 /// where bypassₑ = inputs[e][:, P:] for stride 1 and its 2×2 max pool (stride 2) for stride 2.
 ///
@@ -39,68 +41,61 @@ public func partialChannelSum(
   let ohw = oh * ow
   // Output channel o holds concatenated channel (o mod K)·P + ⌊o / K⌋ (ShuffleNet's shuffle).
   let source = (0..<c).map { o in (o % groups) * p + o / groups }
-  let out = Tensor(zeros: [n, c, oh, ow])
+  let out = Tensor.uninitialized([n, c, oh, ow])
   let w = weights.pointer
-  parallelFor(n * c, minChunk: max(1, 4096 / max(ohw, 1))) { plane in
-    let (sample, o) = (plane / c, plane % c)
-    let ci = source[o]
-    let dst = out.pointer + plane * ohw
-    for e in 0..<edges {
-      let we = w[indices[e]]
-      if ci < p {
-        axpy(ohw, we, processed[e].pointer + (sample * p + ci) * ohw, dst)
-      } else {
-        let src = inputs[e].pointer + (sample * c + ci) * ohw * strides[e] * strides[e]
-        if strides[e] == 1 {
-          axpy(ohw, we, src, dst)
-        } else {
-          maxPool2x2Plane(src, width: ow * 2, oh: oh, ow: ow) { at, v in dst[at] += we * v }
-        }
-      }
+  let edgeWeights = indices.map { w[$0] }
+  let pooled = strides.map { $0 == 2 }
+  let chunk = max(1, 4096 / max(ohw, 1))
+  parallelChunks(n * c, minChunk: chunk) { lo, hi in
+    let planes = EdgePlanes(edges: edges, oh: oh, ow: ow, pooled: pooled)
+    for plane in lo..<hi {
+      let ci = source[plane % c]
+      planes.gather(plane / c, ci, p: p, c: c, processed: processed, inputs: inputs, strides: strides)
+      pcd_combine(out.pointer + plane * ohw, planes.sources, edgeWeights, Int32(edges), 0, ohw)
     }
   }
   let needsWeightGradient = weights.requiresGrad
   return record(out, inputs: processed + inputs + [weights]) { g in
     let dprocessed = processed.map { $0.requiresGrad ? Tensor.uninitialized($0.shape) : nil }
-    // A stride-1 input's bypass planes are each written exactly once below, so only its first P
-    // channels need zeros; a stride-2 input receives scattered max-pool gradients (all zeros).
-    let dinputs = zip(inputs, strides).map { x, s -> Tensor? in
+    // The bypass planes of an input are each written exactly once below (a stride-2 plane by the
+    // max-pool adjoint, which writes its whole input plane), so only the first P channels, which
+    // reach the candidate operations instead, need zeros.
+    let dinputs = inputs.map { x -> Tensor? in
       guard x.requiresGrad else { return nil }
-      if s != 1 { return Tensor(zeros: x.shape) }
       let d = Tensor.uninitialized(x.shape)
-      for sample in 0..<n { (d.pointer + sample * c * ohw).update(repeating: 0, count: p * ohw) }
+      let planeSize = x.shape[2] * x.shape[3]
+      for sample in 0..<n { (d.pointer + sample * c * planeSize).update(repeating: 0, count: p * planeSize) }
       return d
     }
     // ∂/∂wₑ = ⟨g, edge output e⟩, summed per plane then over planes in a fixed order.
     var planeDots = [Double](repeating: 0, count: n * c * edges)
     planeDots.withUnsafeMutableBufferPointer { dots in
-      parallelFor(n * c, minChunk: max(1, 4096 / max(ohw, 1))) { plane in
-        let (sample, o) = (plane / c, plane % c)
-        let ci = source[o]
-        let gp = g.pointer + plane * ohw
-        for e in 0..<edges {
-          let we = w[indices[e]]
-          if ci < p {
-            let at = (sample * p + ci) * ohw
-            if needsWeightGradient { dots[plane * edges + e] = Double(dot(ohw, gp, processed[e].pointer + at)) }
-            if let d = dprocessed[e] { affine(ohw, gp, we, 0, d.pointer + at) }
-          } else {
+      parallelChunks(n * c, minChunk: chunk) { lo, hi in
+        let planes = EdgePlanes(edges: edges, oh: oh, ow: ow, pooled: pooled)
+        let scaled = Storage(count: ohw, zeroed: false)
+        var sums = [Double](repeating: 0, count: edges + 1)
+        for plane in lo..<hi {
+          let (sample, ci) = (plane / c, source[plane % c])
+          let gp = g.pointer + plane * ohw
+          planes.gather(sample, ci, p: p, c: c, processed: processed, inputs: inputs, strides: strides)
+          if needsWeightGradient {
+            for e in 0...edges { sums[e] = 0 }
+            pcd_sum_and_dots(gp, planes.sources, Int32(edges), ohw, &sums)
+            for e in 0..<edges { dots[plane * edges + e] = sums[1 + e] }
+          }
+          for e in 0..<edges {
+            if ci < p {
+              if let d = dprocessed[e] { affine(ohw, gp, edgeWeights[e], 0, d.pointer + (sample * p + ci) * ohw) }
+              continue
+            }
+            guard let d = dinputs[e] else { continue }
             let s = strides[e]
             let at = (sample * c + ci) * ohw * s * s
-            let src = inputs[e].pointer + at
             if s == 1 {
-              if needsWeightGradient { dots[plane * edges + e] = Double(dot(ohw, gp, src)) }
-              if let d = dinputs[e] { affine(ohw, gp, we, 0, d.pointer + at) }
+              affine(ohw, gp, edgeWeights[e], 0, d.pointer + at)
             } else {
-              var total: Float = 0
-              let dsrc = dinputs[e].map { $0.pointer + at }
-              if needsWeightGradient {
-                maxPool2x2Plane(src, width: ow * 2, oh: oh, ow: ow) { q, v in total += gp[q] * v }
-              }
-              if let dsrc {
-                maxPool2x2ArgMax(src, width: ow * 2, oh: oh, ow: ow) { q, arg in dsrc[arg] += we * gp[q] }
-              }
-              dots[plane * edges + e] = Double(total)
+              affine(ohw, gp, edgeWeights[e], 0, scaled.pointer)
+              planes.pools[e]!.backward(scaled.pointer, x: inputs[e].pointer + at, into: d.pointer + at)
             }
           }
         }
@@ -114,28 +109,45 @@ public func partialChannelSum(
   }
 }
 
-/// Visits the 2×2 stride-2 max of every output position of one plane (input row stride `width`).
-@inline(__always)
-private func maxPool2x2Plane(
-  _ src: UnsafePointer<Float>, width: Int, oh: Int, ow: Int, _ visit: (Int, Float) -> Void
-) {
-  maxPool2x2ArgMax(src, width: width, oh: oh, ow: ow) { q, arg in visit(q, src[arg]) }
-}
+/// One core's view of every edge's contribution to a node plane: the processed plane, the
+/// input's bypass plane, or that plane's 2×2 max pool (computed into per-edge scratch).
+private final class EdgePlanes {
+  /// Per edge, its plane for the current node plane (what ``gather`` last pointed at).
+  let sources: UnsafeMutablePointer<UnsafePointer<Float>?>
+  /// Per edge, the pooling scratch of a stride-2 edge.
+  let pools: [MaxPool2x2Scratch?]
+  private let pooledPlanes: [Storage?]
+  private let edges: Int
 
-/// Visits, for every output position, the input offset of its 2×2 window's first maximum
-/// (row-major order, as PyTorch's max pool).
-@inline(__always)
-private func maxPool2x2ArgMax(
-  _ src: UnsafePointer<Float>, width: Int, oh: Int, ow: Int, _ visit: (Int, Int) -> Void
-) {
-  for r in 0..<oh {
-    for q in 0..<ow {
-      let top = 2 * r * width + 2 * q
-      var arg = top
-      if src[top + 1] > src[arg] { arg = top + 1 }
-      if src[top + width] > src[arg] { arg = top + width }
-      if src[top + width + 1] > src[arg] { arg = top + width + 1 }
-      visit(r * ow + q, arg)
+  init(edges: Int, oh: Int, ow: Int, pooled: [Bool]) {
+    self.edges = edges
+    pools = pooled.map { $0 ? MaxPool2x2Scratch(oh: oh, ow: ow) : nil }
+    pooledPlanes = pooled.map { $0 ? Storage(count: oh * ow, zeroed: false) : nil }
+    sources = .allocate(capacity: edges)
+    sources.initialize(repeating: nil, count: edges)
+  }
+
+  deinit { sources.deallocate() }
+
+  /// Points ``sources`` at each edge's plane for channel `ci` of the concatenation (before the
+  /// shuffle) of `sample`: processed channels below P, bypass channels from P on.
+  @inline(__always) func gather(
+    _ sample: Int, _ ci: Int, p: Int, c: Int, processed: [Tensor], inputs: [Tensor], strides: [Int]
+  ) {
+    for e in 0..<edges {
+      if ci < p {
+        let planeSize = processed[e].shape[2] * processed[e].shape[3]
+        sources[e] = UnsafePointer(processed[e].pointer + (sample * p + ci) * planeSize)
+        continue
+      }
+      let planeSize = inputs[e].shape[2] * inputs[e].shape[3]
+      let src = inputs[e].pointer + (sample * c + ci) * planeSize
+      if let pool = pools[e], let pooled = pooledPlanes[e] {
+        pool.forward(src, into: pooled.pointer)
+        sources[e] = UnsafePointer(pooled.pointer)
+      } else {
+        sources[e] = UnsafePointer(src)
+      }
     }
   }
 }

@@ -103,6 +103,36 @@ private func poolBackward(
   }
 }
 
+/// Per-core scratch for the 2×2 stride-2 max pool of single planes, as PC-DARTS's bypass
+/// channels take it on stride-2 edges (``partialChannelSum(processed:inputs:strides:weights:indices:groups:)``
+/// pools one plane at a time, inside its own loops). No padding, so planes are read in place.
+struct MaxPool2x2Scratch {
+  let oh: Int, ow: Int
+  private let codes: PaddedPlane, gpad: PaddedPlane
+  private static let (k, stride): (Int32, Int32) = (2, 2)
+
+  /// Scratch for planes of 2·oh × 2·ow inputs.
+  init(oh: Int, ow: Int) {
+    (self.oh, self.ow) = (oh, ow)
+    let border = Int(pcd_pool_gather_border(Self.k, Self.stride, 0))
+    codes = PaddedPlane(h: oh, w: ow, pad: border, fill: -1)
+    gpad = PaddedPlane(h: oh, w: ow, pad: border, fill: 0)
+  }
+
+  /// out (oh × ow) = the 2×2 max pool of x (2·oh × 2·ow).
+  @inline(__always) func forward(_ x: UnsafePointer<Float>, into out: UnsafeMutablePointer<Float>) {
+    pcd_pool_forward(out, x, nil, true, Self.k, Self.stride, Int32(2 * ow), Int32(oh), Int32(ow))
+  }
+
+  /// Writes dx (2·oh × 2·ow): each g (oh × ow) routed to its window's first maximum in x.
+  @inline(__always) func backward(
+    _ g: UnsafePointer<Float>, x: UnsafePointer<Float>, into dx: UnsafeMutablePointer<Float>
+  ) {
+    pcd_pool_backward(dx, codes.pointer, gpad.pointer, g, nil, x, Self.k, Self.stride, 0,
+                      Int32(2 * oh), Int32(2 * ow))
+  }
+}
+
 /// Global average pooling: the mean of each (n, c) plane.
 /// - Parameter x: (N, C, H, W).
 /// - Returns: (N, C).
