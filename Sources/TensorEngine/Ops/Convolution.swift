@@ -81,7 +81,7 @@ public func conv2d(
   convForward(out: out.pointer, x: x.pointer, weight: weight.pointer, bias: bias?.pointer,
               n: n, c: c, o: o, groups: groups, geo: geo)
   return record(out, inputs: [x, weight] + (bias.map { [$0] } ?? [])) { g in
-    let dx = x.requiresGrad ? Tensor(zeros: x.shape) : nil
+    let dx = x.requiresGrad ? Tensor.uninitialized(x.shape) : nil
     let dw = weight.requiresGrad ? Tensor(zeros: weight.shape) : nil
     let db = bias.map { _ in Tensor(zeros: [o]) }
     convBackward(dx: dx?.pointer, dweight: dw?.pointer, dbias: db?.pointer, dout: g.pointer,
@@ -131,8 +131,9 @@ func convForward(
   }
 }
 
-/// Accumulates (`+=`) the gradients of ``convForward``: dx (N, C, H, W), dweight (O, Cg, KH, KW)
-/// and dbias (O), from dout (N, O, Ho, Wo). Any of the three may be `nil` when not needed.
+/// The gradients of ``convForward`` from dout (N, O, Ho, Wo): dx (N, C, H, W) is written,
+/// dweight (O, Cg, KH, KW) and dbias (O) are accumulated (`+=`). Any of the three may be `nil`
+/// when not needed.
 func convBackward(
   dx: UnsafeMutablePointer<Float>?, dweight: UnsafeMutablePointer<Float>?,
   dbias: UnsafeMutablePointer<Float>?, dout: UnsafePointer<Float>,
@@ -172,15 +173,17 @@ func convBackward(
         if let dx {
           let dxg = dx + (s * c + gi * cg) * hw
           if let col {
-            // dcol (Cg·KK, HoWo) = W_gᵀ · dout_g, then scattered back onto the input grid.
+            // dcol (Cg·KK, HoWo) = W_gᵀ · dout_g, then scattered back onto the input grid (on
+            // this core, while the sample's planes are in cache).
             sgemm(transA: true, transB: false, m: cg * kk, n: ohw, k: og,
                   alpha: 1, a: wg, lda: cg * kk, b: dg, ldb: ohw,
                   beta: 0, c: col.pointer, ldc: ohw)
+            dxg.update(repeating: 0, count: cg * hw)
             col2im(dx: dxg, col: col.pointer, channels: cg, geo: geo)
           } else {
             sgemm(transA: true, transB: false, m: cg, n: hw, k: og,
                   alpha: 1, a: wg, lda: cg, b: dg, ldb: ohw,
-                  beta: 1, c: dxg, ldc: hw)
+                  beta: 0, c: dxg, ldc: hw)
           }
         }
       }
