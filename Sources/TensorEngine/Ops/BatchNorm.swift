@@ -41,19 +41,12 @@ public struct BatchNormState {
 public func batchNorm2d(
   _ x: Tensor, weight: Tensor?, bias: Tensor?, state: BatchNormState, training: Bool
 ) -> Tensor {
-  checkBatchNormArguments(x, weight: weight, bias: bias, state: state, training: training, "batchNorm2d")
+  let (out, mean, invStd) = normalizedForward(x, weight: weight, bias: bias, state: state,
+                                              training: training, "batchNorm2d") { dst, src, scale, shift, count in
+    affine(count, src, scale, shift, dst)
+  }
   let (n, c, hw) = (x.shape[0], x.shape[1], x.shape[2] * x.shape[3])
   let m = n * hw
-
-  let (mean, invStd) = normalizationStatistics(x, state: state, training: training)
-  let out = Tensor.uninitialized(x.shape)
-  parallelFor(c) { ch in
-    let scale = invStd.pointer[ch] * (weight?.pointer[ch] ?? 1)
-    let shift = (bias?.pointer[ch] ?? 0) - mean.pointer[ch] * scale
-    for s in 0..<n {
-      affine(hw, x.pointer + (s * c + ch) * hw, scale, shift, out.pointer + (s * c + ch) * hw)
-    }
-  }
   let inputs = [x] + (weight.map { [$0, bias!] } ?? [])
   // A non-affine output is x̂ itself: keep the output's storage (which the next op saves anyway)
   // instead of the input, so the input can be freed.
@@ -113,18 +106,12 @@ public func batchNorm2d(
 public func batchNormReLU(
   _ x: Tensor, weight: Tensor?, bias: Tensor?, state: BatchNormState, training: Bool
 ) -> Tensor {
-  checkBatchNormArguments(x, weight: weight, bias: bias, state: state, training: training, "batchNormReLU")
+  let (out, mean, invStd) = normalizedForward(x, weight: weight, bias: bias, state: state,
+                                              training: training, "batchNormReLU") { dst, src, scale, shift, count in
+    pcd_affine_relu(dst, src, scale, shift, count)
+  }
   let (n, c, hw) = (x.shape[0], x.shape[1], x.shape[2] * x.shape[3])
   let m = n * hw
-  let (mean, invStd) = normalizationStatistics(x, state: state, training: training)
-  let out = Tensor.uninitialized(x.shape)
-  parallelFor(c) { ch in
-    let scale = invStd.pointer[ch] * (weight?.pointer[ch] ?? 1)
-    let shift = (bias?.pointer[ch] ?? 0) - mean.pointer[ch] * scale
-    for s in 0..<n {
-      pcd_affine_relu(out.pointer + (s * c + ch) * hw, x.pointer + (s * c + ch) * hw, scale, shift, hw)
-    }
-  }
   let inputs = [x] + (weight.map { [$0, bias!] } ?? [])
   let saved = out.storage
   return record(out, inputs: inputs) { [weight] g in
@@ -157,6 +144,27 @@ public func batchNormReLU(
     }
     return [dx] + (weight == nil ? [] : [dw, db])
   }
+}
+
+/// The forward shared by the batch-norm ops: checks the arguments, takes the statistics, and
+/// has `apply(out, x, scale, shift, count)` map each (n, c) plane through the channel's affine
+/// map γ/σ·x + (β − γμ/σ), which normalises, scales and shifts it.
+private func normalizedForward(
+  _ x: Tensor, weight: Tensor?, bias: Tensor?, state: BatchNormState, training: Bool, _ op: String,
+  _ apply: (UnsafeMutablePointer<Float>, UnsafePointer<Float>, Float, Float, Int) -> Void
+) -> (out: Tensor, mean: Storage, invStd: Storage) {
+  checkBatchNormArguments(x, weight: weight, bias: bias, state: state, training: training, op)
+  let (n, c, hw) = (x.shape[0], x.shape[1], x.shape[2] * x.shape[3])
+  let (mean, invStd) = normalizationStatistics(x, state: state, training: training)
+  let out = Tensor.uninitialized(x.shape)
+  parallelFor(c) { ch in
+    let scale = invStd.pointer[ch] * (weight?.pointer[ch] ?? 1)
+    let shift = (bias?.pointer[ch] ?? 0) - mean.pointer[ch] * scale
+    for s in 0..<n {
+      apply(out.pointer + (s * c + ch) * hw, x.pointer + (s * c + ch) * hw, scale, shift, hw)
+    }
+  }
+  return (out, mean, invStd)
 }
 
 /// The preconditions shared by the batch-norm ops: x is (N, C, H, W), parameters and statistics
