@@ -1,6 +1,8 @@
 // Element-wise kernels, and the run-time choice of the AVX2 builds (see dispatch.h).
 #include "dispatch.h"
 
+static int portable_only = 0;
+
 int pcd_use_avx2(void) {
 #if HAVE_AVX2_BUILD
   static int cached = -1;
@@ -8,10 +10,17 @@ int pcd_use_avx2(void) {
     __builtin_cpu_init();
     cached = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
   }
-  return cached;
+  return cached && !portable_only;
 #else
   return 0;
 #endif
+}
+
+int pcd_set_portable_only(int on) {
+  portable_only = 0;
+  const int avx2 = pcd_use_avx2();
+  portable_only = on;
+  return avx2;
 }
 
 INLINE void relu_forward(float *restrict y, const float *restrict x, long n) {

@@ -2,7 +2,7 @@
 // a naive convolution (forward) and its naive adjoint (backward), on the four DARTS geometries and
 // on sizes that exercise the 8-column blocks, the register tiles and the scalar tails.
 
-import TensorEngine
+@testable import TensorEngine
 import TestSupport
 import XCTest
 
@@ -84,13 +84,15 @@ final class DepthwiseKernelTests: XCTestCase {
   }
 
   func testDartsGeometriesAtStrideOneAndTwo() {
-    var seed: UInt64 = 100
-    for (k, p, d) in dartsGeometries {
-      for s in [1, 2] {
-        for (h, w) in sizes {
-          check("k\(k) p\(p) d\(d) s\(s) \(h)×\(w)", c: 3, h: h, w: w, k: k, stride: s, padding: p,
-                dilation: d, seed: seed)
-          seed += 10
+    forEachKernelBuild { build in
+      var seed: UInt64 = 100
+      for (k, p, d) in dartsGeometries {
+        for s in [1, 2] {
+          for (h, w) in sizes {
+            check("\(build) k\(k) p\(p) d\(d) s\(s) \(h)×\(w)", c: 3, h: h, w: w, k: k, stride: s, padding: p,
+                  dilation: d, seed: seed)
+            seed += 10
+          }
         }
       }
     }
@@ -100,12 +102,14 @@ final class DepthwiseKernelTests: XCTestCase {
   /// odd columns swap halves), padding beyond the kernel's reach, and the generic fallback
   /// (stride 3, a 9×9 kernel).
   func testOtherGeometries() {
-    // (k, stride, padding, dilation, h, w)
-    let cases = [(1, 2, 0, 1, 9, 20), (3, 2, 0, 1, 17, 40), (3, 2, 3, 1, 11, 19), (4, 2, 1, 3, 16, 35),
-                 (3, 1, 3, 1, 6, 21), (7, 2, 3, 1, 20, 33), (3, 3, 1, 1, 13, 50), (9, 1, 4, 1, 12, 30)]
-    for (i, t) in cases.enumerated() {
-      let (k, s, p, d, h, w) = t
-      check("case \(t)", c: 2, h: h, w: w, k: k, stride: s, padding: p, dilation: d, seed: UInt64(900 + 10 * i))
+    forEachKernelBuild { build in
+      // (k, stride, padding, dilation, h, w)
+      let cases = [(1, 2, 0, 1, 9, 20), (3, 2, 0, 1, 17, 40), (3, 2, 3, 1, 11, 19), (4, 2, 1, 3, 16, 35),
+                   (3, 1, 3, 1, 6, 21), (7, 2, 3, 1, 20, 33), (3, 3, 1, 1, 13, 50), (9, 1, 4, 1, 12, 30)]
+      for (i, t) in cases.enumerated() {
+        let (k, s, p, d, h, w) = t
+        check("\(build) case \(t)", c: 2, h: h, w: w, k: k, stride: s, padding: p, dilation: d, seed: UInt64(900 + 10 * i))
+      }
     }
   }
 }

@@ -2,7 +2,7 @@
 // the edge cases the DARTS search space exercises: stride 2, padding, dilation 2, groups,
 // odd sizes and the 1:-slices of FactorizedReduce.
 
-import TensorEngine
+@testable import TensorEngine
 import TestSupport
 import XCTest
 
@@ -72,15 +72,17 @@ final class GradientCheckTests: XCTestCase {
   }
 
   func testPools() {
-    let x = spreadInput([2, 3, 7, 7], seed: 1)
-    checkGradients("max 3x3 s1", inputs: [x]) { maxPool2d($0[0], kernel: 3, stride: 1, padding: 1) }
-    checkGradients("max 3x3 s2", inputs: [x]) { maxPool2d($0[0], kernel: 3, stride: 2, padding: 1) }
-    checkGradients("max 2x2 s2", inputs: [spreadInput([2, 2, 6, 6], seed: 2)]) {
-      maxPool2d($0[0], kernel: 2, stride: 2)
+    forEachKernelBuild { build in
+      let x = spreadInput([2, 3, 7, 7], seed: 1)
+      checkGradients("\(build) max 3x3 s1", inputs: [x]) { maxPool2d($0[0], kernel: 3, stride: 1, padding: 1) }
+      checkGradients("\(build) max 3x3 s2", inputs: [x]) { maxPool2d($0[0], kernel: 3, stride: 2, padding: 1) }
+      checkGradients("\(build) max 2x2 s2", inputs: [spreadInput([2, 2, 6, 6], seed: 2)]) {
+        maxPool2d($0[0], kernel: 2, stride: 2)
+      }
+      checkGradients("\(build) avg 3x3 s1", inputs: [x]) { avgPool2d($0[0], kernel: 3, stride: 1, padding: 1) }
+      checkGradients("\(build) avg 3x3 s2", inputs: [x]) { avgPool2d($0[0], kernel: 3, stride: 2, padding: 1) }
+      checkGradients("\(build) global avg", inputs: [x]) { globalAvgPool2d($0[0]) }
     }
-    checkGradients("avg 3x3 s1", inputs: [x]) { avgPool2d($0[0], kernel: 3, stride: 1, padding: 1) }
-    checkGradients("avg 3x3 s2", inputs: [x]) { avgPool2d($0[0], kernel: 3, stride: 2, padding: 1) }
-    checkGradients("global avg", inputs: [x]) { globalAvgPool2d($0[0]) }
   }
 
   func testBatchNorm() {
@@ -100,43 +102,45 @@ final class GradientCheckTests: XCTestCase {
   }
 
   func testBatchNormReLU() {
-    let x = randomInput([3, 2, 4, 5], seed: 60)
-    let gamma = randomInput([2], seed: 61), beta = randomInput([2], seed: 62)
-    let state = freshState(2)
-    checkGradients("bn+relu train affine", inputs: [x, gamma, beta], step: 1e-3, tolerance: 2e-2) {
-      batchNormReLU($0[0], weight: $0[1], bias: $0[2], state: state, training: true)
-    }
-    checkGradients("bn+relu train plain", inputs: [x], step: 1e-3, tolerance: 2e-2) {
-      batchNormReLU($0[0], weight: nil, bias: nil, state: state, training: true)
-    }
-    checkGradients("bn+relu eval affine", inputs: [x, gamma, beta], step: 1e-3, tolerance: 2e-2) {
-      batchNormReLU($0[0], weight: $0[1], bias: $0[2], state: state, training: false)
-    }
-    // Equal to the two ops in sequence, on planes of 6×7 (vector body and tail), and the same
-    // through a Sequential, which fuses them.
-    for t in [gamma, beta] { t.zeroGrad() }
-    for training in [true, false] {
-      let wide = randomInput([3, 2, 6, 7], seed: 63, std: 2)
-      let (fusedState, plainState) = (freshState(2), freshState(2))
-      let fused = batchNormReLU(wide, weight: gamma, bias: beta, state: fusedState, training: training)
-      let plain = relu(batchNorm2d(wide, weight: gamma, bias: beta, state: plainState, training: training))
-      assertClose(fused, plain, tolerance: 1e-6, "forward, training \(training)")
-      assertClose(fusedState.runningVar, plainState.runningVar, tolerance: 1e-6, "running variance")
-      let projection = randomInput([3, 2, 6, 7], seed: 64)
-      fused.backward(gradient: projection)
-      let fusedGrads = [wide, gamma, beta].map { $0.grad! }
-      for t in [wide, gamma, beta] { t.zeroGrad() }
-      plain.backward(gradient: projection)
-      for (k, t) in [wide, gamma, beta].enumerated() {
-        assertClose(fusedGrads[k], t.grad!, tolerance: 1e-5, "gradient \(k), training \(training)")
+    forEachKernelBuild { build in
+      let x = randomInput([3, 2, 4, 5], seed: 60)
+      let gamma = randomInput([2], seed: 61), beta = randomInput([2], seed: 62)
+      let state = freshState(2)
+      checkGradients("\(build) bn+relu train affine", inputs: [x, gamma, beta], step: 1e-3, tolerance: 2e-2) {
+        batchNormReLU($0[0], weight: $0[1], bias: $0[2], state: state, training: true)
       }
-      for t in [wide, gamma, beta] { t.zeroGrad() }
+      checkGradients("\(build) bn+relu train plain", inputs: [x], step: 1e-3, tolerance: 2e-2) {
+        batchNormReLU($0[0], weight: nil, bias: nil, state: state, training: true)
+      }
+      checkGradients("\(build) bn+relu eval affine", inputs: [x, gamma, beta], step: 1e-3, tolerance: 2e-2) {
+        batchNormReLU($0[0], weight: $0[1], bias: $0[2], state: state, training: false)
+      }
+      // Equal to the two ops in sequence, on planes of 6×7 (vector body and tail), and the same
+      // through a Sequential, which fuses them.
+      for t in [gamma, beta] { t.zeroGrad() }
+      for training in [true, false] {
+        let wide = randomInput([3, 2, 6, 7], seed: 63, std: 2)
+        let (fusedState, plainState) = (freshState(2), freshState(2))
+        let fused = batchNormReLU(wide, weight: gamma, bias: beta, state: fusedState, training: training)
+        let plain = relu(batchNorm2d(wide, weight: gamma, bias: beta, state: plainState, training: training))
+        assertClose(fused, plain, tolerance: 1e-6, "\(build) forward, training \(training)")
+        assertClose(fusedState.runningVar, plainState.runningVar, tolerance: 1e-6, "\(build) running variance")
+        let projection = randomInput([3, 2, 6, 7], seed: 64)
+        fused.backward(gradient: projection)
+        let fusedGrads = [wide, gamma, beta].map { $0.grad! }
+        for t in [wide, gamma, beta] { t.zeroGrad() }
+        plain.backward(gradient: projection)
+        for (k, t) in [wide, gamma, beta].enumerated() {
+          assertClose(fusedGrads[k], t.grad!, tolerance: 1e-5, "\(build) gradient \(k), training \(training)")
+        }
+        for t in [wide, gamma, beta] { t.zeroGrad() }
+      }
+      let norm = BatchNorm2d(channels: 2, affine: false)
+      let sequential = Sequential([norm, ReLU()])(x)
+      XCTAssertEqual(norm.numBatchesTracked.scalars, [1])
+      assertClose(sequential, relu(batchNorm2d(x, weight: nil, bias: nil, state: freshState(2), training: true)),
+                  tolerance: 1e-6, "Sequential(BatchNorm2d, ReLU)")
     }
-    let norm = BatchNorm2d(channels: 2, affine: false)
-    let sequential = Sequential([norm, ReLU()])(x)
-    XCTAssertEqual(norm.numBatchesTracked.scalars, [1])
-    assertClose(sequential, relu(batchNorm2d(x, weight: nil, bias: nil, state: freshState(2), training: true)),
-                tolerance: 1e-6, "Sequential(BatchNorm2d, ReLU)")
   }
 
   func testNormalizedWeightedSumHasExactGradients() {
@@ -155,31 +159,33 @@ final class GradientCheckTests: XCTestCase {
   }
 
   func testNormalizedWeightedSumEqualsNormalisingEachTerm() {
-    // Eight terms (more than one register group of the fused kernel) on planes of 6×7 values.
-    for training in [true, false] {
-      let xs = (0..<8).map { randomInput([3, 2, 6, 7], seed: 40 + UInt64($0), std: 2) }
-      let w = randomInput([9], seed: 50)
-      let indices = [8, 0, 1, 2, 3, 5, 6, 7]
-      let normalised = Set([0, 2, 3, 5, 6, 7])
-      let fusedNorms = (0..<8).map { normalised.contains($0) ? freshState(2) : nil }
-      let plainNorms = (0..<8).map { normalised.contains($0) ? freshState(2) : nil }
-      let fused = normalizedWeightedSum(xs, norms: fusedNorms, training: training, weights: w, indices: indices)
-      let plain = weightedSum(
-        zip(xs, plainNorms).map { x, norm in
-          norm.map { batchNorm2d(x, weight: nil, bias: nil, state: $0, training: training) } ?? x
-        }, weights: w, indices: indices)
-      assertClose(fused, plain, tolerance: 1e-5, "forward, training \(training)")
-      for case let (a?, b?) in zip(fusedNorms, plainNorms) {
-        assertClose(a.runningMean, b.runningMean, tolerance: 1e-6, "running mean")
-        assertClose(a.runningVar, b.runningVar, tolerance: 1e-6, "running variance")
-      }
-      let projection = randomInput([3, 2, 6, 7], seed: 51)
-      fused.backward(gradient: projection)
-      let fusedGrads = (xs + [w]).map { $0.grad! }
-      for x in xs + [w] { x.zeroGrad() }
-      plain.backward(gradient: projection)
-      for (k, x) in (xs + [w]).enumerated() {
-        assertClose(fusedGrads[k], x.grad!, tolerance: 1e-4, "gradient \(k), training \(training)")
+    forEachKernelBuild { build in
+      // Eight terms (more than one register group of the fused kernel) on planes of 6×7 values.
+      for training in [true, false] {
+        let xs = (0..<8).map { randomInput([3, 2, 6, 7], seed: 40 + UInt64($0), std: 2) }
+        let w = randomInput([9], seed: 50)
+        let indices = [8, 0, 1, 2, 3, 5, 6, 7]
+        let normalised = Set([0, 2, 3, 5, 6, 7])
+        let fusedNorms = (0..<8).map { normalised.contains($0) ? freshState(2) : nil }
+        let plainNorms = (0..<8).map { normalised.contains($0) ? freshState(2) : nil }
+        let fused = normalizedWeightedSum(xs, norms: fusedNorms, training: training, weights: w, indices: indices)
+        let plain = weightedSum(
+          zip(xs, plainNorms).map { x, norm in
+            norm.map { batchNorm2d(x, weight: nil, bias: nil, state: $0, training: training) } ?? x
+          }, weights: w, indices: indices)
+        assertClose(fused, plain, tolerance: 1e-5, "\(build) forward, training \(training)")
+        for case let (a?, b?) in zip(fusedNorms, plainNorms) {
+          assertClose(a.runningMean, b.runningMean, tolerance: 1e-6, "\(build) running mean")
+          assertClose(a.runningVar, b.runningVar, tolerance: 1e-6, "\(build) running variance")
+        }
+        let projection = randomInput([3, 2, 6, 7], seed: 51)
+        fused.backward(gradient: projection)
+        let fusedGrads = (xs + [w]).map { $0.grad! }
+        for x in xs + [w] { x.zeroGrad() }
+        plain.backward(gradient: projection)
+        for (k, x) in (xs + [w]).enumerated() {
+          assertClose(fusedGrads[k], x.grad!, tolerance: 1e-4, "\(build) gradient \(k), training \(training)")
+        }
       }
     }
   }
@@ -224,35 +230,37 @@ final class GradientCheckTests: XCTestCase {
   }
 
   func testPartialChannelSumEqualsItsDefinitionAndHasExactGradients() {
-    // Two edges at stride 1 and one at stride 2 into a node of C = 6 channels, K = 3 (P = 2).
-    let x1 = randomInput([2, 6, 4, 4], seed: 20), x2 = randomInput([2, 6, 4, 4], seed: 21)
-    let x3 = spreadInput([2, 6, 8, 8], seed: 22)
-    let p1 = randomInput([2, 2, 4, 4], seed: 23), p2 = randomInput([2, 2, 4, 4], seed: 24)
-    let p3 = randomInput([2, 2, 4, 4], seed: 25)
-    let beta = randomInput([5], seed: 26)
-    func fused(_ t: [Tensor]) -> Tensor {
-      partialChannelSum(processed: [t[0], t[1], t[2]], inputs: [t[3], t[4], t[5]], strides: [1, 1, 2],
-                        weights: t[6], indices: [4, 0, 2], groups: 3)
-    }
-    func reference(_ t: [Tensor]) -> Tensor {
-      let pooled = maxPool2d(sliceChannels(t[5], 2..<6), kernel: 2, stride: 2)
-      let edges = [shuffledConcat(t[0], t[3], bChannels: 2..<6, groups: 3),
-                   shuffledConcat(t[1], t[4], bChannels: 2..<6, groups: 3),
-                   shuffledConcat(t[2], pooled, bChannels: 0..<4, groups: 3)]
-      return weightedSum(edges, weights: t[6], indices: [4, 0, 2])
-    }
-    let inputs = [p1, p2, p3, x1, x2, x3, beta]
-    assertClose(fused(inputs), reference(inputs), tolerance: 1e-6, "forward")
-    checkGradients("partialChannelSum", inputs: inputs, fused)
-    // And the same gradients as the composition it replaces.
-    let projection = randomInput([2, 6, 4, 4], seed: 27)
-    for x in inputs { x.zeroGrad() }
-    fused(inputs).backward(gradient: projection)
-    let fusedGrads = inputs.map { $0.grad!.scalars }
-    for x in inputs { x.zeroGrad() }
-    reference(inputs).backward(gradient: projection)
-    for (i, x) in inputs.enumerated() {
-      assertClose(fusedGrads[i], x.grad!.scalars, tolerance: 1e-6, "gradient \(i)")
+    forEachKernelBuild { build in
+      // Two edges at stride 1 and one at stride 2 into a node of C = 6 channels, K = 3 (P = 2).
+      let x1 = randomInput([2, 6, 4, 4], seed: 20), x2 = randomInput([2, 6, 4, 4], seed: 21)
+      let x3 = spreadInput([2, 6, 8, 8], seed: 22)
+      let p1 = randomInput([2, 2, 4, 4], seed: 23), p2 = randomInput([2, 2, 4, 4], seed: 24)
+      let p3 = randomInput([2, 2, 4, 4], seed: 25)
+      let beta = randomInput([5], seed: 26)
+      func fused(_ t: [Tensor]) -> Tensor {
+        partialChannelSum(processed: [t[0], t[1], t[2]], inputs: [t[3], t[4], t[5]], strides: [1, 1, 2],
+                          weights: t[6], indices: [4, 0, 2], groups: 3)
+      }
+      func reference(_ t: [Tensor]) -> Tensor {
+        let pooled = maxPool2d(sliceChannels(t[5], 2..<6), kernel: 2, stride: 2)
+        let edges = [shuffledConcat(t[0], t[3], bChannels: 2..<6, groups: 3),
+                     shuffledConcat(t[1], t[4], bChannels: 2..<6, groups: 3),
+                     shuffledConcat(t[2], pooled, bChannels: 0..<4, groups: 3)]
+        return weightedSum(edges, weights: t[6], indices: [4, 0, 2])
+      }
+      let inputs = [p1, p2, p3, x1, x2, x3, beta]
+      assertClose(fused(inputs), reference(inputs), tolerance: 1e-6, "\(build) forward")
+      checkGradients("\(build) partialChannelSum", inputs: inputs, fused)
+      // And the same gradients as the composition it replaces.
+      let projection = randomInput([2, 6, 4, 4], seed: 27)
+      for x in inputs { x.zeroGrad() }
+      fused(inputs).backward(gradient: projection)
+      let fusedGrads = inputs.map { $0.grad!.scalars }
+      for x in inputs { x.zeroGrad() }
+      reference(inputs).backward(gradient: projection)
+      for (i, x) in inputs.enumerated() {
+        assertClose(fusedGrads[i], x.grad!.scalars, tolerance: 1e-6, "\(build) gradient \(i)")
+      }
     }
   }
 

@@ -2,7 +2,7 @@
 // scalar tails, generic fallbacks) against a naive reference written from the definitions.
 // Legend: N batch, C channels, H×W input, K×K window, s stride, p padding.
 
-import TensorEngine
+@testable import TensorEngine
 import TestSupport
 import XCTest
 
@@ -28,37 +28,41 @@ final class PoolKernelTests: XCTestCase {
   }
 
   func testMaxPoolMatchesReference() {
-    for (index, (h, w, k, s, p)) in Self.geometries.enumerated() {
-      let shape = [2, 3, h, w]
-      for (pattern, values) in inputs(shape, seed: UInt64(index)) {
-        let what = "max \(h)×\(w) k\(k) s\(s) p\(p) \(pattern)"
-        let x = Tensor(shape: shape, data: values, requiresGrad: true)
-        let y = maxPool2d(x, kernel: k, stride: s, padding: p)
-        let g = randomInput(y.shape, seed: UInt64(100 + index))
-        y.backward(gradient: g)
-        let expected = ReferencePool(shape: shape, kernel: k, stride: s, padding: p)
-        XCTAssertEqual(y.shape, [2, 3, expected.outH, expected.outW], what)
-        XCTAssertEqual(y.scalars, expected.maxForward(values), "\(what): forward")
-        assertClose(x.grad!.scalars, expected.maxBackward(values, g.scalars), tolerance: 1e-6,
-                    "\(what): backward")
+    forEachKernelBuild { build in
+      for (index, (h, w, k, s, p)) in Self.geometries.enumerated() {
+        let shape = [2, 3, h, w]
+        for (pattern, values) in inputs(shape, seed: UInt64(index)) {
+          let what = "\(build) max \(h)×\(w) k\(k) s\(s) p\(p) \(pattern)"
+          let x = Tensor(shape: shape, data: values, requiresGrad: true)
+          let y = maxPool2d(x, kernel: k, stride: s, padding: p)
+          let g = randomInput(y.shape, seed: UInt64(100 + index))
+          y.backward(gradient: g)
+          let expected = ReferencePool(shape: shape, kernel: k, stride: s, padding: p)
+          XCTAssertEqual(y.shape, [2, 3, expected.outH, expected.outW], what)
+          XCTAssertEqual(y.scalars, expected.maxForward(values), "\(what): forward")
+          assertClose(x.grad!.scalars, expected.maxBackward(values, g.scalars), tolerance: 1e-6,
+                      "\(what): backward")
+        }
       }
     }
   }
 
   func testAvgPoolMatchesReference() {
-    for (index, (h, w, k, s, p)) in Self.geometries.enumerated() {
-      let shape = [2, 3, h, w]
-      for includePad in [false, true] {
-        let what = "avg \(h)×\(w) k\(k) s\(s) p\(p) countIncludePad \(includePad)"
-        let x = randomInput(shape, seed: UInt64(200 + index))
-        let y = avgPool2d(x, kernel: k, stride: s, padding: p, countIncludePad: includePad)
-        let g = randomInput(y.shape, seed: UInt64(300 + index))
-        y.backward(gradient: g)
-        let expected = ReferencePool(shape: shape, kernel: k, stride: s, padding: p)
-        assertClose(y.scalars, expected.avgForward(x.scalars, countIncludePad: includePad),
-                    tolerance: 1e-6, "\(what): forward")
-        assertClose(x.grad!.scalars, expected.avgBackward(g.scalars, countIncludePad: includePad),
-                    tolerance: 1e-6, "\(what): backward")
+    forEachKernelBuild { build in
+      for (index, (h, w, k, s, p)) in Self.geometries.enumerated() {
+        let shape = [2, 3, h, w]
+        for includePad in [false, true] {
+          let what = "\(build) avg \(h)×\(w) k\(k) s\(s) p\(p) countIncludePad \(includePad)"
+          let x = randomInput(shape, seed: UInt64(200 + index))
+          let y = avgPool2d(x, kernel: k, stride: s, padding: p, countIncludePad: includePad)
+          let g = randomInput(y.shape, seed: UInt64(300 + index))
+          y.backward(gradient: g)
+          let expected = ReferencePool(shape: shape, kernel: k, stride: s, padding: p)
+          assertClose(y.scalars, expected.avgForward(x.scalars, countIncludePad: includePad),
+                      tolerance: 1e-6, "\(what): forward")
+          assertClose(x.grad!.scalars, expected.avgBackward(g.scalars, countIncludePad: includePad),
+                      tolerance: 1e-6, "\(what): backward")
+        }
       }
     }
   }
@@ -67,20 +71,22 @@ final class PoolKernelTests: XCTestCase {
   /// by hand on a 3×3 stride-1 pool (padding 1) of a 3×9 plane, wide enough for the vector
   /// path: two 9s at (0, 1) and (1, 0), zeros elsewhere, and a gradient of ones.
   func testMaxTiesRouteToFirstMaximum() {
-    var plane = [Float](repeating: 0, count: 3 * 9)
-    plane[1] = 9  // (0, 1)
-    plane[9] = 9  // (1, 0)
-    let x = Tensor(shape: [1, 1, 3, 9], data: plane, requiresGrad: true)
-    let y = maxPool2d(x, kernel: 3, stride: 1, padding: 1)
-    y.backward(gradient: Tensor(repeating: 1, shape: y.shape))
-    let dx = x.grad!.scalars
-    // (0, 1) is in the windows of outputs r ≤ 1, q ≤ 2 (6) and wins all of them, as it comes
-    // first in row-major order; (1, 0) is in those of r ≤ 2, q ≤ 1, but wins only the two
-    // without (0, 1): r = 2, q ≤ 1.
-    XCTAssertEqual(dx[1], 6)
-    XCTAssertEqual(dx[9], 2)
-    // The remaining outputs (all-zero windows) route to their window's first position.
-    XCTAssertEqual(dx.reduce(0, +), Float(y.count))
+    forEachKernelBuild { build in
+      var plane = [Float](repeating: 0, count: 3 * 9)
+      plane[1] = 9  // (0, 1)
+      plane[9] = 9  // (1, 0)
+      let x = Tensor(shape: [1, 1, 3, 9], data: plane, requiresGrad: true)
+      let y = maxPool2d(x, kernel: 3, stride: 1, padding: 1)
+      y.backward(gradient: Tensor(repeating: 1, shape: y.shape))
+      let dx = x.grad!.scalars
+      // (0, 1) is in the windows of outputs r ≤ 1, q ≤ 2 (6) and wins all of them, as it comes
+      // first in row-major order; (1, 0) is in those of r ≤ 2, q ≤ 1, but wins only the two
+      // without (0, 1): r = 2, q ≤ 1.
+      XCTAssertEqual(dx[1], 6, build)
+      XCTAssertEqual(dx[9], 2, build)
+      // The remaining outputs (all-zero windows) route to their window's first position.
+      XCTAssertEqual(dx.reduce(0, +), Float(y.count), build)
+    }
   }
 }
 

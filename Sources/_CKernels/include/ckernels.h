@@ -55,6 +55,10 @@ void pcd_relu_forward(float *y, const float *x, long n);
 /// dx = g where y > 0, else 0 (y is the ReLU output).
 void pcd_relu_backward(float *dx, const float *g, const float *y, long n);
 
+/// For tests: with on ≠ 0, every kernel runs its portable build even where the AVX2 build could
+/// run, so that one machine checks both. Returns whether the AVX2 build can run here at all.
+int pcd_set_portable_only(int on);
+
 /// A processor hint for spin-wait loops (PAUSE on x86).
 static inline void pcd_spin_pause(void) {
 #if defined(__x86_64__) || defined(__i386__)
