@@ -20,6 +20,12 @@ final class GradNode {
   /// Maps the gradient of the output to one gradient per edge (`nil` = no contribution).
   var backward: ((Tensor) -> [Tensor?])?
   /// The gradient flowing into the output during a backward pass.
+  ///
+  /// An op whose gradient covers only part of an input (some of its channels) may add that part
+  /// into the input node's pending gradient in place, when there is one, and return no gradient
+  /// for the input, instead of a zero-filled full-size tensor for the graph to add. A pending
+  /// gradient belongs to the graph alone (`backward(gradient:)` copies any buffer it would hand
+  /// to two places), so adding into it is safe.
   var pendingGrad: Tensor?
   /// The output's shape, to check incoming gradients.
   let shape: [Int]

@@ -261,6 +261,20 @@ final class GradientCheckTests: XCTestCase {
       for (i, x) in inputs.enumerated() {
         assertClose(fusedGrads[i], x.grad!.scalars, tolerance: 1e-6, "\(build) gradient \(i)")
       }
+      // Inputs that are op outputs read by several ops, as the nodes of a cell: the later sum's
+      // backward runs first and leaves a pending gradient on x, first and big, so the earlier sum
+      // and the slices add into it in place (stride 1 and 2).
+      func chained(_ t: [Tensor]) -> Tensor {
+        let (x, big) = (scale(t[3], by: 1.5), scale(t[5], by: 0.5))
+        let first = partialChannelSum(processed: [sliceChannels(x, 0..<2), t[0]], inputs: [x, big],
+                                      strides: [1, 2], weights: t[6], indices: [0, 1], groups: 3)
+        return partialChannelSum(processed: [sliceChannels(first, 0..<2), relu(sliceChannels(x, 2..<4)), t[1]],
+                                 inputs: [first, x, big], strides: [1, 1, 2], weights: t[6],
+                                 indices: [2, 3, 4], groups: 3)
+      }
+      checkGradients("\(build) chained partialChannelSums", inputs: [p1, p2, x1, x3, beta]) {
+        chained([$0[0], $0[1], p3, $0[2], x2, $0[3], $0[4]])
+      }
     }
   }
 

@@ -57,22 +57,27 @@ public func partialChannelSum(
   let needsWeightGradient = weights.requiresGrad
   return record(out, inputs: processed + inputs + [weights]) { g in
     let dprocessed = processed.map { $0.requiresGrad ? Tensor.uninitialized($0.shape) : nil }
-    // The bypass planes of an input are each written exactly once below (a stride-2 plane by the
-    // max-pool adjoint, which writes its whole input plane), so only the first P channels, which
-    // reach the candidate operations instead, need zeros.
-    let dinputs = inputs.map { x -> Tensor? in
-      guard x.requiresGrad else { return nil }
+    // An input's bypass planes (channels P..<C) are added into its pending gradient when it has
+    // one (a node is read by every later node); otherwise they are written exactly once into a
+    // new gradient (a stride-2 plane by the max-pool adjoint, which writes its whole input
+    // plane), whose first P channels, which reach the candidate operations instead, are zeroed.
+    let pending = inputs.map { $0.requiresGrad ? $0.node?.pendingGrad : nil }
+    let dinputs = zip(inputs, pending).map { x, pending -> Tensor? in
+      guard x.requiresGrad, pending == nil else { return nil }
       let d = Tensor.uninitialized(x.shape)
       let planeSize = x.shape[2] * x.shape[3]
       for sample in 0..<n { (d.pointer + sample * c * planeSize).update(repeating: 0, count: p * planeSize) }
       return d
     }
+    let targets = zip(dinputs, pending).map { $0 ?? $1 }
+    let added = pending.map { $0 != nil }
     // ∂/∂wₑ = ⟨g, edge output e⟩, summed per plane then over planes in a fixed order.
     var planeDots = [Double](repeating: 0, count: n * c * edges)
     planeDots.withUnsafeMutableBufferPointer { dots in
       parallelChunks(n * c, minChunk: chunk) { lo, hi in
         let planes = EdgePlanes(edges: edges, oh: oh, ow: ow, pooled: pooled)
         let scaled = Storage(count: ohw, zeroed: false)
+        let unpooled = Storage(count: 4 * ohw, zeroed: false)
         var sums = [Double](repeating: 0, count: edges + 1)
         for plane in lo..<hi {
           let (sample, ci) = (plane / c, source[plane % c])
@@ -88,14 +93,17 @@ public func partialChannelSum(
               if let d = dprocessed[e] { affine(ohw, gp, edgeWeights[e], 0, d.pointer + (sample * p + ci) * ohw) }
               continue
             }
-            guard let d = dinputs[e] else { continue }
+            guard let d = targets[e] else { continue }
             let s = strides[e]
             let at = (sample * c + ci) * ohw * s * s
-            if s == 1 {
-              affine(ohw, gp, edgeWeights[e], 0, d.pointer + at)
-            } else {
+            switch (s, added[e]) {
+            case (1, false): affine(ohw, gp, edgeWeights[e], 0, d.pointer + at)
+            case (1, true): axpy(ohw, edgeWeights[e], gp, d.pointer + at)
+            default:
               affine(ohw, gp, edgeWeights[e], 0, scaled.pointer)
-              planes.pools[e]!.backward(scaled.pointer, x: inputs[e].pointer + at, into: d.pointer + at)
+              let into = added[e] ? unpooled.pointer : d.pointer + at
+              planes.pools[e]!.backward(scaled.pointer, x: inputs[e].pointer + at, into: into)
+              if added[e] { axpy(4 * ohw, 1, unpooled.pointer, d.pointer + at) }
             }
           }
         }
@@ -105,7 +113,7 @@ public func partialChannelSum(
     for plane in 0..<(n * c) {
       for e in 0..<edges { dweights.pointer[indices[e]] += Float(planeDots[plane * edges + e]) }
     }
-    return dprocessed + dinputs + [dweights]
+    return dprocessed + dinputs + [dweights]  // nil for the inputs added into in place
   }
 }
 

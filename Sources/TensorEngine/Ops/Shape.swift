@@ -55,8 +55,15 @@ public func sliceChannels(_ x: Tensor, _ range: Range<Int>) -> Tensor {
   parallelFor(n) { s in
     (out.pointer + s * k * hw).update(from: x.pointer + (s * c + range.lowerBound) * hw, count: k * hw)
   }
-  let shape = x.shape
+  let (shape, source) = (x.shape, x.node)
   return record(out, inputs: [x]) { g in
+    // Usually x already has a gradient from its other readers: add the slice's channels into it.
+    if let pending = source?.pendingGrad {
+      parallelFor(n) { s in
+        axpy(k * hw, 1, g.pointer + s * k * hw, pending.pointer + (s * c + range.lowerBound) * hw)
+      }
+      return [nil]
+    }
     let dx = Tensor(zeros: shape)
     parallelFor(n) { s in
       (dx.pointer + (s * c + range.lowerBound) * hw).update(from: g.pointer + s * k * hw, count: k * hw)
