@@ -29,21 +29,6 @@ INLINE void dw_forward(float *restrict out, const float *restrict xpad, const fl
   }
 }
 
-INLINE float dot8(const float *restrict a, const float *restrict b, int n, int sb) {
-  float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-  int q = 0;
-  if (sb == 1) {
-    for (; q + 8 <= n; q += 8)
-      for (int l = 0; l < 8; l++) acc[l] += a[q + l] * b[q + l];
-  } else {
-    for (; q + 8 <= n; q += 8)
-      for (int l = 0; l < 8; l++) acc[l] += a[q + l] * b[(q + l) * sb];
-  }
-  float total = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
-  for (; q < n; q++) total += a[q] * b[q * sb];
-  return total;
-}
-
 // dxpad += the taps scattered back and dtaps += Σ g · x, each when not NULL.
 INLINE void dw_backward(float *restrict dxpad, float *restrict dtaps, const float *restrict g,
                         const float *restrict xpad, const float *restrict taps, int k, int s,

@@ -18,6 +18,33 @@
 #define HAVE_AVX2_BUILD 0
 #endif
 
+/// Σ x[i] for i < n, in eight partial sums.
+INLINE float sum8(const float *restrict x, long n) {
+  float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  long i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int l = 0; l < 8; l++) acc[l] += x[i + l];
+  float total = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+  for (; i < n; i++) total += x[i];
+  return total;
+}
+
+/// Σ a[q]·b[q·sb] for q < n, in eight partial sums.
+INLINE float dot8(const float *restrict a, const float *restrict b, int n, int sb) {
+  float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int q = 0;
+  if (sb == 1) {
+    for (; q + 8 <= n; q += 8)
+      for (int l = 0; l < 8; l++) acc[l] += a[q + l] * b[q + l];
+  } else {
+    for (; q + 8 <= n; q += 8)
+      for (int l = 0; l < 8; l++) acc[l] += a[q + l] * b[(q + l) * sb];
+  }
+  float total = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+  for (; q < n; q++) total += a[q] * b[q * sb];
+  return total;
+}
+
 /// Whether this processor runs the AVX2+FMA builds (decided once).
 int pcd_use_avx2(void);
 
@@ -27,6 +54,13 @@ int pcd_use_avx2(void);
   static void name##_portable params { name args; }     \
   static void name##_any params {                       \
     if (pcd_use_avx2()) name##_avx2 args; else name##_portable args; \
+  }
+
+/// For kernels with a hand-written AVX2 version `name##_simd`: `name##_any` runs it where AVX2
+/// runs, else the portable body `name`.
+#define DISPATCH_SIMD(name, params, args)               \
+  static void name##_any params {                       \
+    if (pcd_use_avx2()) name##_simd args; else name args; \
   }
 
 /// The sum of the eight lanes.
@@ -40,6 +74,7 @@ AVX2 static inline float hsum256(__m256 v) {
 #else
 #define DISPATCH(name, params, args)                    \
   static void name##_any params { name args; }
+#define DISPATCH_SIMD(name, params, args) DISPATCH(name, params, args)
 #endif
 
 #endif

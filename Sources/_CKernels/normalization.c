@@ -4,26 +4,6 @@
 #include "dispatch.h"
 #include "normalization.h"
 
-INLINE float sum8(const float *restrict x, long n) {
-  float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-  long i = 0;
-  for (; i + 8 <= n; i += 8)
-    for (int l = 0; l < 8; l++) acc[l] += x[i + l];
-  float total = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
-  for (; i < n; i++) total += x[i];
-  return total;
-}
-
-INLINE float dot8(const float *restrict a, const float *restrict b, long n) {
-  float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-  long i = 0;
-  for (; i + 8 <= n; i += 8)
-    for (int l = 0; l < 8; l++) acc[l] += a[i + l] * b[i + l];
-  float total = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
-  for (; i < n; i++) total += a[i] * b[i];
-  return total;
-}
-
 INLINE void plane_moments(const float *restrict x, long n, double *mean, double *m2) {
   const float mu = sum8(x, n) / (float)n;
   float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
@@ -44,7 +24,7 @@ INLINE void plane_moments(const float *restrict x, long n, double *mean, double 
 INLINE void sum_and_dots(const float *restrict g, const float *const *xs, int terms, long n,
                          double *sums) {
   sums[0] += sum8(g, n);
-  for (int t = 0; t < terms; t++) sums[1 + t] += dot8(g, xs[t], n);
+  for (int t = 0; t < terms; t++) sums[1 + t] += dot8(g, xs[t], n, 1);
 }
 
 INLINE void combine(float *restrict out, const float *const *xs, const float *a, int terms,
@@ -188,19 +168,20 @@ DISPATCH(affine_relu, (float *out, const float *x, float a, float b, long n), (o
 DISPATCH(masked_linear_combination,
          (float *dx, const float *g, const float *r, const float *x, float a, float b, float c, long n),
          (dx, g, r, x, a, b, c, n))
+DISPATCH_SIMD(masked_sum_and_dot, (const float *g, const float *r, const float *x, long n, double *sums),
+              (g, r, x, n, sums))
+DISPATCH_SIMD(plane_moments, (const float *x, long n, double *mean, double *m2), (x, n, mean, m2))
+DISPATCH_SIMD(sum_and_dots, (const float *g, const float *const *xs, int terms, long n, double *sums),
+              (g, xs, terms, n, sums))
+DISPATCH_SIMD(combine, (float *out, const float *const *xs, const float *a, int terms, float b, long n),
+              (out, xs, a, terms, b, n))
 
 void pcd_affine_relu(float *out, const float *x, float a, float b, long n) {
   affine_relu_any(out, x, a, b, n);
 }
 
 void pcd_masked_sum_and_dot(const float *g, const float *r, const float *x, long n, double *sums) {
-#if HAVE_AVX2_BUILD
-  if (pcd_use_avx2()) {
-    masked_sum_and_dot_simd(g, r, x, n, sums);
-    return;
-  }
-#endif
-  masked_sum_and_dot(g, r, x, n, sums);
+  masked_sum_and_dot_any(g, r, x, n, sums);
 }
 
 void pcd_masked_linear_combination(float *dx, const float *g, const float *r, const float *x,
@@ -209,31 +190,13 @@ void pcd_masked_linear_combination(float *dx, const float *g, const float *r, co
 }
 
 void pcd_plane_moments(const float *x, long n, double *mean, double *m2) {
-#if HAVE_AVX2_BUILD
-  if (pcd_use_avx2()) {
-    plane_moments_simd(x, n, mean, m2);
-    return;
-  }
-#endif
-  plane_moments(x, n, mean, m2);
+  plane_moments_any(x, n, mean, m2);
 }
 
 void pcd_sum_and_dots(const float *g, const float *const *xs, int terms, long n, double *sums) {
-#if HAVE_AVX2_BUILD
-  if (pcd_use_avx2()) {
-    sum_and_dots_simd(g, xs, terms, n, sums);
-    return;
-  }
-#endif
-  sum_and_dots(g, xs, terms, n, sums);
+  sum_and_dots_any(g, xs, terms, n, sums);
 }
 
 void pcd_combine(float *out, const float *const *xs, const float *a, int terms, float b, long n) {
-#if HAVE_AVX2_BUILD
-  if (pcd_use_avx2()) {
-    combine_simd(out, xs, a, terms, b, n);
-    return;
-  }
-#endif
-  combine(out, xs, a, terms, b, n);
+  combine_any(out, xs, a, terms, b, n);
 }

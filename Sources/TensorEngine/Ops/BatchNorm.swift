@@ -208,10 +208,7 @@ public func normalizedWeightedSum(
 ) -> Tensor {
   precondition(!xs.isEmpty && norms.count == xs.count,
     "normalizedWeightedSum: needs one norm (or nil) per term, got \(norms.count) for \(xs.count) terms")
-  precondition(weights.rank == 1, "normalizedWeightedSum: weights must be rank 1, got \(weights.shape)")
-  let idx = indices ?? Array(0..<xs.count)
-  precondition(idx.count == xs.count && idx.allSatisfy { $0 >= 0 && $0 < weights.count },
-    "normalizedWeightedSum: \(xs.count) terms need as many indices into \(weights.count) weights, got \(idx)")
+  let idx = weightIndices(terms: xs.count, weights: weights, indices, "normalizedWeightedSum")
   checkNCHW(xs[0], "normalizedWeightedSum")
   for x in xs.dropFirst() { checkSameShape(xs[0], x, "normalizedWeightedSum") }
   let (n, c, hw) = (xs[0].shape[0], xs[0].shape[1], xs[0].shape[2] * xs[0].shape[3])

@@ -69,10 +69,7 @@ public func scale(_ x: Tensor, by s: Float) -> Tensor {
 /// - Precondition: `indices` has one valid position per term.
 public func weightedSum(_ xs: [Tensor], weights: Tensor, indices: [Int]? = nil) -> Tensor {
   precondition(!xs.isEmpty, "weightedSum: needs at least one term")
-  precondition(weights.rank == 1, "weightedSum: weights must be rank 1, got \(weights.shape)")
-  let idx = indices ?? Array(0..<xs.count)
-  precondition(idx.count == xs.count && idx.allSatisfy { $0 >= 0 && $0 < weights.count },
-    "weightedSum: \(xs.count) terms need as many indices into \(weights.count) weights, got \(idx)")
+  let idx = weightIndices(terms: xs.count, weights: weights, indices, "weightedSum")
   for x in xs.dropFirst() { checkSameShape(xs[0], x, "weightedSum") }
   let out = Tensor(zeros: xs[0].shape)
   let count = out.count
@@ -119,6 +116,16 @@ public func weightedSum(_ xs: [Tensor], weights: Tensor, indices: [Int]? = nil) 
     }
     return grads + [dweights]
   }
+}
+
+/// The position in `weights` of each of `terms` terms (`indices`, or 0, 1, 2, … by default).
+/// - Precondition: `weights` is rank 1 and there is one valid position per term.
+func weightIndices(terms: Int, weights: Tensor, _ indices: [Int]?, _ op: String) -> [Int] {
+  precondition(weights.rank == 1, "\(op): weights must be rank 1, got \(weights.shape)")
+  let idx = indices ?? Array(0..<terms)
+  precondition(idx.count == terms && idx.allSatisfy { $0 >= 0 && $0 < weights.count },
+    "\(op): \(terms) terms need as many indices into \(weights.count) weights, got \(idx)")
+  return idx
 }
 
 /// x · weights[index], a tensor scaled by one differentiable element of `weights`.

@@ -24,16 +24,4 @@ struct PaddedPlane {
       (pointer + (r + pad) * wp + pad).update(from: plane + r * w, count: w)
     }
   }
-
-  /// Sets every element (interior and border) to `value`.
-  @inline(__always) func clear(_ value: Float = 0) {
-    pointer.update(repeating: value, count: storage.count)
-  }
-
-  /// Writes the interior into an (H, W) plane (overwriting it).
-  @inline(__always) func store(into plane: UnsafeMutablePointer<Float>) {
-    for r in 0..<h {
-      plane.advanced(by: r * w).update(from: pointer + (r + pad) * wp + pad, count: w)
-    }
-  }
 }

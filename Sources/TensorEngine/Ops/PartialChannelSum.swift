@@ -47,10 +47,9 @@ public func partialChannelSum(
   let pooled = strides.map { $0 == 2 }
   let chunk = max(1, 4096 / max(ohw, 1))
   parallelChunks(n * c, minChunk: chunk) { lo, hi in
-    let planes = EdgePlanes(edges: edges, oh: oh, ow: ow, pooled: pooled)
+    let planes = EdgePlanes(processed: processed, inputs: inputs, pooled: pooled)
     for plane in lo..<hi {
-      let ci = source[plane % c]
-      planes.gather(plane / c, ci, p: p, c: c, processed: processed, inputs: inputs, strides: strides)
+      planes.gather(plane / c, source[plane % c])
       pcd_combine(out.pointer + plane * ohw, planes.sources, edgeWeights, Int32(edges), 0, ohw)
     }
   }
@@ -75,15 +74,15 @@ public func partialChannelSum(
     var planeDots = [Double](repeating: 0, count: n * c * edges)
     planeDots.withUnsafeMutableBufferPointer { dots in
       parallelChunks(n * c, minChunk: chunk) { lo, hi in
-        let planes = EdgePlanes(edges: edges, oh: oh, ow: ow, pooled: pooled)
+        let planes = EdgePlanes(processed: processed, inputs: inputs, pooled: pooled)
         let scaled = Storage(count: ohw, zeroed: false)
         let unpooled = Storage(count: 4 * ohw, zeroed: false)
         var sums = [Double](repeating: 0, count: edges + 1)
         for plane in lo..<hi {
           let (sample, ci) = (plane / c, source[plane % c])
           let gp = g.pointer + plane * ohw
-          planes.gather(sample, ci, p: p, c: c, processed: processed, inputs: inputs, strides: strides)
           if needsWeightGradient {
+            planes.gather(sample, ci)
             for e in 0...edges { sums[e] = 0 }
             pcd_sum_and_dots(gp, planes.sources, Int32(edges), ohw, &sums)
             for e in 0..<edges { dots[plane * edges + e] = sums[1 + e] }
@@ -120,41 +119,40 @@ public func partialChannelSum(
 /// One core's view of every edge's contribution to a node plane: the processed plane, the
 /// input's bypass plane, or that plane's 2×2 max pool (computed into per-edge scratch).
 private final class EdgePlanes {
-  /// Per edge, its plane for the current node plane (what ``gather`` last pointed at).
+  /// Per edge, its plane for the current node plane (what ``gather(_:_:)`` last pointed at).
   let sources: UnsafeMutablePointer<UnsafePointer<Float>?>
   /// Per edge, the pooling scratch of a stride-2 edge.
   let pools: [MaxPool2x2Scratch?]
   private let pooledPlanes: [Storage?]
-  private let edges: Int
+  private let processed: [Tensor], inputs: [Tensor]
+  /// P, C, and the node's plane size.
+  private let p: Int, c: Int, planeSize: Int
 
-  init(edges: Int, oh: Int, ow: Int, pooled: [Bool]) {
-    self.edges = edges
+  /// - Parameters: as ``partialChannelSum(processed:inputs:strides:weights:indices:groups:)``,
+  ///   with `pooled[e]` for a stride-2 edge.
+  init(processed: [Tensor], inputs: [Tensor], pooled: [Bool]) {
+    (self.processed, self.inputs) = (processed, inputs)
+    let (oh, ow) = (processed[0].shape[2], processed[0].shape[3])
+    (p, c, planeSize) = (processed[0].shape[1], inputs[0].shape[1], oh * ow)
     pools = pooled.map { $0 ? MaxPool2x2Scratch(oh: oh, ow: ow) : nil }
     pooledPlanes = pooled.map { $0 ? Storage(count: oh * ow, zeroed: false) : nil }
-    sources = .allocate(capacity: edges)
-    sources.initialize(repeating: nil, count: edges)
+    sources = .allocate(capacity: processed.count)
+    sources.initialize(repeating: nil, count: processed.count)
   }
 
   deinit { sources.deallocate() }
 
   /// Points ``sources`` at each edge's plane for channel `ci` of the concatenation (before the
   /// shuffle) of `sample`: processed channels below P, bypass channels from P on.
-  @inline(__always) func gather(
-    _ sample: Int, _ ci: Int, p: Int, c: Int, processed: [Tensor], inputs: [Tensor], strides: [Int]
-  ) {
-    for e in 0..<edges {
+  @inline(__always) func gather(_ sample: Int, _ ci: Int) {
+    for e in processed.indices {
       if ci < p {
-        let planeSize = processed[e].shape[2] * processed[e].shape[3]
         sources[e] = UnsafePointer(processed[e].pointer + (sample * p + ci) * planeSize)
-        continue
-      }
-      let planeSize = inputs[e].shape[2] * inputs[e].shape[3]
-      let src = inputs[e].pointer + (sample * c + ci) * planeSize
-      if let pool = pools[e], let pooled = pooledPlanes[e] {
-        pool.forward(src, into: pooled.pointer)
+      } else if let pool = pools[e], let pooled = pooledPlanes[e] {
+        pool.forward(inputs[e].pointer + (sample * c + ci) * 4 * planeSize, into: pooled.pointer)
         sources[e] = UnsafePointer(pooled.pointer)
       } else {
-        sources[e] = UnsafePointer(src)
+        sources[e] = UnsafePointer(inputs[e].pointer + (sample * c + ci) * planeSize)
       }
     }
   }
