@@ -1,11 +1,20 @@
 // swift-tools-version:6.0
 import PackageDescription
 
+// The layers, each importing only the ones above it in this list (SwiftPM refuses any other
+// import, because a target sees only the modules it depends on):
+//   _CKernels       C kernels (private)
+//   TensorEngine    tensors, autograd, ops, worker pool, BLAS, random numbers, safetensors
+//   NeuralNetwork   Module, layers, optimizers, schedules, gradient clipping
+//   PCDARTS         search space, super-net, architect, genotype, data, the search run
+//   SearchCommands  option parser and the search and bench commands (not a product)
+//   search-cifar, bench   thin executables
 let package = Package(
   name: "pcdarts-swift",
   products: [
     // MARK: - Public API
     .library(name: "TensorEngine", targets: ["TensorEngine"]),
+    .library(name: "NeuralNetwork", targets: ["NeuralNetwork"]),
     .library(name: "PCDARTS", targets: ["PCDARTS"]),
     .executable(name: "search-cifar", targets: ["search-cifar"]),
     .executable(name: "bench", targets: ["bench"]),
@@ -19,21 +28,30 @@ let package = Package(
       name: "CZlib", path: "Modules/CZlib", pkgConfig: "zlib",
       providers: [.apt(["zlib1g-dev"])]),
 
-    // MARK: - Layers: engine, then the search
+    // MARK: - Layers: engine, neural-network modules, the search
     .target(name: "TensorEngine", dependencies: ["COpenBLAS", "_CKernels"]),
+    .target(name: "NeuralNetwork", dependencies: ["TensorEngine"]),
+    .target(name: "PCDARTS", dependencies: ["NeuralNetwork", "TensorEngine", "CZlib"]),
 
     // MARK: - Implementation details
     .target(name: "_CKernels", path: "Sources/_CKernels"),
-    .target(name: "PCDARTS", dependencies: ["TensorEngine", "CZlib"]),
+    .target(name: "SearchCommands", dependencies: ["PCDARTS", "NeuralNetwork", "TensorEngine"]),
 
     // MARK: - Thin executables
-    .executableTarget(name: "search-cifar", dependencies: ["PCDARTS"]),
-    .executableTarget(name: "bench", dependencies: ["PCDARTS"]),
+    .executableTarget(name: "search-cifar", dependencies: ["SearchCommands"]),
+    .executableTarget(name: "bench", dependencies: ["SearchCommands"]),
 
     // MARK: - Unit test bundles
     .target(name: "TestSupport", dependencies: ["TensorEngine"], path: "Tests/TestSupport"),
     .testTarget(name: "TensorEngineTests", dependencies: ["TensorEngine", "TestSupport"]),
-    .testTarget(name: "PCDARTSTests", dependencies: ["PCDARTS", "TensorEngine", "TestSupport"]),
+    .testTarget(
+      name: "NeuralNetworkTests", dependencies: ["NeuralNetwork", "TensorEngine", "TestSupport"]),
+    .testTarget(
+      name: "PCDARTSTests",
+      dependencies: ["PCDARTS", "NeuralNetwork", "TensorEngine", "TestSupport", "CZlib"]),
+    .testTarget(
+      name: "SearchCommandsTests",
+      dependencies: ["SearchCommands", "PCDARTS", "NeuralNetwork", "TensorEngine", "TestSupport"]),
   ],
   swiftLanguageModes: [.v5]
 )

@@ -14,6 +14,7 @@ let package = Package(
       name: "CustomPrimitive",
       dependencies: [
         .product(name: "TensorEngine", package: "pcdarts-swift"),
+        .product(name: "NeuralNetwork", package: "pcdarts-swift"),
         .product(name: "PCDARTS", package: "pcdarts-swift"),
       ]),
   ],

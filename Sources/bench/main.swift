@@ -2,7 +2,7 @@
 // PCDARTS library (BenchCommand); this file only hands over the arguments.
 
 import Foundation
-import PCDARTS
+import SearchCommands
 
 setlinebuf(stdout)
 exit(BenchCommand.main(Array(CommandLine.arguments.dropFirst())))

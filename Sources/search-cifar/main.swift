@@ -2,7 +2,7 @@
 // PCDARTS library (SearchCommand) so that it is tested; this file only hands over the arguments.
 
 import Foundation
-import PCDARTS
+import SearchCommands
 
 setlinebuf(stdout)
 exit(SearchCommand.main(Array(CommandLine.arguments.dropFirst())))

@@ -1,3 +1,4 @@
+import NeuralNetwork
 import PCDARTS
 import TensorEngine
 import TestSupport

@@ -8,6 +8,7 @@ import TensorEngine
 import TestSupport
 import XCTest
 
+import NeuralNetwork
 @testable import PCDARTS
 
 final class DataTests: XCTestCase {

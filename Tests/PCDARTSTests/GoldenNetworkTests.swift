@@ -11,6 +11,7 @@
 // Also the checkpoint tensors: a write/read round trip restores identical values, and a file with
 // one wrong shape or one missing tensor is rejected with an error naming it.
 import Foundation
+import NeuralNetwork
 import PCDARTS
 import TensorEngine
 import TestSupport

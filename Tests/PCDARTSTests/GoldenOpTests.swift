@@ -14,6 +14,7 @@
 // about 80 float32 ulps: the engine and PyTorch sum in different orders (im2col + sgemm vs
 // MKL-DNN, Double per-channel statistics vs float), so bit equality is not expected.
 import Foundation
+import NeuralNetwork
 import PCDARTS
 import TensorEngine
 import TestSupport

@@ -4,6 +4,7 @@
 // Legend: N batch, E edges per cell (14), P primitives (9 here: DARTS's 8 plus conv_1x1).
 
 import Foundation
+import NeuralNetwork
 import PCDARTS
 import TensorEngine
 import XCTest

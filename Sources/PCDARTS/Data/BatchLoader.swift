@@ -9,6 +9,7 @@
 // prefetching cannot change it, and restoring a saved state reproduces the following batches.
 import Dispatch
 import Foundation
+import NeuralNetwork
 import TensorEngine
 
 /// One mini-batch, normalised and ready for the network.

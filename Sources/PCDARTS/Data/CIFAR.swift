@@ -5,6 +5,7 @@
 // 32×32 image, each row-major — already the (C, H, W) layout ImageDataset keeps, so a record's
 // pixels are copied as they are.
 import Foundation
+import TensorEngine
 
 /// CIFAR-10 normalisation constants, the ones the PC-DARTS reference `utils.py` uses.
 let cifar10Mean: [Float] = [0.49139968, 0.48215827, 0.44653124]

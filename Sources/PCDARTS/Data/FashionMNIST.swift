@@ -7,6 +7,7 @@
 // network runs on them unchanged.
 import CZlib
 import Foundation
+import TensorEngine
 
 /// Fashion-MNIST normalisation constants (grey mean and std over the training set), repeated on
 /// the three channels.

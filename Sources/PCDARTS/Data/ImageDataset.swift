@@ -3,6 +3,7 @@
 //
 // Dimension legend: N images, C = 3 channels (R, G, B planes), H = W = 32 pixels.
 import Foundation
+import NeuralNetwork
 import TensorEngine
 
 /// A labelled set of 32×32 RGB images held as raw bytes, with the constants that normalise it.

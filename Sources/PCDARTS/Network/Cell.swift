@@ -1,6 +1,7 @@
 // A search cell (DARTS §2.1 with PC-DARTS's edge normalisation, §3.3). Legend: N batch,
 // C the cell's channels, H×W its input plane.
 
+import NeuralNetwork
 import TensorEngine
 
 /// A DAG of two input nodes, `steps` intermediate nodes and one mixed op per edge i → j (i < j).

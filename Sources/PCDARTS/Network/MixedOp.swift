@@ -1,6 +1,7 @@
 // The partial-channel mixed op of PC-DARTS (Xu et al. 2020, §3.2). Legend: N batch, C channels
 // on the edge, K the partial-channel factor, H×W the input plane, s the edge's stride.
 
+import NeuralNetwork
 import TensorEngine
 
 /// One edge of a search cell: the softmax(α)-weighted sum of every candidate operation, applied
@@ -78,23 +79,4 @@ public final class MixedOp: Module {
 
   /// Whether some candidate starts with ReLU (and so reads ``EdgeInput/activated``).
   public var startsWithReLU: Bool { active.contains { ops[$0] is ReLUFirstLayer } }
-}
-
-/// What the candidate operations of an edge read from its input node: the first C/K channels and
-/// their ReLU. Every edge leaving a node takes the same channels, so a cell computes this once
-/// per node and shares it (one slice and one ReLU kept per node instead of per edge).
-public struct EdgeInput {
-  /// (N, C/K, H, W): the channels that go through the candidate operations.
-  public let part: Tensor
-  /// relu(part), or nil when no candidate starts with ReLU.
-  public let activated: Tensor?
-
-  /// - Parameters:
-  ///   - x: the node, (N, C, H, W).
-  ///   - k: K; with 1 the part is `x` itself.
-  ///   - activate: whether to compute the ReLU.
-  public init(_ x: Tensor, partialChannels k: Int, activate: Bool) {
-    part = k == 1 ? x : sliceChannels(x, 0..<x.shape[1] / k)
-    activated = activate ? relu(part) : nil
-  }
 }

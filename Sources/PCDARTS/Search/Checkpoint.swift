@@ -11,6 +11,7 @@
 //   `__metadata__` map.
 
 import Foundation
+import NeuralNetwork
 import TensorEngine
 
 /// The tensor part of a search checkpoint, with name-by-name checking on load.

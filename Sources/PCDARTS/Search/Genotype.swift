@@ -1,6 +1,7 @@
 // The discrete architecture read off the continuous one (PC-DARTS model_search.py, genotype()).
 
 import Foundation
+import NeuralNetwork
 import TensorEngine
 
 /// One chosen edge of a cell: an operation applied to input node `input`.

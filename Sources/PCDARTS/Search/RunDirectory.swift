@@ -8,6 +8,7 @@
 //   normal.dot, reduction.dot      the cells, plus .svg and .png when graphviz's `dot` is found
 
 import Foundation
+import TensorEngine
 
 /// The files of one search run under a folder.
 public struct RunDirectory {

@@ -4,6 +4,7 @@
 // genotype, and an atomic checkpoint.
 
 import Foundation
+import NeuralNetwork
 import TensorEngine
 
 /// Progress within an epoch, reported after every step.

@@ -2,6 +2,7 @@
 // PC-DARTS train_search.py), except lr-min, which the paper anneals to 0.
 
 import Foundation
+import NeuralNetwork
 import TensorEngine
 
 /// Everything that determines a search run; two runs with equal settings (and data) produce the

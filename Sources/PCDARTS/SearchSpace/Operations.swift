@@ -2,6 +2,7 @@
 // with the official attribute names so that state names match PyTorch's state_dict.
 // Legend: C channels, s stride; all take and return (N, C, H, W), H and W divided by s.
 
+import NeuralNetwork
 import TensorEngine
 
 /// A candidate operation whose first step is ReLU of its input.

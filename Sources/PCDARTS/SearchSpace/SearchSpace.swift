@@ -1,5 +1,6 @@
 // The registry of candidate operations a mixed op chooses among.
 
+import NeuralNetwork
 import TensorEngine
 
 /// A named candidate operation: a factory for a layer on C channels with stride 1 or 2.

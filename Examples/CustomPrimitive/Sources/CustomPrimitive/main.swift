@@ -4,6 +4,7 @@
 //
 // Legend: N batch, C channels, H×W the plane, s the edge's stride.
 
+import NeuralNetwork
 import PCDARTS
 import TensorEngine
 

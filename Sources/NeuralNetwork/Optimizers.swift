@@ -1,6 +1,8 @@
 // Optimisers with PyTorch's exact update rules (torch.optim docs), the cosine schedule and
 // gradient-norm clipping. Updates run outside autograd, in place on the parameters' storage.
 
+import TensorEngine
+
 import Foundation
 
 /// Stochastic gradient descent with momentum and L2 weight decay, like `torch.optim.SGD`

@@ -4,7 +4,7 @@ import Foundation
 import TestSupport
 import XCTest
 
-@testable import PCDARTS
+@testable import TensorEngine
 
 final class SafeTensorsTests: XCTestCase {
   private var directory: URL!

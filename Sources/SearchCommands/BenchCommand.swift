@@ -6,6 +6,8 @@
 // --unrolled) + a weight step on another, on the default search network and random data.
 
 import Foundation
+import NeuralNetwork
+import PCDARTS
 import TensorEngine
 
 /// The measurements of one K.

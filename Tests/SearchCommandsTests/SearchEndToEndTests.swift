@@ -6,7 +6,9 @@
 // Sizes are tiny (16 images split 8/8, 3 cells of 4 channels, batch 4: two steps per epoch) and the
 // first run is shared, so the whole file stays within about half a minute in a debug build.
 import Foundation
+import NeuralNetwork
 import PCDARTS
+@testable import SearchCommands
 import TensorEngine
 import XCTest
 

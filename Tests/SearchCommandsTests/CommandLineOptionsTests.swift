@@ -1,5 +1,7 @@
 // The command-line parser: both value spellings, flags, lists, defaults, help and every error.
+import NeuralNetwork
 import PCDARTS
+@testable import SearchCommands
 import XCTest
 
 final class CommandLineOptionsTests: XCTestCase {

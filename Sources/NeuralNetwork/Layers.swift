@@ -1,6 +1,8 @@
 // The standard layers, with PyTorch's default initialisation so that a fresh model is
 // distributed like a fresh PyTorch model.
 
+import TensorEngine
+
 /// 2-D convolution with a (O, C/groups, K, K) weight, like `torch.nn.Conv2d`.
 ///
 /// Initialised as PyTorch does (`kaiming_uniform_(a=√5)`): weight and bias ~ U(−b, b) with

@@ -5,6 +5,7 @@
 //
 // The logic lives in the library so it is unit-tested; the commands run it through `runCommand`
 import Foundation
+import PCDARTS
 
 /// The type of value an option takes.
 public enum OptionKind: Equatable, Sendable {

@@ -2,6 +2,8 @@
 // (`cells.0._ops.3._ops.4.op.1.weight`), so checkpoints and golden fixtures line up name by name
 // with the official code.
 
+import TensorEngine
+
 /// A node of a model: named parameters, buffers and child modules, like `torch.nn.Module`.
 ///
 /// Subclasses override ``children``, ``localParameters`` and ``localBuffers``; the recursive

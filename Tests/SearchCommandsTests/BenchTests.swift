@@ -1,7 +1,9 @@
 // The benchmark's in-process measurement and its table, on a tiny network (3 cells of 8 channels,
 // batch 4) so a debug build measures both K in a few seconds.
 import Foundation
+import NeuralNetwork
 import PCDARTS
+@testable import SearchCommands
 import XCTest
 
 final class BenchTests: XCTestCase {

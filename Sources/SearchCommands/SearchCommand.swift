@@ -4,6 +4,8 @@
 // Exit codes: 0 done; 1 data, file or numerical failure; 2 usage or configuration error.
 
 import Foundation
+import NeuralNetwork
+import PCDARTS
 import TensorEngine
 
 /// The full PC-DARTS search as a command-line program.

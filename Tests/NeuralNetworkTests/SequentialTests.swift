@@ -1,0 +1,34 @@
+// Sequential's fused batch norm → ReLU against the two layers applied one by one.
+
+import NeuralNetwork
+import TensorEngine
+import TestSupport
+import XCTest
+
+final class SequentialTests: XCTestCase {
+  func testBatchNormThenReLUInASequentialEqualsTheLayersAppliedOneByOne() {
+    var rng = SeededGenerator(seed: 60)
+    let x = Tensor.randomNormal([3, 2, 6, 7], std: 2, using: &rng, requiresGrad: true)
+    let projection = Tensor.randomNormal([3, 2, 6, 7], using: &rng)
+    for training in [true, false] {
+      let (fusedNorm, plainNorm) = (BatchNorm2d(channels: 2), BatchNorm2d(channels: 2))
+      for norm in [fusedNorm, plainNorm] {
+        norm.weight!.assign(Tensor(shape: [2], data: [0.7, -1.3]))
+        norm.bias!.assign(Tensor(shape: [2], data: [0.2, 0.1]))
+        norm.train(training)
+      }
+      let fused = Sequential([fusedNorm, ReLU()])(x)
+      fused.backward(gradient: projection)
+      let fusedGrads = [x.grad!, fusedNorm.weight!.grad!, fusedNorm.bias!.grad!]
+      x.zeroGrad()
+      let plain = ReLU()(plainNorm(x))
+      plain.backward(gradient: projection)
+      let plainGrads = [x.grad!, plainNorm.weight!.grad!, plainNorm.bias!.grad!]
+      x.zeroGrad()
+      assertClose(fused, plain, tolerance: 1e-6, "forward, training \(training)")
+      for (a, b) in zip(fusedGrads, plainGrads) { assertClose(a, b, tolerance: 1e-5, "gradients, training \(training)") }
+      assertClose(fusedNorm.runningVar, plainNorm.runningVar, tolerance: 1e-6, "running variance")
+      XCTAssertEqual(fusedNorm.numBatchesTracked.scalars, plainNorm.numBatchesTracked.scalars)
+    }
+  }
+}
