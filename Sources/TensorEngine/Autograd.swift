@@ -19,13 +19,9 @@ final class GradNode {
   var edges: [GradEdge]
   /// Maps the gradient of the output to one gradient per edge (`nil` = no contribution).
   var backward: ((Tensor) -> [Tensor?])?
-  /// The gradient flowing into the output during a backward pass.
-  ///
-  /// An op whose gradient covers only part of an input (some of its channels) may add that part
-  /// into the input node's pending gradient in place, when there is one, and return no gradient
-  /// for the input, instead of a zero-filled full-size tensor for the graph to add. A pending
-  /// gradient belongs to the graph alone (`backward(gradient:)` copies any buffer it would hand
-  /// to two places), so adding into it is safe.
+  /// The gradient flowing into the output during a backward pass. It belongs to the graph alone
+  /// (`backward(gradient:)` copies any buffer it would hand to two places), which is what lets
+  /// ``GradientAccumulator`` give it to an op to add into.
   var pendingGrad: Tensor?
   /// The output's shape, to check incoming gradients.
   let shape: [Int]
@@ -68,15 +64,23 @@ public func withNoGrad<T>(_ body: () throws -> T) rethrows -> T {
   return try body()
 }
 
-/// Attaches the graph record to an op's output when any of `inputs` requires gradients.
+/// Attaches the graph record to an op's output when any of `inputs` requires gradients: the
+/// one way an op, in this module or a client's, joins autograd.
 ///
 /// `backward` is called once with the output's gradient and returns one gradient per element of
 /// `inputs` (the same order, including inputs that do not require gradients, whose entries are
-/// ignored). It is only built when needed, so ops pay nothing for the graph in no-grad mode.
-/// The closure must capture only what its gradient formula reads: every captured tensor stays
-/// alive until the backward pass has run.
+/// ignored), or `nil` for an input that gets no contribution or whose contribution the op has
+/// already added through its ``GradientAccumulator``. It is only built when needed, so ops pay
+/// nothing for the graph in no-grad mode. The closure must capture only what its gradient
+/// formula reads: every captured tensor stays alive until the backward pass has run.
+///
+/// - Parameters:
+///   - output: the op's result, computed without autograd.
+///   - inputs: the op's tensor inputs.
+///   - backward: builds the map from the output's gradient to the inputs' gradients.
+/// - Returns: `output`, now recorded when some input requires gradients.
 @inline(__always)
-func record(
+public func record(
   _ output: Tensor, inputs: [Tensor], backward: @autoclosure () -> ((Tensor) -> [Tensor?])
 ) -> Tensor {
   guard GradMode.enabled, inputs.contains(where: { $0.requiresGrad }) else { return output }
@@ -169,6 +173,53 @@ extension Tensor {
 
   /// Sets ``grad`` to `nil`.
   public func zeroGrad() { grad = nil }
+}
+
+/// Where one input's gradient accumulates during a backward pass, for an op whose gradient
+/// covers only part of that input (some of its channels, say): instead of returning a zero-filled
+/// full-size gradient for the graph to add, the op adds its part into the input's gradient in
+/// place and returns `nil` for that input from its backward closure.
+///
+/// Take the accumulator when recording (``Tensor/gradientAccumulator``) and call ``buffer()``
+/// inside the backward closure. It holds the input's graph record, not the input's values, so
+/// capturing it keeps no activation alive.
+public struct GradientAccumulator {
+  fileprivate let edge: GradEdge
+  /// The shape of the input, and so of its gradient.
+  public let shape: [Int]
+
+  /// The input's gradient buffer, to add this op's contribution into in place.
+  ///
+  /// Call it only inside a backward closure, at most once per input and call, and return `nil`
+  /// for the input. The buffer belongs to the graph: read and write it only during that call.
+  ///
+  /// - Returns: `buffer`, of ``shape``; `isFresh` is false when it already holds the gradient
+  ///   from other readers of the input (add into it), true when this op's contribution is the
+  ///   first: the elements are then undefined, and the op must write every one of them (its part,
+  ///   and zeros elsewhere).
+  public func buffer() -> (buffer: Tensor, isFresh: Bool) {
+    switch edge {
+    case .node(let node):
+      if let pending = node.pendingGrad { return (pending, false) }
+      let fresh = Tensor.uninitialized(shape)
+      node.pendingGrad = fresh
+      return (fresh, true)
+    case .leaf(let leaf):
+      if let grad = leaf.grad { return (grad, false) }
+      let fresh = Tensor.uninitialized(shape)
+      leaf.grad = fresh
+      return (fresh, true)
+    }
+  }
+}
+
+extension Tensor {
+  /// The handle through which an op's backward adds into part of this tensor's gradient (see
+  /// ``GradientAccumulator``), or `nil` when the tensor does not require gradients.
+  public var gradientAccumulator: GradientAccumulator? {
+    guard requiresGrad else { return nil }
+    return GradientAccumulator(edge: node.map { .node($0) } ?? .leaf(self), shape: shape)
+  }
 }
 
 /// `a += b`, element-wise, in place (no graph).

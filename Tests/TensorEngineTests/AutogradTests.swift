@@ -46,4 +46,36 @@ final class AutogradTests: XCTestCase {
     add(a, a).backward(gradient: Tensor(repeating: 1, shape: [3]))
     XCTAssertEqual(x.grad?.scalars, [0, 2, 2])
   }
+
+  /// A client's op (plain import: public API only): 2·x[0..<2], whose backward adds into the first
+  /// two elements of x's gradient through its accumulator instead of returning a full gradient.
+  private func doubledHead(_ x: Tensor) -> Tensor {
+    let out = Tensor(shape: [2], data: [2 * x.scalars[0], 2 * x.scalars[1]])
+    return record(out, inputs: [x]) { [target = x.gradientAccumulator] g in
+      guard let (dx, isFresh) = target?.buffer() else { return [nil] }
+      if isFresh { dx.fill(0) }
+      for i in 0..<2 { dx.pointer[i] += 2 * g.pointer[i] }
+      return [nil]
+    }
+  }
+
+  func testAnOpAddsIntoPartOfAnInputsGradientThroughItsAccumulator() {
+    let ones = Tensor(repeating: 1, shape: [2])
+    // A leaf whose only reader is the op: the buffer is fresh and the op zero-fills the rest.
+    let leaf = Tensor(shape: [3], data: [1, -2, 3], requiresGrad: true)
+    doubledHead(leaf).backward(gradient: ones)
+    XCTAssertEqual(leaf.grad?.scalars, [2, 2, 0])
+    // A second backward adds into the leaf's existing gradient.
+    doubledHead(leaf).backward(gradient: ones)
+    XCTAssertEqual(leaf.grad?.scalars, [4, 4, 0])
+    // An op output read twice: once by the op, once by an add; both orders of arrival agree with
+    // finite differences.
+    let x = Tensor(shape: [3], data: [0.5, -1.5, 2.5], requiresGrad: true)
+    checkGradients("accumulated head", inputs: [x]) { t in
+      let r = scale(t[0], by: 3)
+      return add(doubledHead(r), slice(r, 1..<3))
+    }
+    checkGradients("fresh head", inputs: [x]) { t in doubledHead(scale(t[0], by: 3)) }
+    XCTAssertNil(Tensor(shape: [1], data: [1]).gradientAccumulator, "no accumulator without requiresGrad")
+  }
 }

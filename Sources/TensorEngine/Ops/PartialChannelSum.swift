@@ -56,20 +56,18 @@ public func partialChannelSum(
   let needsWeightGradient = weights.requiresGrad
   return record(out, inputs: processed + inputs + [weights]) { g in
     let dprocessed = processed.map { $0.requiresGrad ? Tensor.uninitialized($0.shape) : nil }
-    // An input's bypass planes (channels P..<C) are added into its pending gradient when it has
-    // one (a node is read by every later node); otherwise they are written exactly once into a
-    // new gradient (a stride-2 plane by the max-pool adjoint, which writes its whole input
-    // plane), whose first P channels, which reach the candidate operations instead, are zeroed.
-    let pending = inputs.map { $0.requiresGrad ? $0.node?.pendingGrad : nil }
-    let dinputs = zip(inputs, pending).map { x, pending -> Tensor? in
-      guard x.requiresGrad, pending == nil else { return nil }
-      let d = Tensor.uninitialized(x.shape)
-      let planeSize = x.shape[2] * x.shape[3]
+    // An input's bypass planes (channels P..<C) are added into its gradient when other readers
+    // (every later node reads a node) have already put theirs there; otherwise they are written
+    // exactly once into the fresh buffer (a stride-2 plane by the max-pool adjoint, which writes
+    // its whole input plane), whose first P channels, which reach the candidate operations
+    // instead, are zeroed.
+    let buffers = inputs.map { $0.gradientAccumulator?.buffer() }
+    for case let (d, true)? in buffers {
+      let planeSize = d.shape[2] * d.shape[3]
       for sample in 0..<n { (d.pointer + sample * c * planeSize).update(repeating: 0, count: p * planeSize) }
-      return d
     }
-    let targets = zip(dinputs, pending).map { $0 ?? $1 }
-    let added = pending.map { $0 != nil }
+    let targets = buffers.map { $0?.buffer }
+    let added = buffers.map { $0.map { !$0.isFresh } ?? false }
     // ∂/∂wₑ = ⟨g, edge output e⟩, summed per plane then over planes in a fixed order.
     var planeDots = [Double](repeating: 0, count: n * c * edges)
     planeDots.withUnsafeMutableBufferPointer { dots in
@@ -112,7 +110,8 @@ public func partialChannelSum(
     for plane in 0..<(n * c) {
       for e in 0..<edges { dweights.pointer[indices[e]] += Float(planeDots[plane * edges + e]) }
     }
-    return dprocessed + dinputs + [dweights]  // nil for the inputs added into in place
+    // The inputs' gradients are in their accumulators already.
+    return dprocessed + inputs.map { _ in nil } + [dweights]
   }
 }
 

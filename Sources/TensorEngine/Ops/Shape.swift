@@ -55,20 +55,21 @@ public func sliceChannels(_ x: Tensor, _ range: Range<Int>) -> Tensor {
   parallelFor(n) { s in
     (out.pointer + s * k * hw).update(from: x.pointer + (s * c + range.lowerBound) * hw, count: k * hw)
   }
-  let (shape, source) = (x.shape, x.node)
-  return record(out, inputs: [x]) { g in
-    // Usually x already has a gradient from its other readers: add the slice's channels into it.
-    if let pending = source?.pendingGrad {
-      parallelFor(n) { s in
-        axpy(k * hw, 1, g.pointer + s * k * hw, pending.pointer + (s * c + range.lowerBound) * hw)
-      }
-      return [nil]
-    }
-    let dx = Tensor(zeros: shape)
+  return record(out, inputs: [x]) { [target = x.gradientAccumulator] g in
+    // Usually x already has a gradient from its other readers: add the slice's channels into it;
+    // else write them into a fresh gradient that is zero elsewhere.
+    guard let (dx, isFresh) = target?.buffer() else { return [nil] }
     parallelFor(n) { s in
-      (dx.pointer + (s * c + range.lowerBound) * hw).update(from: g.pointer + s * k * hw, count: k * hw)
+      let (from, to) = (g.pointer + s * k * hw, dx.pointer + (s * c + range.lowerBound) * hw)
+      if isFresh {
+        (dx.pointer + s * c * hw).update(repeating: 0, count: range.lowerBound * hw)
+        to.update(from: from, count: k * hw)
+        (to + k * hw).update(repeating: 0, count: (c - range.upperBound) * hw)
+      } else {
+        axpy(k * hw, 1, from, to)
+      }
     }
-    return [dx]
+    return [nil]
   }
 }
 
