@@ -72,13 +72,12 @@ public final class Cell: Module {
   public func callAsFunction(activated r0: Tensor, _ r1: Tensor, opWeights: Tensor, edgeWeights: Tensor) -> Tensor {
     var states = [preprocess0(afterReLU: r0), preprocess1(afterReLU: r1)]
     // Each node's partial channels and their ReLU, shared by every edge that leaves it.
-    let activate = ops.modules.contains { $0.startsWithReLU }
     var inputs: [EdgeInput] = []
     var edge = 0
     for _ in 0..<steps {
       let edges = edge..<edge + states.count
       for h in states.dropFirst(inputs.count) {
-        inputs.append(EdgeInput(h, partialChannels: partialChannels, activate: activate))
+        inputs.append(EdgeInput(h, partialChannels: partialChannels))
       }
       let processed = zip(edges, inputs).map { e, input in ops[e].processed(input, weights: row(opWeights, e)) }
       if partialChannels == 1 {

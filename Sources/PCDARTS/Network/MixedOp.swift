@@ -11,8 +11,9 @@ import TensorEngine
 public final class MixedOp: Module {
   /// One operation per primitive of the search space, built for C/K channels (`_ops.<i>`).
   public let ops: ModuleList<Layer>
-  /// Which entries of ``ops`` run (all but `none`, which contributes exactly zero).
-  let active: [Int]
+  /// Which entries of ``ops`` run (all but `none`, which contributes exactly zero), and what each
+  /// declares it offers for fusion (`nil`: it runs as a plain layer).
+  private let active: [(index: Int, fusable: FusableCandidate?)]
   /// C (the edge's channels), the stride (2 on a reduction cell's edges from its inputs, else 1)
   /// and K.
   public let channels: Int, stride: Int, partialChannels: Int
@@ -25,6 +26,7 @@ public final class MixedOp: Module {
     for primitive in space.primitives { made.append(primitive.make(channels / k, stride, &rng)) }
     ops = ModuleList(made)
     active = space.primitives.indices.filter { space.primitives[$0].name != Primitive.noneName }
+      .map { ($0, made[$0] as? FusableCandidate) }
   }
 
   /// `_ops`, the official attribute name.
@@ -54,29 +56,29 @@ public final class MixedOp: Module {
   /// - Returns: (N, C/K, H/s, W/s).
   public func processed(_ x: Tensor, weights: Tensor) -> Tensor {
     precondition(x.rank == 4 && x.shape[1] == channels, "MixedOp: expects \(channels) channels, got input \(x.shape)")
-    return processed(EdgeInput(x, partialChannels: partialChannels, activate: startsWithReLU), weights: weights)
+    return processed(EdgeInput(x, partialChannels: partialChannels), weights: weights)
   }
 
   /// ``processed(_:weights:)`` on an input prepared once for every edge leaving the same node.
-  /// - Precondition: `input` holds C/K channels, and their ReLU when ``startsWithReLU``.
+  /// - Precondition: `input` holds C/K channels.
   public func processed(_ input: EdgeInput, weights: Tensor) -> Tensor {
     precondition(input.part.shape[1] == channels / partialChannels,
       "MixedOp: expects \(channels / partialChannels) processed channels, got \(input.part.shape)")
-    // Candidates ending in a non-affine batch norm hand over their output before it; the fused
-    // sum normalises them (see NormalizedOutputLayer).
+    // A non-affine final batch norm is fused into the weighted sum (see FusableCandidate).
     var terms: [Tensor] = [], norms: [BatchNormState?] = []
-    for i in active {
-      if let op = ops[i] as? NormalizedOutputLayer, op.outputNorm.weight == nil {
-        terms.append(op.beforeOutputNorm(input))
-        norms.append(op.outputNorm.statisticsForForward())
-      } else {
-        terms.append((ops[i] as? ReLUFirstLayer).map { $0(afterReLU: input.activated!) } ?? ops[i](input.part))
+    for (i, fusable) in active {
+      switch fusable?.output(on: input) ?? .complete(ops[i](input.part)) {
+      case .complete(let output):
+        terms.append(output)
+        norms.append(nil)
+      case .beforeNorm(let output, let norm) where norm.weight == nil:
+        terms.append(output)
+        norms.append(norm.statisticsForForward())
+      case .beforeNorm(let output, let norm):
+        terms.append(norm(output))
         norms.append(nil)
       }
     }
-    return normalizedWeightedSum(terms, norms: norms, training: isTraining, weights: weights, indices: active)
+    return normalizedWeightedSum(terms, norms: norms, training: isTraining, weights: weights, indices: active.map(\.index))
   }
-
-  /// Whether some candidate starts with ReLU (and so reads ``EdgeInput/activated``).
-  public var startsWithReLU: Bool { active.contains { ops[$0] is ReLUFirstLayer } }
 }

@@ -5,20 +5,22 @@ import NeuralNetwork
 import TensorEngine
 
 /// What the candidate operations of an edge read from its input node: the first C/K channels and
-/// their ReLU. Every edge leaving a node takes the same channels, so a cell computes this once
-/// per node and shares it (one slice and one ReLU kept per node instead of per edge).
-public struct EdgeInput {
+/// their ReLU. Every edge leaving a node takes the same channels, so a cell builds this once per
+/// node and shares it (one slice and one ReLU kept per node instead of per edge).
+public final class EdgeInput {
   /// (N, C/K, H, W): the channels that go through the candidate operations.
   public let part: Tensor
-  /// relu(part), or nil when no candidate starts with ReLU.
-  public let activated: Tensor?
+
+  /// relu(part), computed the first time a candidate asks for it and shared from then on.
+  public private(set) lazy var activated: Tensor = relu(part)
 
   /// - Parameters:
   ///   - x: the node, (N, C, H, W).
   ///   - k: K; with 1 the part is `x` itself.
-  ///   - activate: whether to compute the ReLU.
-  public init(_ x: Tensor, partialChannels k: Int, activate: Bool) {
+  /// - Precondition: K divides C.
+  public init(_ x: Tensor, partialChannels k: Int) {
+    precondition(x.rank == 4 && k >= 1 && x.shape[1] % k == 0,
+      "EdgeInput: K = \(k) must divide the channels of the (N, C, H, W) input \(x.shape)")
     part = k == 1 ? x : sliceChannels(x, 0..<x.shape[1] / k)
-    activated = activate ? relu(part) : nil
   }
 }

@@ -5,30 +5,36 @@
 import NeuralNetwork
 import TensorEngine
 
-/// A candidate operation whose first step is ReLU of its input.
+/// A layer whose first step is ReLU of its input, so that a caller that already has that ReLU
+/// (a cell shares each cell output's ReLU between its two readers) can skip it.
 ///
-/// DARTS's separable and dilated convolutions (and FactorizedReduce) all begin with ReLU(x) of
-/// the same edge input; a mixed op computes that ReLU once and hands it to each of them through
-/// ``callAsFunction(afterReLU:)``, which saves three activations per edge in time and memory.
 /// `callAsFunction(_:)` must equal `callAsFunction(afterReLU: relu(x))`.
 public protocol ReLUFirstLayer: Layer {
-  /// The operation applied to an input that has already gone through ReLU.
+  /// The layer applied to an input that has already gone through ReLU.
   func callAsFunction(afterReLU r: Tensor) -> Tensor
 }
 
-/// A candidate operation whose last step is a batch norm.
+/// What a candidate operation offers the mixed op that runs it, so that work shared by several
+/// candidates is done once: the ReLU of the edge input (``EdgeInput/activated``, computed once
+/// per node for every candidate that reads it) and a final non-affine batch norm, which the mixed
+/// op fuses into its weighted sum (``normalizedWeightedSum(_:norms:training:weights:indices:)``)
+/// instead of writing each normalised output and reading it again.
 ///
-/// A mixed op hands such a candidate's output *before* that batch norm to
-/// ``normalizedWeightedSum(_:norms:training:weights:indices:)``, which normalises, weights and
-/// sums every candidate in one pass forward and one back, instead of writing each normalised
-/// output and reading it again. Six of DARTS's seven non-zero candidates end this way.
-/// `callAsFunction(_:)` must equal `outputNorm(beforeOutputNorm(input))`.
-public protocol NormalizedOutputLayer: Layer {
-  /// The final batch norm (fused only when it is not affine, as in every search cell).
-  var outputNorm: BatchNorm2d { get }
-  /// The operation up to its final batch norm, on an edge input (a ``ReLUFirstLayer`` reads
-  /// its ``EdgeInput/activated``).
-  func beforeOutputNorm(_ input: EdgeInput) -> Tensor
+/// A candidate that does not conform runs as `layer(input.part)`. The contract, checked by a test
+/// for every built-in primitive: `output(on: EdgeInput(x, …))` finished by the mixed op (the norm
+/// of ``CandidateOutput/beforeNorm(_:norm:)`` applied) equals `callAsFunction(x)`.
+public protocol FusableCandidate: Layer {
+  /// This operation on an edge input: its output, or its output before its final batch norm.
+  func output(on input: EdgeInput) -> CandidateOutput
+}
+
+/// A candidate operation's result as a mixed op receives it.
+public enum CandidateOutput {
+  /// The operation's output, (N, C, H/s, W/s).
+  case complete(Tensor)
+  /// The operation's output before its final batch norm `norm`, which the mixed op applies:
+  /// fused with the weighted sum when `norm` is not affine, as a plain layer call otherwise.
+  case beforeNorm(Tensor, norm: BatchNorm2d)
 }
 
 /// The layers after a leading ReLU of a Sequential.
@@ -41,15 +47,12 @@ private func applyBetweenReLUAndNorm(_ op: Sequential, _ r: Tensor) -> Tensor {
   op.apply(op.layers.dropFirst().dropLast(), to: r)
 }
 
-/// A Sequential's last layer, which the initialisers make a batch norm.
-private func finalNorm(_ op: Sequential) -> BatchNorm2d {
-  op.layers.last as! BatchNorm2d
-}
-
 /// ReLU → convolution → batch norm, as one `op` Sequential (names `op.1.weight`, `op.2.*`).
-public final class ReLUConvBN: Layer, ReLUFirstLayer, NormalizedOutputLayer {
+public final class ReLUConvBN: Layer, ReLUFirstLayer, FusableCandidate {
   /// Sequential(ReLU, Conv2d, BatchNorm2d).
   public let op: Sequential
+  /// The last layer of `op`.
+  private let outputNorm: BatchNorm2d
 
   /// - Parameters:
   ///   - inChannels, outChannels: C and C_out.
@@ -61,11 +64,12 @@ public final class ReLUConvBN: Layer, ReLUFirstLayer, NormalizedOutputLayer {
     inChannels: Int, outChannels: Int, kernelSize: Int, stride: Int, padding: Int, affine: Bool,
     rng: inout SeededGenerator
   ) {
+    outputNorm = BatchNorm2d(channels: outChannels, affine: affine)
     op = Sequential([
       ReLU(),
       Conv2d(inChannels: inChannels, outChannels: outChannels, kernelSize: kernelSize,
              stride: stride, padding: padding, rng: &rng),
-      BatchNorm2d(channels: outChannels, affine: affine),
+      outputNorm,
     ])
   }
 
@@ -75,16 +79,18 @@ public final class ReLUConvBN: Layer, ReLUFirstLayer, NormalizedOutputLayer {
   public override func callAsFunction(_ x: Tensor) -> Tensor { op(x) }
   /// The layers after the leading ReLU, applied to `r` = ReLU(x).
   public func callAsFunction(afterReLU r: Tensor) -> Tensor { applyAfterReLU(op, r) }
-  /// The last batch norm of `op`.
-  public var outputNorm: BatchNorm2d { finalNorm(op) }
   /// The layers between the leading ReLU and the last batch norm, on the input's ReLU.
-  public func beforeOutputNorm(_ input: EdgeInput) -> Tensor { applyBetweenReLUAndNorm(op, input.activated!) }
+  public func output(on input: EdgeInput) -> CandidateOutput {
+    .beforeNorm(applyBetweenReLUAndNorm(op, input.activated), norm: outputNorm)
+  }
 }
 
 /// Dilated depthwise-separable convolution: ReLU → depthwise K×K (dilation d) → 1×1 → BN.
-public final class DilConv: Layer, ReLUFirstLayer, NormalizedOutputLayer {
+public final class DilConv: Layer, ReLUFirstLayer, FusableCandidate {
   /// Sequential(ReLU, depthwise Conv2d, pointwise Conv2d, BatchNorm2d).
   public let op: Sequential
+  /// The last layer of `op`.
+  private let outputNorm: BatchNorm2d
 
   /// - Parameters:
   ///   - inChannels, outChannels: C and C_out.
@@ -96,12 +102,13 @@ public final class DilConv: Layer, ReLUFirstLayer, NormalizedOutputLayer {
     inChannels: Int, outChannels: Int, kernelSize: Int, stride: Int, padding: Int, dilation: Int,
     affine: Bool, rng: inout SeededGenerator
   ) {
+    outputNorm = BatchNorm2d(channels: outChannels, affine: affine)
     op = Sequential([
       ReLU(),
       Conv2d(inChannels: inChannels, outChannels: inChannels, kernelSize: kernelSize, stride: stride,
              padding: padding, dilation: dilation, groups: inChannels, rng: &rng),
       Conv2d(inChannels: inChannels, outChannels: outChannels, kernelSize: 1, rng: &rng),
-      BatchNorm2d(channels: outChannels, affine: affine),
+      outputNorm,
     ])
   }
 
@@ -111,17 +118,19 @@ public final class DilConv: Layer, ReLUFirstLayer, NormalizedOutputLayer {
   public override func callAsFunction(_ x: Tensor) -> Tensor { op(x) }
   /// The layers after the leading ReLU, applied to `r` = ReLU(x).
   public func callAsFunction(afterReLU r: Tensor) -> Tensor { applyAfterReLU(op, r) }
-  /// The last batch norm of `op`.
-  public var outputNorm: BatchNorm2d { finalNorm(op) }
   /// The layers between the leading ReLU and the last batch norm, on the input's ReLU.
-  public func beforeOutputNorm(_ input: EdgeInput) -> Tensor { applyBetweenReLUAndNorm(op, input.activated!) }
+  public func output(on input: EdgeInput) -> CandidateOutput {
+    .beforeNorm(applyBetweenReLUAndNorm(op, input.activated), norm: outputNorm)
+  }
 }
 
 /// Separable convolution applied twice, as DARTS defines it: (ReLU → depthwise K×K stride s →
 /// 1×1 → BN) then (ReLU → depthwise K×K → 1×1 → BN), one 8-layer `op` Sequential.
-public final class SepConv: Layer, ReLUFirstLayer, NormalizedOutputLayer {
+public final class SepConv: Layer, ReLUFirstLayer, FusableCandidate {
   /// The eight layers; the depthwise weights are `op.1` and `op.5`.
   public let op: Sequential
+  /// The last layer of `op`.
+  private let outputNorm: BatchNorm2d
 
   /// - Parameters:
   ///   - inChannels, outChannels: C and C_out (the first half keeps C channels).
@@ -134,6 +143,7 @@ public final class SepConv: Layer, ReLUFirstLayer, NormalizedOutputLayer {
     rng: inout SeededGenerator
   ) {
     let c = inChannels
+    outputNorm = BatchNorm2d(channels: outChannels, affine: affine)
     op = Sequential([
       ReLU(),
       Conv2d(inChannels: c, outChannels: c, kernelSize: kernelSize, stride: stride, padding: padding,
@@ -144,7 +154,7 @@ public final class SepConv: Layer, ReLUFirstLayer, NormalizedOutputLayer {
       Conv2d(inChannels: c, outChannels: c, kernelSize: kernelSize, stride: 1, padding: padding,
              groups: c, rng: &rng),
       Conv2d(inChannels: c, outChannels: outChannels, kernelSize: 1, rng: &rng),
-      BatchNorm2d(channels: outChannels, affine: affine),
+      outputNorm,
     ])
   }
 
@@ -154,15 +164,15 @@ public final class SepConv: Layer, ReLUFirstLayer, NormalizedOutputLayer {
   public override func callAsFunction(_ x: Tensor) -> Tensor { op(x) }
   /// The layers after the leading ReLU, applied to `r` = ReLU(x).
   public func callAsFunction(afterReLU r: Tensor) -> Tensor { applyAfterReLU(op, r) }
-  /// The last batch norm of `op`.
-  public var outputNorm: BatchNorm2d { finalNorm(op) }
   /// The layers between the leading ReLU and the last batch norm, on the input's ReLU.
-  public func beforeOutputNorm(_ input: EdgeInput) -> Tensor { applyBetweenReLUAndNorm(op, input.activated!) }
+  public func output(on input: EdgeInput) -> CandidateOutput {
+    .beforeNorm(applyBetweenReLUAndNorm(op, input.activated), norm: outputNorm)
+  }
 }
 
 /// Halves the resolution without losing half the pixels: ReLU, then two 1×1 stride-2
 /// convolutions, one on x and one on x[:, :, 1:, 1:], concatenated and batch-normalised.
-public final class FactorizedReduce: Layer, ReLUFirstLayer, NormalizedOutputLayer {
+public final class FactorizedReduce: Layer, ReLUFirstLayer, FusableCandidate {
   /// The two 1×1 stride-2 convolutions (`conv_1`, `conv_2`), each to C_out/2 channels.
   public let conv1: Conv2d, conv2: Conv2d
   /// Batch norm of the concatenation.
@@ -187,10 +197,10 @@ public final class FactorizedReduce: Layer, ReLUFirstLayer, NormalizedOutputLaye
   /// The two convolutions and the batch norm, applied to `r` = ReLU(x).
   public func callAsFunction(afterReLU r: Tensor) -> Tensor { bn(convolutions(r)) }
 
-  /// `bn`.
-  public var outputNorm: BatchNorm2d { bn }
-  /// The two convolutions on the input's ReLU, concatenated.
-  public func beforeOutputNorm(_ input: EdgeInput) -> Tensor { convolutions(input.activated!) }
+  /// The two convolutions on the input's ReLU, concatenated, before `bn`.
+  public func output(on input: EdgeInput) -> CandidateOutput {
+    .beforeNorm(convolutions(input.activated), norm: bn)
+  }
 
   private func convolutions(_ r: Tensor) -> Tensor {
     concatChannels([conv1(r), conv2(cropTopLeft(r, top: 1, left: 1))])
@@ -200,7 +210,7 @@ public final class FactorizedReduce: Layer, ReLUFirstLayer, NormalizedOutputLaye
 /// A pooling layer followed by a non-affine batch norm: how DARTS's mixed op wraps its pool
 /// candidates (`nn.Sequential(pool, nn.BatchNorm2d(C, affine=False))`, whose state names `0`
 /// and `1` it keeps).
-public final class PoolBN: Layer, NormalizedOutputLayer {
+public final class PoolBN: Layer, FusableCandidate {
   /// The max or average pool (`0`).
   public let pool: Layer
   /// The non-affine batch norm (`1`).
@@ -218,10 +228,8 @@ public final class PoolBN: Layer, NormalizedOutputLayer {
   public override var children: [(String, Module)] { [("0", pool), ("1", bn)] }
   /// (N, C, H, W) → (N, C, H_out, W_out).
   public override func callAsFunction(_ x: Tensor) -> Tensor { bn(pool(x)) }
-  /// `bn`.
-  public var outputNorm: BatchNorm2d { bn }
-  /// The pool of the edge input.
-  public func beforeOutputNorm(_ input: EdgeInput) -> Tensor { pool(input.part) }
+  /// The pool of the edge input, before `bn`.
+  public func output(on input: EdgeInput) -> CandidateOutput { .beforeNorm(pool(input.part), norm: bn) }
 }
 
 /// DARTS's `none`: zeros of the output shape. Mixed ops skip it (it adds w·0 to the sum and

@@ -10,24 +10,25 @@ import TensorEngine
 
 /// ReLU → 1×1 convolution (stride s) → non-affine batch norm: (N, C, H, W) → (N, C, ⌈H/s⌉, ⌈W/s⌉).
 ///
-/// Conforming to `ReLUFirstLayer` lets a mixed op hand it the ReLU of the edge input that it
-/// computes once for every candidate starting with ReLU, instead of this op computing its own.
-final class Conv1x1: Layer, ReLUFirstLayer {
+/// Conforming to `FusableCandidate` lets a mixed op hand it the ReLU of the edge input, which it
+/// computes once for every candidate that reads it, and fold the final non-affine batch norm into
+/// its weighted sum; `output(on:)` must equal `callAsFunction(_:)` once the norm is applied.
+final class Conv1x1: Layer, FusableCandidate {
   /// Sequential(ReLU, Conv2d 1×1, BatchNorm2d): state names `op.1.weight`, `op.2.running_mean`, …
   let op: Sequential
+  private let conv: Conv2d
+  private let norm: BatchNorm2d
 
   init(channels: Int, stride: Int, rng: inout SeededGenerator) {
-    op = Sequential([
-      ReLU(),
-      // A 1×1 kernel with no padding: ⌊(H − 1)/s⌋ + 1 = ⌈H/s⌉ rows, as a reduction edge needs.
-      Conv2d(inChannels: channels, outChannels: channels, kernelSize: 1, stride: stride, rng: &rng),
-      BatchNorm2d(channels: channels, affine: false),
-    ])
+    // A 1×1 kernel with no padding: ⌊(H − 1)/s⌋ + 1 = ⌈H/s⌉ rows, as a reduction edge needs.
+    conv = Conv2d(inChannels: channels, outChannels: channels, kernelSize: 1, stride: stride, rng: &rng)
+    norm = BatchNorm2d(channels: channels, affine: false)
+    op = Sequential([ReLU(), conv, norm])
   }
 
   override var children: [(String, Module)] { [("op", op)] }
   override func callAsFunction(_ x: Tensor) -> Tensor { op(x) }
-  func callAsFunction(afterReLU r: Tensor) -> Tensor { op.layers.dropFirst().reduce(r) { $1($0) } }
+  func output(on input: EdgeInput) -> CandidateOutput { .beforeNorm(conv(input.activated), norm: norm) }
 }
 
 // The DARTS space plus one column: α becomes (14, 9), conv_1x1 being column 8.
