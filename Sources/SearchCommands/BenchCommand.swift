@@ -53,6 +53,7 @@ public enum BenchCommand {
       .int("iters", default: 3, help: "timed iterations per K") { $0 >= 1 ? nil : "expected a value ≥ 1" },
       .int("warmup", default: 1, help: "untimed iterations before timing") { $0 >= 0 ? nil : "expected a value ≥ 0" },
       .flag("unrolled", help: "second-order architecture step"),
+      threadsOption,
       .string("json", default: "", help: "also write the results as a JSON array to this path"),
       .double("budget-gb", default: 0, help: "also report the largest batch whose peak RSS fits in this many GiB (0 = skip)") {
         $0 >= 0 ? nil : "expected a value ≥ 0"
@@ -63,6 +64,7 @@ public enum BenchCommand {
   /// Runs the command; returns the exit code.
   public static func main(_ arguments: [String]) -> Int32 {
     runCommand(parser, arguments) { options in
+      applyThreads(options)
       guard options.int("child") > 0 else { return try runAll(options) }
       let result = try measure(k: options.int("child"), batch: options.int("batch"), layers: options.int("layers"),
                                initChannels: options.int("init-channels"), iterations: options.int("iters"),
@@ -76,7 +78,7 @@ public enum BenchCommand {
     var results: [BenchResult] = []
     print("bench: \(options.int("layers")) cells, \(options.int("init-channels")) initial channels, batch \(batch), "
       + "\(options.flag("unrolled") ? "second" : "first")-order, \(options.int("iters")) timed iterations after \(options.int("warmup")) warm-up, "
-      + "\(engineThreadCount) cores")
+      + "\(Engine.threadCount) threads")
     for k in options.intList("K") {
       let result = try child(options, k: k, batch: batch)
       results.append(result)
@@ -107,7 +109,7 @@ public enum BenchCommand {
     process.arguments = [
       "--child", String(k), "--batch", String(batch), "--layers", String(options.int("layers")),
       "--init-channels", String(options.int("init-channels")), "--iters", String(options.int("iters")),
-      "--warmup", String(options.int("warmup")),
+      "--warmup", String(options.int("warmup")), "--threads", String(Engine.threadCount),
     ] + (options.flag("unrolled") ? ["--unrolled"] : [])
     let pipe = Pipe()
     process.standardOutput = pipe
@@ -137,13 +139,10 @@ public enum BenchCommand {
     }
     let (train, valid) = (randomBatch(), randomBatch())
     var seconds: [Double] = [], forward: [Double] = [], backward: [Double] = []
-    var resident = 0
+    var memory: MemoryMeasurement?
     for iteration in 0..<(warmup + iterations) {
       let timed = iteration >= warmup
-      if timed && iteration == warmup {
-        resident = MemoryStats.liveBytes
-        MemoryStats.resetPeak()
-      }
+      if timed && iteration == warmup { memory = MemoryMeasurement() }
       let start = Date()
       architect.step(train: train, valid: valid, weightOptimizer: sgd)
       sgd.zeroGrad()
@@ -162,7 +161,7 @@ public enum BenchCommand {
         backward.append(backwardEnd.timeIntervalSince(backwardStart) * 1000)
       }
     }
-    let peak = MemoryStats.peakBytes
+    let (peak, resident) = (memory?.peakBytes ?? 0, memory?.startBytes ?? 0)
     var usage = rusage()
     getrusage(RUSAGE_SELF.rawValue, &usage)
     let perIteration = median(seconds)

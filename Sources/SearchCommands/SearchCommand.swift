@@ -39,6 +39,7 @@ public enum SearchCommand {
       .int("seed", default: 2, help: "seed of every random choice") { $0 >= 0 ? nil : "expected a value ≥ 0" },
       .string("out", default: "runs/search", help: "output folder (log, genotypes, checkpoint, cell drawings)"),
       .flag("resume", help: "continue from the checkpoint in --out"),
+      threadsOption,
       .int("subset", default: 0, help: "use only the first N training images (0 = all)") { $0 >= 0 ? nil : "expected a value ≥ 0" },
     ])
 
@@ -75,6 +76,7 @@ public enum SearchCommand {
   }
 
   private static func run(_ options: ParsedOptions) throws {
+    applyThreads(options)
     let settings = settings(from: options)
     try settings.validate()
     let dataset = DatasetName(rawValue: options.string("dataset"))!
@@ -169,6 +171,16 @@ func runCommand(_ parser: CommandLineParser, _ arguments: [String], _ body: (Par
     printError("\(error)")
     return 1
   }
+}
+
+/// `--threads`, shared by the commands: the engine's thread count (``Engine/threadCount``).
+let threadsOption = OptionSpec.int(
+  "threads", default: 0, help: "threads of the engine's loops (0 = one per core, \(Engine.defaultThreadCount) here)"
+) { (0...Engine.maximumThreadCount).contains($0) ? nil : "expected 0 to \(Engine.maximumThreadCount)" }
+
+/// Sets ``Engine/threadCount`` from `--threads` (0 keeps the default).
+func applyThreads(_ options: ParsedOptions) {
+  if options.int("threads") > 0 { Engine.threadCount = options.int("threads") }
 }
 
 /// Writes `message` to stderr as `error: message`.

@@ -7,6 +7,7 @@
 // the moment they are no longer needed (micrograd's idea, with memory discipline).
 
 import Foundation
+import _CKernels
 
 /// The record of one operation in the graph.
 ///
@@ -47,20 +48,20 @@ enum GradEdge {
   case leaf(Tensor)
 }
 
-/// Whether operations record the graph. Off inside ``withNoGrad(_:)``.
+/// Whether operations record the graph: on by default, off inside ``withNoGrad(_:)``.
+///
+/// The mode belongs to the calling thread, as PyTorch's does: a `withNoGrad` on one thread (an
+/// evaluation, say) does not stop another thread from recording.
 public enum GradMode {
-  nonisolated(unsafe) static var enabled = true
-
-  /// True while operations record the graph for ``Tensor/backward()``.
-  public static var isEnabled: Bool { enabled }
+  /// True while operations on the calling thread record the graph for ``Tensor/backward()``.
+  public static var isEnabled: Bool { pcd_grad_enabled() != 0 }
 }
 
-/// Runs `body` without recording the graph (PyTorch's `torch.no_grad()`): for evaluation and for
-/// in-place parameter updates. No activation is saved for a backward pass.
+/// Runs `body` without recording the graph on the calling thread (PyTorch's `torch.no_grad()`):
+/// for evaluation and for in-place parameter updates. No activation is saved for a backward pass.
 public func withNoGrad<T>(_ body: () throws -> T) rethrows -> T {
-  let previous = GradMode.enabled
-  GradMode.enabled = false
-  defer { GradMode.enabled = previous }
+  let previous = pcd_set_grad_enabled(0)
+  defer { pcd_set_grad_enabled(previous) }
   return try body()
 }
 
@@ -83,7 +84,7 @@ public func withNoGrad<T>(_ body: () throws -> T) rethrows -> T {
 public func record(
   _ output: Tensor, inputs: [Tensor], backward: @autoclosure () -> ((Tensor) -> [Tensor?])
 ) -> Tensor {
-  guard GradMode.enabled, inputs.contains(where: { $0.requiresGrad }) else { return output }
+  guard GradMode.isEnabled, inputs.contains(where: { $0.requiresGrad }) else { return output }
   output.requiresGrad = true
   let body = backward()
   let tracked = inputs.map { $0.requiresGrad }

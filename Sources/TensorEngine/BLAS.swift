@@ -12,14 +12,8 @@ func sgemm(
   b: UnsafePointer<Float>, ldb: Int,
   beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int
 ) {
-  _ = blasConfigured
+  Engine.applyDefaultBLASSettings()
   cblas_sgemm(
     CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
     Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
 }
-
-/// One OpenBLAS thread: the engine parallelises over samples and channels with Dispatch, and a
-/// second pool of spinning BLAS threads would fight it for the same two cores.
-private let blasConfigured: Void = {
-  openblas_set_num_threads(1)
-}()

@@ -15,15 +15,12 @@ import Foundation
 import Synchronization
 import _CKernels
 
-/// The number of chunks work is split into: one per active core.
-public let engineThreadCount: Int = max(1, ProcessInfo.processInfo.activeProcessorCount)
-
-/// Runs `body(lo, hi)` over a partition of `0..<count` into at most one chunk per core; chunks
+/// Runs `body(lo, hi)` over a partition of `0..<count` into at most ``Engine/threadCount`` chunks; chunks
 /// smaller than `minChunk` items are merged so that tiny loops stay on the calling thread.
 @inline(__always)
 public func parallelChunks(_ count: Int, minChunk: Int = 1, _ body: (Int, Int) -> Void) {
   guard count > 0 else { return }
-  let chunks = min(engineThreadCount, max(1, count / max(minChunk, 1)))
+  let chunks = min(Engine.threadCount, max(1, count / max(minChunk, 1)))
   if chunks == 1 {
     body(0, count)
     return
@@ -42,8 +39,15 @@ public func parallelChunks(_ count: Int, minChunk: Int = 1, _ body: (Int, Int) -
 /// never holds the caller up; the caller only waits for chunks a worker is actually running.
 /// The ticket packs the loop's generation, its chunk count and the next chunk, so a worker that
 /// wakes up late cannot claim a chunk of a loop that has moved on.
+///
+/// Slots for ``Engine/maximumThreadCount`` − 1 workers exist from the start; threads are started
+/// when ``Engine/threadCount`` first asks for them, and workers beyond the active count sleep.
 final class WorkerPool: @unchecked Sendable {
-  static let shared = WorkerPool(workers: engineThreadCount - 1)
+  static let shared: WorkerPool = {
+    let pool = WorkerPool(capacity: Engine.maximumThreadCount - 1)
+    pool.setActiveWorkers(Engine.threadCount - 1)
+    return pool
+  }()
 
   /// generation (bits 32…62) | chunk count (bits 16…31) | next chunk (bits 0…15).
   private let ticket = Atomic<Int>(0)
@@ -56,22 +60,35 @@ final class WorkerPool: @unchecked Sendable {
   nonisolated(unsafe) private var body: ((Int) -> Void)?
   /// One loop at a time; a nested or concurrent call runs serially instead.
   private let busy = Atomic<Bool>(false)
-  private let workers: Int
+  /// Workers that take part in loops (the first `active` slots), and threads started so far.
+  private let active = Atomic<Int>(0)
+  nonisolated(unsafe) private var started = 0
   nonisolated(unsafe) private var generation = 0
 
-  init(workers: Int) {
-    self.workers = max(0, workers)
-    sleeping = (0..<self.workers).map { _ in Flag() }
-    wakeUp = (0..<self.workers).map { _ in DispatchSemaphore(value: 0) }
-    for index in 0..<self.workers {
+  private init(capacity: Int) {
+    sleeping = (0..<capacity).map { _ in Flag() }
+    wakeUp = (0..<capacity).map { _ in DispatchSemaphore(value: 0) }
+  }
+
+  /// Makes the first `count` workers take part in loops, starting threads as needed.
+  func setActiveWorkers(_ count: Int) {
+    precondition(count >= 0 && count <= sleeping.count, "WorkerPool: \(count) workers exceed \(sleeping.count)")
+    // Wait for a running loop to end, then hold the pool while the workers change.
+    while !busy.compareExchange(expected: false, desired: true, ordering: .acquiring).exchanged { sched_yield() }
+    defer { busy.store(false, ordering: .releasing) }
+    while started < count {
+      let index = started
       let thread = Thread { [self] in work(index) }
       thread.stackSize = 1 << 20
       thread.start()
+      started += 1
     }
+    active.store(count, ordering: .releasing)
   }
 
   /// Runs `task(chunk)` for chunk in 0..<count, spread over the caller and the workers.
   func run(_ count: Int, _ task: (Int) -> Void) {
+    let workers = active.load(ordering: .acquiring)
     guard workers > 0, count > 1, count < 1 << 16,
           busy.compareExchange(expected: false, desired: true, ordering: .acquiring).exchanged else {
       for chunk in 0..<count { task(chunk) }
@@ -132,6 +149,8 @@ final class WorkerPool: @unchecked Sendable {
         current = ticket.load(ordering: .acquiring) >> 32
       }
       seen = current
+      // A worker beyond the active count leaves the loop to the others and goes back to sleep.
+      guard index < active.load(ordering: .acquiring) else { continue }
       while let chunk = claim(generation: current) {
         // A successful claim means the loop is still running, so `body` is its body.
         body!(chunk)
@@ -163,7 +182,7 @@ public func parallelFor(_ count: Int, minChunk: Int = 1, _ body: (Int) -> Void) 
 /// are combined in chunk order, so the result does not depend on scheduling.
 public func parallelSum(_ count: Int, minChunk: Int = 1, _ body: (Int, Int) -> Double) -> Double {
   guard count > 0 else { return 0 }
-  let chunks = min(engineThreadCount, max(1, count / max(minChunk, 1)))
+  let chunks = min(Engine.threadCount, max(1, count / max(minChunk, 1)))
   if chunks == 1 { return body(0, count) }
   var partial = [Double](repeating: 0, count: chunks)
   partial.withUnsafeMutableBufferPointer { part in

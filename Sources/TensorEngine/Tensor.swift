@@ -17,7 +17,7 @@ public final class Storage: @unchecked Sendable {
   /// Allocates `count` elements, zeroed when `zeroed` is true.
   init(count: Int, zeroed: Bool) {
     precondition(count >= 0, "Storage: negative element count \(count)")
-    _ = allocatorConfigured
+    Engine.applyDefaultAllocatorSettings()
     self.count = count
     pointer = UnsafeMutablePointer<Float>.allocate(capacity: max(count, 1))
     if zeroed { pointer.initialize(repeating: 0, count: count) }
@@ -35,35 +35,23 @@ public final class Storage: @unchecked Sendable {
   }
 }
 
-/// Keeps tensor buffers on glibc's heap instead of fresh mmap'd pages: a training step frees and
-/// reallocates the same activation sizes thousands of times, and every fresh mapping costs a
-/// page fault and a page clear per 4 KiB (a quarter of a K = 1 step's time under perf). Large
-/// blocks are never mmap'd (M_MMAP_MAX = 0: mmap thresholds are capped at 32 MiB, smaller than
-/// one batch-256 activation) and freed memory is never trimmed, so it is reused. The peak RSS
-/// stays the high-water mark of live tensors plus fragmentation.
-private let allocatorConfigured: Void = {
-  // <malloc.h>'s parameter numbers: M_TRIM_THRESHOLD = -1, M_MMAP_MAX = -4.
-  _ = glibcMallopt(-4, 0)
-  _ = glibcMallopt(-1, Int32.max)
-}()
-
-/// glibc's `mallopt` (declared in <malloc.h>, which the Glibc module does not export).
-@_silgen_name("mallopt")
-private func glibcMallopt(_ parameter: Int32, _ value: Int32) -> Int32
-
 /// Live and peak bytes of tensor storage, process wide.
 ///
-/// The benchmark reports the peak per K; tests check that a forward+backward pass returns the
-/// live figure to where it started (nothing leaked, every saved activation released).
+/// Tests check that a forward+backward pass returns ``liveBytes`` to where it started (nothing
+/// leaked, every saved activation released); a ``MemoryMeasurement`` gives the peak of a stretch
+/// of work without disturbing any other measurement.
 public enum MemoryStats {
   private static let lock = NSLock()
   nonisolated(unsafe) private static var live = 0
   nonisolated(unsafe) private static var peak = 0
+  /// The measurements running now; each allocation raises their peaks.
+  nonisolated(unsafe) private static var measurements: [MemoryMeasurement] = []
 
   static func allocated(bytes: Int) {
     lock.lock()
     live += bytes
     if live > peak { peak = live }
+    for m in measurements where live > m.peak { m.peak = live }
     lock.unlock()
   }
 
@@ -80,18 +68,66 @@ public enum MemoryStats {
     return live
   }
 
-  /// The largest value of ``liveBytes`` since the last ``resetPeak()`` (or process start).
+  /// The largest value of ``liveBytes`` since the process started.
   public static var peakBytes: Int {
     lock.lock()
     defer { lock.unlock() }
     return peak
   }
 
-  /// Starts a new peak measurement from the current live bytes.
-  public static func resetPeak() {
+  /// Runs `body` and returns its result with the peak of tensor bytes while it ran.
+  public static func measure<T>(_ body: () throws -> T) rethrows -> (result: T, peak: MemoryMeasurement) {
+    let measurement = MemoryMeasurement()
+    defer { measurement.stop() }
+    return (try body(), measurement)
+  }
+
+  fileprivate static func start(_ m: MemoryMeasurement) -> Int {
     lock.lock()
-    peak = live
+    defer { lock.unlock() }
+    m.peak = live
+    measurements.append(m)
+    return live
+  }
+
+  fileprivate static func stop(_ m: MemoryMeasurement) {
+    lock.lock()
+    measurements.removeAll { $0 === m }
     lock.unlock()
+  }
+
+  fileprivate static func read(_ m: MemoryMeasurement) -> Int {
+    lock.lock()
+    defer { lock.unlock() }
+    return m.peak
+  }
+}
+
+/// The peak of tensor bytes from the moment it is created until ``stop()``: measurements nest and
+/// overlap freely (an epoch's inside a benchmark's, say), none resets another.
+public final class MemoryMeasurement: @unchecked Sendable {
+  /// Live bytes when the measurement started.
+  public private(set) var startBytes = 0
+  /// Guarded by MemoryStats' lock.
+  fileprivate var peak = 0
+  private var running = true
+
+  /// Starts measuring now.
+  public init() { startBytes = MemoryStats.start(self) }
+
+  deinit { if running { MemoryStats.stop(self) } }
+
+  /// The largest number of live tensor bytes since the start (until ``stop()``, if called).
+  public var peakBytes: Int { MemoryStats.read(self) }
+
+  /// ``peakBytes`` minus ``startBytes``: what the measured work added at its peak.
+  public var growthBytes: Int { peakBytes - startBytes }
+
+  /// Ends the measurement; the figures keep their values.
+  public func stop() {
+    guard running else { return }
+    running = false
+    MemoryStats.stop(self)
   }
 }
 

@@ -246,6 +246,7 @@ final class SearchEndToEndTests: XCTestCase {
     let cases: [(String, [String], Int32, [String])] = [
       ("unknown flag", flags(out: done) + ["--bogus"], 2, ["--bogus"]),
       ("bad value", flags(out: done) + ["--lr", "abc"], 2, ["--lr", "abc"]),
+      ("too many threads", flags(out: done) + ["--threads", "999"], 2, ["--threads", "999", "0 to 256"]),
       ("K does not divide", flags(out: done) + ["--K", "3"], 2, ["K = 3", "4 channels"]),
       // With --resume the command gets past the existing checkpoint to the data.
       ("truncated data file", flags(out: done, data: truncated) + ["--resume"], 1,

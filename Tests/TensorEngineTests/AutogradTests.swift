@@ -1,3 +1,4 @@
+import Foundation
 import TensorEngine
 import TestSupport
 import XCTest
@@ -16,11 +17,11 @@ final class AutogradTests: XCTestCase {
     }
     pass()
     let before = MemoryStats.liveBytes
-    MemoryStats.resetPeak()
-    pass()
+    let (_, memory) = MemoryStats.measure { pass() }
     XCTAssertEqual(MemoryStats.liveBytes, before, "every activation and graph node is released")
+    XCTAssertEqual(memory.startBytes, before)
     // The peak held at least the conv output, BN output and ReLU output (3 × 4·6·8·8 floats).
-    XCTAssertGreaterThanOrEqual(MemoryStats.peakBytes - before, 3 * 4 * 6 * 64 * 4)
+    XCTAssertGreaterThanOrEqual(memory.growthBytes, 3 * 4 * 6 * 64 * 4)
   }
 
   func testNoGradRecordsNothing() {
@@ -77,5 +78,40 @@ final class AutogradTests: XCTestCase {
     }
     checkGradients("fresh head", inputs: [x]) { t in doubledHead(scale(t[0], by: 3)) }
     XCTAssertNil(Tensor(shape: [1], data: [1]).gradientAccumulator, "no accumulator without requiresGrad")
+  }
+
+  func testMemoryMeasurementsNestWithoutResettingEachOther() {
+    let outer = MemoryMeasurement()
+    var big: Tensor? = Tensor(zeros: [1 << 16])  // 256 KiB
+    big = nil
+    let (_, inner) = MemoryStats.measure { _ = Tensor(zeros: [1 << 10]) }
+    XCTAssertNil(big)
+    XCTAssertGreaterThanOrEqual(inner.growthBytes, 4 << 10)
+    XCTAssertLessThan(inner.growthBytes, 1 << 18, "the inner measurement starts after the big tensor died")
+    XCTAssertGreaterThanOrEqual(outer.growthBytes, 1 << 18, "the inner measurement did not reset the outer one")
+    outer.stop()
+    let stopped = outer.peakBytes
+    _ = Tensor(zeros: [1 << 18])
+    XCTAssertEqual(outer.peakBytes, stopped, "a stopped measurement keeps its figure")
+    XCTAssertGreaterThanOrEqual(MemoryStats.peakBytes, stopped)
+  }
+
+  func testGradModeBelongsToTheCallingThread() {
+    let x = Tensor(shape: [2], data: [1, -1], requiresGrad: true)
+    let inside = DispatchSemaphore(value: 0), done = DispatchSemaphore(value: 0)
+    let other = Thread {
+      withNoGrad {
+        inside.signal()
+        done.wait()
+      }
+    }
+    other.start()
+    inside.wait()
+    // Another thread is inside withNoGrad; this one still records.
+    XCTAssertTrue(GradMode.isEnabled)
+    XCTAssertTrue(relu(x).requiresGrad)
+    done.signal()
+    withNoGrad { XCTAssertFalse(relu(x).requiresGrad) }
+    XCTAssertTrue(GradMode.isEnabled)
   }
 }

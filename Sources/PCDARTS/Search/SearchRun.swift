@@ -36,7 +36,7 @@ public struct EpochRecord: Codable, Equatable, Sendable {
   public var seconds: Double
   /// Training images per second (evaluation excluded).
   public var imagesPerSecond: Double
-  /// ``MemoryStats/peakBytes`` during the epoch.
+  /// The peak of live tensor bytes during the epoch (a ``MemoryMeasurement``).
   public var peakTensorBytes: Int
   /// The DARTS string of the genotype after the epoch.
   public var genotype: String
@@ -141,7 +141,8 @@ public final class SearchRun {
     let lr = learningRate(epoch: epoch)
     weightOptimizer.learningRate = lr
     let archUpdates = epoch >= settings.warmupEpochs
-    MemoryStats.resetPeak()
+    let memory = MemoryMeasurement()
+    defer { memory.stop() }
     let start = Date()
     var (lossSum, correct, seen) = (0.0, 0, 0)
     var step = 0
@@ -182,7 +183,7 @@ public final class SearchRun {
       epoch: epoch, lr: Double(lr), trainLoss: lossSum / Double(max(seen, 1)),
       trainAcc: Double(correct) / Double(max(seen, 1)), validLoss: validLoss, validAcc: validAcc,
       seconds: Date().timeIntervalSince(start), imagesPerSecond: Double(seen) / trainSeconds,
-      peakTensorBytes: MemoryStats.peakBytes, genotype: network.genotype().pythonDescription,
+      peakTensorBytes: memory.peakBytes, genotype: network.genotype().pythonDescription,
       archUpdates: archUpdates)
     history.append(record)
     nextEpoch += 1

@@ -145,7 +145,7 @@ func convBackward(
   let (hw, ohw) = (geo.inH * geo.inW, geo.outH * geo.outW)
   let direct = isPointwise(geo)
   let wCount = o * cg * kk
-  let chunks = min(engineThreadCount, n)
+  let chunks = min(Engine.threadCount, n)
   // One weight-gradient accumulator per chunk, summed at the end: samples run in parallel.
   let partial = dweight.map { _ in Storage(count: chunks * wCount, zeroed: true) }
   WorkerPool.shared.run(chunks) { chunk in

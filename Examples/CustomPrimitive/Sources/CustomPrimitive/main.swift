@@ -57,7 +57,7 @@ let weightOptimizer = SGD(
   parameters: network.parameters(), learningRate: 0.1, momentum: 0.9, weightDecay: 3e-4)
 let architect = Architect(network: network, settings: ArchitectSettings(unrolled: false))
 
-MemoryStats.resetPeak()
+let memory = MemoryMeasurement()
 for step in 1...3 {
   let train = randomBatch(8, using: &rng)
   let valid = randomBatch(8, using: &rng)
@@ -76,4 +76,4 @@ for step in 1...3 {
 }
 
 print("genotype:", network.genotype().pythonDescription)
-print("peak tensor bytes:", MemoryStats.peakBytes)
+print("peak tensor bytes:", memory.peakBytes)

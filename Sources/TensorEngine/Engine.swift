@@ -1,0 +1,98 @@
+// The engine's process-wide settings, in one place: how many threads its loops use, how many
+// threads OpenBLAS uses, and whether freed tensor memory stays on the heap. Each has a default
+// that the engine applies the first time it needs it; set them before the work they affect
+// (from one thread, with no engine work running) to change them.
+
+import COpenBLAS
+import Foundation
+import Synchronization
+
+/// Process-wide settings of the tensor engine.
+public enum Engine {
+  /// The largest ``threadCount`` accepted.
+  public static let maximumThreadCount = 256
+
+  /// The default ``threadCount``: one thread per active core.
+  public static let defaultThreadCount = max(1, min(ProcessInfo.processInfo.activeProcessorCount, maximumThreadCount))
+
+  private static let threads = Atomic<Int>(defaultThreadCount)
+
+  /// The number of threads the engine's loops run on: the calling thread plus `threadCount − 1`
+  /// workers of the engine's own pool. Loops are split into at most this many chunks and partial
+  /// sums are combined in chunk order, so results are identical from run to run for a given
+  /// thread count (and may differ in the last bits between counts).
+  ///
+  /// Under MPI or beside other busy processes, one thread per rank or per free core is usual.
+  /// - Precondition: 1 ≤ value ≤ ``maximumThreadCount``; no engine work is running.
+  public static var threadCount: Int {
+    get { threads.load(ordering: .relaxed) }
+    set {
+      precondition((1...maximumThreadCount).contains(newValue),
+        "Engine.threadCount: \(newValue) is outside 1...\(maximumThreadCount)")
+      WorkerPool.shared.setActiveWorkers(newValue - 1)
+      threads.store(newValue, ordering: .relaxed)
+    }
+  }
+
+  // MARK: - OpenBLAS
+
+  nonisolated(unsafe) private static var blasThreads: Int?
+
+  /// The threads OpenBLAS uses inside one `sgemm`; 1 unless set. The engine already runs
+  /// convolutions' matrix products in parallel over samples, and a second pool of spinning BLAS
+  /// threads would compete with its own for the same cores, so raise it only with
+  /// ``threadCount`` = 1.
+  /// - Precondition: value ≥ 1.
+  public static var blasThreadCount: Int {
+    get { blasThreads ?? 1 }
+    set {
+      precondition(newValue >= 1, "Engine.blasThreadCount: \(newValue) must be at least 1")
+      blasThreads = newValue
+      openblas_set_num_threads(Int32(newValue))
+    }
+  }
+
+  private static let defaultBLASSettings: Void = {
+    if blasThreads == nil { openblas_set_num_threads(1) }
+  }()
+
+  /// Applies the default ``blasThreadCount`` unless one was set; the first matrix product calls it.
+  @inline(__always) static func applyDefaultBLASSettings() { _ = defaultBLASSettings }
+
+  // MARK: - Allocator
+
+  nonisolated(unsafe) private static var retainsFreed: Bool?
+
+  /// Whether freed tensor buffers stay on glibc's heap (true unless set) instead of being
+  /// returned to the system. A training step frees and reallocates the same activation sizes
+  /// thousands of times, and every fresh mapping costs a page fault and a page clear per 4 KiB
+  /// (a quarter of a K = 1 step's time under perf), so by default large blocks are never mmap'd
+  /// (glibc's M_MMAP_MAX = 0) and the heap is never trimmed (M_TRIM_THRESHOLD = ∞). The peak RSS
+  /// then stays the high-water mark of live tensors plus fragmentation. Set it to false to get
+  /// glibc's defaults back (a long-lived process that trains once and then idles, say).
+  public static var retainsFreedMemory: Bool {
+    get { retainsFreed ?? true }
+    set {
+      retainsFreed = newValue
+      configureAllocator(retainFreed: newValue)
+    }
+  }
+
+  private static let defaultAllocatorSettings: Void = {
+    if retainsFreed == nil { configureAllocator(retainFreed: true) }
+  }()
+
+  /// Applies the default ``retainsFreedMemory`` unless one was set; the first allocation calls it.
+  @inline(__always) static func applyDefaultAllocatorSettings() { _ = defaultAllocatorSettings }
+
+  private static func configureAllocator(retainFreed: Bool) {
+    // <malloc.h>'s parameter numbers and glibc's defaults: M_MMAP_MAX = -4 (65,536 mappings),
+    // M_TRIM_THRESHOLD = -1 (128 KiB).
+    _ = glibcMallopt(-4, retainFreed ? 0 : 65_536)
+    _ = glibcMallopt(-1, retainFreed ? Int32.max : 128 * 1024)
+  }
+}
+
+/// glibc's `mallopt` (declared in <malloc.h>, which the Glibc module does not export).
+@_silgen_name("mallopt")
+private func glibcMallopt(_ parameter: Int32, _ value: Int32) -> Int32

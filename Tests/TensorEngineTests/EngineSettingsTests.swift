@@ -1,0 +1,38 @@
+// Engine.threadCount: any count gives the same result on every run, and counts agree closely.
+
+import TensorEngine
+import TestSupport
+import XCTest
+
+final class EngineSettingsTests: XCTestCase {
+  /// Forward and backward of conv → batch norm → ReLU → pool → linear on a fixed batch: the loss,
+  /// then the gradients of the input and the weights, as one list of values.
+  private func pass() -> [Float] {
+    var rng = SeededGenerator(seed: 21)
+    let x = Tensor.randomNormal([8, 3, 12, 12], using: &rng, requiresGrad: true)
+    let w = Tensor.randomNormal([16, 3, 3, 3], std: 0.3, using: &rng, requiresGrad: true)
+    let v = Tensor.randomNormal([5, 16], std: 0.3, using: &rng, requiresGrad: true)
+    let state = BatchNormState(runningMean: Tensor(zeros: [16]), runningVar: Tensor(repeating: 1, shape: [16]))
+    let y = batchNormReLU(conv2d(x, weight: w, padding: 1), weight: nil, bias: nil, state: state, training: true)
+    let loss = crossEntropy(linear(globalAvgPool2d(maxPool2d(y, kernel: 3, stride: 2, padding: 1)), weight: v),
+                            labels: [0, 1, 2, 3, 4, 0, 1, 2])
+    loss.backward()
+    return [loss.item] + x.grad!.scalars + w.grad!.scalars + v.grad!.scalars
+  }
+
+  func testEveryThreadCountRepeatsItselfExactlyAndCountsAgree() {
+    let original = Engine.threadCount
+    defer { Engine.threadCount = original }
+    var results: [[Float]] = []
+    for threads in [1, 2, 3] {
+      Engine.threadCount = threads
+      XCTAssertEqual(Engine.threadCount, threads)
+      let first = pass()
+      XCTAssertEqual(first, pass(), "\(threads) threads: two runs differ")
+      results.append(first)
+    }
+    for (i, r) in results.enumerated().dropFirst() {
+      assertClose(r, results[0], tolerance: 1e-5, "\(i + 1) threads against 1")
+    }
+  }
+}
