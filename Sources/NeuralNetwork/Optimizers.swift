@@ -30,29 +30,50 @@ public final class SGD {
   }
 
   /// Applies one update to every parameter that has a gradient.
-  public func step() {
-    for (i, p) in parameters.enumerated() {
-      guard let g = p.grad else { continue }
+  public func step() { step(gradients: parameters.map(\.grad)) }
+
+  /// Applies one update with `gradients` in place of the parameters' own.
+  ///
+  /// With `updatingState` false the momentum buffers are left as they are: the parameters move
+  /// exactly as ``step()`` would move them, without committing the step to the optimizer. That
+  /// is the virtual step of DARTS's second-order gradient, w′ = w − lr·(μ·buf + g + wd·w), so a
+  /// change of this update rule changes the virtual step with it.
+  ///
+  /// - Parameters:
+  ///   - gradients: one per parameter, in ``parameters`` order; `nil` skips the parameter.
+  ///   - updatingState: whether to update the momentum buffers (and create missing ones).
+  /// - Precondition: one gradient per parameter, each of its parameter's shape.
+  public func step(gradients: [Tensor?], updatingState: Bool = true) {
+    precondition(gradients.count == parameters.count,
+      "SGD.step: \(gradients.count) gradients for \(parameters.count) parameters")
+    let (wd, mu, lr) = (weightDecay, momentum, learningRate)
+    for (i, (p, g)) in zip(parameters, gradients).enumerated() {
+      guard let g else { continue }
+      precondition(g.shape == p.shape, "SGD.step: gradient \(g.shape) for parameter \(p.shape)")
       let (pp, gp, n) = (p.pointer, g.pointer, p.count)
-      let (wd, mu, lr) = (weightDecay, momentum, learningRate)
       if mu == 0 {
         for j in 0..<n { pp[j] -= lr * (gp[j] + wd * pp[j]) }
         continue
       }
-      if let buf = momentumBuffers[i] {
-        let bp = buf.pointer
+      // buf ← μ·buf + d (buf ← d on the first step), d = g + wd·p; p ← p − lr·buf.
+      let buffer = momentumBuffers[i]
+      if !updatingState {
+        let bp = buffer?.pointer
+        for j in 0..<n { pp[j] -= lr * ((bp.map { mu * $0[j] } ?? 0) + gp[j] + wd * pp[j]) }
+      } else if let buffer {
+        let bp = buffer.pointer
         for j in 0..<n {
           bp[j] = mu * bp[j] + (gp[j] + wd * pp[j])
           pp[j] -= lr * bp[j]
         }
       } else {
-        let buf = Tensor(zeros: p.shape)
-        let bp = buf.pointer
+        let created = Tensor(zeros: p.shape)
+        let bp = created.pointer
         for j in 0..<n {
           bp[j] = gp[j] + wd * pp[j]
           pp[j] -= lr * bp[j]
         }
-        momentumBuffers[i] = buf
+        momentumBuffers[i] = created
       }
     }
   }

@@ -2,8 +2,9 @@
 // child process (the same executable, re-run with a hidden --child flag) so that one K's memory
 // cannot hide in another's peak RSS.
 //
-// One iteration = an architecture step on one batch (first order, or second order with
-// --unrolled) + a weight step on another, on the default search network and random data.
+// One iteration is the search's own (SearchIteration.run): an architecture step on one batch
+// (first order, or second order with --unrolled) and a weight step on another, with the search's
+// default settings (SearchSettings) but for K, the batch and the network size, on random data.
 
 import Foundation
 import NeuralNetwork
@@ -45,11 +46,11 @@ public enum BenchCommand {
     abstract: "Peak memory and speed of one PC-DARTS search iteration for each partial-channel factor K.",
     options: [
       .intList("K", default: [1, 2, 4, 8], help: "partial-channel factors to measure") { ks in
-        ks.allSatisfy { $0 >= 1 } && !ks.isEmpty ? nil : "expected a list of values ≥ 1 like 1,2,4,8"
+        ks.isEmpty ? "expected a list like 1,2,4,8" : nil
       },
-      .int("batch", default: 64, help: "images per batch") { $0 >= 1 ? nil : "expected a value ≥ 1" },
-      .int("layers", default: 8, help: "cells in the super-net") { $0 >= 3 ? nil : "expected at least 3" },
-      .int("init-channels", default: 16, help: "channels of the first cells") { $0 >= 1 ? nil : "expected a value ≥ 1" },
+      .int("batch", default: 64, help: "images per batch"),
+      .int("layers", default: 8, help: "cells in the super-net"),
+      .int("init-channels", default: 16, help: "channels of the first cells"),
       .int("iters", default: 3, help: "timed iterations per K") { $0 >= 1 ? nil : "expected a value ≥ 1" },
       .int("warmup", default: 1, help: "untimed iterations before timing") { $0 >= 0 ? nil : "expected a value ≥ 0" },
       .flag("unrolled", help: "second-order architecture step"),
@@ -63,18 +64,39 @@ public enum BenchCommand {
 
   /// Runs the command; returns the exit code.
   public static func main(_ arguments: [String]) -> Int32 {
-    runCommand(parser, arguments) { options in
+    runCommand(parser, arguments, flags: flagsOfSettings) { options in
       applyThreads(options)
       guard options.int("child") > 0 else { return try runAll(options) }
-      let result = try measure(k: options.int("child"), batch: options.int("batch"), layers: options.int("layers"),
-                               initChannels: options.int("init-channels"), iterations: options.int("iters"),
-                               warmup: options.int("warmup"), unrolled: options.flag("unrolled"))
+      let result = try measure(
+        settings: settings(options, k: options.int("child"), batch: options.int("batch")),
+        iterations: options.int("iters"), warmup: options.int("warmup"))
       print(String(decoding: try JSONEncoder().encode(result), as: UTF8.self))
     }
   }
 
+  /// The flag of each setting the options set, for range errors.
+  static let flagsOfSettings: [String: String] = [
+    "network.partialChannels": "--K", "batchSize": "--batch", "network.layers": "--layers",
+    "network.initChannels": "--init-channels",
+  ]
+
+  /// The search's settings for one measurement: the defaults of `search-cifar` but for K, the
+  /// batch, the network size and the order of the architecture step.
+  static func settings(_ options: ParsedOptions, k: Int, batch: Int) -> SearchSettings {
+    var s = SearchSettings()
+    s.network.partialChannels = k
+    s.network.layers = options.int("layers")
+    s.network.initChannels = options.int("init-channels")
+    s.batchSize = batch
+    s.architect.unrolled = options.flag("unrolled")
+    s.seed = 0
+    return s
+  }
+
   private static func runAll(_ options: ParsedOptions) throws {
     let batch = options.int("batch")
+    // Every K's settings are checked before the first measurement starts.
+    for k in options.intList("K") { try settings(options, k: k, batch: batch).validate() }
     var results: [BenchResult] = []
     print("bench: \(options.int("layers")) cells, \(options.int("init-channels")) initial channels, batch \(batch), "
       + "\(options.flag("unrolled") ? "second" : "first")-order, \(options.int("iters")) timed iterations after \(options.int("warmup")) warm-up, "
@@ -119,23 +141,21 @@ public enum BenchCommand {
     guard process.terminationStatus == 0,
           let line = String(decoding: output, as: UTF8.self).split(separator: "\n").last,
           let result = try? JSONDecoder().decode(BenchResult.self, from: Data(line.utf8)) else {
-      throw SearchError.invalidConfiguration("the measurement of K = \(k) at batch \(batch) failed (exit \(process.terminationStatus))")
+      throw CommandFailure(
+        message: "the measurement of K = \(k) at batch \(batch) failed (exit \(process.terminationStatus))", exitCode: 1)
     }
     return result
   }
 
-  /// One K, in this process.
-  public static func measure(
-    k: Int, batch: Int, layers: Int, initChannels: Int, iterations: Int, warmup: Int, unrolled: Bool
-  ) throws -> BenchResult {
-    var rng = SeededGenerator(seed: 0)
-    let network = try SearchNetwork(
-      config: NetworkConfig(initChannels: initChannels, layers: layers, classes: 10, partialChannels: k), rng: &rng)
-    let sgd = SGD(parameters: network.parameters(), learningRate: 0.1, momentum: 0.9, weightDecay: 3e-4)
-    let architect = Architect(network: network, settings: ArchitectSettings(unrolled: unrolled))
+  /// One measurement, in this process: `warmup` untimed iterations, then `iterations` timed ones
+  /// of the search's iteration on two fixed random batches.
+  static func measure(settings: SearchSettings, iterations: Int, warmup: Int) throws -> BenchResult {
+    let search = try SearchIteration(settings: settings)
+    let (batch, config) = (settings.batchSize, settings.network)
+    var rng = SeededGenerator(seed: settings.seed &+ 1)
     func randomBatch() -> LabeledBatch {
-      LabeledBatch(images: Tensor.randomNormal([batch, 3, 32, 32], using: &rng),
-                   labels: (0..<batch).map { _ in Int32(rng.nextInt(below: 10)) })
+      LabeledBatch(images: Tensor.randomNormal([batch, config.inputChannels, 32, 32], using: &rng),
+                   labels: (0..<batch).map { _ in Int32(rng.nextInt(below: config.classes)) })
     }
     let (train, valid) = (randomBatch(), randomBatch())
     var seconds: [Double] = [], forward: [Double] = [], backward: [Double] = []
@@ -144,21 +164,11 @@ public enum BenchCommand {
       let timed = iteration >= warmup
       if timed && iteration == warmup { memory = MemoryMeasurement() }
       let start = Date()
-      architect.step(train: train, valid: valid, weightOptimizer: sgd)
-      sgd.zeroGrad()
-      for p in network.arch.all { p.requiresGrad = false }
-      let forwardStart = Date()
-      let loss = network.loss(train)
-      let backwardStart = Date()
-      loss.backward()
-      let backwardEnd = Date()
-      for p in network.arch.all { p.requiresGrad = true }
-      clipGradientNorm(network.parameters(), maxNorm: 5)
-      sgd.step()
+      let result = try search.run(train: train, valid: valid, epoch: 0, step: iteration + 1)
       if timed {
         seconds.append(Date().timeIntervalSince(start))
-        forward.append(backwardStart.timeIntervalSince(forwardStart) * 1000)
-        backward.append(backwardEnd.timeIntervalSince(backwardStart) * 1000)
+        forward.append(result.forwardSeconds * 1000)
+        backward.append(result.backwardSeconds * 1000)
       }
     }
     let (peak, resident) = (memory?.peakBytes ?? 0, memory?.startBytes ?? 0)
@@ -166,9 +176,10 @@ public enum BenchCommand {
     getrusage(RUSAGE_SELF.rawValue, &usage)
     let perIteration = median(seconds)
     return BenchResult(
-      K: k, batch: batch, layers: layers, initChannels: initChannels, secondsPerIteration: perIteration,
-      imagesPerSecond: Double(batch) / perIteration, forwardMilliseconds: median(forward),
-      backwardMilliseconds: median(backward), peakTensorBytes: peak, peakActivationBytes: peak - resident,
+      K: config.partialChannels, batch: batch, layers: config.layers, initChannels: config.initChannels,
+      secondsPerIteration: perIteration, imagesPerSecond: Double(batch) / perIteration,
+      forwardMilliseconds: median(forward), backwardMilliseconds: median(backward),
+      peakTensorBytes: peak, peakActivationBytes: peak - resident,
       peakRSSBytes: Int(usage.ru_maxrss) * 1024)
   }
 

@@ -19,22 +19,20 @@ public enum SearchCommand {
         DatasetName(rawValue: $0) == nil ? "expected cifar10, cifar100 or fashion-mnist" : nil
       },
       .string("data", default: "", help: "data folder; empty: $PCDARTS_DATA if set, else ./data (fashion-mnist: /usr/share/datasets/fashion-mnist)"),
-      .int("batch-size", default: 256, help: "images per batch", validate: positive),
-      .double("lr", default: 0.1, help: "initial weight learning rate (SGD)", validate: positiveDouble),
-      .double("lr-min", default: 0, help: "final learning rate of the cosine schedule", validate: nonNegative),
-      .double("momentum", default: 0.9, help: "SGD momentum") { $0 >= 0 && $0 < 1 ? nil : "expected a value in [0, 1)" },
-      .double("weight-decay", default: 3e-4, help: "SGD weight decay", validate: nonNegative),
-      .int("epochs", default: 50, help: "search epochs", validate: positive),
-      .int("warmup-epochs", default: 15, help: "epochs before architecture updates start") { $0 >= 0 ? nil : "expected a value ≥ 0" },
-      .int("init-channels", default: 16, help: "channels of the first cells", validate: positive),
-      .int("layers", default: 8, help: "cells in the super-net") { $0 >= 3 ? nil : "expected at least 3" },
-      .int("K", default: 4, help: "partial-channel factor: 1/K of the channels enter the operations (1 = DARTS)", validate: positive),
-      .double("grad-clip", default: 5, help: "gradient-norm clipping of the weights", validate: positiveDouble),
-      .double("train-portion", default: 0.5, help: "share of the training set used for weights; the rest for the architecture") {
-        $0 > 0 && $0 < 1 ? nil : "expected a value strictly between 0 and 1"
-      },
-      .double("arch-lr", default: 6e-4, help: "architecture learning rate (Adam)", validate: positiveDouble),
-      .double("arch-weight-decay", default: 1e-3, help: "architecture weight decay", validate: nonNegative),
+      .int("batch-size", default: 256, help: "images per batch"),
+      .double("lr", default: 0.1, help: "initial weight learning rate (SGD)"),
+      .double("lr-min", default: 0, help: "final learning rate of the cosine schedule"),
+      .double("momentum", default: 0.9, help: "SGD momentum"),
+      .double("weight-decay", default: 3e-4, help: "SGD weight decay"),
+      .int("epochs", default: 50, help: "search epochs"),
+      .int("warmup-epochs", default: 15, help: "epochs before architecture updates start"),
+      .int("init-channels", default: 16, help: "channels of the first cells"),
+      .int("layers", default: 8, help: "cells in the super-net"),
+      .int("K", default: 4, help: "partial-channel factor: 1/K of the channels enter the operations (1 = DARTS)"),
+      .double("grad-clip", default: 5, help: "gradient-norm clipping of the weights"),
+      .double("train-portion", default: 0.5, help: "share of the training set used for weights; the rest for the architecture"),
+      .double("arch-lr", default: 6e-4, help: "architecture learning rate (Adam)"),
+      .double("arch-weight-decay", default: 1e-3, help: "architecture weight decay"),
       .flag("unrolled", help: "second-order (unrolled) architecture gradient"),
       .int("seed", default: 2, help: "seed of every random choice") { $0 >= 0 ? nil : "expected a value ≥ 0" },
       .string("out", default: "runs/search", help: "output folder (log, genotypes, checkpoint, cell drawings)"),
@@ -43,9 +41,16 @@ public enum SearchCommand {
       .int("subset", default: 0, help: "use only the first N training images (0 = all)") { $0 >= 0 ? nil : "expected a value ≥ 0" },
     ])
 
-  @Sendable static func positive(_ v: Int) -> String? { v > 0 ? nil : "expected a value ≥ 1" }
-  @Sendable static func positiveDouble(_ v: Double) -> String? { v > 0 ? nil : "expected a positive value" }
-  @Sendable static func nonNegative(_ v: Double) -> String? { v >= 0 ? nil : "expected a value ≥ 0" }
+  /// The flag of each setting the options set (paths in ``SearchSettings``), so that a range
+  /// error of the settings, which are validated in one place, names the flag the user typed.
+  static let flagsOfSettings: [String: String] = [
+    "batchSize": "--batch-size", "learningRate": "--lr", "learningRateMin": "--lr-min",
+    "momentum": "--momentum", "weightDecay": "--weight-decay", "epochs": "--epochs",
+    "warmupEpochs": "--warmup-epochs", "network.initChannels": "--init-channels",
+    "network.layers": "--layers", "network.partialChannels": "--K", "gradClip": "--grad-clip",
+    "trainPortion": "--train-portion", "architect.learningRate": "--arch-lr",
+    "architect.weightDecay": "--arch-weight-decay", "seed": "--seed", "subset": "--subset",
+  ]
 
   /// The settings the options describe.
   public static func settings(from o: ParsedOptions) -> SearchSettings {
@@ -72,7 +77,7 @@ public enum SearchCommand {
 
   /// Runs the command with `arguments` (without the program name); returns the exit code.
   public static func main(_ arguments: [String]) -> Int32 {
-    runCommand(parser, arguments, run)
+    runCommand(parser, arguments, flags: flagsOfSettings, run)
   }
 
   private static func run(_ options: ParsedOptions) throws {
@@ -103,7 +108,18 @@ public enum SearchCommand {
     let bar = ProgressBar(interactive: isatty(STDERR_FILENO) != 0)
     run.onStep = { bar.update($0, epochs: settings.epochs) }
     while !run.isFinished {
-      let record = try run.runEpoch()
+      let record: EpochRecord
+      do {
+        record = try run.runEpoch()
+      } catch SearchError.nonFiniteLoss(let loss) {
+        bar.finish()
+        let lower = loss.settingsToLower.map { setting in
+          "\(flagsOfSettings[setting] ?? setting) (now \(settings.value(of: setting) ?? "?"))"
+        }
+        let next = directory.hasCheckpoint
+          ? "resume from the last checkpoint with --resume" : "start again (no checkpoint was written yet)"
+        throw CommandFailure(message: "the loss is not finite: \(loss); lower \(lower.joined(separator: " or ")) and \(next)", exitCode: 1)
+      }
       bar.finish()
       try directory.writeEpoch(run)
       print(String(format: "epoch %d/%d  lr %.5f  train loss %.4f acc %.4f  valid loss %.4f acc %.4f  %.1fs  %.1f img/s  peak %@",
@@ -118,84 +134,4 @@ public enum SearchCommand {
       print("outputs in \(directory.url.path)")
     }
   }
-}
-
-/// A one-line progress bar on stderr (redrawn in place on a terminal, a line per tenth of the
-/// epoch otherwise, so logs stay short).
-final class ProgressBar {
-  let interactive: Bool
-  private var lastTenth = -1
-
-  init(interactive: Bool) { self.interactive = interactive }
-
-  func update(_ p: StepProgress, epochs: Int) {
-    let width = 24
-    let filled = width * p.step / max(p.steps, 1)
-    let eta = Int(p.epochSecondsLeft.rounded())
-    let line = String(format: "epoch %d/%d [%@%@] %d/%d loss %.4f acc %.4f %.1f img/s ETA %d:%02d",
-                      p.epoch + 1, epochs, String(repeating: "#", count: filled),
-                      String(repeating: ".", count: width - filled), p.step, p.steps, p.trainLoss,
-                      p.trainAccuracy, p.imagesPerSecond, eta / 60, eta % 60)
-    if interactive {
-      FileHandle.standardError.write(Data(("\r" + line).utf8))
-    } else {
-      let tenth = 10 * p.step / max(p.steps, 1)
-      if tenth != lastTenth {
-        lastTenth = tenth
-        FileHandle.standardError.write(Data((line + "\n").utf8))
-      }
-    }
-  }
-
-  func finish() {
-    if interactive { FileHandle.standardError.write(Data("\n".utf8)) }
-    lastTenth = -1
-  }
-}
-
-/// Parses `arguments` with `parser` and runs `body`, turning the outcome into an exit code: 0 when
-/// done (or after `--help`), 2 for usage and configuration errors, 1 for anything else. Every
-/// error is one `error:` line on stderr.
-func runCommand(_ parser: CommandLineParser, _ arguments: [String], _ body: (ParsedOptions) throws -> Void) -> Int32 {
-  do {
-    try body(try parser.parse(arguments))
-    return 0
-  } catch let error as CommandLineError {
-    if case .helpRequested(let help) = error { print(help) } else { printError("\(error)") }
-    return error.exitCode
-  } catch let error as SearchError {
-    printError("\(error)")
-    if case .invalidConfiguration = error { return 2 }
-    return 1
-  } catch {
-    printError("\(error)")
-    return 1
-  }
-}
-
-/// `--threads`, shared by the commands: the engine's thread count (``Engine/threadCount``).
-let threadsOption = OptionSpec.int(
-  "threads", default: 0, help: "threads of the engine's loops (0 = one per core, \(Engine.defaultThreadCount) here)"
-) { (0...Engine.maximumThreadCount).contains($0) ? nil : "expected 0 to \(Engine.maximumThreadCount)" }
-
-/// Sets ``Engine/threadCount`` from `--threads` (0 keeps the default).
-func applyThreads(_ options: ParsedOptions) {
-  if options.int("threads") > 0 { Engine.threadCount = options.int("threads") }
-}
-
-/// Writes `message` to stderr as `error: message`.
-func printError(_ message: String) {
-  FileHandle.standardError.write(Data("error: \(message)\n".utf8))
-}
-
-/// Bytes in binary units (`12.3 MiB`).
-public func formatBytes(_ bytes: Int) -> String {
-  let units = ["B", "KiB", "MiB", "GiB", "TiB"]
-  var value = Double(bytes)
-  var unit = 0
-  while value >= 1024 && unit < units.count - 1 {
-    value /= 1024
-    unit += 1
-  }
-  return String(format: unit == 0 ? "%.0f %@" : "%.1f %@", value, units[unit])
 }

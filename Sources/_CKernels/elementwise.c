@@ -24,7 +24,8 @@ int pcd_set_portable_only(int on) {
 }
 
 INLINE void relu_forward(float *restrict y, const float *restrict x, long n) {
-  for (long i = 0; i < n; i++) y[i] = x[i] > 0 ? x[i] : 0;
+  // NaN propagates, as torch.relu does: the comparison is false for NaN, which is kept.
+  for (long i = 0; i < n; i++) y[i] = x[i] < 0 ? 0 : x[i];
 }
 
 INLINE void relu_backward(float *restrict dx, const float *restrict g, const float *restrict y, long n) {

@@ -42,7 +42,7 @@ INLINE void combine(float *restrict out, const float *const *xs, const float *a,
 INLINE void affine_relu(float *restrict out, const float *restrict x, float a, float b, long n) {
   for (long i = 0; i < n; i++) {
     const float y = a * x[i] + b;
-    out[i] = y > 0 ? y : 0;
+    out[i] = y < 0 ? 0 : y;  // NaN propagates, as torch.relu does
   }
 }
 

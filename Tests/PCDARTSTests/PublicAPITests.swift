@@ -187,4 +187,50 @@ final class PublicAPITests: XCTestCase {
     // Both continue identically from there.
     XCTAssertEqual(try resumed.runEpoch().trainLoss, try run.runEpoch().trainLoss)
   }
+
+  func testTheSearchIterationStopsBeforeAnyUpdateFromANonFiniteLoss() throws {
+    var settings = tinySettings()
+    settings.network.classes = 10
+    let search = try SearchIteration(settings: settings, space: space)
+    var rng = SeededGenerator(seed: 4)
+    let (train, valid) = (randomBatch(4, using: &rng), randomBatch(4, using: &rng))
+    let result = try search.run(train: train, valid: valid, epoch: 0, step: 1)
+    XCTAssertTrue(result.trainLoss.isFinite && (result.validLoss ?? .nan).isFinite)
+    XCTAssertEqual(search.architect.optimizer.stepCount, 1)
+
+    // Parameters only: a forward pass updates the batch-norm statistics, as in PyTorch.
+    let state = (search.network.namedParameters() + search.network.arch.named).map { ($0.0, $0.1.scalars) }
+    let moments = search.architect.optimizer.firstMoments.map(\.scalars)
+    let poisoned = valid.images.copy()
+    poisoned.pointer[0] = .nan
+    XCTAssertThrowsError(try search.run(train: train, valid: LabeledBatch(images: poisoned, labels: valid.labels),
+                                        epoch: 3, step: 7)) { error in
+      guard case SearchError.nonFiniteLoss(let loss) = error else { return XCTFail("\(error)") }
+      XCTAssertEqual([loss.phase == .architectureStep, loss.epoch == 3, loss.step == 7], [true, true, true], "\(loss)")
+      XCTAssertEqual(loss.settingsToLower.first, "architect.learningRate")
+    }
+    XCTAssertEqual(search.architect.optimizer.stepCount, 1, "Adam took the non-finite step")
+    XCTAssertEqual(search.architect.optimizer.firstMoments.map(\.scalars), moments)
+    for (name, values) in state {
+      let now = (search.network.namedParameters() + search.network.arch.named).first { $0.0 == name }!.1.scalars
+      XCTAssertTrue(zip(now, values).allSatisfy { $0 == $1 || ($0.isNaN && $1.isNaN) }, "\(name) changed")
+    }
+  }
+
+  func testASettingOutOfRangeIsNamedByItsPathNotByAFlag() {
+    var settings = SearchSettings()
+    settings.architect.weightDecay = -1
+    XCTAssertThrowsError(try settings.validate()) { error in
+      XCTAssertEqual(error as? SearchError, .invalidSetting("architect.weightDecay", "must be ≥ 0, got -1.0"))
+      XCTAssertFalse("\(error)".contains("--"), "\(error)")
+    }
+    settings = SearchSettings()
+    settings.network.partialChannels = 3
+    XCTAssertThrowsError(try settings.validate()) { error in
+      guard case SearchError.invalidSetting("network.partialChannels", let problem) = error else { return XCTFail("\(error)") }
+      XCTAssertTrue(problem.contains("K = 3") && problem.contains("16 channels"), problem)
+    }
+    XCTAssertEqual(SearchSettings().value(of: "network.layers"), "8")
+    XCTAssertNil(SearchSettings().value(of: "no.such.setting"))
+  }
 }

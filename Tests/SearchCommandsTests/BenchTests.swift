@@ -8,8 +8,9 @@ import XCTest
 
 final class BenchTests: XCTestCase {
   func testMeasurementsArePositiveAndPartialChannelsSaveActivationMemory() throws {
+    let options = try BenchCommand.parser.parse(["--batch", "4", "--layers", "3", "--init-channels", "8"])
     let results = try [1, 4].map {
-      try BenchCommand.measure(k: $0, batch: 4, layers: 3, initChannels: 8, iterations: 1, warmup: 1, unrolled: false)
+      try BenchCommand.measure(settings: BenchCommand.settings(options, k: $0, batch: 4), iterations: 1, warmup: 1)
     }
     for r in results {
       XCTAssertEqual([r.batch, r.layers, r.initChannels], [4, 3, 8], "K=\(r.K)")

@@ -247,6 +247,11 @@ final class SearchEndToEndTests: XCTestCase {
       ("unknown flag", flags(out: done) + ["--bogus"], 2, ["--bogus"]),
       ("bad value", flags(out: done) + ["--lr", "abc"], 2, ["--lr", "abc"]),
       ("too many threads", flags(out: done) + ["--threads", "999"], 2, ["--threads", "999", "0 to 256"]),
+      // Ranges are checked once, by the settings, and the message names the flag typed.
+      ("zero learning rate", flags(out: done) + ["--lr", "0"], 2, ["invalid --lr", "must be positive", "0.0"]),
+      ("negative arch decay", flags(out: done) + ["--arch-weight-decay", "-1"], 2, ["invalid --arch-weight-decay", "-1"]),
+      ("two cells", flags(out: done, layers: 2), 2, ["invalid --layers", "at least 3", "2"]),
+      ("lr-min above lr", flags(out: done) + ["--lr-min", "1"], 2, ["invalid --lr-min", "learningRate"]),
       ("K does not divide", flags(out: done) + ["--K", "3"], 2, ["K = 3", "4 channels"]),
       // With --resume the command gets past the existing checkpoint to the data.
       ("truncated data file", flags(out: done, data: truncated) + ["--resume"], 1,
@@ -260,7 +265,8 @@ final class SearchEndToEndTests: XCTestCase {
       ("resume with other settings", flags(out: done, layers: 4) + ["--resume"], 1, ["layers", "4", "3"]),
       ("checkpoint without --resume", flags(out: done), 2, ["--resume", "checkpoint.safetensors"]),
       // A learning rate that blows the weights up: the first non-finite loss stops the run.
-      ("loss becomes NaN", flags(out: out("diverged")) + ["--lr", "1e30"], 1, ["not finite", "--lr"]),
+      ("loss becomes NaN", flags(out: out("diverged")) + ["--lr", "1e30"], 1,
+       ["not finite", "--lr (now 1e+30)", "no checkpoint was written yet"]),
     ]
     for (what, arguments, expectedCode, words) in cases {
       let (code, message) = try search(arguments)
@@ -272,5 +278,15 @@ final class SearchEndToEndTests: XCTestCase {
       XCTAssertTrue(try snapshot(done) == pristine, "\(what): the --out folder changed")
     }
     XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: regularFile)), Data("keep me".utf8))
+  }
+
+  func testEveryFlagOfASettingNamesARealSetting() {
+    var settings = SearchSettings()
+    settings.subset = 10
+    for (setting, flag) in SearchCommand.flagsOfSettings.merging(BenchCommand.flagsOfSettings, uniquingKeysWith: { a, _ in a }) {
+      XCTAssertNotNil(settings.value(of: setting), "\(flag) maps to \(setting), which SearchSettings does not have")
+      XCTAssertNotNil(SearchCommand.parser.options.first { "--" + $0.name == flag }
+        ?? BenchCommand.parser.options.first { "--" + $0.name == flag }, "\(flag) is no option")
+    }
   }
 }

@@ -53,24 +53,28 @@ public struct NetworkConfig: Codable, Equatable, Sendable {
     }
   }
 
-  /// Checks the configuration, naming the first problem and what to change.
+  /// Checks the configuration.
+  /// - Throws: ``SearchError/invalidSetting(_:_:)`` for the first problem, naming the setting
+  ///   (`network.<property>`), its value and what would work.
   public func validate() throws {
-    func fail(_ message: String) throws { throw SearchError.invalidConfiguration(message) }
-    if initChannels < 1 { try fail("--init-channels must be at least 1, got \(initChannels)") }
-    if layers < 3 { try fail("--layers must be at least 3 (the two reduction cells need room), got \(layers)") }
-    if classes < 2 { try fail("the dataset needs at least 2 classes, got \(classes)") }
-    if steps < 1 || multiplier < 1 || multiplier > steps + 2 {
-      try fail("steps \(steps) and multiplier \(multiplier) must satisfy 1 ≤ multiplier ≤ steps + 2")
+    func fail(_ setting: String, _ problem: String) throws { throw SearchError.invalidSetting("network." + setting, problem) }
+    if initChannels < 1 { try fail("initChannels", "must be at least 1, got \(initChannels)") }
+    if layers < 3 { try fail("layers", "must be at least 3 (the two reduction cells need room), got \(layers)") }
+    if classes < 2 { try fail("classes", "the dataset needs at least 2 classes, got \(classes)") }
+    if steps < 1 { try fail("steps", "must be at least 1, got \(steps)") }
+    if multiplier < 1 || multiplier > steps + 2 {
+      try fail("multiplier", "must lie in 1...steps + 2 = \(steps + 2), got \(multiplier)")
     }
-    if partialChannels < 1 { try fail("--K must be at least 1, got \(partialChannels)") }
+    if stemMultiplier < 1 { try fail("stemMultiplier", "must be at least 1, got \(stemMultiplier)") }
+    if partialChannels < 1 { try fail("partialChannels", "K must be at least 1, got \(partialChannels)") }
     for (i, c) in cellChannels.enumerated() {
       if c % partialChannels != 0 {
-        try fail("K = \(partialChannels) does not divide the \(c) channels of cell \(i); "
-          + "choose a K that divides \(c) (e.g. 1, 2 or 4) or change --init-channels")
+        try fail("partialChannels", "K = \(partialChannels) does not divide the \(c) channels of cell \(i); "
+          + "choose a K that divides \(c) (e.g. 1, 2 or 4) or other initial channels")
       }
       if isReduction(i) && (c / partialChannels) % 2 != 0 {
-        try fail("cell \(i) is a reduction cell with \(c)/K = \(c / partialChannels) channels per op; "
-          + "its skip_connect (FactorizedReduce) needs an even count: lower K or raise --init-channels")
+        try fail("partialChannels", "cell \(i) is a reduction cell with \(c)/K = \(c / partialChannels) channels per op; "
+          + "its skip_connect (FactorizedReduce) needs an even count: lower K or raise the initial channels")
       }
     }
   }
@@ -118,7 +122,8 @@ public final class SearchNetwork: Module {
   public let arch: ArchitectureParameters
 
   /// Builds the network with weights and architecture parameters drawn from `rng`.
-  /// - Throws: ``SearchError/invalidConfiguration(_:)`` when K does not fit the channels.
+  /// - Throws: ``SearchError/invalidSetting(_:_:)`` when the configuration cannot work (K does
+  ///   not fit the channels, say).
   public init(config: NetworkConfig, space: SearchSpace = .darts, rng: inout SeededGenerator) throws {
     try config.validate()
     self.config = config

@@ -64,7 +64,8 @@ public final class Architect {
                      beta1: settings.beta1, beta2: settings.beta2, weightDecay: settings.weightDecay)
   }
 
-  /// One architecture update.
+  /// One architecture update. When the validation loss is not finite, no update is applied
+  /// (Adam's moments keep their values) and the loss is returned for the caller to report.
   ///
   /// - Parameters:
   ///   - train: a search-train batch (used by the second-order step only).
@@ -81,7 +82,7 @@ public final class Architect {
     } else {
       loss = onlyArchitecture { lossAndBackward(valid) }
     }
-    optimizer.step()
+    if loss.isFinite { optimizer.step() }
     return loss
   }
 
@@ -112,18 +113,8 @@ public final class Architect {
       lossAndBackward(train)
       return weights.map { $0.grad ?? Tensor(zeros: $0.shape) }
     }
-    // w′ = w − ξ(μ·buf + g + wd·w): the step SGD would take.
-    withNoGrad {
-      for (i, w) in weights.enumerated() {
-        let (wp, gp) = (w.pointer, trainGrads[i].pointer)
-        let buf = weightOptimizer.momentumBuffers[i]
-        let mu = weightOptimizer.momentum, wd = weightOptimizer.weightDecay
-        for j in 0..<w.count {
-          let moment = buf.map { mu * $0.pointer[j] } ?? 0
-          wp[j] -= xi * (moment + gp[j] + wd * wp[j])
-        }
-      }
-    }
+    // w′ = w − ξ(μ·buf + g + wd·w): the step SGD would take, not committed to it.
+    withNoGrad { weightOptimizer.step(gradients: trainGrads, updatingState: false) }
     // ∇_α and ∇_w′ of L_val(w′). The official code evaluates w′ in a fresh copy of the model,
     // so the batch-norm statistics that this forward updates are put back afterwards.
     let buffers = network.statisticBuffers.map { ($0, $0.copy()) }

@@ -27,7 +27,7 @@ public struct RunDirectory {
     let fm = FileManager.default
     var isDirectory: ObjCBool = false
     if fm.fileExists(atPath: url.path, isDirectory: &isDirectory), !isDirectory.boolValue {
-      throw SearchError.invalidConfiguration("--out \(path) is a file, not a folder; choose a folder path")
+      throw SearchError.invalidConfiguration("the output folder \(path) is a file, not a folder; choose a folder path")
     }
     do {
       try fm.createDirectory(at: url.appendingPathComponent("genotypes"), withIntermediateDirectories: true)
@@ -36,7 +36,7 @@ public struct RunDirectory {
       try fm.removeItem(at: probe)
     } catch {
       throw SearchError.invalidConfiguration(
-        "--out \(path) is not writable (\(error.localizedDescription)); choose a folder you can write to")
+        "the output folder \(path) is not writable (\(error.localizedDescription)); choose a folder you can write to")
     }
   }
 

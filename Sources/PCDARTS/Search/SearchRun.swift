@@ -62,12 +62,14 @@ public struct EpochRecord: Codable, Equatable, Sendable {
 public final class SearchRun {
   /// The settings, with `network.classes` taken from the data.
   public let settings: SearchSettings
+  /// The network, the optimizers and the iteration every step runs.
+  public let iteration: SearchIteration
   /// The super-net.
-  public let network: SearchNetwork
+  public var network: SearchNetwork { iteration.network }
   /// The architecture step (Adam on α and β).
-  public let architect: Architect
+  public var architect: Architect { iteration.architect }
   /// SGD with momentum over the network's weights; its learning rate follows ``learningRate(epoch:)``.
-  public let weightOptimizer: SGD
+  public var weightOptimizer: SGD { iteration.weightOptimizer }
   /// Search-train batches (augmented), one epoch per epoch.
   public let trainLoader: BatchLoader
   /// Search-validation batches (augmented, as the reference) for the architecture steps; cycles.
@@ -91,7 +93,7 @@ public final class SearchRun {
   /// - Parameters:
   ///   - data: the training set (its classes fix the classifier).
   ///   - space: the candidate operations.
-  /// - Throws: ``SearchError/invalidConfiguration(_:)`` for settings that cannot work.
+  /// - Throws: ``SearchError/invalidSetting(_:_:)`` for settings that cannot work.
   public init(settings: SearchSettings, data fullData: ImageDataset, space: SearchSpace = .darts) throws {
     var settings = settings
     settings.network.classes = fullData.classCount
@@ -100,20 +102,16 @@ public final class SearchRun {
     var data = fullData
     if let subset = settings.subset {
       guard subset <= fullData.count else {
-        throw SearchError.invalidConfiguration("--subset \(subset) exceeds the \(fullData.count) training images of \(fullData.name)")
+        throw SearchError.invalidSetting("subset", "\(subset) exceeds the \(fullData.count) training images of \(fullData.name)")
       }
       data = fullData.subset(Array(0..<subset))
     }
     self.data = data
-    var rng = SeededGenerator(seed: settings.seed)
-    network = try SearchNetwork(config: settings.network, space: space, rng: &rng)
-    architect = Architect(network: network, settings: settings.architect)
-    weightOptimizer = SGD(parameters: network.parameters(), learningRate: settings.learningRate,
-                          momentum: settings.momentum, weightDecay: settings.weightDecay)
+    iteration = try SearchIteration(settings: settings, space: space)
     var splitRng = SeededGenerator(seed: settings.seed &+ 0x5EA2C4)
     guard Int(settings.trainPortion * Double(data.count)) >= 1, Int(settings.trainPortion * Double(data.count)) < data.count else {
-      throw SearchError.invalidConfiguration(
-        "--train-portion \(settings.trainPortion) of \(data.count) images leaves one side of the split empty")
+      throw SearchError.invalidSetting(
+        "trainPortion", "\(settings.trainPortion) of \(data.count) images leaves one side of the split empty")
     }
     let split = searchSplit(count: data.count, trainPortion: settings.trainPortion, rng: &splitRng)
     validIndices = split.valid
@@ -134,7 +132,7 @@ public final class SearchRun {
 
   /// Trains one epoch, evaluates, and returns its record.
   /// - Throws: ``SearchError/nonFiniteLoss(_:)`` when a loss becomes NaN or infinite (no update
-  ///   is applied from that step).
+  ///   is applied from that loss).
   @discardableResult
   public func runEpoch() throws -> EpochRecord {
     let epoch = nextEpoch
@@ -150,22 +148,10 @@ public final class SearchRun {
     network.train(true)
     while let batch = trainLoader.nextBatch() {
       step += 1
-      let train = tensorBatch(batch)
-      if archUpdates {
-        let valid = tensorBatch(archLoader.nextCycling())
-        let loss = architect.step(train: train, valid: valid, weightOptimizer: weightOptimizer)
-        guard loss.isFinite else {
-          throw SearchError.nonFiniteLoss("architecture step \(step) of epoch \(epoch) gave a validation loss of \(loss); "
-            + "lower --arch-lr or --lr and resume from the last checkpoint")
-        }
-      }
-      let (loss, hits) = weightStep(train)
-      guard loss.isFinite else {
-        throw SearchError.nonFiniteLoss("weight step \(step) of epoch \(epoch) gave a training loss of \(loss); "
-          + "lower --lr (now \(lr)) or --grad-clip and resume from the last checkpoint")
-      }
-      lossSum += Double(loss) * Double(batch.count)
-      correct += hits
+      let valid = archUpdates ? LabeledBatch(archLoader.nextCycling()) : nil
+      let result = try iteration.run(train: LabeledBatch(batch), valid: valid, epoch: epoch, step: step)
+      lossSum += Double(result.trainLoss) * Double(batch.count)
+      correct += result.correct
       seen += batch.count
       let elapsed = Date().timeIntervalSince(start)
       onStep?(StepProgress(
@@ -176,8 +162,7 @@ public final class SearchRun {
     let trainSeconds = Date().timeIntervalSince(start)
     let (validLoss, validAcc) = evaluate()
     guard validLoss.isFinite else {
-      throw SearchError.nonFiniteLoss("the validation loss after epoch \(epoch) is \(validLoss) (the weights or "
-        + "batch-norm statistics diverged); lower --lr (now \(lr)) and resume from the last checkpoint")
+      throw SearchError.nonFiniteLoss(NonFiniteLoss(phase: .evaluation, epoch: epoch, step: nil, loss: Float(validLoss)))
     }
     let record = EpochRecord(
       epoch: epoch, lr: Double(lr), trainLoss: lossSum / Double(max(seen, 1)),
@@ -191,21 +176,6 @@ public final class SearchRun {
     return record
   }
 
-  /// One SGD step on the weights (architecture frozen); returns the loss and correct count.
-  private func weightStep(_ batch: LabeledBatch) -> (Float, Int) {
-    weightOptimizer.zeroGrad()
-    return network.withFrozenArchitecture {
-      let logits = network(batch.images)
-      let loss = crossEntropy(logits, labels: batch.labels)
-      let hits = correctPredictions(logits, batch.labels)
-      guard loss.item.isFinite else { return (loss.item, hits) }
-      loss.backward()
-      clipGradientNorm(network.parameters(), maxNorm: settings.gradClip)
-      weightOptimizer.step()
-      return (loss.item, hits)
-    }
-  }
-
   /// Loss and accuracy on the whole search-validation split, in evaluation mode (running
   /// batch-norm statistics), without augmentation.
   public func evaluate() -> (loss: Double, accuracy: Double) {
@@ -216,7 +186,7 @@ public final class SearchRun {
     var (lossSum, correct, seen) = (0.0, 0, 0)
     withNoGrad {
       while let batch = loader.nextBatch() {
-        let b = tensorBatch(batch)
+        let b = LabeledBatch(batch)
         let logits = network(b.images)
         lossSum += Double(crossEntropy(logits, labels: b.labels).item) * Double(batch.count)
         correct += correctPredictions(logits, b.labels)
@@ -225,8 +195,6 @@ public final class SearchRun {
     }
     return (lossSum / Double(seen), Double(correct) / Double(seen))
   }
-
-  private func tensorBatch(_ batch: Batch) -> LabeledBatch { LabeledBatch(batch) }
 
   // MARK: - Checkpoints
 
@@ -266,7 +234,7 @@ public final class SearchRun {
     guard differences.isEmpty else {
       throw SearchError.checkpointMismatch(
         "it was written with other settings (checkpoint vs now: \(differences.joined(separator: "; "))); "
-          + "rerun with the checkpoint's flags or choose another --out")
+          + "rerun with the checkpoint's settings or write to another folder")
     }
     let decoder = JSONDecoder()
     guard let epochText = file.metadata["next_epoch"], let epoch = Int(epochText),

@@ -38,24 +38,31 @@ public struct SearchSettings: Codable, Equatable, Sendable {
   /// The paper's CIFAR-10 settings.
   public init() {}
 
-  /// Checks ranges, naming the flag and the accepted values.
+  /// Checks every range; the one place where search settings are validated.
+  /// - Throws: ``SearchError/invalidSetting(_:_:)`` for the first problem, naming the setting by
+  ///   its path (`learningRate`, `architect.weightDecay`, `network.layers`), its value and the
+  ///   accepted values.
   public func validate() throws {
-    func fail(_ m: String) throws { throw SearchError.invalidConfiguration(m) }
+    func fail(_ setting: String, _ problem: String) throws { throw SearchError.invalidSetting(setting, problem) }
     try network.validate()
-    if batchSize < 1 { try fail("--batch-size must be at least 1, got \(batchSize)") }
-    if !(learningRate > 0) { try fail("--lr must be positive, got \(learningRate)") }
+    if batchSize < 1 { try fail("batchSize", "must be at least 1, got \(batchSize)") }
+    if !(learningRate > 0 && learningRate.isFinite) { try fail("learningRate", "must be positive, got \(learningRate)") }
     if !(learningRateMin >= 0 && learningRateMin <= learningRate) {
-      try fail("--lr-min must be between 0 and --lr (\(learningRate)), got \(learningRateMin)")
+      try fail("learningRateMin", "must lie between 0 and learningRate (\(learningRate)), got \(learningRateMin)")
     }
-    if !(momentum >= 0 && momentum < 1) { try fail("--momentum must be in [0, 1), got \(momentum)") }
-    if !(weightDecay >= 0) { try fail("--weight-decay must be ≥ 0, got \(weightDecay)") }
-    if epochs < 1 { try fail("--epochs must be at least 1, got \(epochs)") }
-    if warmupEpochs < 0 { try fail("--warmup-epochs must be ≥ 0, got \(warmupEpochs)") }
-    if !(gradClip > 0) { try fail("--grad-clip must be positive, got \(gradClip)") }
-    if !(trainPortion > 0 && trainPortion < 1) { try fail("--train-portion must be strictly between 0 and 1, got \(trainPortion)") }
-    if !(architect.learningRate > 0) { try fail("--arch-lr must be positive, got \(architect.learningRate)") }
-    if !(architect.weightDecay >= 0) { try fail("--arch-weight-decay must be ≥ 0, got \(architect.weightDecay)") }
-    if let subset, subset < 2 { try fail("--subset must be at least 2 images, got \(subset)") }
+    if !(momentum >= 0 && momentum < 1) { try fail("momentum", "must lie in [0, 1), got \(momentum)") }
+    if !(weightDecay >= 0 && weightDecay.isFinite) { try fail("weightDecay", "must be ≥ 0, got \(weightDecay)") }
+    if epochs < 1 { try fail("epochs", "must be at least 1, got \(epochs)") }
+    if warmupEpochs < 0 { try fail("warmupEpochs", "must be ≥ 0, got \(warmupEpochs)") }
+    if !(gradClip > 0) { try fail("gradClip", "must be positive, got \(gradClip)") }
+    if !(trainPortion > 0 && trainPortion < 1) { try fail("trainPortion", "must lie strictly between 0 and 1, got \(trainPortion)") }
+    if !(architect.learningRate > 0 && architect.learningRate.isFinite) {
+      try fail("architect.learningRate", "must be positive, got \(architect.learningRate)")
+    }
+    if !(architect.weightDecay >= 0 && architect.weightDecay.isFinite) {
+      try fail("architect.weightDecay", "must be ≥ 0, got \(architect.weightDecay)")
+    }
+    if let subset, subset < 2 { try fail("subset", "must be at least 2 images, got \(subset)") }
   }
 
   /// The settings as a flat JSON object (stored in checkpoints and compared on resume).
@@ -65,24 +72,30 @@ public struct SearchSettings: Codable, Equatable, Sendable {
     return String(decoding: try! encoder.encode(self), as: UTF8.self)
   }
 
+  /// The value of the setting at `path` (`learningRate`, `network.layers`) as JSON writes it, or
+  /// `nil` for an unknown or unset path.
+  public func value(of path: String) -> String? { flattened[path] }
+
   /// The fields in which `self` and `other` differ, as "name: a vs b".
   public func differences(from other: SearchSettings) -> [String] {
-    func flatten(_ s: SearchSettings) -> [String: String] {
-      let object = try! JSONSerialization.jsonObject(with: Data(s.json.utf8)) as! [String: Any]
-      var out: [String: String] = [:]
-      func walk(_ prefix: String, _ value: Any) {
-        if let dict = value as? [String: Any] {
-          for (k, v) in dict { walk(prefix.isEmpty ? k : prefix + "." + k, v) }
-        } else {
-          out[prefix] = "\(value)"
-        }
-      }
-      walk("", object)
-      return out
-    }
-    let (a, b) = (flatten(self), flatten(other))
+    let (a, b) = (flattened, other.flattened)
     return Set(a.keys).union(b.keys).sorted().compactMap { key in
       a[key] == b[key] ? nil : "\(key): \(a[key] ?? "unset") vs \(b[key] ?? "unset")"
     }
+  }
+
+  /// Every setting by its dotted path, its value as JSON writes it.
+  private var flattened: [String: String] {
+    let object = try! JSONSerialization.jsonObject(with: Data(json.utf8)) as! [String: Any]
+    var out: [String: String] = [:]
+    func walk(_ prefix: String, _ value: Any) {
+      if let dict = value as? [String: Any] {
+        for (k, v) in dict { walk(prefix.isEmpty ? k : prefix + "." + k, v) }
+      } else {
+        out[prefix] = "\(value)"
+      }
+    }
+    walk("", object)
+    return out
   }
 }

@@ -38,41 +38,30 @@ let space = SearchSpace.darts.adding(
   })
 print("search space:", space.names.joined(separator: ", "))
 
-// A 5-cell super-net with 8 initial channels; K = 2 sends half of each edge's channels through
-// the candidate operations.
-var rng = SeededGenerator(seed: 7)
-let config = NetworkConfig(initChannels: 8, layers: 5, classes: 10, partialChannels: 2)
-let network = try SearchNetwork(config: config, space: space, rng: &rng)
+// The paper's search settings but for a 5-cell super-net with 8 initial channels; K = 2 sends
+// half of each edge's channels through the candidate operations.
+var settings = SearchSettings()
+settings.network = NetworkConfig(initChannels: 8, layers: 5, classes: 10, partialChannels: 2)
+settings.batchSize = 8
+settings.seed = 7
+// The network, SGD on the weights, Adam on α and β, and the search's iteration over them.
+let search = try SearchIteration(settings: settings, space: space)
+let network = search.network
 print("weights: \(network.weightCount), alphas_normal: \(network.arch.alphasNormal.shape)")
 
 /// A batch of N random 8×8 images (H and W must be divisible by 4) with random labels.
-func randomBatch(_ n: Int, using rng: inout SeededGenerator) -> LabeledBatch {
+var rng = SeededGenerator(seed: 8)
+func randomBatch(_ n: Int) -> LabeledBatch {
   LabeledBatch(
     images: Tensor.randomNormal([n, 3, 8, 8], using: &rng),
-    labels: (0..<n).map { _ in Int32(rng.nextInt(below: config.classes)) })
+    labels: (0..<n).map { _ in Int32(rng.nextInt(below: settings.network.classes)) })
 }
-
-// The two optimizers of the bi-level search, with the paper's settings.
-let weightOptimizer = SGD(
-  parameters: network.parameters(), learningRate: 0.1, momentum: 0.9, weightDecay: 3e-4)
-let architect = Architect(network: network, settings: ArchitectSettings(unrolled: false))
 
 let memory = MemoryMeasurement()
 for step in 1...3 {
-  let train = randomBatch(8, using: &rng)
-  let valid = randomBatch(8, using: &rng)
-  // Architecture step: Adam on α and β, descending the validation loss.
-  let validLoss = architect.step(train: train, valid: valid, weightOptimizer: weightOptimizer)
-  // Weight step: SGD on the weights, descending the training loss, with α and β frozen.
-  weightOptimizer.zeroGrad()
-  let trainLoss = network.withFrozenArchitecture {
-    let loss = network.loss(train)
-    loss.backward()
-    return loss.item
-  }
-  clipGradientNorm(network.parameters(), maxNorm: 5)
-  weightOptimizer.step()
-  print("step \(step): valid loss \(validLoss), train loss \(trainLoss)")
+  // Architecture step (Adam on α and β, validation loss), then weight step (SGD, training loss).
+  let result = try search.run(train: randomBatch(8), valid: randomBatch(8), epoch: 0, step: step)
+  print("step \(step): valid loss \(result.validLoss!), train loss \(result.trainLoss)")
 }
 
 print("genotype:", network.genotype().pythonDescription)
