@@ -2,7 +2,7 @@
 #   make search   installs what is missing, builds, and runs a short PC-DARTS search on
 #                 Fashion-MNIST (Debian's dataset-fashion-mnist: real data, no download)
 #   make test     installs what is missing and runs the test suite
-# Other targets: setup, build, example, bench, bench-torch, fixtures, format, clean.
+# Other targets: setup, build, example, bench, bench-torch, fixtures, format, lint, clean.
 
 SWIFT ?= $(shell command -v swift 2>/dev/null || echo /opt/swift/usr/bin/swift)
 # Debian packages the build, the tests and the main job need.
@@ -11,7 +11,10 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Each `make search` writes a new folder, as the official code's search-EXP-<time> does.
 OUT ?= runs/fashion-mnist-$(shell date +%Y%m%d-%H%M%S)
 
-.PHONY: setup build test example search bench bench-torch fixtures format clean
+# The Swift files `make format` rewrites and `make lint` (CI) checks, with .swift-format's rules.
+SWIFT_FILES := Sources Tests Package.swift Examples/CustomPrimitive/Sources Examples/CustomPrimitive/Package.swift
+
+.PHONY: setup build test example search bench bench-torch fixtures format lint clean
 
 setup:
 	@missing=$$(for p in $(PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
@@ -49,7 +52,11 @@ fixtures:
 	/usr/bin/python3 scripts/make_fixtures.py
 
 format:
-	$(SWIFT) format --in-place --recursive Sources Tests Package.swift
+	$(SWIFT) format --in-place --recursive --parallel $(SWIFT_FILES)
+
+# Fails on any formatting difference or rule finding (`make format` fixes most).
+lint:
+	$(SWIFT) format lint --strict --recursive --parallel $(SWIFT_FILES)
 
 clean:
 	rm -rf .build Examples/CustomPrimitive/.build

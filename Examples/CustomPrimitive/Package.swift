@@ -7,7 +7,7 @@ let package = Package(
   name: "CustomPrimitive",
   dependencies: [
     // Named, so the product references below do not depend on the name of the clone's folder.
-    .package(name: "pcdarts-swift", path: "../.."),
+    .package(name: "pcdarts-swift", path: "../..")
   ],
   targets: [
     .executableTarget(
@@ -16,7 +16,7 @@ let package = Package(
         .product(name: "TensorEngine", package: "pcdarts-swift"),
         .product(name: "NeuralNetwork", package: "pcdarts-swift"),
         .product(name: "PCDARTS", package: "pcdarts-swift"),
-      ]),
+      ])
   ],
   swiftLanguageModes: [.v5]
 )

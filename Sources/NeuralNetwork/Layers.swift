@@ -21,7 +21,8 @@ public final class Conv2d: Layer {
     inChannels: Int, outChannels: Int, kernelSize: Int, stride: Int = 1, padding: Int = 0,
     dilation: Int = 1, groups: Int = 1, bias: Bool = false, rng: inout SeededGenerator
   ) {
-    precondition(groups >= 1 && inChannels % groups == 0 && outChannels % groups == 0,
+    precondition(
+      groups >= 1 && inChannels % groups == 0 && outChannels % groups == 0,
       "Conv2d: channels \(inChannels) → \(outChannels) must be divisible by groups \(groups)")
     let fanIn = inChannels / groups * kernelSize * kernelSize
     let bound = 1 / Float(fanIn).squareRoot()

@@ -1,9 +1,8 @@
 // Optimisers with PyTorch's exact update rules (torch.optim docs), the cosine schedule and
 // gradient-norm clipping. Updates run outside autograd, in place on the parameters' storage.
 
-import TensorEngine
-
 import Foundation
+import TensorEngine
 
 /// Stochastic gradient descent with momentum and L2 weight decay, like `torch.optim.SGD`
 /// (dampening 0, no Nesterov): d = g + wd·p; buf = μ·buf + d (buf = d on the first step);
@@ -44,7 +43,8 @@ public final class SGD {
   ///   - updatingState: whether to update the momentum buffers (and create missing ones).
   /// - Precondition: one gradient per parameter, each of its parameter's shape.
   public func step(gradients: [Tensor?], updatingState: Bool = true) {
-    precondition(gradients.count == parameters.count,
+    precondition(
+      gradients.count == parameters.count,
       "SGD.step: \(gradients.count) gradients for \(parameters.count) parameters")
     let (wd, mu, lr) = (weightDecay, momentum, learningRate)
     for (i, (p, g)) in zip(parameters, gradients).enumerated() {

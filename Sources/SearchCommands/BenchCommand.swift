@@ -56,10 +56,14 @@ public enum BenchCommand {
       .flag("unrolled", help: "second-order architecture step"),
       threadsOption,
       .string("json", default: "", help: "also write the results as a JSON array to this path"),
-      .double("budget-gb", default: 0, help: "also report the largest batch whose peak RSS fits in this many GiB (0 = skip)") {
+      .double(
+        "budget-gb", default: 0, help: "also report the largest batch whose peak RSS fits in this many GiB (0 = skip)"
+      ) {
         $0 >= 0 ? nil : "expected a value ≥ 0"
       },
-      .int("child", default: 0, help: "internal: measure this K in this process and print JSON") { $0 >= 0 ? nil : "expected a value ≥ 0" },
+      .int("child", default: 0, help: "internal: measure this K in this process and print JSON") {
+        $0 >= 0 ? nil : "expected a value ≥ 0"
+      },
     ])
 
   /// Runs the command; returns the exit code.
@@ -98,14 +102,17 @@ public enum BenchCommand {
     // Every K's settings are checked before the first measurement starts.
     for k in options.intList("K") { try settings(options, k: k, batch: batch).validate() }
     var results: [BenchResult] = []
-    print("bench: \(options.int("layers")) cells, \(options.int("init-channels")) initial channels, batch \(batch), "
-      + "\(options.flag("unrolled") ? "second" : "first")-order, \(options.int("iters")) timed iterations after \(options.int("warmup")) warm-up, "
-      + "\(Engine.threadCount) threads")
+    print(
+      "bench: \(options.int("layers")) cells, \(options.int("init-channels")) initial channels, batch \(batch), "
+        + "\(options.flag("unrolled") ? "second" : "first")-order, \(options.int("iters")) timed iterations after \(options.int("warmup")) warm-up, "
+        + "\(Engine.threadCount) threads")
     for k in options.intList("K") {
       let result = try child(options, k: k, batch: batch)
       results.append(result)
-      print(String(format: "  K=%d  %.2f s/iter  %.1f img/s  peak RSS %@", k, result.secondsPerIteration,
-                   result.imagesPerSecond, formatBytes(result.peakRSSBytes)))
+      print(
+        String(
+          format: "  K=%d  %.2f s/iter  %.1f img/s  peak RSS %@", k, result.secondsPerIteration,
+          result.imagesPerSecond, formatBytes(result.peakRSSBytes)))
     }
     print(table(results))
     let budget = options.double("budget-gb")
@@ -128,21 +135,24 @@ public enum BenchCommand {
     if !FileManager.default.isExecutableFile(atPath: process.executableURL!.path) {
       process.executableURL = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
     }
-    process.arguments = [
-      "--child", String(k), "--batch", String(batch), "--layers", String(options.int("layers")),
-      "--init-channels", String(options.int("init-channels")), "--iters", String(options.int("iters")),
-      "--warmup", String(options.int("warmup")), "--threads", String(Engine.threadCount),
-    ] + (options.flag("unrolled") ? ["--unrolled"] : [])
+    process.arguments =
+      [
+        "--child", String(k), "--batch", String(batch), "--layers", String(options.int("layers")),
+        "--init-channels", String(options.int("init-channels")), "--iters", String(options.int("iters")),
+        "--warmup", String(options.int("warmup")), "--threads", String(Engine.threadCount),
+      ] + (options.flag("unrolled") ? ["--unrolled"] : [])
     let pipe = Pipe()
     process.standardOutput = pipe
     try process.run()
     let output = pipe.fileHandleForReading.readDataToEndOfFile()
     process.waitUntilExit()
     guard process.terminationStatus == 0,
-          let line = String(decoding: output, as: UTF8.self).split(separator: "\n").last,
-          let result = try? JSONDecoder().decode(BenchResult.self, from: Data(line.utf8)) else {
+      let line = String(decoding: output, as: UTF8.self).split(separator: "\n").last,
+      let result = try? JSONDecoder().decode(BenchResult.self, from: Data(line.utf8))
+    else {
       throw CommandFailure(
-        message: "the measurement of K = \(k) at batch \(batch) failed (exit \(process.terminationStatus))", exitCode: 1)
+        message: "the measurement of K = \(k) at batch \(batch) failed (exit \(process.terminationStatus))", exitCode: 1
+      )
     }
     return result
   }
@@ -154,8 +164,9 @@ public enum BenchCommand {
     let (batch, config) = (settings.batchSize, settings.network)
     var rng = SeededGenerator(seed: settings.seed &+ 1)
     func randomBatch() -> LabeledBatch {
-      LabeledBatch(images: Tensor.randomNormal([batch, config.inputChannels, 32, 32], using: &rng),
-                   labels: (0..<batch).map { _ in Int32(rng.nextInt(below: config.classes)) })
+      LabeledBatch(
+        images: Tensor.randomNormal([batch, config.inputChannels, 32, 32], using: &rng),
+        labels: (0..<batch).map { _ in Int32(rng.nextInt(below: config.classes)) })
     }
     let (train, valid) = (randomBatch(), randomBatch())
     var seconds: [Double] = [], forward: [Double] = [], backward: [Double] = []
@@ -191,25 +202,31 @@ public enum BenchCommand {
   /// The results with each figure's ratio to the first K (K = 1 when measured).
   public static func table(_ results: [BenchResult]) -> String {
     guard let base = results.first(where: { $0.K == 1 }) ?? results.first else { return "" }
-    var lines = [String(format: "%-4@ %12@ %12@ %10@ %10@ %14@ %14@ %12@", "K" as NSString, "s/iter" as NSString,
-                        "images/s" as NSString, "fwd ms" as NSString, "bwd ms" as NSString,
-                        "peak tensors" as NSString, "peak activ." as NSString, "peak RSS" as NSString)]
+    var lines = [
+      String(
+        format: "%-4@ %12@ %12@ %10@ %10@ %14@ %14@ %12@", "K" as NSString, "s/iter" as NSString,
+        "images/s" as NSString, "fwd ms" as NSString, "bwd ms" as NSString,
+        "peak tensors" as NSString, "peak activ." as NSString, "peak RSS" as NSString)
+    ]
     func cell(_ v: String, _ r: Double) -> String { String(format: "%@ (%.2f×)", v, r) }
     for r in results {
-      lines.append(String(
-        format: "%-4d %12@ %12@ %10.0f %10.0f %14@ %14@ %12@", r.K,
-        String(format: "%.2f", r.secondsPerIteration) as NSString,
-        String(format: "%.1f", r.imagesPerSecond) as NSString, r.forwardMilliseconds, r.backwardMilliseconds,
-        formatBytes(r.peakTensorBytes) as NSString, formatBytes(r.peakActivationBytes) as NSString,
-        formatBytes(r.peakRSSBytes) as NSString))
+      lines.append(
+        String(
+          format: "%-4d %12@ %12@ %10.0f %10.0f %14@ %14@ %12@", r.K,
+          String(format: "%.2f", r.secondsPerIteration) as NSString,
+          String(format: "%.1f", r.imagesPerSecond) as NSString, r.forwardMilliseconds, r.backwardMilliseconds,
+          formatBytes(r.peakTensorBytes) as NSString, formatBytes(r.peakActivationBytes) as NSString,
+          formatBytes(r.peakRSSBytes) as NSString))
     }
     lines.append("")
     lines.append("ratios to K=\(base.K): images/s, peak tensors, peak activations, peak RSS")
     for r in results {
-      lines.append(String(format: "K=%-3d %6.2f× %6.2f× %6.2f× %6.2f×", r.K, r.imagesPerSecond / base.imagesPerSecond,
-                          Double(r.peakTensorBytes) / Double(base.peakTensorBytes),
-                          Double(r.peakActivationBytes) / Double(base.peakActivationBytes),
-                          Double(r.peakRSSBytes) / Double(base.peakRSSBytes)))
+      lines.append(
+        String(
+          format: "K=%-3d %6.2f× %6.2f× %6.2f× %6.2f×", r.K, r.imagesPerSecond / base.imagesPerSecond,
+          Double(r.peakTensorBytes) / Double(base.peakTensorBytes),
+          Double(r.peakActivationBytes) / Double(base.peakActivationBytes),
+          Double(r.peakRSSBytes) / Double(base.peakRSSBytes)))
     }
     return lines.joined(separator: "\n")
   }
@@ -217,8 +234,11 @@ public enum BenchCommand {
   /// Per K: peak RSS is modelled as fixed + perImage · batch from the measured batch and half of
   /// it, checked against a third measurement at a quarter, and solved for the budget.
   static func budgetReport(_ options: ParsedOptions, results: [BenchResult], budgetBytes: Double) throws -> String {
-    var lines = [String(format: "largest batch under %.2f GiB of peak RSS (linear model from batches B and B/2, checked at B/4):",
-                        budgetBytes / 1_073_741_824)]
+    var lines = [
+      String(
+        format: "largest batch under %.2f GiB of peak RSS (linear model from batches B and B/2, checked at B/4):",
+        budgetBytes / 1_073_741_824)
+    ]
     for r in results {
       let half = max(1, r.batch / 2), quarter = max(1, r.batch / 4)
       let h = try child(options, k: r.K, batch: half)
@@ -228,9 +248,11 @@ public enum BenchCommand {
       let predicted = fixed + slope * Double(quarter)
       let error = (predicted - Double(q.peakRSSBytes)) / Double(q.peakRSSBytes)
       let largest = slope > 0 ? Int((budgetBytes - fixed) / slope) : Int.max
-      lines.append(String(format: "  K=%d  batch %@  (%@ + %@/image; model error at batch %d: %+.1f%%)", r.K,
-                          largest > 0 ? String(largest) : "none", formatBytes(Int(fixed)), formatBytes(Int(slope)),
-                          quarter, error * 100))
+      lines.append(
+        String(
+          format: "  K=%d  batch %@  (%@ + %@/image; model error at batch %d: %+.1f%%)", r.K,
+          largest > 0 ? String(largest) : "none", formatBytes(Int(fixed)), formatBytes(Int(slope)),
+          quarter, error * 100))
     }
     return lines.joined(separator: "\n")
   }

@@ -17,10 +17,11 @@ final class ProgressBar {
     let width = 24
     let filled = width * p.step / max(p.steps, 1)
     let eta = Int(p.epochSecondsLeft.rounded())
-    let line = String(format: "epoch %d/%d [%@%@] %d/%d loss %.4f acc %.4f %.1f img/s ETA %d:%02d",
-                      p.epoch + 1, epochs, String(repeating: "#", count: filled),
-                      String(repeating: ".", count: width - filled), p.step, p.steps, p.trainLoss,
-                      p.trainAccuracy, p.imagesPerSecond, eta / 60, eta % 60)
+    let line = String(
+      format: "epoch %d/%d [%@%@] %d/%d loss %.4f acc %.4f %.1f img/s ETA %d:%02d",
+      p.epoch + 1, epochs, String(repeating: "#", count: filled),
+      String(repeating: ".", count: width - filled), p.step, p.steps, p.trainLoss,
+      p.trainAccuracy, p.imagesPerSecond, eta / 60, eta % 60)
     if interactive {
       FileHandle.standardError.write(Data(("\r" + line).utf8))
     } else {

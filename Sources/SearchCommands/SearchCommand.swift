@@ -18,7 +18,10 @@ public enum SearchCommand {
       .string("dataset", default: "cifar10", help: "cifar10, cifar100 or fashion-mnist") {
         DatasetName(rawValue: $0) == nil ? "expected cifar10, cifar100 or fashion-mnist" : nil
       },
-      .string("data", default: "", help: "data folder; empty: $PCDARTS_DATA if set, else ./data (fashion-mnist: /usr/share/datasets/fashion-mnist)"),
+      .string(
+        "data", default: "",
+        help: "data folder; empty: $PCDARTS_DATA if set, else ./data (fashion-mnist: /usr/share/datasets/fashion-mnist)"
+      ),
       .int("batch-size", default: 256, help: "images per batch"),
       .double("lr", default: 0.1, help: "initial weight learning rate (SGD)"),
       .double("lr-min", default: 0, help: "final learning rate of the cosine schedule"),
@@ -30,7 +33,9 @@ public enum SearchCommand {
       .int("layers", default: 8, help: "cells in the super-net"),
       .int("K", default: 4, help: "partial-channel factor: 1/K of the channels enter the operations (1 = DARTS)"),
       .double("grad-clip", default: 5, help: "gradient-norm clipping of the weights"),
-      .double("train-portion", default: 0.5, help: "share of the training set used for weights; the rest for the architecture"),
+      .double(
+        "train-portion", default: 0.5, help: "share of the training set used for weights; the rest for the architecture"
+      ),
       .double("arch-lr", default: 6e-4, help: "architecture learning rate (Adam)"),
       .double("arch-weight-decay", default: 1e-3, help: "architecture weight decay"),
       .flag("unrolled", help: "second-order (unrolled) architecture gradient"),
@@ -38,7 +43,9 @@ public enum SearchCommand {
       .string("out", default: "runs/search", help: "output folder (log, genotypes, checkpoint, cell drawings)"),
       .flag("resume", help: "continue from the checkpoint in --out"),
       threadsOption,
-      .int("subset", default: 0, help: "use only the first N training images (0 = all)") { $0 >= 0 ? nil : "expected a value ≥ 0" },
+      .int("subset", default: 0, help: "use only the first N training images (0 = all)") {
+        $0 >= 0 ? nil : "expected a value ≥ 0"
+      },
     ])
 
   /// The flag of each setting the options set (paths in ``SearchSettings``), so that a range
@@ -67,9 +74,10 @@ public enum SearchCommand {
     s.network.partialChannels = o.int("K")
     s.gradClip = Float(o.double("grad-clip"))
     s.trainPortion = o.double("train-portion")
-    s.architect = ArchitectSettings(learningRate: Float(o.double("arch-lr")),
-                                    weightDecay: Float(o.double("arch-weight-decay")),
-                                    unrolled: o.flag("unrolled"))
+    s.architect = ArchitectSettings(
+      learningRate: Float(o.double("arch-lr")),
+      weightDecay: Float(o.double("arch-weight-decay")),
+      unrolled: o.flag("unrolled"))
     s.seed = UInt64(o.int("seed"))
     s.subset = o.int("subset") > 0 ? o.int("subset") : nil
     return s
@@ -95,16 +103,18 @@ public enum SearchCommand {
     let run = try SearchRun(settings: settings, data: data)
     if options.flag("resume") {
       guard directory.hasCheckpoint else {
-        throw SearchError.checkpointMismatch("--resume: there is no \(directory.checkpointURL.path); start without --resume")
+        throw SearchError.checkpointMismatch(
+          "--resume: there is no \(directory.checkpointURL.path); start without --resume")
       }
       try run.restore(from: SafeTensorsFile.read(from: directory.checkpointURL))
       try directory.writeLog(run.history)
       print("resumed at epoch \(run.nextEpoch) of \(settings.epochs) from \(directory.checkpointURL.path)")
     }
-    print("search-cifar: \(data.name), \(run.trainLoader.indices.count) search-train / \(run.validIndices.count) search-val images, "
-      + "K=\(settings.network.partialChannels), \(settings.network.layers) cells of \(settings.network.initChannels) channels, "
-      + "\(run.network.weightCount) weights, batch \(settings.batchSize), \(settings.epochs) epochs "
-      + "(\(settings.warmupEpochs) warm-up), \(settings.architect.unrolled ? "second" : "first")-order")
+    print(
+      "search-cifar: \(data.name), \(run.trainLoader.indices.count) search-train / \(run.validIndices.count) search-val images, "
+        + "K=\(settings.network.partialChannels), \(settings.network.layers) cells of \(settings.network.initChannels) channels, "
+        + "\(run.network.weightCount) weights, batch \(settings.batchSize), \(settings.epochs) epochs "
+        + "(\(settings.warmupEpochs) warm-up), \(settings.architect.unrolled ? "second" : "first")-order")
     let bar = ProgressBar(interactive: isatty(STDERR_FILENO) != 0)
     run.onStep = { bar.update($0, epochs: settings.epochs) }
     while !run.isFinished {
@@ -116,16 +126,21 @@ public enum SearchCommand {
         let lower = loss.settingsToLower.map { setting in
           "\(flagsOfSettings[setting] ?? setting) (now \(settings.value(of: setting) ?? "?"))"
         }
-        let next = directory.hasCheckpoint
+        let next =
+          directory.hasCheckpoint
           ? "resume from the last checkpoint with --resume" : "start again (no checkpoint was written yet)"
-        throw CommandFailure(message: "the loss is not finite: \(loss); lower \(lower.joined(separator: " or ")) and \(next)", exitCode: 1)
+        throw CommandFailure(
+          message: "the loss is not finite: \(loss); lower \(lower.joined(separator: " or ")) and \(next)", exitCode: 1)
       }
       bar.finish()
       try directory.writeEpoch(run)
-      print(String(format: "epoch %d/%d  lr %.5f  train loss %.4f acc %.4f  valid loss %.4f acc %.4f  %.1fs  %.1f img/s  peak %@",
-                   record.epoch + 1, settings.epochs, record.lr, record.trainLoss, record.trainAcc,
-                   record.validLoss, record.validAcc, record.seconds, record.imagesPerSecond,
-                   formatBytes(record.peakTensorBytes)))
+      print(
+        String(
+          format:
+            "epoch %d/%d  lr %.5f  train loss %.4f acc %.4f  valid loss %.4f acc %.4f  %.1fs  %.1f img/s  peak %@",
+          record.epoch + 1, settings.epochs, record.lr, record.trainLoss, record.trainAcc,
+          record.validLoss, record.validAcc, record.seconds, record.imagesPerSecond,
+          formatBytes(record.peakTensorBytes)))
       print("  genotype = \(record.genotype)")
     }
     if let last = run.history.last {

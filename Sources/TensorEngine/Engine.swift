@@ -27,7 +27,8 @@ public enum Engine {
   public static var threadCount: Int {
     get { threads.load(ordering: .relaxed) }
     set {
-      precondition((1...maximumThreadCount).contains(newValue),
+      precondition(
+        (1...maximumThreadCount).contains(newValue),
         "Engine.threadCount: \(newValue) is outside 1...\(maximumThreadCount)")
       WorkerPool.shared.setActiveWorkers(newValue - 1)
       threads.store(newValue, ordering: .relaxed)

@@ -90,7 +90,8 @@ final class WorkerPool: @unchecked Sendable {
   func run(_ count: Int, _ task: (Int) -> Void) {
     let workers = active.load(ordering: .acquiring)
     guard workers > 0, count > 1, count < 1 << 16,
-          busy.compareExchange(expected: false, desired: true, ordering: .acquiring).exchanged else {
+      busy.compareExchange(expected: false, desired: true, ordering: .acquiring).exchanged
+    else {
       for chunk in 0..<count { task(chunk) }
       return
     }

@@ -1,6 +1,8 @@
 // All randomness in the package comes from this one seeded generator, so that a seed fixes
 // every weight, split, shuffle and augmentation, and a checkpoint can store the exact state.
 
+import Foundation
+
 /// xoshiro256** (Blackman and Vigna), seeded through SplitMix64.
 ///
 /// Fast, statistically strong and with a 256-bit state that ``state`` exposes for checkpoints.
@@ -66,8 +68,6 @@ public struct SeededGenerator: RandomNumberGenerator, Sendable, Equatable {
 
 @inline(__always) private func _log(_ x: Double) -> Double { Foundation.log(x) }
 @inline(__always) private func _cos(_ x: Double) -> Double { Foundation.cos(x) }
-
-import Foundation
 
 extension Tensor {
   /// Samples from N(0, std²), like `std * torch.randn(shape)`.

@@ -26,7 +26,9 @@ final class SequentialTests: XCTestCase {
       let plainGrads = [x.grad!, plainNorm.weight!.grad!, plainNorm.bias!.grad!]
       x.zeroGrad()
       assertClose(fused, plain, tolerance: 1e-6, "forward, training \(training)")
-      for (a, b) in zip(fusedGrads, plainGrads) { assertClose(a, b, tolerance: 1e-5, "gradients, training \(training)") }
+      for (a, b) in zip(fusedGrads, plainGrads) {
+        assertClose(a, b, tolerance: 1e-5, "gradients, training \(training)")
+      }
       assertClose(fusedNorm.runningVar, plainNorm.runningVar, tolerance: 1e-6, "running variance")
       XCTAssertEqual(fusedNorm.numBatchesTracked.scalars, plainNorm.numBatchesTracked.scalars)
     }

@@ -28,12 +28,16 @@ final class SmoothMixture: BilevelSearchModel {
 final class ArchitectTests: XCTestCase {
   func batches(seed: UInt64) -> (LabeledBatch, LabeledBatch) {
     var rng = SeededGenerator(seed: seed)
-    return (LabeledBatch(images: Tensor.randomNormal([6, 4, 1, 1], using: &rng), labels: [0, 1, 2, 0, 1, 2]),
-            LabeledBatch(images: Tensor.randomNormal([6, 4, 1, 1], using: &rng), labels: [2, 0, 1, 1, 0, 2]))
+    return (
+      LabeledBatch(images: Tensor.randomNormal([6, 4, 1, 1], using: &rng), labels: [0, 1, 2, 0, 1, 2]),
+      LabeledBatch(images: Tensor.randomNormal([6, 4, 1, 1], using: &rng), labels: [2, 0, 1, 1, 0, 2])
+    )
   }
 
   /// L_val(w′(α), α) with w′ = w − ξ(μ·buf + ∇_w L_train(w, α) + wd·w), computed directly.
-  func unrolledValidationLoss(_ model: BilevelSearchModel, _ train: LabeledBatch, _ valid: LabeledBatch, _ sgd: SGD) -> Double {
+  func unrolledValidationLoss(_ model: BilevelSearchModel, _ train: LabeledBatch, _ valid: LabeledBatch, _ sgd: SGD)
+    -> Double
+  {
     let weights = model.weights
     let saved = weights.map { $0.copy() }
     for w in weights { w.zeroGrad() }
@@ -45,7 +49,10 @@ final class ArchitectTests: XCTestCase {
       }
     }
     let loss = withNoGrad { model.loss(valid).item }
-    for (w, s) in zip(weights, saved) { w.assign(s); w.zeroGrad() }
+    for (w, s) in zip(weights, saved) {
+      w.assign(s)
+      w.zeroGrad()
+    }
     for p in model.architectureParameters { p.zeroGrad() }
     return Double(loss)
   }
@@ -110,19 +117,26 @@ final class GenotypeTests: XCTestCase {
     // 14 edges; node 2 = edges 0-1, node 3 = 2-4, node 4 = 5-8, node 5 = 9-13.
     var ops = [[Float]](repeating: [Float](repeating: 0.1, count: 8), count: 14)
     var edges = [Float](repeating: 0.5, count: 14)
-    ops[0][4] = 0.5; ops[1][7] = 0.4  // node 2: sep_conv_3x3 from 0, dil_conv_5x5 from 1
+    ops[0][4] = 0.5
+    ops[1][7] = 0.4  // node 2: sep_conv_3x3 from 0, dil_conv_5x5 from 1
     ops[2][0] = 0.9  // 'none' is ignored, however large
-    ops[3][3] = 0.3; ops[4][1] = 0.35  // node 3: max_pool from 2 beats skip from 1
-    ops[5][5] = 0.6; ops[8][6] = 0.6  // node 4: equal α on inputs 0 and 3 ...
-    edges[5] = 0.2; edges[8] = 0.5  // ... so β ranks input 3 first
-    ops[9][2] = 0.7; ops[13][4] = 0.8
+    ops[3][3] = 0.3
+    ops[4][1] = 0.35  // node 3: max_pool from 2 beats skip from 1
+    ops[5][5] = 0.6
+    ops[8][6] = 0.6  // node 4: equal α on inputs 0 and 3 ...
+    edges[5] = 0.2
+    edges[8] = 0.5  // ... so β ranks input 3 first
+    ops[9][2] = 0.7
+    ops[13][4] = 0.8
     let g = Genotype.derive(normal: (ops, edges), reduce: (ops, edges), primitives: primitives)
-    XCTAssertEqual(g.normal, [
-      GenotypeEdge(op: "sep_conv_3x3", input: 0), GenotypeEdge(op: "dil_conv_5x5", input: 1),
-      GenotypeEdge(op: "max_pool_3x3", input: 2), GenotypeEdge(op: "skip_connect", input: 1),
-      GenotypeEdge(op: "dil_conv_3x3", input: 3), GenotypeEdge(op: "sep_conv_5x5", input: 0),
-      GenotypeEdge(op: "sep_conv_3x3", input: 4), GenotypeEdge(op: "avg_pool_3x3", input: 0),
-    ])
+    XCTAssertEqual(
+      g.normal,
+      [
+        GenotypeEdge(op: "sep_conv_3x3", input: 0), GenotypeEdge(op: "dil_conv_5x5", input: 1),
+        GenotypeEdge(op: "max_pool_3x3", input: 2), GenotypeEdge(op: "skip_connect", input: 1),
+        GenotypeEdge(op: "dil_conv_3x3", input: 3), GenotypeEdge(op: "sep_conv_5x5", input: 0),
+        GenotypeEdge(op: "sep_conv_3x3", input: 4), GenotypeEdge(op: "avg_pool_3x3", input: 0),
+      ])
     XCTAssertEqual(g.normalConcat, [2, 3, 4, 5])
   }
 
@@ -132,7 +146,8 @@ final class GenotypeTests: XCTestCase {
       normalConcat: [2, 3, 4, 5],
       reduce: [GenotypeEdge(op: "max_pool_3x3", input: 0), GenotypeEdge(op: "dil_conv_5x5", input: 2)],
       reduceConcat: [2, 3, 4, 5])
-    XCTAssertEqual(g.pythonDescription,
+    XCTAssertEqual(
+      g.pythonDescription,
       "Genotype(normal=[('sep_conv_3x3', 1), ('skip_connect', 0)], normal_concat=range(2, 6), "
         + "reduce=[('max_pool_3x3', 0), ('dil_conv_5x5', 2)], reduce_concat=range(2, 6))")
     XCTAssertEqual(try Genotype(pythonDescription: g.pythonDescription), g)

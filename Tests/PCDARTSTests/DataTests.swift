@@ -4,11 +4,11 @@
 // that encode their position, so every parsed pixel and label can be checked exactly.
 import CZlib
 import Foundation
+import NeuralNetwork
 import TensorEngine
 import TestSupport
 import XCTest
 
-import NeuralNetwork
 @testable import PCDARTS
 
 final class DataTests: XCTestCase {

@@ -72,10 +72,11 @@ final class FusionContractTests: XCTestCase {
     }
     let projection = Tensor.randomNormal([3, 8 / k, 6 / stride, 6 / stride], using: &rng)
     let fused = run({ edge.processed(x, weights: weights) }, projection: projection)
-    let plain = run({
-      let part = k == 1 ? x : sliceChannels(x, 0..<8 / k)
-      return scale(edge.ops[0](part), byElementOf: weights, at: 0)
-    }, projection: projection)
+    let plain = run(
+      {
+        let part = k == 1 ? x : sliceChannels(x, 0..<8 / k)
+        return scale(edge.ops[0](part), byElementOf: weights, at: 0)
+      }, projection: projection)
     assertClose(fused.0, plain.0, tolerance: 1e-5, "\(what): output")
     for (i, (a, b)) in zip(fused.1, plain.1).enumerated() {
       assertClose(a, b, tolerance: 1e-4, "\(what): gradient \(i) (x, weight, then parameters)")

@@ -29,15 +29,17 @@ final class GoldenNetworkTests: XCTestCase {
     XCTAssertEqual(try config.string("mode"), "train")
     var rng = SeededGenerator(seed: 1234)  // every value is overwritten from the fixture
     let net = try SearchNetwork(
-      config: NetworkConfig(initChannels: try config.int("C"), layers: try config.int("layers"),
-                            classes: try config.int("num_classes"), partialChannels: k), rng: &rng)
+      config: NetworkConfig(
+        initChannels: try config.int("C"), layers: try config.int("layers"),
+        classes: try config.int("num_classes"), partialChannels: k), rng: &rng)
     let stateNames = fixture.names.filter {
       !Self.dataNames.contains($0) && !$0.hasPrefix("grad.") && !$0.hasPrefix("after.")
     }
     let networkNames = Set((net.stateTensors() + net.arch.named).map(\.0))
-    XCTAssertEqual(Set(stateNames), networkNames,
-                   "K=\(k): state names differ (only in the file: \(Set(stateNames).subtracting(networkNames).sorted().prefix(5)), "
-                     + "only in the network: \(networkNames.subtracting(stateNames).sorted().prefix(5)))")
+    XCTAssertEqual(
+      Set(stateNames), networkNames,
+      "K=\(k): state names differ (only in the file: \(Set(stateNames).subtracting(networkNames).sorted().prefix(5)), "
+        + "only in the network: \(networkNames.subtracting(stateNames).sorted().prefix(5)))")
     let tensors = fixture.file.tensors.filter { networkNames.contains($0.key) }
     try CheckpointTensors.restore(tensors, network: net, weightOptimizer: nil, architect: nil)
     return (fixture, net)
@@ -71,7 +73,8 @@ final class GoldenNetworkTests: XCTestCase {
     // Running statistics after the one training-mode forward.
     let buffers = Dictionary(uniqueKeysWithValues: net.namedBuffers())
     let afterNames = try XCTUnwrap(try fixture.metadataJSON("after_names") as? [String])
-    XCTAssertEqual(Set(afterNames), fixture.names.filter { $0.hasPrefix("after.") }, "after_names lists every after. tensor")
+    XCTAssertEqual(
+      Set(afterNames), fixture.names.filter { $0.hasPrefix("after.") }, "after_names lists every after. tensor")
     for key in afterNames {
       let name = String(key.dropFirst("after.".count))
       let buffer = try XCTUnwrap(buffers[name], "K=\(k): no buffer \(name)")
@@ -81,15 +84,17 @@ final class GoldenNetworkTests: XCTestCase {
     loss.backward()
     let parameters = Dictionary(uniqueKeysWithValues: net.namedParameters() + net.arch.named)
     let gradNames = try XCTUnwrap(try fixture.metadataJSON("grad_names") as? [String])
-    XCTAssertEqual(Set(gradNames), fixture.names.filter { $0.hasPrefix("grad.") }, "grad_names lists every grad. tensor")
+    XCTAssertEqual(
+      Set(gradNames), fixture.names.filter { $0.hasPrefix("grad.") }, "grad_names lists every grad. tensor")
     for key in gradNames {
       let name = String(key.dropFirst("grad.".count))
       let parameter = try XCTUnwrap(parameters[name], "K=\(k): no parameter \(name)")
       let grad = try XCTUnwrap(parameter.grad, "K=\(k): \(name) got no gradient")
       try compare(grad, key, tolerance: 1e-5)
     }
-    print("golden tiny_network_K\(k): max relative error "
-      + report.map { "\($0.0) \(String(format: "%.2e", $0.1))" }.joined(separator: ", "))
+    print(
+      "golden tiny_network_K\(k): max relative error "
+        + report.map { "\($0.0) \(String(format: "%.2e", $0.1))" }.joined(separator: ", "))
   }
 
   // MARK: - Second-order architecture gradient
@@ -103,12 +108,15 @@ final class GoldenNetworkTests: XCTestCase {
     XCTAssertEqual(try config.int("K"), 4)
     XCTAssertEqual(try config.string("mode"), "train")
     let hyper = try fixture.parameters("unrolled")
-    let (xi, momentum, weightDecay) = (try hyper.float("xi"), try hyper.float("momentum"), try hyper.float("weight_decay"))
+    let (xi, momentum, weightDecay) = (
+      try hyper.float("xi"), try hyper.float("momentum"), try hyper.float("weight_decay")
+    )
     XCTAssertEqual(xi, 0.1)
     var rng = SeededGenerator(seed: 4321)  // every weight and α, β is overwritten from the fixture
     let net = try SearchNetwork(
-      config: NetworkConfig(initChannels: try config.int("C"), layers: try config.int("layers"),
-                            classes: try config.int("num_classes"), partialChannels: 4), rng: &rng)
+      config: NetworkConfig(
+        initChannels: try config.int("C"), layers: try config.int("layers"),
+        classes: try config.int("num_classes"), partialChannels: 4), rng: &rng)
 
     // Weights and α, β by name. The file has no batch-norm running statistics: every forward is
     // in training mode, where they change no output (the Architect restores them anyway).
@@ -118,7 +126,9 @@ final class GoldenNetworkTests: XCTestCase {
     XCTAssertEqual(Int(try fixture.metadataString("param_count")), net.weightCount)
     for (name, p) in named + net.arch.named {
       let stored = try fixture.tensor(name)
-      guard stored.shape == p.shape else { return XCTFail("\(name): shape \(stored.shape) in the file, \(p.shape) in the network") }
+      guard stored.shape == p.shape else {
+        return XCTFail("\(name): shape \(stored.shape) in the file, \(p.shape) in the network")
+      }
       p.assign(stored)
     }
     // The momentum buffers: one flat tensor, PyTorch's named_parameters() order (param_names).
@@ -137,8 +147,9 @@ final class GoldenNetworkTests: XCTestCase {
     }
 
     func batch(_ prefix: String) throws -> LabeledBatch {
-      LabeledBatch(images: try fixture.tensor(prefix + "_input"),
-                   labels: try fixture.integers(prefix + "_target").map { Int32($0) })
+      LabeledBatch(
+        images: try fixture.tensor(prefix + "_input"),
+        labels: try fixture.integers(prefix + "_target").map { Int32($0) })
     }
     let (train, valid) = (try batch("train"), try batch("valid"))
     let architect = Architect(network: net, settings: ArchitectSettings(unrolled: true))
@@ -176,14 +187,16 @@ final class GoldenNetworkTests: XCTestCase {
       // The test discriminates: the first-order gradient is far outside the tolerance.
       let gap = relativeError(firstOrder.scalars, expected.scalars)
       report.append(("gap." + name, gap))
-      XCTAssertGreaterThan(gap, 20 * tolerance, "\(name): second- and first-order gradients are too close to tell apart")
+      XCTAssertGreaterThan(
+        gap, 20 * tolerance, "\(name): second- and first-order gradients are too close to tell apart")
     }
     // The virtual step and the finite differences leave the weights exactly as they were.
     for (name, p) in named {
       XCTAssertEqual(p.scalars, try fixture.tensor(name).scalars, "\(name) was not restored")
     }
-    print("golden tiny_network_unrolled_K4: max relative error "
-      + report.map { "\($0.0) \(String(format: "%.2e", $0.1))" }.joined(separator: ", "))
+    print(
+      "golden tiny_network_unrolled_K4: max relative error "
+        + report.map { "\($0.0) \(String(format: "%.2e", $0.1))" }.joined(separator: ", "))
   }
 
   // MARK: - Checkpoint tensors
@@ -204,7 +217,8 @@ final class GoldenNetworkTests: XCTestCase {
     let tensors = CheckpointTensors.collect(network: net, weightOptimizer: sgd, architect: architect)
     XCTAssertNotNil(tensors["optimizer.sgd.momentum_buffer.stem.0.weight"])
     XCTAssertEqual(tensors["optimizer.adam.step"]?.int64s, [1])
-    let url = FileManager.default.temporaryDirectory.appendingPathComponent("golden-roundtrip-\(UUID().uuidString).safetensors")
+    let url = FileManager.default.temporaryDirectory.appendingPathComponent(
+      "golden-roundtrip-\(UUID().uuidString).safetensors")
     defer { try? FileManager.default.removeItem(at: url) }
     try SafeTensorsFile(tensors: tensors).write(to: url)
     let reread = try SafeTensorsFile.read(from: url)
@@ -222,10 +236,13 @@ final class GoldenNetworkTests: XCTestCase {
       XCTAssertEqual(a?.scalars, b?.scalars, "momentum buffer \(i)")
     }
     XCTAssertEqual(freshArchitect.optimizer.stepCount, 1)
-    XCTAssertEqual(architect.optimizer.firstMoments.map(\.scalars), freshArchitect.optimizer.firstMoments.map(\.scalars))
-    XCTAssertEqual(architect.optimizer.secondMoments.map(\.scalars), freshArchitect.optimizer.secondMoments.map(\.scalars))
+    XCTAssertEqual(
+      architect.optimizer.firstMoments.map(\.scalars), freshArchitect.optimizer.firstMoments.map(\.scalars))
+    XCTAssertEqual(
+      architect.optimizer.secondMoments.map(\.scalars), freshArchitect.optimizer.secondMoments.map(\.scalars))
     // And a checkpoint collected from the restored state is the same file.
-    XCTAssertEqual(CheckpointTensors.collect(network: fresh, weightOptimizer: freshSGD, architect: freshArchitect), tensors)
+    XCTAssertEqual(
+      CheckpointTensors.collect(network: fresh, weightOptimizer: freshSGD, architect: freshArchitect), tensors)
   }
 
   func testCheckpointWithAWrongShapeOrAMissingTensorIsRejectedByName() throws {
@@ -242,9 +259,13 @@ final class GoldenNetworkTests: XCTestCase {
     var missing = tensors
     missing["cells.4.preprocess1.op.2.running_var"] = nil
 
-    for (what, broken, name) in [("wrong shape", wrongShape, victim),
-                                 ("missing", missing, "cells.4.preprocess1.op.2.running_var")] {
-      XCTAssertThrowsError(try CheckpointTensors.restore(broken, network: target, weightOptimizer: nil, architect: nil), what) {
+    for (what, broken, name) in [
+      ("wrong shape", wrongShape, victim),
+      ("missing", missing, "cells.4.preprocess1.op.2.running_var"),
+    ] {
+      XCTAssertThrowsError(
+        try CheckpointTensors.restore(broken, network: target, weightOptimizer: nil, architect: nil), what
+      ) {
         XCTAssertTrue("\($0)".contains(name), "\(what): the error does not name \(name): \($0)")
       }
       // Nothing is loaded unless every check passes.

@@ -167,8 +167,9 @@ final class GoldenOpTests: XCTestCase {
   /// belongs to one of them.
   func testEveryFixtureCaseIsExercised() throws {
     let all = try allCases()
-    XCTAssertTrue(Self.expectedCases.isSubset(of: all),
-                  "fixture lost cases: \(Self.expectedCases.subtracting(all).sorted())")
+    XCTAssertTrue(
+      Self.expectedCases.isSubset(of: all),
+      "fixture lost cases: \(Self.expectedCases.subtracting(all).sorted())")
     var tested: [String] = []
     for family in Self.families.keys { tested += try cases(in: family) }
     XCTAssertEqual(tested.count, Set(tested).count, "a case is run by two families")
@@ -212,7 +213,9 @@ final class GoldenOpTests: XCTestCase {
     case "batch_norm": try batchNorm(name, p)
     case "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d": try pooling(name, p)
     case "linear":
-      try gradientCase(name, inputs: ["x", "weight", "bias"]) { linear($0["x"]!, weight: $0["weight"]!, bias: $0["bias"]) }
+      try gradientCase(name, inputs: ["x", "weight", "bias"]) {
+        linear($0["x"]!, weight: $0["weight"]!, bias: $0["bias"])
+      }
     case "softmax":
       XCTAssertEqual(try p.int("dim"), -1, name)
       try gradientCase(name, inputs: ["x"]) { softmax($0["x"]!) }
@@ -274,13 +277,16 @@ final class GoldenOpTests: XCTestCase {
   // MARK: - Families
 
   private func convolution(_ name: String, _ p: CaseParameters) throws {
-    let (stride, padding, dilation, groups) = (try p.int("stride"), try p.int("padding"), try p.int("dilation"), try p.int("groups"))
+    let (stride, padding, dilation, groups) = (
+      try p.int("stride"), try p.int("padding"), try p.int("dilation"), try p.int("groups")
+    )
     let inputs = ["x", "weight"] + (try p.bool("has_bias") ? ["bias"] : [])
     XCTAssertEqual(fixture.has(name + ".bias"), try p.bool("has_bias"), "\(name): has_bias")
     try gradientCase(name, inputs: inputs) { t in
       XCTAssertEqual(Array(t["weight"]!.shape[2...]), [try p.int("kernel_size"), try p.int("kernel_size")], name)
-      return conv2d(t["x"]!, weight: t["weight"]!, bias: t["bias"], stride: stride, padding: padding,
-                    dilation: dilation, groups: groups)
+      return conv2d(
+        t["x"]!, weight: t["weight"]!, bias: t["bias"], stride: stride, padding: padding,
+        dilation: dilation, groups: groups)
     }
   }
 
@@ -292,11 +298,13 @@ final class GoldenOpTests: XCTestCase {
     if training {
       // PyTorch's fresh buffers: mean 0, variance 1 (the metadata says so).
       XCTAssertEqual(try p.string("running_init"), "mean 0, var 1", name)
-      state = BatchNormState(runningMean: Tensor(zeros: [channels]), runningVar: Tensor(repeating: 1, shape: [channels]))
+      state = BatchNormState(
+        runningMean: Tensor(zeros: [channels]), runningVar: Tensor(repeating: 1, shape: [channels]))
       state.momentum = try p.float("momentum")
     } else {
-      state = BatchNormState(runningMean: try fixture.tensor(name + ".running_mean_in"),
-                             runningVar: try fixture.tensor(name + ".running_var_in"))
+      state = BatchNormState(
+        runningMean: try fixture.tensor(name + ".running_mean_in"),
+        runningVar: try fixture.tensor(name + ".running_var_in"))
     }
     state.eps = try p.float("eps")
     let before = (state.runningMean.scalars, state.runningVar.scalars)
@@ -339,8 +347,9 @@ final class GoldenOpTests: XCTestCase {
   /// forward pass leaves behind.
   private func mixedOp(_ name: String, _ p: CaseParameters) throws {
     var rng = SeededGenerator(seed: 99)  // every weight is overwritten from the fixture
-    let op = MixedOp(channels: try p.int("C"), stride: try p.int("stride"), partialChannels: try p.int("K"),
-                     space: .darts, rng: &rng)
+    let op = MixedOp(
+      channels: try p.int("C"), stride: try p.int("stride"), partialChannels: try p.int("K"),
+      space: .darts, rng: &rng)
     let prefix = try p.string("state_prefix")
     XCTAssertEqual(prefix, name + ".state.")
     let stored = Set(fixture.names.filter { $0.hasPrefix(prefix) }.map { String($0.dropFirst(prefix.count)) })
@@ -374,15 +383,17 @@ final class GoldenOpTests: XCTestCase {
     if try p.string("kind") == "sgd" {
       XCTAssertEqual(try p.int("dampening"), 0, name)
       XCTAssertEqual(try p.bool("nesterov"), false, name)
-      let sgd = SGD(parameters: [parameter], learningRate: try p.float("lr"), momentum: try p.float("momentum"),
-                    weightDecay: try p.float("weight_decay"))
+      let sgd = SGD(
+        parameters: [parameter], learningRate: try p.float("lr"), momentum: try p.float("momentum"),
+        weightDecay: try p.float("weight_decay"))
       step = sgd.step
     } else {
       XCTAssertEqual(try p.bool("amsgrad"), false, name)
       XCTAssertEqual(try p.string("weight_decay_mode"), "L2 added to the gradient", name)
       let betas = try p.doubles("betas")
-      let adam = Adam(parameters: [parameter], learningRate: try p.float("lr"), beta1: Float(betas[0]),
-                      beta2: Float(betas[1]), epsilon: try p.float("eps"), weightDecay: try p.float("weight_decay"))
+      let adam = Adam(
+        parameters: [parameter], learningRate: try p.float("lr"), beta1: Float(betas[0]),
+        beta2: Float(betas[1]), epsilon: try p.float("eps"), weightDecay: try p.float("weight_decay"))
       step = adam.step
     }
     for t in 1...3 {

@@ -75,8 +75,10 @@ final class PublicAPITests: XCTestCase {
     XCTAssertEqual(network.arch.alphasReduce.shape, [14, 9])
     let names = Set(network.stateTensors().map(\.0))
     // Edge 0 of cell 0, candidate 8, built for C/K = 4 channels.
-    for name in ["cells.0._ops.0._ops.8.op.1.weight", "cells.0._ops.0._ops.8.op.2.running_mean",
-                 "cells.1._ops.0._ops.8.op.1.weight"] {
+    for name in [
+      "cells.0._ops.0._ops.8.op.1.weight", "cells.0._ops.0._ops.8.op.2.running_mean",
+      "cells.1._ops.0._ops.8.op.1.weight",
+    ] {
       XCTAssertTrue(names.contains(name), "missing \(name)")
     }
     let weight = network.stateTensors().first { $0.0 == "cells.0._ops.0._ops.8.op.1.weight" }!.1
@@ -168,9 +170,11 @@ final class PublicAPITests: XCTestCase {
 
     let file = try SafeTensorsFile.read(from: directory.checkpointURL)
     XCTAssertEqual(file, run.checkpoint())
-    for name in ["stem.0.weight", "cells.0._ops.0._ops.8.op.1.weight", "alphas_normal", "betas_reduce",
-                 "optimizer.sgd.momentum_buffer.cells.0._ops.0._ops.8.op.1.weight",
-                 "optimizer.adam.exp_avg.alphas_normal", "optimizer.adam.step"] {
+    for name in [
+      "stem.0.weight", "cells.0._ops.0._ops.8.op.1.weight", "alphas_normal", "betas_reduce",
+      "optimizer.sgd.momentum_buffer.cells.0._ops.0._ops.8.op.1.weight",
+      "optimizer.adam.exp_avg.alphas_normal", "optimizer.adam.step",
+    ] {
       XCTAssertNotNil(file.tensors[name], "checkpoint lacks \(name)")
     }
 
@@ -179,8 +183,10 @@ final class PublicAPITests: XCTestCase {
     XCTAssertEqual(resumed.nextEpoch, 1)
     XCTAssertEqual(resumed.history, run.history)
     XCTAssertEqual(resumed.network.genotype(), run.network.genotype())
-    for ((name, a), (_, b)) in zip(run.network.stateTensors() + run.network.arch.named,
-                                   resumed.network.stateTensors() + resumed.network.arch.named) {
+    for ((name, a), (_, b)) in zip(
+      run.network.stateTensors() + run.network.arch.named,
+      resumed.network.stateTensors() + resumed.network.arch.named)
+    {
       XCTAssertEqual(a.scalars, b.scalars, name)
     }
     XCTAssertEqual(resumed.checkpoint(), run.checkpoint())
@@ -203,10 +209,14 @@ final class PublicAPITests: XCTestCase {
     let moments = search.architect.optimizer.firstMoments.map(\.scalars)
     let poisoned = valid.images.copy()
     poisoned.pointer[0] = .nan
-    XCTAssertThrowsError(try search.run(train: train, valid: LabeledBatch(images: poisoned, labels: valid.labels),
-                                        epoch: 3, step: 7)) { error in
+    XCTAssertThrowsError(
+      try search.run(
+        train: train, valid: LabeledBatch(images: poisoned, labels: valid.labels),
+        epoch: 3, step: 7)
+    ) { error in
       guard case SearchError.nonFiniteLoss(let loss) = error else { return XCTFail("\(error)") }
-      XCTAssertEqual([loss.phase == .architectureStep, loss.epoch == 3, loss.step == 7], [true, true, true], "\(loss)")
+      XCTAssertEqual(
+        [loss.phase == .architectureStep, loss.epoch == 3, loss.step == 7], [true, true, true], "\(loss)")
       XCTAssertEqual(loss.settingsToLower.first, "architect.learningRate")
     }
     XCTAssertEqual(search.architect.optimizer.stepCount, 1, "Adam took the non-finite step")
@@ -227,7 +237,9 @@ final class PublicAPITests: XCTestCase {
     settings = SearchSettings()
     settings.network.partialChannels = 3
     XCTAssertThrowsError(try settings.validate()) { error in
-      guard case SearchError.invalidSetting("network.partialChannels", let problem) = error else { return XCTFail("\(error)") }
+      guard case SearchError.invalidSetting("network.partialChannels", let problem) = error else {
+        return XCTFail("\(error)")
+      }
       XCTAssertTrue(problem.contains("K = 3") && problem.contains("16 channels"), problem)
     }
     XCTAssertEqual(SearchSettings().value(of: "network.layers"), "8")

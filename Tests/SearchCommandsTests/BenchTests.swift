@@ -3,8 +3,9 @@
 import Foundation
 import NeuralNetwork
 import PCDARTS
-@testable import SearchCommands
 import XCTest
+
+@testable import SearchCommands
 
 final class BenchTests: XCTestCase {
   func testMeasurementsArePositiveAndPartialChannelsSaveActivationMemory() throws {
@@ -14,12 +15,16 @@ final class BenchTests: XCTestCase {
     }
     for r in results {
       XCTAssertEqual([r.batch, r.layers, r.initChannels], [4, 3, 8], "K=\(r.K)")
-      for (name, value) in [("secondsPerIteration", r.secondsPerIteration), ("imagesPerSecond", r.imagesPerSecond),
-                            ("forwardMilliseconds", r.forwardMilliseconds), ("backwardMilliseconds", r.backwardMilliseconds)] {
+      for (name, value) in [
+        ("secondsPerIteration", r.secondsPerIteration), ("imagesPerSecond", r.imagesPerSecond),
+        ("forwardMilliseconds", r.forwardMilliseconds), ("backwardMilliseconds", r.backwardMilliseconds),
+      ] {
         XCTAssertTrue(value.isFinite && value > 0, "K=\(r.K): \(name) = \(value)")
       }
-      for (name, value) in [("peakTensorBytes", r.peakTensorBytes), ("peakActivationBytes", r.peakActivationBytes),
-                            ("peakRSSBytes", r.peakRSSBytes)] {
+      for (name, value) in [
+        ("peakTensorBytes", r.peakTensorBytes), ("peakActivationBytes", r.peakActivationBytes),
+        ("peakRSSBytes", r.peakRSSBytes),
+      ] {
         XCTAssertGreaterThan(value, 0, "K=\(r.K): \(name)")
       }
       XCTAssertLessThanOrEqual(r.peakActivationBytes, r.peakTensorBytes, "K=\(r.K)")
@@ -29,8 +34,10 @@ final class BenchTests: XCTestCase {
     // With K = 4 only a quarter of each edge's channels enter the eight candidate operations,
     // whose activations dominate an iteration; the cells' inputs and outputs keep full width.
     let ratio = Double(results[1].peakActivationBytes) / Double(results[0].peakActivationBytes)
-    print(String(format: "bench: peak activation bytes K=1 %d, K=4 %d, ratio %.3f",
-                 results[0].peakActivationBytes, results[1].peakActivationBytes, ratio))
+    print(
+      String(
+        format: "bench: peak activation bytes K=1 %d, K=4 %d, ratio %.3f",
+        results[0].peakActivationBytes, results[1].peakActivationBytes, ratio))
     XCTAssertLessThan(ratio, 0.6, "K=4 should need well under K=1's activation memory")
 
     let table = BenchCommand.table(results)

@@ -1,8 +1,9 @@
 // The command-line parser: both value spellings, flags, lists, defaults, help and every error.
 import NeuralNetwork
 import PCDARTS
-@testable import SearchCommands
 import XCTest
+
+@testable import SearchCommands
 
 final class CommandLineOptionsTests: XCTestCase {
   private func makeParser() -> CommandLineParser {

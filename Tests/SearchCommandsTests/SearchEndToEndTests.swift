@@ -8,9 +8,10 @@
 import Foundation
 import NeuralNetwork
 import PCDARTS
-@testable import SearchCommands
 import TensorEngine
 import XCTest
+
+@testable import SearchCommands
 
 final class SearchEndToEndTests: XCTestCase {
   /// A temporary folder with the data and the first run, shared by the tests of this class: the
@@ -64,8 +65,10 @@ final class SearchEndToEndTests: XCTestCase {
 
   /// The tiny search's flags.
   private func flags(out: String, epochs: Int = 2, data: String? = nil, layers: Int = 3) -> [String] {
-    ["--data", data ?? dataPath, "--subset", "16", "--layers", String(layers), "--init-channels", "4",
-     "--K", "2", "--batch-size", "4", "--epochs", String(epochs), "--warmup-epochs", "1", "--out", out]
+    [
+      "--data", data ?? dataPath, "--subset", "16", "--layers", String(layers), "--init-channels", "4",
+      "--K", "2", "--batch-size", "4", "--epochs", String(epochs), "--warmup-epochs", "1", "--out", out,
+    ]
   }
 
   private func out(_ name: String) -> String { root.appendingPathComponent(name).path }
@@ -96,7 +99,8 @@ final class SearchEndToEndTests: XCTestCase {
       var isDirectory: ObjCBool = false
       let path = folder + "/" + relative
       _ = fm.fileExists(atPath: path, isDirectory: &isDirectory)
-      out[relative + (isDirectory.boolValue ? "/" : "")] = isDirectory.boolValue ? Data() : try Data(contentsOf: URL(fileURLWithPath: path))
+      out[relative + (isDirectory.boolValue ? "/" : "")] =
+        isDirectory.boolValue ? Data() : try Data(contentsOf: URL(fileURLWithPath: path))
     }
     return out
   }
@@ -128,8 +132,10 @@ final class SearchEndToEndTests: XCTestCase {
 
     let lines = try log(a)
     XCTAssertEqual(lines.count, 2)
-    let required = ["epoch", "lr", "train_loss", "train_acc", "valid_loss", "valid_acc", "seconds",
-                    "images_per_second", "peak_tensor_bytes", "genotype"]
+    let required = [
+      "epoch", "lr", "train_loss", "train_acc", "valid_loss", "valid_acc", "seconds",
+      "images_per_second", "peak_tensor_bytes", "genotype",
+    ]
     for (e, line) in lines.enumerated() {
       for key in required { XCTAssertNotNil(line[key], "epoch \(e): missing \(key)") }
       XCTAssertEqual(line["epoch"] as? Int, e)
@@ -158,8 +164,9 @@ final class SearchEndToEndTests: XCTestCase {
       XCTAssertEqual(json, text, "epoch \(epoch)")
     }
     XCTAssertEqual(try Genotype(json: read(a, "genotypes/epoch_001.json")), lastGenotype)
-    XCTAssertEqual(try Genotype(pythonDescription: lines[0]["genotype"] as! String),
-                   try Genotype(json: read(a, "genotypes/epoch_000.json")))
+    XCTAssertEqual(
+      try Genotype(pythonDescription: lines[0]["genotype"] as! String),
+      try Genotype(json: read(a, "genotypes/epoch_000.json")))
 
     let checkpoint = try SafeTensorsFile.read(from: URL(fileURLWithPath: a + "/checkpoint.safetensors"))
     for name in ["alphas_normal", "stem.0.weight"] { XCTAssertNotNil(checkpoint.tensors[name], name) }
@@ -249,24 +256,33 @@ final class SearchEndToEndTests: XCTestCase {
       ("too many threads", flags(out: done) + ["--threads", "999"], 2, ["--threads", "999", "0 to 256"]),
       // Ranges are checked once, by the settings, and the message names the flag typed.
       ("zero learning rate", flags(out: done) + ["--lr", "0"], 2, ["invalid --lr", "must be positive", "0.0"]),
-      ("negative arch decay", flags(out: done) + ["--arch-weight-decay", "-1"], 2, ["invalid --arch-weight-decay", "-1"]),
+      (
+        "negative arch decay", flags(out: done) + ["--arch-weight-decay", "-1"], 2,
+        ["invalid --arch-weight-decay", "-1"]
+      ),
       ("two cells", flags(out: done, layers: 2), 2, ["invalid --layers", "at least 3", "2"]),
       ("lr-min above lr", flags(out: done) + ["--lr-min", "1"], 2, ["invalid --lr-min", "learningRate"]),
       ("K does not divide", flags(out: done) + ["--K", "3"], 2, ["K = 3", "4 channels"]),
       // With --resume the command gets past the existing checkpoint to the data.
-      ("truncated data file", flags(out: done, data: truncated) + ["--resume"], 1,
-       ["data_batch_3.bin", "30725 bytes"]),
+      (
+        "truncated data file", flags(out: done, data: truncated) + ["--resume"], 1,
+        ["data_batch_3.bin", "30725 bytes"]
+      ),
       ("label 10", flags(out: done, data: badLabel) + ["--resume"], 1, ["data_batch_3.bin", "label 10"]),
-      ("missing data folder", flags(out: done, data: out("nowhere")) + ["--resume"], 1,
-       ["cifar-10-batches-bin", "fashion-mnist"]),
+      (
+        "missing data folder", flags(out: done, data: out("nowhere")) + ["--resume"], 1,
+        ["cifar-10-batches-bin", "fashion-mnist"]
+      ),
       ("--out is a file", flags(out: regularFile), 2, [regularFile, "not a folder"]),
       // Checkpoint settings differ from the flags: the message names the field. The command
       // reports this as a checkpoint (file) problem, exit 1.
       ("resume with other settings", flags(out: done, layers: 4) + ["--resume"], 1, ["layers", "4", "3"]),
       ("checkpoint without --resume", flags(out: done), 2, ["--resume", "checkpoint.safetensors"]),
       // A learning rate that blows the weights up: the first non-finite loss stops the run.
-      ("loss becomes NaN", flags(out: out("diverged")) + ["--lr", "1e30"], 1,
-       ["not finite", "--lr (now 1e+30)", "no checkpoint was written yet"]),
+      (
+        "loss becomes NaN", flags(out: out("diverged")) + ["--lr", "1e30"], 1,
+        ["not finite", "--lr (now 1e+30)", "no checkpoint was written yet"]
+      ),
     ]
     for (what, arguments, expectedCode, words) in cases {
       let (code, message) = try search(arguments)
@@ -283,10 +299,13 @@ final class SearchEndToEndTests: XCTestCase {
   func testEveryFlagOfASettingNamesARealSetting() {
     var settings = SearchSettings()
     settings.subset = 10
-    for (setting, flag) in SearchCommand.flagsOfSettings.merging(BenchCommand.flagsOfSettings, uniquingKeysWith: { a, _ in a }) {
+    for (setting, flag) in SearchCommand.flagsOfSettings.merging(
+      BenchCommand.flagsOfSettings, uniquingKeysWith: { a, _ in a })
+    {
       XCTAssertNotNil(settings.value(of: setting), "\(flag) maps to \(setting), which SearchSettings does not have")
-      XCTAssertNotNil(SearchCommand.parser.options.first { "--" + $0.name == flag }
-        ?? BenchCommand.parser.options.first { "--" + $0.name == flag }, "\(flag) is no option")
+      XCTAssertNotNil(
+        SearchCommand.parser.options.first { "--" + $0.name == flag }
+          ?? BenchCommand.parser.options.first { "--" + $0.name == flag }, "\(flag) is no option")
     }
   }
 }

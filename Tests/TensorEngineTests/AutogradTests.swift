@@ -11,8 +11,10 @@ final class AutogradTests: XCTestCase {
     // One warm-up pass allocates the leaves' gradients, which then stay.
     func pass() {
       let y = relu(batchNorm2d(conv2d(x, weight: w, padding: 1), weight: nil, bias: nil, state: state, training: true))
-      let loss = crossEntropy(linear(globalAvgPool2d(maxPool2d(y, kernel: 3, stride: 2, padding: 1)),
-                                     weight: Tensor(repeating: 0.1, shape: [5, 6])), labels: [0, 1, 2, 3])
+      let loss = crossEntropy(
+        linear(
+          globalAvgPool2d(maxPool2d(y, kernel: 3, stride: 2, padding: 1)),
+          weight: Tensor(repeating: 0.1, shape: [5, 6])), labels: [0, 1, 2, 3])
       loss.backward()
     }
     pass()

@@ -2,9 +2,10 @@
 // a naive convolution (forward) and its naive adjoint (backward), on the four DARTS geometries and
 // on sizes that exercise the 8-column blocks, the register tiles and the scalar tails.
 
-@testable import TensorEngine
 import TestSupport
 import XCTest
+
+@testable import TensorEngine
 
 final class DepthwiseKernelTests: XCTestCase {
   /// (kernel, padding, dilation): sep_conv_3x3, sep_conv_5x5, dil_conv_3x3, dil_conv_5x5.
@@ -57,16 +58,18 @@ final class DepthwiseKernelTests: XCTestCase {
     let weight = randomInput([c, 1, k, k], seed: seed + 1, std: 0.5)
     let bias = randomInput([c], seed: seed + 2)
     let out = conv2d(x, weight: weight, bias: bias, stride: s, padding: p, dilation: d, groups: c)
-    var expected = referenceConv2d(x: x.scalars, xShape: x.shape, weight: weight.scalars, wShape: weight.shape,
-                                   stride: s, padding: p, dilation: d, groups: c)
+    var expected = referenceConv2d(
+      x: x.scalars, xShape: x.shape, weight: weight.scalars, wShape: weight.shape,
+      stride: s, padding: p, dilation: d, groups: c)
     let ohw = out.shape[2] * out.shape[3]
     for i in expected.indices { expected[i] += bias.scalars[(i / ohw) % c] }
     assertClose(out.scalars, expected, tolerance: 1e-5, "\(what) forward", file: file, line: line)
 
     let g = randomInput(out.shape, seed: seed + 3)
     out.backward(gradient: g)
-    let ref = referenceGradients(x: x.scalars, weight: weight.scalars, g: g.scalars, n: n, c: c, h: h, w: w,
-                                 k: k, stride: s, padding: p, dilation: d)
+    let ref = referenceGradients(
+      x: x.scalars, weight: weight.scalars, g: g.scalars, n: n, c: c, h: h, w: w,
+      k: k, stride: s, padding: p, dilation: d)
     assertClose(x.grad?.scalars ?? [], ref.dx, tolerance: 1e-5, "\(what) dx", file: file, line: line)
     assertClose(weight.grad?.scalars ?? [], ref.dw, tolerance: 1e-5, "\(what) dweight", file: file, line: line)
     assertClose(bias.grad?.scalars ?? [], ref.db, tolerance: 1e-5, "\(what) dbias", file: file, line: line)
@@ -89,8 +92,9 @@ final class DepthwiseKernelTests: XCTestCase {
       for (k, p, d) in dartsGeometries {
         for s in [1, 2] {
           for (h, w) in sizes {
-            check("\(build) k\(k) p\(p) d\(d) s\(s) \(h)×\(w)", c: 3, h: h, w: w, k: k, stride: s, padding: p,
-                  dilation: d, seed: seed)
+            check(
+              "\(build) k\(k) p\(p) d\(d) s\(s) \(h)×\(w)", c: 3, h: h, w: w, k: k, stride: s, padding: p,
+              dilation: d, seed: seed)
             seed += 10
           }
         }
@@ -104,11 +108,14 @@ final class DepthwiseKernelTests: XCTestCase {
   func testOtherGeometries() {
     forEachKernelBuild { build in
       // (k, stride, padding, dilation, h, w)
-      let cases = [(1, 2, 0, 1, 9, 20), (3, 2, 0, 1, 17, 40), (3, 2, 3, 1, 11, 19), (4, 2, 1, 3, 16, 35),
-                   (3, 1, 3, 1, 6, 21), (7, 2, 3, 1, 20, 33), (3, 3, 1, 1, 13, 50), (9, 1, 4, 1, 12, 30)]
+      let cases = [
+        (1, 2, 0, 1, 9, 20), (3, 2, 0, 1, 17, 40), (3, 2, 3, 1, 11, 19), (4, 2, 1, 3, 16, 35),
+        (3, 1, 3, 1, 6, 21), (7, 2, 3, 1, 20, 33), (3, 3, 1, 1, 13, 50), (9, 1, 4, 1, 12, 30),
+      ]
       for (i, t) in cases.enumerated() {
         let (k, s, p, d, h, w) = t
-        check("\(build) case \(t)", c: 2, h: h, w: w, k: k, stride: s, padding: p, dilation: d, seed: UInt64(900 + 10 * i))
+        check(
+          "\(build) case \(t)", c: 2, h: h, w: w, k: k, stride: s, padding: p, dilation: d, seed: UInt64(900 + 10 * i))
       }
     }
   }

@@ -1,8 +1,9 @@
 // ReLU keeps NaN as torch.relu does (a diverged weight must not be hidden as a finite zero), in
 // every kernel build, alone and fused after a batch norm.
 
-@testable import TensorEngine
 import XCTest
+
+@testable import TensorEngine
 
 final class ElementwiseKernelTests: XCTestCase {
   func testReLUPropagatesNaNInEveryBuild() {
@@ -13,7 +14,9 @@ final class ElementwiseKernelTests: XCTestCase {
       values[16] = .nan
       let y = relu(Tensor(shape: [19], data: values)).scalars
       for (i, v) in values.enumerated() {
-        if v.isNaN { XCTAssertTrue(y[i].isNaN, "\(build): relu(NaN) at \(i) gave \(y[i])") } else {
+        if v.isNaN {
+          XCTAssertTrue(y[i].isNaN, "\(build): relu(NaN) at \(i) gave \(y[i])")
+        } else {
           XCTAssertEqual(y[i], max(v, 0), "\(build): at \(i)")
         }
       }
@@ -22,7 +25,8 @@ final class ElementwiseKernelTests: XCTestCase {
       var planes = (0..<(2 * 2 * 9)).map { Float($0 % 7) - 3 }
       planes[0] = .nan  // sample 0, channel 0
       let state = BatchNormState(runningMean: Tensor(zeros: [2]), runningVar: Tensor(repeating: 1, shape: [2]))
-      let out = batchNormReLU(Tensor(shape: [2, 2, 3, 3], data: planes), weight: nil, bias: nil, state: state, training: true)
+      let out = batchNormReLU(
+        Tensor(shape: [2, 2, 3, 3], data: planes), weight: nil, bias: nil, state: state, training: true)
       let channel0 = (0..<2).flatMap { n in (0..<9).map { out.scalars[n * 18 + $0] } }
       let channel1 = (0..<2).flatMap { n in (0..<9).map { out.scalars[n * 18 + 9 + $0] } }
       XCTAssertTrue(channel0.allSatisfy(\.isNaN), "\(build): \(channel0)")

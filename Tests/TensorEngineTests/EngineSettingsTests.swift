@@ -14,8 +14,9 @@ final class EngineSettingsTests: XCTestCase {
     let v = Tensor.randomNormal([5, 16], std: 0.3, using: &rng, requiresGrad: true)
     let state = BatchNormState(runningMean: Tensor(zeros: [16]), runningVar: Tensor(repeating: 1, shape: [16]))
     let y = batchNormReLU(conv2d(x, weight: w, padding: 1), weight: nil, bias: nil, state: state, training: true)
-    let loss = crossEntropy(linear(globalAvgPool2d(maxPool2d(y, kernel: 3, stride: 2, padding: 1)), weight: v),
-                            labels: [0, 1, 2, 3, 4, 0, 1, 2])
+    let loss = crossEntropy(
+      linear(globalAvgPool2d(maxPool2d(y, kernel: 3, stride: 2, padding: 1)), weight: v),
+      labels: [0, 1, 2, 3, 4, 0, 1, 2])
     loss.backward()
     return [loss.item] + x.grad!.scalars + w.grad!.scalars + v.grad!.scalars
   }

@@ -2,9 +2,10 @@
 // the edge cases the DARTS search space exercises: stride 2, padding, dilation 2, groups,
 // odd sizes and the 1:-slices of FactorizedReduce.
 
-@testable import TensorEngine
 import TestSupport
 import XCTest
+
+@testable import TensorEngine
 
 final class GradientCheckTests: XCTestCase {
   /// Values spread away from 0 and from each other, so ±step never crosses a ReLU kink or
@@ -60,8 +61,9 @@ final class GradientCheckTests: XCTestCase {
       let x = randomInput([2, c, h, w], seed: UInt64(60 + i))
       let weight = randomInput([o, c / g, k, k], seed: UInt64(80 + i), std: 0.5)
       let fast = conv2d(x, weight: weight, stride: s, padding: p, dilation: d, groups: g)
-      let reference = referenceConv2d(x: x.scalars, xShape: x.shape, weight: weight.scalars, wShape: weight.shape,
-                                      stride: s, padding: p, dilation: d, groups: g)
+      let reference = referenceConv2d(
+        x: x.scalars, xShape: x.shape, weight: weight.scalars, wShape: weight.shape,
+        stride: s, padding: p, dilation: d, groups: g)
       assertClose(fast.scalars, reference, tolerance: 1e-5, "conv case \(i) \(t)")
       if g == c && o == c {
         checkGradients("depthwise wide \(t)", inputs: [x, weight], maxChecks: 150) { v in
@@ -145,8 +147,10 @@ final class GradientCheckTests: XCTestCase {
     checkGradients("normalized sum train", inputs: xs + [w], step: 1e-3, tolerance: 2e-2) {
       normalizedWeightedSum(Array($0[0..<3]), norms: norms, training: true, weights: $0[3], indices: [3, 0, 1])
     }
-    let running = [BatchNormState(runningMean: randomInput([2], seed: 34), runningVar: Tensor(shape: [2], data: [0.5, 2])),
-                   nil, freshState(2)]
+    let running = [
+      BatchNormState(runningMean: randomInput([2], seed: 34), runningVar: Tensor(shape: [2], data: [0.5, 2])),
+      nil, freshState(2),
+    ]
     checkGradients("normalized sum eval", inputs: xs + [w]) {
       normalizedWeightedSum(Array($0[0..<3]), norms: running, training: false, weights: $0[3], indices: [3, 0, 1])
     }
@@ -232,14 +236,17 @@ final class GradientCheckTests: XCTestCase {
       let p3 = randomInput([2, 2, 4, 4], seed: 25)
       let beta = randomInput([5], seed: 26)
       func fused(_ t: [Tensor]) -> Tensor {
-        partialChannelSum(processed: [t[0], t[1], t[2]], inputs: [t[3], t[4], t[5]], strides: [1, 1, 2],
-                          weights: t[6], indices: [4, 0, 2], groups: 3)
+        partialChannelSum(
+          processed: [t[0], t[1], t[2]], inputs: [t[3], t[4], t[5]], strides: [1, 1, 2],
+          weights: t[6], indices: [4, 0, 2], groups: 3)
       }
       func reference(_ t: [Tensor]) -> Tensor {
         let pooled = maxPool2d(sliceChannels(t[5], 2..<6), kernel: 2, stride: 2)
-        let edges = [shuffledConcat(t[0], t[3], bChannels: 2..<6, groups: 3),
-                     shuffledConcat(t[1], t[4], bChannels: 2..<6, groups: 3),
-                     shuffledConcat(t[2], pooled, bChannels: 0..<4, groups: 3)]
+        let edges = [
+          shuffledConcat(t[0], t[3], bChannels: 2..<6, groups: 3),
+          shuffledConcat(t[1], t[4], bChannels: 2..<6, groups: 3),
+          shuffledConcat(t[2], pooled, bChannels: 0..<4, groups: 3),
+        ]
         return weightedSum(edges, weights: t[6], indices: [4, 0, 2])
       }
       let inputs = [p1, p2, p3, x1, x2, x3, beta]
@@ -260,11 +267,13 @@ final class GradientCheckTests: XCTestCase {
       // and the slices add into it in place (stride 1 and 2).
       func chained(_ t: [Tensor]) -> Tensor {
         let (x, big) = (scale(t[3], by: 1.5), scale(t[5], by: 0.5))
-        let first = partialChannelSum(processed: [sliceChannels(x, 0..<2), t[0]], inputs: [x, big],
-                                      strides: [1, 2], weights: t[6], indices: [0, 1], groups: 3)
-        return partialChannelSum(processed: [sliceChannels(first, 0..<2), relu(sliceChannels(x, 2..<4)), t[1]],
-                                 inputs: [first, x, big], strides: [1, 1, 2], weights: t[6],
-                                 indices: [2, 3, 4], groups: 3)
+        let first = partialChannelSum(
+          processed: [sliceChannels(x, 0..<2), t[0]], inputs: [x, big],
+          strides: [1, 2], weights: t[6], indices: [0, 1], groups: 3)
+        return partialChannelSum(
+          processed: [sliceChannels(first, 0..<2), relu(sliceChannels(x, 2..<4)), t[1]],
+          inputs: [first, x, big], strides: [1, 1, 2], weights: t[6],
+          indices: [2, 3, 4], groups: 3)
       }
       checkGradients("\(build) chained partialChannelSums", inputs: [p1, p2, x1, x3, beta]) {
         chained([$0[0], $0[1], p3, $0[2], x2, $0[3], $0[4]])

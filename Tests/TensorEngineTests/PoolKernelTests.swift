@@ -2,9 +2,10 @@
 // scalar tails, generic fallbacks) against a naive reference written from the definitions.
 // Legend: N batch, C channels, H×W input, K×K window, s stride, p padding.
 
-@testable import TensorEngine
 import TestSupport
 import XCTest
+
+@testable import TensorEngine
 
 final class PoolKernelTests: XCTestCase {
   /// (H, W, K, s, p): DARTS's shapes, widths with and without a scalar tail (odd, < 8, > 32),
@@ -40,8 +41,9 @@ final class PoolKernelTests: XCTestCase {
           let expected = ReferencePool(shape: shape, kernel: k, stride: s, padding: p)
           XCTAssertEqual(y.shape, [2, 3, expected.outH, expected.outW], what)
           XCTAssertEqual(y.scalars, expected.maxForward(values), "\(what): forward")
-          assertClose(x.grad!.scalars, expected.maxBackward(values, g.scalars), tolerance: 1e-6,
-                      "\(what): backward")
+          assertClose(
+            x.grad!.scalars, expected.maxBackward(values, g.scalars), tolerance: 1e-6,
+            "\(what): backward")
         }
       }
     }
@@ -58,10 +60,12 @@ final class PoolKernelTests: XCTestCase {
           let g = randomInput(y.shape, seed: UInt64(300 + index))
           y.backward(gradient: g)
           let expected = ReferencePool(shape: shape, kernel: k, stride: s, padding: p)
-          assertClose(y.scalars, expected.avgForward(x.scalars, countIncludePad: includePad),
-                      tolerance: 1e-6, "\(what): forward")
-          assertClose(x.grad!.scalars, expected.avgBackward(g.scalars, countIncludePad: includePad),
-                      tolerance: 1e-6, "\(what): backward")
+          assertClose(
+            y.scalars, expected.avgForward(x.scalars, countIncludePad: includePad),
+            tolerance: 1e-6, "\(what): forward")
+          assertClose(
+            x.grad!.scalars, expected.avgBackward(g.scalars, countIncludePad: includePad),
+            tolerance: 1e-6, "\(what): backward")
         }
       }
     }

@@ -20,7 +20,11 @@ public func assertClose(
   var at = 0
   for i in actual.indices {
     let d = abs(Double(actual[i]) - Double(expected[i]))
-    if !(d <= worst) { worst = d; at = i }  // `!(<=)` also catches NaN
+    // `!(<=)` also catches NaN.
+    if !(d <= worst) {
+      worst = d
+      at = i
+    }
   }
   let relative = worst / scale
   if !(relative <= tolerance) {
@@ -84,8 +88,9 @@ public func checkGradients(
       numeric.append(Float((plus - minus) / (2 * Double(step))))
       expectedAnalytic.append(analytic.pointer[i])
     }
-    assertClose(expectedAnalytic, numeric, tolerance: tolerance, "\(what): d/d input \(k)",
-                file: file, line: line)
+    assertClose(
+      expectedAnalytic, numeric, tolerance: tolerance, "\(what): d/d input \(k)",
+      file: file, line: line)
   }
 }
 
@@ -133,7 +138,8 @@ public func referenceConv2d(
               for kj in 0..<k {
                 let (i, j) = (r * stride - padding + ki * dilation, q * stride - padding + kj * dilation)
                 guard i >= 0, i < h, j >= 0, j < w else { continue }
-                acc += Double(x[((s * c + g * cg + ic) * h + i) * w + j])
+                acc +=
+                  Double(x[((s * c + g * cg + ic) * h + i) * w + j])
                   * Double(weight[((oc * cg + ic) * k + ki) * k + kj])
               }
             }

@@ -207,8 +207,7 @@ public enum DatasetName: String, CaseIterable, Sendable {
 ///   - train: `true` for the training images, `false` for the test images.
 /// - Returns: Images of shape (N, 3, 32, 32) with their labels and normalisation constants.
 /// - Throws: ``DataError`` naming the file and the problem.
-public func loadDataset(_ name: DatasetName, from path: String, train: Bool) throws -> ImageDataset
-{
+public func loadDataset(_ name: DatasetName, from path: String, train: Bool) throws -> ImageDataset {
   switch name {
   case .cifar10: return try loadCIFAR10(from: path, train: train)
   case .cifar100: return try loadCIFAR100(from: path, train: train)

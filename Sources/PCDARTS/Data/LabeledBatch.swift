@@ -12,7 +12,8 @@ public struct LabeledBatch {
   /// A batch of images and their labels.
   /// - Precondition: `images` is (N, C, H, W) with N = `labels.count`.
   public init(images: Tensor, labels: [Int32]) {
-    precondition(images.rank == 4 && images.shape[0] == labels.count,
+    precondition(
+      images.rank == 4 && images.shape[0] == labels.count,
       "LabeledBatch: images \(images.shape) need one label per sample, got \(labels.count)")
     (self.images, self.labels) = (images, labels)
   }

@@ -32,12 +32,15 @@ public final class Cell: Module {
     reduction: Bool, reductionPrevious: Bool, partialChannels k: Int, space: SearchSpace,
     rng: inout SeededGenerator
   ) {
-    preprocess0 = reductionPrevious
+    preprocess0 =
+      reductionPrevious
       ? FactorizedReduce(inChannels: previousPrevious, outChannels: channels, affine: false, rng: &rng)
-      : ReLUConvBN(inChannels: previousPrevious, outChannels: channels, kernelSize: 1, stride: 1,
-                   padding: 0, affine: false, rng: &rng)
-    preprocess1 = ReLUConvBN(inChannels: previous, outChannels: channels, kernelSize: 1, stride: 1,
-                             padding: 0, affine: false, rng: &rng)
+      : ReLUConvBN(
+        inChannels: previousPrevious, outChannels: channels, kernelSize: 1, stride: 1,
+        padding: 0, affine: false, rng: &rng)
+    preprocess1 = ReLUConvBN(
+      inChannels: previous, outChannels: channels, kernelSize: 1, stride: 1,
+      padding: 0, affine: false, rng: &rng)
     var edges: [MixedOp] = []
     for node in 0..<steps {
       for input in 0..<(2 + node) {
@@ -84,9 +87,10 @@ public final class Cell: Module {
         states.append(weightedSum(processed, weights: edgeWeights, indices: Array(edges)))
       } else {
         // The bypass channels join inside the node sum, so no C-channel edge output is kept.
-        states.append(partialChannelSum(
-          processed: processed, inputs: states, strides: edges.map { ops[$0].stride },
-          weights: edgeWeights, indices: Array(edges), groups: partialChannels))
+        states.append(
+          partialChannelSum(
+            processed: processed, inputs: states, strides: edges.map { ops[$0].stride },
+            weights: edgeWeights, indices: Array(edges), groups: partialChannels))
       }
       edge += states.count - 1
     }

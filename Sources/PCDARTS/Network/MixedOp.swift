@@ -62,7 +62,8 @@ public final class MixedOp: Module {
   /// ``processed(_:weights:)`` on an input prepared once for every edge leaving the same node.
   /// - Precondition: `input` holds C/K channels.
   public func processed(_ input: EdgeInput, weights: Tensor) -> Tensor {
-    precondition(input.part.shape[1] == channels / partialChannels,
+    precondition(
+      input.part.shape[1] == channels / partialChannels,
       "MixedOp: expects \(channels / partialChannels) processed channels, got \(input.part.shape)")
     // A non-affine final batch norm is fused into the weighted sum (see FusableCandidate).
     var terms: [Tensor] = [], norms: [BatchNormState?] = []
@@ -79,6 +80,7 @@ public final class MixedOp: Module {
         norms.append(nil)
       }
     }
-    return normalizedWeightedSum(terms, norms: norms, training: isTraining, weights: weights, indices: active.map(\.index))
+    return normalizedWeightedSum(
+      terms, norms: norms, training: isTraining, weights: weights, indices: active.map(\.index))
   }
 }

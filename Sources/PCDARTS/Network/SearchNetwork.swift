@@ -57,7 +57,9 @@ public struct NetworkConfig: Codable, Equatable, Sendable {
   /// - Throws: ``SearchError/invalidSetting(_:_:)`` for the first problem, naming the setting
   ///   (`network.<property>`), its value and what would work.
   public func validate() throws {
-    func fail(_ setting: String, _ problem: String) throws { throw SearchError.invalidSetting("network." + setting, problem) }
+    func fail(_ setting: String, _ problem: String) throws {
+      throw SearchError.invalidSetting("network." + setting, problem)
+    }
     if initChannels < 1 { try fail("initChannels", "must be at least 1, got \(initChannels)") }
     if layers < 3 { try fail("layers", "must be at least 3 (the two reduction cells need room), got \(layers)") }
     if classes < 2 { try fail("classes", "the dataset needs at least 2 classes, got \(classes)") }
@@ -69,12 +71,16 @@ public struct NetworkConfig: Codable, Equatable, Sendable {
     if partialChannels < 1 { try fail("partialChannels", "K must be at least 1, got \(partialChannels)") }
     for (i, c) in cellChannels.enumerated() {
       if c % partialChannels != 0 {
-        try fail("partialChannels", "K = \(partialChannels) does not divide the \(c) channels of cell \(i); "
-          + "choose a K that divides \(c) (e.g. 1, 2 or 4) or other initial channels")
+        try fail(
+          "partialChannels",
+          "K = \(partialChannels) does not divide the \(c) channels of cell \(i); "
+            + "choose a K that divides \(c) (e.g. 1, 2 or 4) or other initial channels")
       }
       if isReduction(i) && (c / partialChannels) % 2 != 0 {
-        try fail("partialChannels", "cell \(i) is a reduction cell with \(c)/K = \(c / partialChannels) channels per op; "
-          + "its skip_connect (FactorizedReduce) needs an even count: lower K or raise the initial channels")
+        try fail(
+          "partialChannels",
+          "cell \(i) is a reduction cell with \(c)/K = \(c / partialChannels) channels per op; "
+            + "its skip_connect (FactorizedReduce) needs an even count: lower K or raise the initial channels")
       }
     }
   }
@@ -98,8 +104,10 @@ public final class ArchitectureParameters {
 
   /// The four tensors with their official names, in the official order.
   public var named: [(String, Tensor)] {
-    [("alphas_normal", alphasNormal), ("alphas_reduce", alphasReduce),
-     ("betas_normal", betasNormal), ("betas_reduce", betasReduce)]
+    [
+      ("alphas_normal", alphasNormal), ("alphas_reduce", alphasReduce),
+      ("betas_normal", betasNormal), ("betas_reduce", betasReduce),
+    ]
   }
 
   /// The four tensors, in the official order.
@@ -139,10 +147,11 @@ public final class SearchNetwork: Module {
     var built: [Cell] = []
     for (i, channels) in config.cellChannels.enumerated() {
       let reduction = config.isReduction(i)
-      built.append(Cell(
-        steps: config.steps, multiplier: config.multiplier, previousPrevious: prevPrev, previous: prev,
-        channels: channels, reduction: reduction, reductionPrevious: reductionPrev,
-        partialChannels: config.partialChannels, space: space, rng: &rng))
+      built.append(
+        Cell(
+          steps: config.steps, multiplier: config.multiplier, previousPrevious: prevPrev, previous: prev,
+          channels: channels, reduction: reduction, reductionPrevious: reductionPrev,
+          partialChannels: config.partialChannels, space: space, rng: &rng))
       reductionPrev = reduction
       (prevPrev, prev) = (prev, config.multiplier * channels)
     }

@@ -60,8 +60,9 @@ public final class Architect {
   public init(network: BilevelSearchModel, settings: ArchitectSettings = ArchitectSettings()) {
     self.network = network
     self.settings = settings
-    optimizer = Adam(parameters: network.architectureParameters, learningRate: settings.learningRate,
-                     beta1: settings.beta1, beta2: settings.beta2, weightDecay: settings.weightDecay)
+    optimizer = Adam(
+      parameters: network.architectureParameters, learningRate: settings.learningRate,
+      beta1: settings.beta1, beta2: settings.beta2, weightDecay: settings.weightDecay)
   }
 
   /// One architecture update. When the validation loss is not finite, no update is applied
@@ -101,7 +102,8 @@ public final class Architect {
   @discardableResult
   public func unrolledGradients(train: LabeledBatch, valid: LabeledBatch, weightOptimizer: SGD) -> Float {
     let weights = network.weights
-    precondition(weights.count == weightOptimizer.parameters.count,
+    precondition(
+      weights.count == weightOptimizer.parameters.count,
       "Architect: the weight optimizer must hold the network's \(weights.count) parameters")
     let xi = weightOptimizer.learningRate
     let saved = weights.map { $0.copy() }

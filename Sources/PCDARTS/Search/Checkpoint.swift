@@ -20,7 +20,9 @@ public enum CheckpointTensors {
   public static let optimizerPrefix = "optimizer."
 
   /// Every tensor of the network, its architecture and the two optimizers, by checkpoint name.
-  public static func collect(network: SearchNetwork, weightOptimizer: SGD?, architect: Architect?) -> [String: SafeTensor] {
+  public static func collect(network: SearchNetwork, weightOptimizer: SGD?, architect: Architect?) -> [String:
+    SafeTensor]
+  {
     var out: [String: SafeTensor] = [:]
     for (name, t) in network.stateTensors() + network.arch.named {
       out[name] = safeTensor(name, t)
@@ -63,26 +65,31 @@ public enum CheckpointTensors {
     }
     if let adam = architect?.optimizer {
       for (i, (name, _)) in network.arch.named.enumerated() {
-        let moments = [(optimizerPrefix + "adam.exp_avg." + name, adam.firstMoments[i]),
-                       (optimizerPrefix + "adam.exp_avg_sq." + name, adam.secondMoments[i])]
+        let moments = [
+          (optimizerPrefix + "adam.exp_avg." + name, adam.firstMoments[i]),
+          (optimizerPrefix + "adam.exp_avg_sq." + name, adam.secondMoments[i]),
+        ]
         targets += moments
         expected.formUnion(moments.map(\.0))
       }
       expected.insert(optimizerPrefix + "adam.step")
     }
     if let missing = targets.map(\.0).first(where: { tensors[$0] == nil }) {
-      throw SearchError.checkpointMismatch("tensor \(missing) is missing; the checkpoint was written for a different network")
+      throw SearchError.checkpointMismatch(
+        "tensor \(missing) is missing; the checkpoint was written for a different network")
     }
     let optimizerInFile = weightOptimizer != nil && architect != nil
     if let extra = tensors.keys.sorted().first(where: {
       !expected.contains($0) && (optimizerInFile || !$0.hasPrefix(optimizerPrefix))
     }) {
-      throw SearchError.checkpointMismatch("unexpected tensor \(extra); the checkpoint was written for a different network")
+      throw SearchError.checkpointMismatch(
+        "unexpected tensor \(extra); the checkpoint was written for a different network")
     }
     for (name, t) in targets {
       let stored = tensors[name]!
       guard stored.shape == t.shape else {
-        throw SearchError.checkpointMismatch("tensor \(name) has shape \(stored.shape) in the file, the network expects \(t.shape)")
+        throw SearchError.checkpointMismatch(
+          "tensor \(name) has shape \(stored.shape) in the file, the network expects \(t.shape)")
       }
     }
     for (name, t) in targets {

@@ -121,12 +121,16 @@ extension Genotype {
       let ns = body as NSString
       let matches = pattern.matches(in: body, range: NSRange(location: 0, length: ns.length))
       guard body.hasPrefix("[") else { throw fail("edge list must start with [") }
-      return matches.map { GenotypeEdge(op: ns.substring(with: $0.range(at: 1)), input: Int(ns.substring(with: $0.range(at: 2)))!) }
+      return matches.map {
+        GenotypeEdge(op: ns.substring(with: $0.range(at: 1)), input: Int(ns.substring(with: $0.range(at: 2)))!)
+      }
     }
     func concat(_ body: String) throws -> [Int] {
       let t = body.trimmingCharacters(in: .whitespaces)
       if t.hasPrefix("range(") {
-        let nums = t.dropFirst(6).dropLast().split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
+        let nums = t.dropFirst(6).dropLast().split(separator: ",").compactMap {
+          Int($0.trimmingCharacters(in: .whitespaces))
+        }
         guard nums.count == 2, nums[0] < nums[1] else { throw fail("bad range \(t)") }
         return Array(nums[0]..<nums[1])
       }
@@ -142,8 +146,10 @@ extension Genotype {
 
   /// The JSON form: `{"normal": [["sep_conv_3x3", 1], …], "normal_concat": [2, 3, 4, 5], "reduce": […], "reduce_concat": […]}`.
   public var jsonObject: [String: Any] {
-    ["normal": normal.map { [$0.op, $0.input] as [Any] }, "normal_concat": normalConcat,
-     "reduce": reduce.map { [$0.op, $0.input] as [Any] }, "reduce_concat": reduceConcat]
+    [
+      "normal": normal.map { [$0.op, $0.input] as [Any] }, "normal_concat": normalConcat,
+      "reduce": reduce.map { [$0.op, $0.input] as [Any] }, "reduce_concat": reduceConcat,
+    ]
   }
 
   /// ``jsonObject`` serialised with sorted keys.
@@ -170,7 +176,8 @@ extension Genotype {
       guard let list = object[key] as? [Int] else { throw SearchError.invalidGenotype("missing list \"\(key)\"") }
       return list
     }
-    self.init(normal: try edges("normal"), normalConcat: try ints("normal_concat"),
-              reduce: try edges("reduce"), reduceConcat: try ints("reduce_concat"))
+    self.init(
+      normal: try edges("normal"), normalConcat: try ints("normal_concat"),
+      reduce: try edges("reduce"), reduceConcat: try ints("reduce_concat"))
   }
 }

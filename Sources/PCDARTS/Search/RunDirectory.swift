@@ -49,9 +49,11 @@ public struct RunDirectory {
     try write(run.history.map(\.jsonLine).joined(separator: "\n") + "\n", to: logURL)
     let genotype = run.network.genotype()
     let epoch = String(format: "%03d", run.nextEpoch - 1)
-    for (name, text) in [("genotype.json", genotype.jsonString + "\n"), ("genotype.txt", genotype.pythonDescription + "\n"),
-                         ("genotypes/epoch_\(epoch).json", genotype.jsonString + "\n"),
-                         ("genotypes/epoch_\(epoch).txt", genotype.pythonDescription + "\n")] {
+    for (name, text) in [
+      ("genotype.json", genotype.jsonString + "\n"), ("genotype.txt", genotype.pythonDescription + "\n"),
+      ("genotypes/epoch_\(epoch).json", genotype.jsonString + "\n"),
+      ("genotypes/epoch_\(epoch).txt", genotype.pythonDescription + "\n"),
+    ] {
       try write(text, to: url.appendingPathComponent(name))
     }
     try drawCells(genotype)
@@ -65,8 +67,10 @@ public struct RunDirectory {
 
   /// DOT files of both cells, rendered to SVG and PNG when graphviz is installed.
   public func drawCells(_ genotype: Genotype) throws {
-    for (name, edges, concat) in [("normal", genotype.normal, genotype.normalConcat),
-                                  ("reduction", genotype.reduce, genotype.reduceConcat)] {
+    for (name, edges, concat) in [
+      ("normal", genotype.normal, genotype.normalConcat),
+      ("reduction", genotype.reduce, genotype.reduceConcat),
+    ] {
       let dot = url.appendingPathComponent("\(name).dot")
       try write(cellDOT(name: name, edges: edges, concat: concat), to: dot)
       guard let dotTool = graphvizExecutable() else { continue }

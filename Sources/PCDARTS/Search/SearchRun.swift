@@ -45,8 +45,13 @@ public struct EpochRecord: Codable, Equatable, Sendable {
 
   enum CodingKeys: String, CodingKey {
     case epoch, lr, seconds, genotype
-    case trainLoss = "train_loss", trainAcc = "train_acc", validLoss = "valid_loss", validAcc = "valid_acc"
-    case imagesPerSecond = "images_per_second", peakTensorBytes = "peak_tensor_bytes", archUpdates = "arch_updates"
+    case trainLoss = "train_loss"
+    case trainAcc = "train_acc"
+    case validLoss = "valid_loss"
+    case validAcc = "valid_acc"
+    case imagesPerSecond = "images_per_second"
+    case peakTensorBytes = "peak_tensor_bytes"
+    case archUpdates = "arch_updates"
   }
 
   /// The record as one JSON line (sorted keys).
@@ -102,23 +107,28 @@ public final class SearchRun {
     var data = fullData
     if let subset = settings.subset {
       guard subset <= fullData.count else {
-        throw SearchError.invalidSetting("subset", "\(subset) exceeds the \(fullData.count) training images of \(fullData.name)")
+        throw SearchError.invalidSetting(
+          "subset", "\(subset) exceeds the \(fullData.count) training images of \(fullData.name)")
       }
       data = fullData.subset(Array(0..<subset))
     }
     self.data = data
     iteration = try SearchIteration(settings: settings, space: space)
     var splitRng = SeededGenerator(seed: settings.seed &+ 0x5EA2C4)
-    guard Int(settings.trainPortion * Double(data.count)) >= 1, Int(settings.trainPortion * Double(data.count)) < data.count else {
+    guard Int(settings.trainPortion * Double(data.count)) >= 1,
+      Int(settings.trainPortion * Double(data.count)) < data.count
+    else {
       throw SearchError.invalidSetting(
         "trainPortion", "\(settings.trainPortion) of \(data.count) images leaves one side of the split empty")
     }
     let split = searchSplit(count: data.count, trainPortion: settings.trainPortion, rng: &splitRng)
     validIndices = split.valid
-    trainLoader = BatchLoader(dataset: data, indices: split.train, batchSize: settings.batchSize,
-                              augment: true, seed: settings.seed &+ 1)
-    archLoader = BatchLoader(dataset: data, indices: split.valid, batchSize: settings.batchSize,
-                             augment: true, seed: settings.seed &+ 2)
+    trainLoader = BatchLoader(
+      dataset: data, indices: split.train, batchSize: settings.batchSize,
+      augment: true, seed: settings.seed &+ 1)
+    archLoader = BatchLoader(
+      dataset: data, indices: split.valid, batchSize: settings.batchSize,
+      augment: true, seed: settings.seed &+ 2)
   }
 
   /// Whether every epoch has run.
@@ -126,8 +136,9 @@ public final class SearchRun {
 
   /// The learning rate of epoch `epoch` (cosine annealing from `lr` to `lr-min`).
   public func learningRate(epoch: Int) -> Float {
-    cosineAnnealingLearningRate(epoch: epoch, totalEpochs: settings.epochs,
-                                initial: settings.learningRate, minimum: settings.learningRateMin)
+    cosineAnnealingLearningRate(
+      epoch: epoch, totalEpochs: settings.epochs,
+      initial: settings.learningRate, minimum: settings.learningRateMin)
   }
 
   /// Trains one epoch, evaluates, and returns its record.
@@ -154,15 +165,17 @@ public final class SearchRun {
       correct += result.correct
       seen += batch.count
       let elapsed = Date().timeIntervalSince(start)
-      onStep?(StepProgress(
-        epoch: epoch, step: step, steps: steps, trainLoss: lossSum / Double(seen),
-        trainAccuracy: Double(correct) / Double(seen), imagesPerSecond: Double(seen) / elapsed,
-        epochSecondsLeft: elapsed / Double(step) * Double(steps - step)))
+      onStep?(
+        StepProgress(
+          epoch: epoch, step: step, steps: steps, trainLoss: lossSum / Double(seen),
+          trainAccuracy: Double(correct) / Double(seen), imagesPerSecond: Double(seen) / elapsed,
+          epochSecondsLeft: elapsed / Double(step) * Double(steps - step)))
     }
     let trainSeconds = Date().timeIntervalSince(start)
     let (validLoss, validAcc) = evaluate()
     guard validLoss.isFinite else {
-      throw SearchError.nonFiniteLoss(NonFiniteLoss(phase: .evaluation, epoch: epoch, step: nil, loss: Float(validLoss)))
+      throw SearchError.nonFiniteLoss(
+        NonFiniteLoss(phase: .evaluation, epoch: epoch, step: nil, loss: Float(validLoss)))
     }
     let record = EpochRecord(
       epoch: epoch, lr: Double(lr), trainLoss: lossSum / Double(max(seen, 1)),
@@ -181,8 +194,9 @@ public final class SearchRun {
   public func evaluate() -> (loss: Double, accuracy: Double) {
     network.train(false)
     defer { network.train(true) }
-    let loader = BatchLoader(dataset: data, indices: validIndices, batchSize: settings.batchSize,
-                             augment: false, seed: settings.seed)
+    let loader = BatchLoader(
+      dataset: data, indices: validIndices, batchSize: settings.batchSize,
+      augment: false, seed: settings.seed)
     var (lossSum, correct, seen) = (0.0, 0, 0)
     withNoGrad {
       while let batch = loader.nextBatch() {
@@ -227,7 +241,8 @@ public final class SearchRun {
         "format is \(file.metadata["format"] ?? "missing"), expected \(Self.checkpointFormat)")
     }
     guard let settingsJSON = file.metadata["settings"],
-          let saved = try? JSONDecoder().decode(SearchSettings.self, from: Data(settingsJSON.utf8)) else {
+      let saved = try? JSONDecoder().decode(SearchSettings.self, from: Data(settingsJSON.utf8))
+    else {
       throw SearchError.checkpointMismatch("its settings are missing or unreadable")
     }
     let differences = saved.differences(from: settings)
@@ -238,13 +253,18 @@ public final class SearchRun {
     }
     let decoder = JSONDecoder()
     guard let epochText = file.metadata["next_epoch"], let epoch = Int(epochText),
-          let trainState = file.metadata["train_loader"].flatMap({ try? decoder.decode(BatchLoader.EpochState.self, from: Data($0.utf8)) }),
-          let archState = file.metadata["arch_loader"].flatMap({ try? decoder.decode(BatchLoader.EpochState.self, from: Data($0.utf8)) }),
-          let records = file.metadata["history"].flatMap({ try? decoder.decode([EpochRecord].self, from: Data($0.utf8)) })
+      let trainState = file.metadata["train_loader"].flatMap({
+        try? decoder.decode(BatchLoader.EpochState.self, from: Data($0.utf8))
+      }),
+      let archState = file.metadata["arch_loader"].flatMap({
+        try? decoder.decode(BatchLoader.EpochState.self, from: Data($0.utf8))
+      }),
+      let records = file.metadata["history"].flatMap({ try? decoder.decode([EpochRecord].self, from: Data($0.utf8)) })
     else {
       throw SearchError.checkpointMismatch("its epoch, data-loader state or history is missing or unreadable")
     }
-    try CheckpointTensors.restore(file.tensors, network: network, weightOptimizer: weightOptimizer, architect: architect)
+    try CheckpointTensors.restore(
+      file.tensors, network: network, weightOptimizer: weightOptimizer, architect: architect)
     try trainLoader.restore(trainState)
     try archLoader.restore(archState)
     nextEpoch = epoch

@@ -46,7 +46,9 @@ public struct SearchSettings: Codable, Equatable, Sendable {
     func fail(_ setting: String, _ problem: String) throws { throw SearchError.invalidSetting(setting, problem) }
     try network.validate()
     if batchSize < 1 { try fail("batchSize", "must be at least 1, got \(batchSize)") }
-    if !(learningRate > 0 && learningRate.isFinite) { try fail("learningRate", "must be positive, got \(learningRate)") }
+    if !(learningRate > 0 && learningRate.isFinite) {
+      try fail("learningRate", "must be positive, got \(learningRate)")
+    }
     if !(learningRateMin >= 0 && learningRateMin <= learningRate) {
       try fail("learningRateMin", "must lie between 0 and learningRate (\(learningRate)), got \(learningRateMin)")
     }
@@ -55,7 +57,9 @@ public struct SearchSettings: Codable, Equatable, Sendable {
     if epochs < 1 { try fail("epochs", "must be at least 1, got \(epochs)") }
     if warmupEpochs < 0 { try fail("warmupEpochs", "must be ≥ 0, got \(warmupEpochs)") }
     if !(gradClip > 0) { try fail("gradClip", "must be positive, got \(gradClip)") }
-    if !(trainPortion > 0 && trainPortion < 1) { try fail("trainPortion", "must lie strictly between 0 and 1, got \(trainPortion)") }
+    if !(trainPortion > 0 && trainPortion < 1) {
+      try fail("trainPortion", "must lie strictly between 0 and 1, got \(trainPortion)")
+    }
     if !(architect.learningRate > 0 && architect.learningRate.isFinite) {
       try fail("architect.learningRate", "must be positive, got \(architect.learningRate)")
     }

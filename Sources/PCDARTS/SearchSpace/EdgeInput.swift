@@ -19,7 +19,8 @@ public final class EdgeInput {
   ///   - k: K; with 1 the part is `x` itself.
   /// - Precondition: K divides C.
   public init(_ x: Tensor, partialChannels k: Int) {
-    precondition(x.rank == 4 && k >= 1 && x.shape[1] % k == 0,
+    precondition(
+      x.rank == 4 && k >= 1 && x.shape[1] % k == 0,
       "EdgeInput: K = \(k) must divide the channels of the (N, C, H, W) input \(x.shape)")
     part = k == 1 ? x : sliceChannels(x, 0..<x.shape[1] / k)
   }

@@ -67,8 +67,9 @@ public final class ReLUConvBN: Layer, ReLUFirstLayer, FusableCandidate {
     outputNorm = BatchNorm2d(channels: outChannels, affine: affine)
     op = Sequential([
       ReLU(),
-      Conv2d(inChannels: inChannels, outChannels: outChannels, kernelSize: kernelSize,
-             stride: stride, padding: padding, rng: &rng),
+      Conv2d(
+        inChannels: inChannels, outChannels: outChannels, kernelSize: kernelSize,
+        stride: stride, padding: padding, rng: &rng),
       outputNorm,
     ])
   }
@@ -105,8 +106,9 @@ public final class DilConv: Layer, ReLUFirstLayer, FusableCandidate {
     outputNorm = BatchNorm2d(channels: outChannels, affine: affine)
     op = Sequential([
       ReLU(),
-      Conv2d(inChannels: inChannels, outChannels: inChannels, kernelSize: kernelSize, stride: stride,
-             padding: padding, dilation: dilation, groups: inChannels, rng: &rng),
+      Conv2d(
+        inChannels: inChannels, outChannels: inChannels, kernelSize: kernelSize, stride: stride,
+        padding: padding, dilation: dilation, groups: inChannels, rng: &rng),
       Conv2d(inChannels: inChannels, outChannels: outChannels, kernelSize: 1, rng: &rng),
       outputNorm,
     ])
@@ -146,13 +148,15 @@ public final class SepConv: Layer, ReLUFirstLayer, FusableCandidate {
     outputNorm = BatchNorm2d(channels: outChannels, affine: affine)
     op = Sequential([
       ReLU(),
-      Conv2d(inChannels: c, outChannels: c, kernelSize: kernelSize, stride: stride, padding: padding,
-             groups: c, rng: &rng),
+      Conv2d(
+        inChannels: c, outChannels: c, kernelSize: kernelSize, stride: stride, padding: padding,
+        groups: c, rng: &rng),
       Conv2d(inChannels: c, outChannels: c, kernelSize: 1, rng: &rng),
       BatchNorm2d(channels: c, affine: affine),
       ReLU(),
-      Conv2d(inChannels: c, outChannels: c, kernelSize: kernelSize, stride: 1, padding: padding,
-             groups: c, rng: &rng),
+      Conv2d(
+        inChannels: c, outChannels: c, kernelSize: kernelSize, stride: 1, padding: padding,
+        groups: c, rng: &rng),
       Conv2d(inChannels: c, outChannels: outChannels, kernelSize: 1, rng: &rng),
       outputNorm,
     ])
@@ -181,7 +185,8 @@ public final class FactorizedReduce: Layer, ReLUFirstLayer, FusableCandidate {
   /// A reduction from C = `inChannels` to C_out = `outChannels` channels at half resolution.
   /// - Precondition: `outChannels` is even.
   public init(inChannels: Int, outChannels: Int, affine: Bool, rng: inout SeededGenerator) {
-    precondition(outChannels % 2 == 0,
+    precondition(
+      outChannels % 2 == 0,
       "FactorizedReduce: output channels \(outChannels) must be even (two halves are concatenated)")
     conv1 = Conv2d(inChannels: inChannels, outChannels: outChannels / 2, kernelSize: 1, stride: 2, rng: &rng)
     conv2 = Conv2d(inChannels: inChannels, outChannels: outChannels / 2, kernelSize: 1, stride: 2, rng: &rng)

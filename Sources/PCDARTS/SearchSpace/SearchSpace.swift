@@ -37,7 +37,8 @@ public struct SearchSpace: Sendable {
   public init(_ primitives: [Primitive]) {
     let names = primitives.map(\.name)
     precondition(Set(names).count == names.count, "SearchSpace: duplicate primitive names in \(names)")
-    precondition(names.contains { $0 != Primitive.noneName },
+    precondition(
+      names.contains { $0 != Primitive.noneName },
       "SearchSpace: needs at least one primitive besides '\(Primitive.noneName)'")
     self.primitives = primitives
   }
@@ -74,12 +75,14 @@ public struct SearchSpace: Sendable {
       SepConv(inChannels: c, outChannels: c, kernelSize: 5, stride: s, padding: 2, affine: false, rng: &rng)
     },
     Primitive(name: "dil_conv_3x3") { c, s, rng in
-      DilConv(inChannels: c, outChannels: c, kernelSize: 3, stride: s, padding: 2, dilation: 2,
-              affine: false, rng: &rng)
+      DilConv(
+        inChannels: c, outChannels: c, kernelSize: 3, stride: s, padding: 2, dilation: 2,
+        affine: false, rng: &rng)
     },
     Primitive(name: "dil_conv_5x5") { c, s, rng in
-      DilConv(inChannels: c, outChannels: c, kernelSize: 5, stride: s, padding: 4, dilation: 2,
-              affine: false, rng: &rng)
+      DilConv(
+        inChannels: c, outChannels: c, kernelSize: 5, stride: s, padding: 4, dilation: 2,
+        affine: false, rng: &rng)
     },
   ])
 }

@@ -41,8 +41,10 @@ public struct BatchNormState {
 public func batchNorm2d(
   _ x: Tensor, weight: Tensor?, bias: Tensor?, state: BatchNormState, training: Bool
 ) -> Tensor {
-  let (out, mean, invStd) = normalizedForward(x, weight: weight, bias: bias, state: state,
-                                              training: training, "batchNorm2d") { dst, src, scale, shift, count in
+  let (out, mean, invStd) = normalizedForward(
+    x, weight: weight, bias: bias, state: state,
+    training: training, "batchNorm2d"
+  ) { dst, src, scale, shift, count in
     affine(count, src, scale, shift, dst)
   }
   let (n, c, hw) = (x.shape[0], x.shape[1], x.shape[2] * x.shape[3])
@@ -106,8 +108,10 @@ public func batchNorm2d(
 public func batchNormReLU(
   _ x: Tensor, weight: Tensor?, bias: Tensor?, state: BatchNormState, training: Bool
 ) -> Tensor {
-  let (out, mean, invStd) = normalizedForward(x, weight: weight, bias: bias, state: state,
-                                              training: training, "batchNormReLU") { dst, src, scale, shift, count in
+  let (out, mean, invStd) = normalizedForward(
+    x, weight: weight, bias: bias, state: state,
+    training: training, "batchNormReLU"
+  ) { dst, src, scale, shift, count in
     pcd_affine_relu(dst, src, scale, shift, count)
   }
   let (n, c, hw) = (x.shape[0], x.shape[1], x.shape[2] * x.shape[3])
@@ -132,14 +136,17 @@ public func batchNormReLU(
       db?.pointer[ch] = Float(sumG)
       guard let dx else { return }
       let scale = (weight?.pointer[ch] ?? 1) * inv
-      let (a, b, c0) = training
-        ? inputGradientCoefficients(scale: scale, meanG: Float(sumG / Double(m)), meanGX: Float(sumGX / Double(m)),
-                                    xhatScale: inv, xhatShift: -mu * inv)
+      let (a, b, c0) =
+        training
+        ? inputGradientCoefficients(
+          scale: scale, meanG: Float(sumG / Double(m)), meanGX: Float(sumGX / Double(m)),
+          xhatScale: inv, xhatShift: -mu * inv)
         : (scale, 0, 0)
       for s in 0..<n {
         let offset = (s * c + ch) * hw
-        pcd_masked_linear_combination(dx.pointer + offset, g.pointer + offset, saved.pointer + offset,
-                                      x.pointer + offset, a, b, c0, hw)
+        pcd_masked_linear_combination(
+          dx.pointer + offset, g.pointer + offset, saved.pointer + offset,
+          x.pointer + offset, a, b, c0, hw)
       }
     }
     return [dx] + (weight == nil ? [] : [dw, db])
@@ -174,12 +181,15 @@ private func checkBatchNormArguments(
 ) {
   checkNCHW(x, op)
   let c = x.shape[1]
-  for (name, t) in [("weight", weight), ("bias", bias), ("runningMean", state.runningMean),
-                    ("runningVar", state.runningVar)] {
+  for (name, t) in [
+    ("weight", weight), ("bias", bias), ("runningMean", state.runningMean),
+    ("runningVar", state.runningVar),
+  ] {
     if let t { precondition(t.shape == [c], "\(op): \(name) must be [\(c)] for input \(x.shape), got \(t.shape)") }
   }
   precondition((weight == nil) == (bias == nil), "\(op): weight and bias must both be given or both nil")
-  precondition(!training || x.shape[0] * x.shape[2] * x.shape[3] > 1,
+  precondition(
+    !training || x.shape[0] * x.shape[2] * x.shape[3] > 1,
     "\(op): training needs more than 1 value per channel, input \(x.shape)")
 }
 
@@ -206,7 +216,8 @@ private func checkBatchNormArguments(
 public func normalizedWeightedSum(
   _ xs: [Tensor], norms: [BatchNormState?], training: Bool, weights: Tensor, indices: [Int]? = nil
 ) -> Tensor {
-  precondition(!xs.isEmpty && norms.count == xs.count,
+  precondition(
+    !xs.isEmpty && norms.count == xs.count,
     "normalizedWeightedSum: needs one norm (or nil) per term, got \(norms.count) for \(xs.count) terms")
   let idx = weightIndices(terms: xs.count, weights: weights, indices, "normalizedWeightedSum")
   checkNCHW(xs[0], "normalizedWeightedSum")
@@ -214,10 +225,12 @@ public func normalizedWeightedSum(
   let (n, c, hw) = (xs[0].shape[0], xs[0].shape[1], xs[0].shape[2] * xs[0].shape[3])
   let m = n * hw
   for case let state? in norms {
-    precondition(state.runningMean.shape == [c] && state.runningVar.shape == [c],
+    precondition(
+      state.runningMean.shape == [c] && state.runningVar.shape == [c],
       "normalizedWeightedSum: running statistics must be [\(c)] for terms of shape \(xs[0].shape)")
   }
-  precondition(!training || m > 1,
+  precondition(
+    !training || m > 1,
     "normalizedWeightedSum: training needs more than 1 value per channel, terms \(xs[0].shape)")
 
   let terms = xs.count
@@ -270,9 +283,11 @@ public func normalizedWeightedSum(
         // d(wₜ·normₜ(x))/dx: with batch statistics, the batch-norm gradient of wₜ·g; with fixed
         // statistics (or none) the affine map wₜ/σₜ·g.
         let scale = w[idx[t]] * inv
-        let (a, b, c0) = normalized[t] && training
-          ? inputGradientCoefficients(scale: scale, meanG: Float(sumG / Double(m)),
-                                      meanGX: Float(gx / Double(m)), xhatScale: inv, xhatShift: -mu * inv)
+        let (a, b, c0) =
+          normalized[t] && training
+          ? inputGradientCoefficients(
+            scale: scale, meanG: Float(sumG / Double(m)),
+            meanGX: Float(gx / Double(m)), xhatScale: inv, xhatShift: -mu * inv)
           : (scale, 0, 0)
         for s in 0..<n {
           let plane = (s * c + ch) * hw

@@ -61,31 +61,37 @@ public func conv2d(
   precondition(weight.rank == 4, "conv2d: weight must be (O, C/groups, KH, KW), got \(weight.shape)")
   let (n, c, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
   let o = weight.shape[0]
-  precondition(groups >= 1 && c % groups == 0 && o % groups == 0,
+  precondition(
+    groups >= 1 && c % groups == 0 && o % groups == 0,
     "conv2d: channels in \(c) and out \(o) must be divisible by groups \(groups)")
-  precondition(weight.shape[1] == c / groups,
+  precondition(
+    weight.shape[1] == c / groups,
     "conv2d: weight \(weight.shape) does not fit input \(x.shape) with groups \(groups)")
-  precondition(stride >= 1 && dilation >= 1 && padding >= 0,
+  precondition(
+    stride >= 1 && dilation >= 1 && padding >= 0,
     "conv2d: stride \(stride) and dilation \(dilation) must be ≥ 1, padding \(padding) ≥ 0")
   if let bias { precondition(bias.shape == [o], "conv2d: bias must be [\(o)], got \(bias.shape)") }
   let geo = ConvGeometry(
     kernelH: weight.shape[2], kernelW: weight.shape[3], stride: stride, padding: padding,
     dilation: dilation, inH: h, inW: w)
-  precondition(geo.outH > 0 && geo.outW > 0,
+  precondition(
+    geo.outH > 0 && geo.outW > 0,
     "conv2d: input \(x.shape) is too small for kernel \(weight.shape) with padding \(padding), dilation \(dilation)")
 
   if groups == c && o == c {
     return depthwiseConv2d(x, weight: weight, bias: bias, geometry: geo)
   }
   let out = Tensor.uninitialized([n, o, geo.outH, geo.outW])
-  convForward(out: out.pointer, x: x.pointer, weight: weight.pointer, bias: bias?.pointer,
-              n: n, c: c, o: o, groups: groups, geo: geo)
+  convForward(
+    out: out.pointer, x: x.pointer, weight: weight.pointer, bias: bias?.pointer,
+    n: n, c: c, o: o, groups: groups, geo: geo)
   return record(out, inputs: [x, weight] + (bias.map { [$0] } ?? [])) { g in
     let dx = x.requiresGrad ? Tensor.uninitialized(x.shape) : nil
     let dw = weight.requiresGrad ? Tensor(zeros: weight.shape) : nil
     let db = bias.map { _ in Tensor(zeros: [o]) }
-    convBackward(dx: dx?.pointer, dweight: dw?.pointer, dbias: db?.pointer, dout: g.pointer,
-                 x: x.pointer, weight: weight.pointer, n: n, c: c, o: o, groups: groups, geo: geo)
+    convBackward(
+      dx: dx?.pointer, dweight: dw?.pointer, dbias: db?.pointer, dout: g.pointer,
+      x: x.pointer, weight: weight.pointer, n: n, c: c, o: o, groups: groups, geo: geo)
     return [dx, dw] + (db.map { [$0] } ?? [])
   }
 }
@@ -116,9 +122,10 @@ func convForward(
         } else {
           b = xg
         }
-        sgemm(transA: false, transB: false, m: og, n: ohw, k: cg * kk,
-              alpha: 1, a: weight + gi * og * cg * kk, lda: cg * kk, b: b, ldb: ohw,
-              beta: 0, c: out + (s * o + gi * og) * ohw, ldc: ohw)
+        sgemm(
+          transA: false, transB: false, m: og, n: ohw, k: cg * kk,
+          alpha: 1, a: weight + gi * og * cg * kk, lda: cg * kk, b: b, ldb: ohw,
+          beta: 0, c: out + (s * o + gi * og) * ohw, ldc: ohw)
       }
       if let bias {
         for oc in 0..<o {
@@ -166,24 +173,27 @@ func convBackward(
             b = xg
           }
           // dW_g (Og, Cg·KK) += dout_g (Og, HoWo) · col (Cg·KK, HoWo)ᵀ
-          sgemm(transA: false, transB: true, m: og, n: cg * kk, k: ohw,
-                alpha: 1, a: dg, lda: ohw, b: b, ldb: ohw,
-                beta: 1, c: dwAcc + gi * og * cg * kk, ldc: cg * kk)
+          sgemm(
+            transA: false, transB: true, m: og, n: cg * kk, k: ohw,
+            alpha: 1, a: dg, lda: ohw, b: b, ldb: ohw,
+            beta: 1, c: dwAcc + gi * og * cg * kk, ldc: cg * kk)
         }
         if let dx {
           let dxg = dx + (s * c + gi * cg) * hw
           if let col {
             // dcol (Cg·KK, HoWo) = W_gᵀ · dout_g, then scattered back onto the input grid (on
             // this core, while the sample's planes are in cache).
-            sgemm(transA: true, transB: false, m: cg * kk, n: ohw, k: og,
-                  alpha: 1, a: wg, lda: cg * kk, b: dg, ldb: ohw,
-                  beta: 0, c: col.pointer, ldc: ohw)
+            sgemm(
+              transA: true, transB: false, m: cg * kk, n: ohw, k: og,
+              alpha: 1, a: wg, lda: cg * kk, b: dg, ldb: ohw,
+              beta: 0, c: col.pointer, ldc: ohw)
             dxg.update(repeating: 0, count: cg * hw)
             col2im(dx: dxg, col: col.pointer, channels: cg, geo: geo)
           } else {
-            sgemm(transA: true, transB: false, m: cg, n: hw, k: og,
-                  alpha: 1, a: wg, lda: cg, b: dg, ldb: ohw,
-                  beta: 0, c: dxg, ldc: hw)
+            sgemm(
+              transA: true, transB: false, m: cg, n: hw, k: og,
+              alpha: 1, a: wg, lda: cg, b: dg, ldb: ohw,
+              beta: 0, c: dxg, ldc: hw)
           }
         }
       }

@@ -1,6 +1,8 @@
 // Fully connected layers, softmax and the classification loss. Legend: N rows (batch),
 // F input features, O output features (classes).
 
+import Foundation
+
 /// x · weightᵀ + bias, like `torch.nn.functional.linear`.
 /// - Parameters:
 ///   - x: (N, F).
@@ -8,13 +10,15 @@
 ///   - bias: optional (O).
 /// - Returns: (N, O).
 public func linear(_ x: Tensor, weight: Tensor, bias: Tensor? = nil) -> Tensor {
-  precondition(x.rank == 2 && weight.rank == 2 && weight.shape[1] == x.shape[1],
+  precondition(
+    x.rank == 2 && weight.rank == 2 && weight.shape[1] == x.shape[1],
     "linear: input \(x.shape) does not fit weight \(weight.shape) (expects (N, F) and (O, F))")
   let (n, f, o) = (x.shape[0], x.shape[1], weight.shape[0])
   if let bias { precondition(bias.shape == [o], "linear: bias must be [\(o)], got \(bias.shape)") }
   let out = Tensor.uninitialized([n, o])
-  sgemm(transA: false, transB: true, m: n, n: o, k: f, alpha: 1, a: x.pointer, lda: f,
-        b: weight.pointer, ldb: f, beta: 0, c: out.pointer, ldc: o)
+  sgemm(
+    transA: false, transB: true, m: n, n: o, k: f, alpha: 1, a: x.pointer, lda: f,
+    b: weight.pointer, ldb: f, beta: 0, c: out.pointer, ldc: o)
   if let bias {
     for r in 0..<n { for j in 0..<o { out.pointer[r * o + j] += bias.pointer[j] } }
   }
@@ -22,13 +26,15 @@ public func linear(_ x: Tensor, weight: Tensor, bias: Tensor? = nil) -> Tensor {
     var dx: Tensor? = nil
     if x.requiresGrad {
       let t = Tensor.uninitialized(x.shape)  // (N, F) = g (N, O) · W (O, F)
-      sgemm(transA: false, transB: false, m: n, n: f, k: o, alpha: 1, a: g.pointer, lda: o,
-            b: weight.pointer, ldb: f, beta: 0, c: t.pointer, ldc: f)
+      sgemm(
+        transA: false, transB: false, m: n, n: f, k: o, alpha: 1, a: g.pointer, lda: o,
+        b: weight.pointer, ldb: f, beta: 0, c: t.pointer, ldc: f)
       dx = t
     }
     let dw = Tensor.uninitialized(weight.shape)  // (O, F) = gᵀ (O, N) · x (N, F)
-    sgemm(transA: true, transB: false, m: o, n: f, k: n, alpha: 1, a: g.pointer, lda: o,
-          b: x.pointer, ldb: f, beta: 0, c: dw.pointer, ldc: f)
+    sgemm(
+      transA: true, transB: false, m: o, n: f, k: n, alpha: 1, a: g.pointer, lda: o,
+      b: x.pointer, ldb: f, beta: 0, c: dw.pointer, ldc: f)
     var grads: [Tensor?] = [dx, dw]
     if bias != nil {
       let db = Tensor(zeros: [o])
@@ -81,7 +87,8 @@ func softmaxRow(_ dst: UnsafeMutablePointer<Float>, _ src: UnsafePointer<Float>,
 ///   - labels: N class indices in 0..<O.
 /// - Returns: a scalar tensor.
 public func crossEntropy(_ logits: Tensor, labels: [Int32]) -> Tensor {
-  precondition(logits.rank == 2 && logits.shape[0] == labels.count,
+  precondition(
+    logits.rank == 2 && logits.shape[0] == labels.count,
     "crossEntropy: logits \(logits.shape) need one label per row, got \(labels.count) labels")
   let (n, k) = (logits.shape[0], logits.shape[1])
   for (r, label) in labels.enumerated() {
@@ -111,5 +118,3 @@ public func crossEntropy(_ logits: Tensor, labels: [Int32]) -> Tensor {
     return [dx]
   }
 }
-
-import Foundation

@@ -14,22 +14,25 @@ import _CKernels
 func depthwiseConv2d(_ x: Tensor, weight: Tensor, bias: Tensor?, geometry geo: ConvGeometry) -> Tensor {
   let (n, c) = (x.shape[0], x.shape[1])
   let out = Tensor.uninitialized([n, c, geo.outH, geo.outW])
-  depthwiseForward(out: out.pointer, x: x.pointer, weight: weight.pointer, bias: bias?.pointer,
-                   n: n, c: c, geo: geo)
+  depthwiseForward(
+    out: out.pointer, x: x.pointer, weight: weight.pointer, bias: bias?.pointer,
+    n: n, c: c, geo: geo)
   return record(out, inputs: [x, weight] + (bias.map { [$0] } ?? [])) { g in
     let dx = x.requiresGrad ? Tensor.uninitialized(x.shape) : nil
     let dw = weight.requiresGrad ? Tensor(zeros: weight.shape) : nil
     let db = bias.map { _ in Tensor(zeros: [c]) }
-    depthwiseBackward(dx: dx?.pointer, dweight: dw?.pointer, dbias: db?.pointer, dout: g.pointer,
-                      x: x.pointer, weight: weight.pointer, n: n, c: c, geo: geo)
+    depthwiseBackward(
+      dx: dx?.pointer, dweight: dw?.pointer, dbias: db?.pointer, dout: g.pointer,
+      x: x.pointer, weight: weight.pointer, n: n, c: c, geo: geo)
     return [dx, dw] + (db.map { [$0] } ?? [])
   }
 }
 
 /// The C kernels' view of a square depthwise geometry.
 private func kernelGeometry(_ geo: ConvGeometry) -> pcd_depthwise_geometry {
-  pcd_depthwise_geometry(k: Int32(geo.kernelH), stride: Int32(geo.stride), dilation: Int32(geo.dilation),
-                         padding: Int32(geo.padding), h: Int32(geo.inH), w: Int32(geo.inW))
+  pcd_depthwise_geometry(
+    k: Int32(geo.kernelH), stride: Int32(geo.stride), dilation: Int32(geo.dilation),
+    padding: Int32(geo.padding), h: Int32(geo.inH), w: Int32(geo.inW))
 }
 
 /// out (N, C, Ho, Wo) = depthwise conv of x (N, C, H, W) with weight (C, 1, K, K), + bias (C).
@@ -44,8 +47,9 @@ func depthwiseForward(
     let scratch = Storage(count: pcd_depthwise_scratch_count(kg), zeroed: true)
     for plane in lo..<hi {
       let ch = plane % c
-      pcd_depthwise_forward(out + plane * ohw, x + plane * hw, weight + ch * kk, bias?[ch] ?? 0,
-                            kg, scratch.pointer)
+      pcd_depthwise_forward(
+        out + plane * ohw, x + plane * hw, weight + ch * kk, bias?[ch] ?? 0,
+        kg, scratch.pointer)
     }
   }
 }
@@ -68,9 +72,10 @@ func depthwiseBackward(
         let plane = sample * c + ch
         // A frozen weight (as in an architecture step) skips the tap pass.
         if dx != nil || dweight != nil {
-          pcd_depthwise_backward(dx.map { $0 + plane * hw }, dweight.map { $0 + ch * kk },
-                                 dout + plane * ohw, x + plane * hw, weight + ch * kk, kg,
-                                 scratch.pointer)
+          pcd_depthwise_backward(
+            dx.map { $0 + plane * hw }, dweight.map { $0 + ch * kk },
+            dout + plane * ohw, x + plane * hw, weight + ch * kk, kg,
+            scratch.pointer)
         }
         if let dbias { dbias[ch] += sum(ohw, dout + plane * ohw) }
       }

@@ -89,19 +89,19 @@ public func weightedSum(_ xs: [Tensor], weights: Tensor, indices: [Int]? = nil) 
       let wt = w[idx[t]]
       let px = x.pointer
       if needsWeightGradient {
-      // ∂/∂w = ⟨g, x⟩, summed in Double over per-core partials for accuracy.
-      let inner = parallelSum(count, minChunk: elementwiseChunk) { lo, hi in
-        // Blocks of 4096 summed in Double keep the error independent of the tensor size.
-        var total = 0.0
-        var i = lo
-        while i < hi {
-          let len = min(4096, hi - i)
-          total += Double(dot(len, gp + i, px + i))
-          i += len
+        // ∂/∂w = ⟨g, x⟩, summed in Double over per-core partials for accuracy.
+        let inner = parallelSum(count, minChunk: elementwiseChunk) { lo, hi in
+          // Blocks of 4096 summed in Double keep the error independent of the tensor size.
+          var total = 0.0
+          var i = lo
+          while i < hi {
+            let len = min(4096, hi - i)
+            total += Double(dot(len, gp + i, px + i))
+            i += len
+          }
+          return total
         }
-        return total
-      }
-      dweights.pointer[idx[t]] += Float(inner)
+        dweights.pointer[idx[t]] += Float(inner)
       }
       if x.requiresGrad {
         let dx = Tensor.uninitialized(x.shape)
@@ -123,7 +123,8 @@ public func weightedSum(_ xs: [Tensor], weights: Tensor, indices: [Int]? = nil) 
 func weightIndices(terms: Int, weights: Tensor, _ indices: [Int]?, _ op: String) -> [Int] {
   precondition(weights.rank == 1, "\(op): weights must be rank 1, got \(weights.shape)")
   let idx = indices ?? Array(0..<terms)
-  precondition(idx.count == terms && idx.allSatisfy { $0 >= 0 && $0 < weights.count },
+  precondition(
+    idx.count == terms && idx.allSatisfy { $0 >= 0 && $0 < weights.count },
     "\(op): \(terms) terms need as many indices into \(weights.count) weights, got \(idx)")
   return idx
 }

@@ -26,16 +26,20 @@ public func partialChannelSum(
   processed: [Tensor], inputs: [Tensor], strides: [Int], weights: Tensor, indices: [Int], groups: Int
 ) -> Tensor {
   let edges = processed.count
-  precondition(edges > 0 && inputs.count == edges && strides.count == edges && indices.count == edges,
+  precondition(
+    edges > 0 && inputs.count == edges && strides.count == edges && indices.count == edges,
     "partialChannelSum: needs one input, stride and index per processed tensor (\(edges))")
-  precondition(weights.rank == 1 && indices.allSatisfy { $0 >= 0 && $0 < weights.count },
+  precondition(
+    weights.rank == 1 && indices.allSatisfy { $0 >= 0 && $0 < weights.count },
     "partialChannelSum: indices \(indices) must lie in the \(weights.count) weights")
   let (n, p, oh, ow) = (processed[0].shape[0], processed[0].shape[1], processed[0].shape[2], processed[0].shape[3])
   let c = p * groups
   for e in 0..<edges {
     let (x, y, s) = (inputs[e], processed[e], strides[e])
-    precondition(y.shape == [n, p, oh, ow], "partialChannelSum: processed \(e) is \(y.shape), expected \([n, p, oh, ow])")
-    precondition((s == 1 || s == 2) && x.shape == [n, c, oh * s, ow * s],
+    precondition(
+      y.shape == [n, p, oh, ow], "partialChannelSum: processed \(e) is \(y.shape), expected \([n, p, oh, ow])")
+    precondition(
+      (s == 1 || s == 2) && x.shape == [n, c, oh * s, ow * s],
       "partialChannelSum: input \(e) is \(x.shape), expected \([n, c, oh * s, ow * s]) for stride \(s)")
   }
   let ohw = oh * ow

@@ -72,8 +72,9 @@ private func poolForward(
     let scratch = PaddedPlane(h: geo.inH, w: geo.inW, pad: geo.padding, fill: isMax ? -.infinity : 0)
     for plane in lo..<hi {
       scratch.load(x + plane * hw)
-      pcd_pool_forward(out + plane * ohw, scratch.pointer, scale, isMax, Int32(geo.kernelH),
-                       Int32(geo.stride), Int32(scratch.wp), Int32(geo.outH), Int32(geo.outW))
+      pcd_pool_forward(
+        out + plane * ohw, scratch.pointer, scale, isMax, Int32(geo.kernelH),
+        Int32(geo.stride), Int32(scratch.wp), Int32(geo.outH), Int32(geo.outW))
     }
   }
 }
@@ -97,8 +98,9 @@ private func poolBackward(
     let gpad = PaddedPlane(h: geo.outH, w: geo.outW, pad: border, fill: 0)
     for plane in lo..<hi {
       if let x, let xpad { xpad.load(x + plane * hw) }
-      pcd_pool_backward(dx + plane * hw, codes?.pointer, gpad.pointer, dout + plane * ohw, scale,
-                        xpad?.pointer, k, stride, pad, Int32(geo.inH), Int32(geo.inW))
+      pcd_pool_backward(
+        dx + plane * hw, codes?.pointer, gpad.pointer, dout + plane * ohw, scale,
+        xpad?.pointer, k, stride, pad, Int32(geo.inH), Int32(geo.inW))
     }
   }
 }
@@ -128,8 +130,9 @@ struct MaxPool2x2Scratch {
   @inline(__always) func backward(
     _ g: UnsafePointer<Float>, x: UnsafePointer<Float>, into dx: UnsafeMutablePointer<Float>
   ) {
-    pcd_pool_backward(dx, codes.pointer, gpad.pointer, g, nil, x, Self.k, Self.stride, 0,
-                      Int32(2 * oh), Int32(2 * ow))
+    pcd_pool_backward(
+      dx, codes.pointer, gpad.pointer, g, nil, x, Self.k, Self.stride, 0,
+      Int32(2 * oh), Int32(2 * ow))
   }
 }
 
@@ -160,11 +163,14 @@ public func globalAvgPool2d(_ x: Tensor) -> Tensor {
 private func poolGeometry(_ x: Tensor, kernel: Int, stride: Int, padding: Int, op: String) -> ConvGeometry {
   checkNCHW(x, op)
   precondition(kernel >= 1 && stride >= 1, "\(op): kernel \(kernel) and stride \(stride) must be ≥ 1")
-  precondition(padding >= 0 && padding <= kernel / 2,
+  precondition(
+    padding >= 0 && padding <= kernel / 2,
     "\(op): padding \(padding) must be between 0 and half the kernel \(kernel)")
-  let geo = ConvGeometry(kernelH: kernel, kernelW: kernel, stride: stride, padding: padding,
-                         dilation: 1, inH: x.shape[2], inW: x.shape[3])
-  precondition(geo.outH > 0 && geo.outW > 0,
+  let geo = ConvGeometry(
+    kernelH: kernel, kernelW: kernel, stride: stride, padding: padding,
+    dilation: 1, inH: x.shape[2], inW: x.shape[3])
+  precondition(
+    geo.outH > 0 && geo.outW > 0,
     "\(op): input \(x.shape) is too small for a \(kernel)×\(kernel) window with padding \(padding)")
   return geo
 }

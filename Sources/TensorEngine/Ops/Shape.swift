@@ -8,7 +8,8 @@ public func concatChannels(_ xs: [Tensor]) -> Tensor {
   precondition(!xs.isEmpty, "concatChannels: needs at least one tensor")
   for x in xs {
     checkNCHW(x, "concatChannels")
-    precondition(x.shape[0] == xs[0].shape[0] && x.shape[2...] == xs[0].shape[2...],
+    precondition(
+      x.shape[0] == xs[0].shape[0] && x.shape[2...] == xs[0].shape[2...],
       "concatChannels: shapes \(xs[0].shape) and \(x.shape) differ outside the channel axis")
   }
   let (n, hw) = (xs[0].shape[0], xs[0].shape[2] * xs[0].shape[3])
@@ -17,13 +18,17 @@ public func concatChannels(_ xs: [Tensor]) -> Tensor {
   let out = Tensor.uninitialized([n, total, xs[0].shape[2], xs[0].shape[3]])
   copyChannelBlocks(n: n, hw: hw, total: total, channels: channels) { t, s, into in
     into.update(from: xs[t].pointer + s * channels[t] * hw, count: channels[t] * hw)
-  } destination: { s, offset in out.pointer + (s * total + offset) * hw }
+  } destination: { s, offset in
+    out.pointer + (s * total + offset) * hw
+  }
   let shapes = xs.map(\.shape)
   return record(out, inputs: xs) { g in
     let grads = shapes.map { Tensor.uninitialized($0) }
     copyChannelBlocks(n: n, hw: hw, total: total, channels: channels) { t, s, from in
       grads[t].pointer.advanced(by: s * channels[t] * hw).update(from: from, count: channels[t] * hw)
-    } destination: { s, offset in g.pointer + (s * total + offset) * hw }
+    } destination: { s, offset in
+      g.pointer + (s * total + offset) * hw
+    }
     return grads
   }
 }
@@ -48,7 +53,8 @@ private func copyChannelBlocks(
 public func sliceChannels(_ x: Tensor, _ range: Range<Int>) -> Tensor {
   checkNCHW(x, "sliceChannels")
   let (n, c, hw) = (x.shape[0], x.shape[1], x.shape[2] * x.shape[3])
-  precondition(range.lowerBound >= 0 && range.upperBound <= c && !range.isEmpty,
+  precondition(
+    range.lowerBound >= 0 && range.upperBound <= c && !range.isEmpty,
     "sliceChannels: range \(range) is outside the \(c) channels of \(x.shape)")
   let k = range.count
   let out = Tensor.uninitialized([n, k, x.shape[2], x.shape[3]])
@@ -82,7 +88,8 @@ public func sliceChannels(_ x: Tensor, _ range: Range<Int>) -> Tensor {
 public func channelShuffle(_ x: Tensor, groups: Int) -> Tensor {
   checkNCHW(x, "channelShuffle")
   let (n, c, hw) = (x.shape[0], x.shape[1], x.shape[2] * x.shape[3])
-  precondition(groups >= 1 && c % groups == 0,
+  precondition(
+    groups >= 1 && c % groups == 0,
     "channelShuffle: groups \(groups) must divide the \(c) channels of \(x.shape)")
   let per = c / groups
   let out = Tensor.uninitialized(x.shape)
@@ -115,7 +122,8 @@ private func permuteChannels(
 public func cropTopLeft(_ x: Tensor, top: Int, left: Int) -> Tensor {
   checkNCHW(x, "cropTopLeft")
   let (n, c, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
-  precondition(top >= 0 && left >= 0 && top < h && left < w,
+  precondition(
+    top >= 0 && left >= 0 && top < h && left < w,
     "cropTopLeft: offsets (\(top), \(left)) must lie inside the \(h)×\(w) planes of \(x.shape)")
   let (oh, ow) = (h - top, w - left)
   let out = Tensor.uninitialized([n, c, oh, ow])
@@ -158,7 +166,8 @@ public func reshape(_ x: Tensor, _ shape: [Int]) -> Tensor {
 /// a vector, e.g. one edge's α row or one node's β segment.
 public func slice(_ x: Tensor, _ range: Range<Int>) -> Tensor {
   precondition(x.rank >= 1, "slice: needs rank ≥ 1, got a scalar")
-  precondition(range.lowerBound >= 0 && range.upperBound <= x.shape[0] && !range.isEmpty,
+  precondition(
+    range.lowerBound >= 0 && range.upperBound <= x.shape[0] && !range.isEmpty,
     "slice: range \(range) is outside the first axis of \(x.shape)")
   let inner = x.count / max(x.shape[0], 1)
   let out = Tensor.uninitialized([range.count] + x.shape.dropFirst())
@@ -176,7 +185,8 @@ public func concatRows(_ xs: [Tensor]) -> Tensor {
   precondition(!xs.isEmpty, "concatRows: needs at least one tensor")
   let tail = Array(xs[0].shape.dropFirst())
   for x in xs {
-    precondition(x.rank >= 1 && Array(x.shape.dropFirst()) == tail,
+    precondition(
+      x.rank >= 1 && Array(x.shape.dropFirst()) == tail,
       "concatRows: shapes \(xs[0].shape) and \(x.shape) differ after the first axis")
   }
   let out = Tensor.uninitialized([xs.map { $0.shape[0] }.reduce(0, +)] + tail)
@@ -208,9 +218,11 @@ public func concatRows(_ xs: [Tensor]) -> Tensor {
 public func shuffledConcat(_ a: Tensor, _ b: Tensor, bChannels: Range<Int>, groups: Int) -> Tensor {
   checkNCHW(a, "shuffledConcat")
   checkNCHW(b, "shuffledConcat")
-  precondition(a.shape[0] == b.shape[0] && a.shape[2...] == b.shape[2...],
+  precondition(
+    a.shape[0] == b.shape[0] && a.shape[2...] == b.shape[2...],
     "shuffledConcat: shapes \(a.shape) and \(b.shape) differ outside the channel axis")
-  precondition(bChannels.lowerBound >= 0 && bChannels.upperBound <= b.shape[1],
+  precondition(
+    bChannels.lowerBound >= 0 && bChannels.upperBound <= b.shape[1],
     "shuffledConcat: channels \(bChannels) are outside the \(b.shape[1]) channels of \(b.shape)")
   let (n, ca, cb, hw) = (a.shape[0], a.shape[1], b.shape[1], a.shape[2] * a.shape[3])
   let c = ca + bChannels.count

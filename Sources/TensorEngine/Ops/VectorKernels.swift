@@ -25,7 +25,8 @@ func dot(_ n: Int, _ x: UnsafePointer<Float>, _ y: UnsafePointer<Float>) -> Floa
   var i = 0
   var acc = SIMD8<Float>(repeating: 0)
   while i + 8 <= n {
-    acc += UnsafeRawPointer(x + i).loadUnaligned(as: SIMD8<Float>.self)
+    acc +=
+      UnsafeRawPointer(x + i).loadUnaligned(as: SIMD8<Float>.self)
       * UnsafeRawPointer(y + i).loadUnaligned(as: SIMD8<Float>.self)
     i += 8
   }
