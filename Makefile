@@ -12,7 +12,9 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 OUT ?= runs/fashion-mnist-$(shell date +%Y%m%d-%H%M%S)
 
 # The Swift files `make format` rewrites and `make lint` (CI) checks, with .swift-format's rules.
-SWIFT_FILES := Sources Tests Package.swift Examples/CustomPrimitive/Sources Examples/CustomPrimitive/Package.swift
+# The API guide's generated client (Examples/CustomPrimitive/Sources/APIGuide) keeps the guide's layout.
+SWIFT_FILES := Sources Tests Package.swift Examples/CustomPrimitive/Sources/CustomPrimitive \
+  Examples/CustomPrimitive/Package.swift
 
 .PHONY: setup build test example search bench bench-torch fixtures format lint clean
 
@@ -29,11 +31,15 @@ build: setup
 test: setup
 	$(SWIFT) test --disable-swift-testing
 
-# The client package in Examples/CustomPrimitive: links TensorEngine and PCDARTS as libraries,
-# adds a conv_1x1 candidate and runs three search steps on random data (debug build, < 1 min).
+# The client package in Examples/CustomPrimitive: links the three libraries, adds a conv_1x1
+# candidate and runs three search steps on random data, then runs every snippet of
+# docs/api-guide.md (APIGuide, which must match the guide: scripts/extract_api_guide.py
+# regenerates it). Debug build, a few minutes from scratch.
 example: setup
+	python3 scripts/extract_api_guide.py --check
 	cd Examples/CustomPrimitive && $(SWIFT) build --scratch-path .build \
-	  && $(SWIFT) run --skip-build --scratch-path .build CustomPrimitive
+	  && $(SWIFT) run --skip-build --scratch-path .build CustomPrimitive \
+	  && $(SWIFT) run --skip-build --scratch-path .build APIGuide
 
 # A short search on real data: a 5-layer, 8-channel super-net on 4,000 Fashion-MNIST images,
 # 6 epochs with architecture updates from epoch 2; about ten minutes on 2 cores.

@@ -4,11 +4,11 @@
 // Output size (PyTorch's Conv2d doc): Ho = ⌊(H + 2·padding − dilation·(KH − 1) − 1) / stride⌋ + 1.
 //
 // Three paths, chosen per call:
-// - depthwise (G = C = O): a direct kernel (`DepthwiseKernels.swift`), where sgemm would multiply
-//   1×KK matrices;
+// - depthwise (G = C = O): a direct kernel (`DepthwiseConvolution.swift` over
+//   `_CKernels/depthwise.c`), where sgemm would multiply 1×KK matrices;
 // - 1×1, stride 1, no padding: sgemm straight on the input planes, no im2col copy;
 // - everything else: im2col into a per-core scratch matrix, then sgemm.
-// Work is split over samples, one chunk per core, with single-threaded sgemm inside.
+// Work is split over samples, at most Engine.threadCount chunks, with single-threaded sgemm inside.
 
 /// The geometry of one 2-D convolution or pooling window.
 public struct ConvGeometry: Equatable, Sendable {
