@@ -99,7 +99,14 @@ public enum SearchCommand {
       throw SearchError.invalidConfiguration(
         "\(directory.checkpointURL.path) exists; pass --resume to continue it or choose another --out")
     }
-    let data = try loadDataset(dataset, from: path, train: true)
+    let data: ImageDataset
+    do {
+      data = try loadDataset(dataset, from: path, train: true)
+    } catch let error as DataError {
+      guard case .missingData = error else { throw error }
+      throw CommandFailure(
+        message: "\(error) (flags: --data PATH, or --dataset fashion-mnist for data with no download)", exitCode: 1)
+    }
     let run = try SearchRun(settings: settings, data: data)
     if options.flag("resume") {
       guard directory.hasCheckpoint else {

@@ -184,7 +184,7 @@ final class DataTests: XCTestCase {
       let text = error.description
       for needle in [
         "cifar-10-batches-bin", "data_batch_1.bin", "test_batch.bin", "CIFAR-10 binary version",
-        "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz", "--dataset fashion-mnist",
+        "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz", "the fashion-mnist dataset",
         "dataset-fashion-mnist", path,
       ] {
         XCTAssertTrue(text.contains(needle), "missing '\(needle)' in: \(text)")

@@ -271,7 +271,7 @@ final class SearchEndToEndTests: XCTestCase {
       ("label 10", flags(out: done, data: badLabel) + ["--resume"], 1, ["data_batch_3.bin", "label 10"]),
       (
         "missing data folder", flags(out: done, data: out("nowhere")) + ["--resume"], 1,
-        ["cifar-10-batches-bin", "fashion-mnist"]
+        ["cifar-10-batches-bin", "--data PATH", "--dataset fashion-mnist"]
       ),
       ("--out is a file", flags(out: regularFile), 2, [regularFile, "not a folder"]),
       // Checkpoint settings differ from the flags: the message names the field. The command

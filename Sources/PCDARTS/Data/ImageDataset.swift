@@ -130,7 +130,7 @@ public enum DataError: Error, CustomStringConvertible, Equatable {
           https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz and unpack it so that the folder \
           cifar-10-batches-bin holds data_batch_1.bin … data_batch_5.bin and test_batch.bin; pass \
           that folder or its parent as the data path (or set PCDARTS_DATA). To run with no \
-          download, use --dataset fashion-mnist with Debian's dataset-fashion-mnist package \
+          download, use the fashion-mnist dataset of Debian's dataset-fashion-mnist package \
           (apt install dataset-fashion-mnist).
           """
       case .cifar100:
@@ -138,8 +138,8 @@ public enum DataError: Error, CustomStringConvertible, Equatable {
           CIFAR-100 data not found at '\(path)'. Download the "CIFAR-100 binary version" from \
           https://www.cs.toronto.edu/~kriz/cifar-100-binary.tar.gz and unpack it so that the \
           folder cifar-100-binary holds train.bin and test.bin; pass that folder or its parent \
-          as the data path (or set PCDARTS_DATA). To run with no download, use --dataset \
-          fashion-mnist with Debian's dataset-fashion-mnist package.
+          as the data path (or set PCDARTS_DATA). To run with no download, use the \
+          fashion-mnist dataset of Debian's dataset-fashion-mnist package.
           """
       case .fashionMNIST:
         return """

@@ -62,8 +62,11 @@ public final class SearchIteration {
     weightOptimizer.zeroGrad()
     return try network.withFrozenArchitecture {
       let forwardStart = Date()
-      let logits = network(train.images)
-      let loss = crossEntropy(logits, labels: train.labels)
+      let (loss, correct): (Tensor, Int) = {
+        // The logits die here: backward needs only what the loss recorded.
+        let logits = network(train.images)
+        return (crossEntropy(logits, labels: train.labels), correctPredictions(logits, train.labels))
+      }()
       let backwardStart = Date()
       guard loss.item.isFinite else {
         throw SearchError.nonFiniteLoss(NonFiniteLoss(phase: .weightStep, epoch: epoch, step: step, loss: loss.item))
@@ -73,7 +76,7 @@ public final class SearchIteration {
       clipGradientNorm(network.parameters(), maxNorm: settings.gradClip)
       weightOptimizer.step()
       return IterationResult(
-        trainLoss: loss.item, correct: correctPredictions(logits, train.labels), validLoss: validLoss,
+        trainLoss: loss.item, correct: correct, validLoss: validLoss,
         forwardSeconds: backwardStart.timeIntervalSince(forwardStart),
         backwardSeconds: backwardEnd.timeIntervalSince(backwardStart))
     }
