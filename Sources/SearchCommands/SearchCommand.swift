@@ -39,6 +39,21 @@ public enum SearchCommand {
       .double("arch-lr", default: 6e-4, help: "architecture learning rate (Adam)"),
       .double("arch-weight-decay", default: 1e-3, help: "architecture weight decay"),
       .flag("unrolled", help: "second-order (unrolled) architecture gradient"),
+      .string(
+        "channel-sampling", default: "shuffle",
+        help:
+          "shuffle (the paper: first C/K channels, then a channel shuffle) or random (a new random C/K per edge and step)"
+      ) {
+        ChannelSampling(rawValue: $0) == nil ? "expected shuffle or random" : nil
+      },
+      .int(
+        "arch-update-every", default: 1,
+        help: "an architecture step every N weight steps (the first of each epoch, then every Nth)"),
+      .int(
+        "max-skip-connect", default: -1,
+        help:
+          "at most this many skip_connect edges in the derived normal cell, recorded beside the raw genotype (-1 = no cap)"
+      ),
       .int("seed", default: 2, help: "seed of every random choice") { $0 >= 0 ? nil : "expected a value ≥ 0" },
       .string("out", default: "runs/search", help: "output folder (log, genotypes, checkpoint, cell drawings)"),
       .flag("resume", help: "continue from the checkpoint in --out"),
@@ -57,6 +72,8 @@ public enum SearchCommand {
     "network.layers": "--layers", "network.partialChannels": "--K", "gradClip": "--grad-clip",
     "trainPortion": "--train-portion", "architect.learningRate": "--arch-lr",
     "architect.weightDecay": "--arch-weight-decay", "seed": "--seed", "subset": "--subset",
+    "archUpdateEvery": "--arch-update-every", "maxSkipConnect": "--max-skip-connect",
+    "network.channelSampling": "--channel-sampling",
   ]
 
   /// The settings the options describe.
@@ -80,6 +97,9 @@ public enum SearchCommand {
       unrolled: o.flag("unrolled"))
     s.seed = UInt64(o.int("seed"))
     s.subset = o.int("subset") > 0 ? o.int("subset") : nil
+    s.network.channelSampling = ChannelSampling(rawValue: o.string("channel-sampling")) ?? .shuffle
+    s.archUpdateEvery = o.int("arch-update-every")
+    s.maxSkipConnect = o.int("max-skip-connect") == -1 ? nil : o.int("max-skip-connect")
     return s
   }
 
@@ -149,6 +169,9 @@ public enum SearchCommand {
           record.validLoss, record.validAcc, record.seconds, record.imagesPerSecond,
           formatBytes(record.peakTensorBytes)))
       print("  genotype = \(record.genotype)")
+      if let capped = record.cappedGenotype, capped != record.genotype {
+        print("  with at most \(settings.maxSkipConnect ?? 0) skip_connect: \(capped)")
+      }
     }
     if let last = run.history.last {
       print("final genotype: \(last.genotype)")

@@ -254,6 +254,15 @@ final class SearchEndToEndTests: XCTestCase {
       ("unknown flag", flags(out: done) + ["--bogus"], 2, ["--bogus"]),
       ("bad value", flags(out: done) + ["--lr", "abc"], 2, ["--lr", "abc"]),
       ("too many threads", flags(out: done) + ["--threads", "999"], 2, ["--threads", "999", "0 to 256"]),
+      (
+        "unknown sampling", flags(out: done) + ["--channel-sampling", "mask"], 2,
+        ["--channel-sampling", "shuffle or random"]
+      ),
+      (
+        "no arch steps", flags(out: done) + ["--arch-update-every", "0"], 2,
+        ["invalid --arch-update-every", "at least 1"]
+      ),
+      ("negative cap", flags(out: done) + ["--max-skip-connect", "-2"], 2, ["invalid --max-skip-connect", "-2"]),
       // Ranges are checked once, by the settings, and the message names the flag typed.
       ("zero learning rate", flags(out: done) + ["--lr", "0"], 2, ["invalid --lr", "must be positive", "0.0"]),
       (
@@ -296,9 +305,32 @@ final class SearchEndToEndTests: XCTestCase {
     XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: regularFile)), Data("keep me".utf8))
   }
 
+  func testTheSearchVariantFlagsReachTheRunAndItsOutputs() throws {
+    let folder = out("variants")
+    let (code, message) = try search(
+      flags(out: folder) + ["--channel-sampling", "random", "--arch-update-every", "2", "--max-skip-connect", "0"])
+    XCTAssertEqual(code, 0, message)
+    let lines = try log(folder)
+    // 8 search-train images in batches of 4: 2 steps; one architecture step (the first) in epoch 1.
+    XCTAssertEqual(lines.map { $0["arch_steps"] as? Int }, [0, 1])
+    let capped = try Genotype(pythonDescription: try XCTUnwrap(lines[1]["genotype_capped"] as? String))
+    XCTAssertEqual(capped.normalSkipConnectCount, 0)
+    let object = try XCTUnwrap(
+      try JSONSerialization.jsonObject(with: Data(read(folder, "genotype.json").utf8)) as? [String: Any])
+    XCTAssertEqual(object["max_skip_connect"] as? Int, 0)
+    XCTAssertNotNil(object["capped"])
+    let settings = SearchCommand.settings(
+      from: try SearchCommand.parser.parse(
+        flags(out: folder) + ["--channel-sampling", "random", "--max-skip-connect", "3"]))
+    XCTAssertEqual(settings.network.channelSampling, .random)
+    XCTAssertEqual(settings.maxSkipConnect, 3)
+    XCTAssertNil(SearchCommand.settings(from: try SearchCommand.parser.parse([])).maxSkipConnect)
+  }
+
   func testEveryFlagOfASettingNamesARealSetting() {
     var settings = SearchSettings()
     settings.subset = 10
+    settings.maxSkipConnect = 2
     for (setting, flag) in SearchCommand.flagsOfSettings.merging(
       BenchCommand.flagsOfSettings, uniquingKeysWith: { a, _ in a })
     {

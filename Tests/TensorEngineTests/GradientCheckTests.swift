@@ -227,6 +227,56 @@ final class GradientCheckTests: XCTestCase {
     checkGradients("concat rows", inputs: [m]) { concatRows([slice($0[0], 2..<4), slice($0[0], 0..<1)]) }
   }
 
+  func testGatherChannelsHasExactGradients() {
+    let x = randomInput([2, 6, 3, 3], seed: 14)
+    checkGradients("gather channels", inputs: [x]) { gatherChannels($0[0], [4, 0, 1, 5]) }
+    // Read twice, so the second backward adds into the first's gradient.
+    checkGradients("gather channels twice", inputs: [x]) { t in
+      add(gatherChannels(t[0], [2, 3]), gatherChannels(relu(t[0]), [3, 5]))
+    }
+    assertClose(gatherChannels(x, [1, 2, 3]), sliceChannels(x, 1..<4), tolerance: 0, "a run of channels is a slice")
+  }
+
+  func testPartialChannelSumOfSampledChannelsKeepsThemInPlace() {
+    forEachKernelBuild { build in
+      // C = 6, P = 2: edges processing channels {1, 4}, {0, 5} (stride 1) and {2, 3} (stride 2).
+      let channels = [[1, 4], [0, 5], [2, 3]]
+      let inputs = [
+        randomInput([2, 2, 4, 4], seed: 40), randomInput([2, 2, 4, 4], seed: 41), randomInput([2, 2, 4, 4], seed: 42),
+        randomInput([2, 6, 4, 4], seed: 43), randomInput([2, 6, 4, 4], seed: 44), spreadInput([2, 6, 8, 8], seed: 45),
+        randomInput([4], seed: 46),
+      ]
+      func fused(_ t: [Tensor]) -> Tensor {
+        partialChannelSum(
+          processed: [t[0], t[1], t[2]], inputs: [t[3], t[4], t[5]], strides: [1, 1, 2],
+          weights: t[6], indices: [3, 1, 0], processedChannels: channels)
+      }
+      func reference(_ t: [Tensor]) -> Tensor {
+        let edges = (0..<3).map { e -> Tensor in
+          let rest = (0..<6).filter { !channels[e].contains($0) }
+          let bypass =
+            e == 2 ? maxPool2d(gatherChannels(t[5], rest), kernel: 2, stride: 2) : gatherChannels(t[3 + e], rest)
+          // Channel o of the merge is processed channel j when o = channels[e][j], else bypass.
+          let order = (0..<6).map { o in channels[e].firstIndex(of: o) ?? 2 + rest.firstIndex(of: o)! }
+          return gatherChannels(concatChannels([t[e], bypass]), order)
+        }
+        return weightedSum(edges, weights: t[6], indices: [3, 1, 0])
+      }
+      assertClose(fused(inputs), reference(inputs), tolerance: 1e-6, "\(build) forward")
+      checkGradients("\(build) sampled partialChannelSum", inputs: inputs, fused)
+      let projection = randomInput([2, 6, 4, 4], seed: 47)
+      for x in inputs { x.zeroGrad() }
+      fused(inputs).backward(gradient: projection)
+      let fusedGrads = inputs.map { $0.grad!.scalars }
+      for x in inputs { x.zeroGrad() }
+      reference(inputs).backward(gradient: projection)
+      for (i, x) in inputs.enumerated() {
+        assertClose(fusedGrads[i], x.grad!.scalars, tolerance: 1e-5, "\(build) gradient \(i)")
+      }
+      for x in inputs { x.zeroGrad() }
+    }
+  }
+
   func testPartialChannelSumEqualsItsDefinitionAndHasExactGradients() {
     forEachKernelBuild { build in
       // Two edges at stride 1 and one at stride 2 into a node of C = 6 channels, K = 3 (P = 2).

@@ -72,19 +72,36 @@ public final class Cell: Module {
   /// - Parameters:
   ///   - r0, r1: relu(s0) and relu(s1).
   ///   - opWeights, edgeWeights: as for ``callAsFunction(_:_:opWeights:edgeWeights:)``.
-  public func callAsFunction(activated r0: Tensor, _ r1: Tensor, opWeights: Tensor, edgeWeights: Tensor) -> Tensor {
+  ///   - channelSubsets: per edge, the C/K channels of its input that go through its candidates
+  ///     (``ChannelSampling/random``), or nil for the first C/K and a channel shuffle.
+  public func callAsFunction(
+    activated r0: Tensor, _ r1: Tensor, opWeights: Tensor, edgeWeights: Tensor, channelSubsets: [[Int]]? = nil
+  ) -> Tensor {
     var states = [preprocess0(afterReLU: r0), preprocess1(afterReLU: r1)]
-    // Each node's partial channels and their ReLU, shared by every edge that leaves it.
+    // Each node's partial channels and their ReLU, shared by every edge that leaves it (with
+    // random subsets, each edge has its own).
     var inputs: [EdgeInput] = []
     var edge = 0
     for _ in 0..<steps {
       let edges = edge..<edge + states.count
-      for h in states.dropFirst(inputs.count) {
-        inputs.append(EdgeInput(h, partialChannels: partialChannels))
+      let processed: [Tensor]
+      if let channelSubsets {
+        processed = zip(edges, states).map { e, h in
+          ops[e].processed(EdgeInput(h, channels: channelSubsets[e]), weights: row(opWeights, e))
+        }
+      } else {
+        for h in states.dropFirst(inputs.count) {
+          inputs.append(EdgeInput(h, partialChannels: partialChannels))
+        }
+        processed = zip(edges, inputs).map { e, input in ops[e].processed(input, weights: row(opWeights, e)) }
       }
-      let processed = zip(edges, inputs).map { e, input in ops[e].processed(input, weights: row(opWeights, e)) }
       if partialChannels == 1 {
         states.append(weightedSum(processed, weights: edgeWeights, indices: Array(edges)))
+      } else if let channelSubsets {
+        states.append(
+          partialChannelSum(
+            processed: processed, inputs: states, strides: edges.map { ops[$0].stride },
+            weights: edgeWeights, indices: Array(edges), processedChannels: edges.map { channelSubsets[$0] }))
       } else {
         // The bypass channels join inside the node sum, so no C-channel edge output is kept.
         states.append(

@@ -23,6 +23,8 @@ public struct NetworkConfig: Codable, Equatable, Sendable {
   public var partialChannels = 4
   /// Image channels (3; Fashion-MNIST is repeated to 3).
   public var inputChannels = 3
+  /// How each edge picks the channels that go through its candidates.
+  public var channelSampling = ChannelSampling.shuffle
 
   /// A configuration; each parameter sets the property of the same name.
   public init(
@@ -36,6 +38,30 @@ public struct NetworkConfig: Codable, Equatable, Sendable {
     self.steps = steps
     self.multiplier = multiplier
     self.stemMultiplier = stemMultiplier
+  }
+
+  private enum CodingKeys: String, CodingKey {
+    case initChannels, layers, classes, steps, multiplier, stemMultiplier, partialChannels, inputChannels
+    case channelSampling
+  }
+
+  /// Decodes a configuration; a field missing from the JSON (a checkpoint written before the
+  /// field existed) keeps its default.
+  public init(from decoder: Decoder) throws {
+    let c = try decoder.container(keyedBy: CodingKeys.self)
+    let d = NetworkConfig()
+    func value<T: Decodable>(_ key: CodingKeys, _ fallback: T) throws -> T {
+      try c.decodeIfPresent(T.self, forKey: key) ?? fallback
+    }
+    initChannels = try value(.initChannels, d.initChannels)
+    layers = try value(.layers, d.layers)
+    classes = try value(.classes, d.classes)
+    steps = try value(.steps, d.steps)
+    multiplier = try value(.multiplier, d.multiplier)
+    stemMultiplier = try value(.stemMultiplier, d.stemMultiplier)
+    partialChannels = try value(.partialChannels, d.partialChannels)
+    inputChannels = try value(.inputChannels, d.inputChannels)
+    channelSampling = try value(.channelSampling, d.channelSampling)
   }
 
   /// Edges per cell: 2 + 3 + … + (steps + 1).
@@ -86,6 +112,19 @@ public struct NetworkConfig: Codable, Equatable, Sendable {
   }
 }
 
+/// How a mixed op picks the C/K channels of its edge input that go through its candidates.
+public enum ChannelSampling: String, Codable, Sendable, CaseIterable {
+  /// The first C/K channels; the candidates' output and the bypassed channels are then
+  /// concatenated and channel-shuffled with K groups (PC-DARTS, the paper's setting).
+  case shuffle
+  /// A new random subset of C/K channels per edge and forward pass, drawn from the network's
+  /// seeded ``SearchNetwork/channelSampler``; the processed channels return to their own
+  /// positions and the others bypass in place, so no shuffle is needed. This is what the
+  /// official `model_search_random.py` meant to do (its `random_shuffle` permutes a local copy
+  /// and so never changes which channels are processed).
+  case random
+}
+
 /// The architecture parameters: α (E, P) per cell type and β (E) per cell type.
 public final class ArchitectureParameters {
   /// α of the normal and the reduction cells, (E, P): one row of operation logits per edge.
@@ -128,6 +167,10 @@ public final class SearchNetwork: Module {
   public let classifier: Linear
   /// α and β; not module parameters, so ``parameters()`` (the weights) excludes them.
   public let arch: ArchitectureParameters
+  /// With ``ChannelSampling/random`` (and K > 1): the generator every forward pass draws the
+  /// edges' channel subsets from; its ``SeededGenerator/state`` goes into checkpoints, so a
+  /// resumed run draws the same subsets. `nil` otherwise.
+  public var channelSampler: SeededGenerator?
 
   /// Builds the network with weights and architecture parameters drawn from `rng`.
   /// - Throws: ``SearchError/invalidSetting(_:_:)`` when the configuration cannot work (K does
@@ -158,6 +201,10 @@ public final class SearchNetwork: Module {
     cells = ModuleList(built)
     classifier = Linear(inFeatures: prev, outFeatures: config.classes, rng: &rng)
     arch = ArchitectureParameters(edges: config.edgesPerCell, primitives: space.count, rng: &rng)
+    // Drawn last, so the weights and α/β of a random-sampling network equal a shuffle one's.
+    if config.channelSampling == .random && config.partialChannels > 1 {
+      channelSampler = SeededGenerator(seed: rng.next())
+    }
   }
 
   /// `stem`, `cells` and `classifier`, the official attribute names.
@@ -180,10 +227,25 @@ public final class SearchNetwork: Module {
     var output = r0
     for (i, cell) in cells.modules.enumerated() {
       let (ops, edges) = cell.reduction ? (opReduce, edgeReduce) : (opNormal, edgeNormal)
-      output = cell(activated: r0, r1, opWeights: ops, edgeWeights: edges)
+      output = cell(activated: r0, r1, opWeights: ops, edgeWeights: edges, channelSubsets: drawChannelSubsets(cell))
       if i + 1 < cells.count { (r0, r1) = (r1, relu(output)) }
     }
     return classifier(globalAvgPool2d(output))
+  }
+
+  /// One random subset of C/K channels per edge of `cell` (sorted), or nil without random
+  /// sampling.
+  private func drawChannelSubsets(_ cell: Cell) -> [[Int]]? {
+    guard var rng = channelSampler else { return nil }
+    defer { channelSampler = rng }
+    let c = cell.ops[0].channels
+    let p = c / cell.partialChannels
+    return (0..<cell.ops.count).map { _ in
+      // A partial Fisher–Yates shuffle: the first P of a random permutation.
+      var channels = Array(0..<c)
+      for i in 0..<p { channels.swapAt(i, i + rng.nextInt(below: c - i)) }
+      return channels[..<p].sorted()
+    }
   }
 
   /// The mean cross-entropy of the network's predictions for a batch.

@@ -36,45 +36,108 @@ public struct Genotype: Equatable, Sendable {
   /// largest non-`none` weight (earlier edge first on ties, as Python's stable sort), each with
   /// its best non-`none` operation.
   ///
+  /// With `maxSkipConnect` set, the normal cell keeps at most that many `skip_connect` edges, as
+  /// P-DARTS caps them against DARTS's collapse into parameter-free cells: while more remain,
+  /// the weakest chosen `skip_connect` (smallest scaled weight; the later edge on ties) is ruled
+  /// out on its edge and its node is derived again, so the node takes its next-best choice (the
+  /// same input with another operation, or another input). The reduction cell, whose
+  /// `skip_connect` is a FactorizedReduce with weights, is not capped.
+  ///
   /// - Parameters:
   ///   - opWeights: (E, P) softmax(α) per cell type.
   ///   - edgeWeights: (E) normalised β per cell type.
+  ///   - maxSkipConnect: the cap, or `nil` for none.
+  /// - Precondition: `maxSkipConnect` is nil or ≥ 0.
   public static func derive(
     normal: (opWeights: [[Float]], edgeWeights: [Float]),
     reduce: (opWeights: [[Float]], edgeWeights: [Float]),
-    primitives: [String], steps: Int = 4, multiplier: Int = 4
+    primitives: [String], steps: Int = 4, multiplier: Int = 4, maxSkipConnect: Int? = nil
   ) -> Genotype {
+    precondition((maxSkipConnect ?? 0) >= 0, "Genotype.derive: maxSkipConnect \(maxSkipConnect ?? 0) is negative")
     let concat = Array((2 + steps - multiplier)..<(steps + 2))
+    var normalCell = CellWeights(opWeights: normal.opWeights, edgeWeights: normal.edgeWeights, primitives: primitives)
+    let reduceCell = CellWeights(opWeights: reduce.opWeights, edgeWeights: reduce.edgeWeights, primitives: primitives)
+    var normalGene = normalCell.parse(steps: steps)
+    if let cap = maxSkipConnect, let skip = primitives.firstIndex(of: skipConnectName) {
+      while true {
+        let skips = normalGene.filter { $0.primitive == skip }
+        guard skips.count > cap,
+          let weakest = skips.min(by: { a, b in
+            let (wa, wb) = (normalCell.scaled(a.edge, skip), normalCell.scaled(b.edge, skip))
+            return wa < wb || (wa == wb && a.edge > b.edge)
+          }),
+          normalCell.exclude(edge: weakest.edge, primitive: skip)
+        else { break }
+        normalGene = normalCell.parse(steps: steps)
+      }
+    }
+    func named(_ gene: [Chosen]) -> [GenotypeEdge] {
+      gene.map { GenotypeEdge(op: primitives[$0.primitive], input: $0.input) }
+    }
     return Genotype(
-      normal: parse(normal.opWeights, normal.edgeWeights, primitives, steps), normalConcat: concat,
-      reduce: parse(reduce.opWeights, reduce.edgeWeights, primitives, steps), reduceConcat: concat)
+      normal: named(normalGene), normalConcat: concat, reduce: named(reduceCell.parse(steps: steps)),
+      reduceConcat: concat)
   }
 
-  private static func parse(_ w: [[Float]], _ edge: [Float], _ primitives: [String], _ steps: Int) -> [GenotypeEdge] {
-    let none = primitives.firstIndex(of: Primitive.noneName)
-    let candidates = primitives.indices.filter { $0 != none }
-    var gene: [GenotypeEdge] = []
-    var start = 0
-    for node in 0..<steps {
-      let inputs = node + 2
-      func scaled(_ j: Int, _ k: Int) -> Float { w[start + j][k] * edge[start + j] }
-      func best(_ j: Int) -> Int {
-        candidates.max { a, b in scaled(j, a) < scaled(j, b) || (scaled(j, a) == scaled(j, b) && a > b) }!
-      }
-      let ranked = (0..<inputs).sorted { a, b in
-        let (sa, sb) = (scaled(a, best(a)), scaled(b, best(b)))
-        return sa > sb || (sa == sb && a < b)
-      }
-      for j in ranked.prefix(2) { gene.append(GenotypeEdge(op: primitives[best(j)], input: j)) }
-      start += inputs
+  /// The name of the parameter-free identity that ``derive(normal:reduce:primitives:steps:multiplier:maxSkipConnect:)`` can cap.
+  public static let skipConnectName = "skip_connect"
+
+  /// The number of `skip_connect` edges of the normal cell.
+  public var normalSkipConnectCount: Int { normal.filter { $0.op == Genotype.skipConnectName }.count }
+
+  /// One chosen edge while deriving: the global edge index, its input node and its primitive.
+  private struct Chosen {
+    var edge: Int, input: Int, primitive: Int
+  }
+
+  /// One cell type's weights and the (edge, primitive) choices ruled out.
+  private struct CellWeights {
+    let opWeights: [[Float]], edgeWeights: [Float]
+    /// Per edge, the primitives it may still choose (all but `none` at first).
+    var candidates: [[Int]]
+
+    init(opWeights: [[Float]], edgeWeights: [Float], primitives: [String]) {
+      (self.opWeights, self.edgeWeights) = (opWeights, edgeWeights)
+      let none = primitives.firstIndex(of: Primitive.noneName)
+      candidates = Array(repeating: primitives.indices.filter { $0 != none }, count: opWeights.count)
     }
-    return gene
+
+    func scaled(_ edge: Int, _ k: Int) -> Float { opWeights[edge][k] * edgeWeights[edge] }
+
+    /// Rules out `primitive` on `edge`; false when it is the edge's last candidate.
+    mutating func exclude(edge: Int, primitive: Int) -> Bool {
+      guard candidates[edge].count > 1 else { return false }
+      candidates[edge].removeAll { $0 == primitive }
+      return true
+    }
+
+    func parse(steps: Int) -> [Chosen] {
+      var gene: [Chosen] = []
+      var start = 0
+      for node in 0..<steps {
+        let inputs = node + 2
+        func best(_ j: Int) -> Int {
+          candidates[start + j].max { a, b in
+            scaled(start + j, a) < scaled(start + j, b) || (scaled(start + j, a) == scaled(start + j, b) && a > b)
+          }!
+        }
+        let ranked = (0..<inputs).sorted { a, b in
+          let (sa, sb) = (scaled(start + a, best(a)), scaled(start + b, best(b)))
+          return sa > sb || (sa == sb && a < b)
+        }
+        for j in ranked.prefix(2) { gene.append(Chosen(edge: start + j, input: j, primitive: best(j))) }
+        start += inputs
+      }
+      return gene
+    }
   }
 }
 
 extension SearchNetwork {
-  /// The genotype of the current architecture parameters.
-  public func genotype() -> Genotype {
+  /// The genotype of the current architecture parameters, with at most `maxSkipConnect`
+  /// `skip_connect` edges in the normal cell when set (see
+  /// ``Genotype/derive(normal:reduce:primitives:steps:multiplier:maxSkipConnect:)``).
+  public func genotype(maxSkipConnect: Int? = nil) -> Genotype {
     withNoGrad {
       func rows(_ t: Tensor) -> [[Float]] {
         let k = t.shape[1]
@@ -83,7 +146,8 @@ extension SearchNetwork {
       return Genotype.derive(
         normal: (rows(softmax(arch.alphasNormal)), normalizedEdgeWeights(arch.betasNormal).scalars),
         reduce: (rows(softmax(arch.alphasReduce)), normalizedEdgeWeights(arch.betasReduce).scalars),
-        primitives: space.names, steps: config.steps, multiplier: config.multiplier)
+        primitives: space.names, steps: config.steps, multiplier: config.multiplier,
+        maxSkipConnect: maxSkipConnect)
     }
   }
 }

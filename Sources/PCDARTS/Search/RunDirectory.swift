@@ -2,7 +2,9 @@
 // an interrupted run never leaves a half-written log, genotype or checkpoint behind.
 //
 //   log.jsonl                      one JSON object per completed epoch
-//   genotype.json, genotype.txt    the latest genotype (JSON and DARTS string)
+//   genotype.json, genotype.txt    the latest genotype (JSON and DARTS string); with a
+//                                  skip_connect cap, genotype.json adds `max_skip_connect` and
+//                                  `capped`, the capped genotype
 //   genotypes/epoch_NNN.{json,txt} one copy per epoch
 //   checkpoint.safetensors         weights, architecture, optimizers, data-loader state
 //   normal.dot, reduction.dot      the cells, plus .svg and .png when graphviz's `dot` is found
@@ -48,10 +50,18 @@ public struct RunDirectory {
   public func writeEpoch(_ run: SearchRun) throws {
     try write(run.history.map(\.jsonLine).joined(separator: "\n") + "\n", to: logURL)
     let genotype = run.network.genotype()
+    // With a skip_connect cap, the capped genotype joins the raw one as fields of its own.
+    var object = genotype.jsonObject
+    if let cap = run.settings.maxSkipConnect {
+      object["max_skip_connect"] = cap
+      object["capped"] = run.network.genotype(maxSkipConnect: cap).jsonObject
+    }
+    let json = String(
+      decoding: try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]), as: UTF8.self)
     let epoch = String(format: "%03d", run.nextEpoch - 1)
     for (name, text) in [
-      ("genotype.json", genotype.jsonString + "\n"), ("genotype.txt", genotype.pythonDescription + "\n"),
-      ("genotypes/epoch_\(epoch).json", genotype.jsonString + "\n"),
+      ("genotype.json", json + "\n"), ("genotype.txt", genotype.pythonDescription + "\n"),
+      ("genotypes/epoch_\(epoch).json", json + "\n"),
       ("genotypes/epoch_\(epoch).txt", genotype.pythonDescription + "\n"),
     ] {
       try write(text, to: url.appendingPathComponent(name))

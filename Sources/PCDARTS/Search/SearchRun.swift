@@ -42,6 +42,11 @@ public struct EpochRecord: Codable, Equatable, Sendable {
   public var genotype: String
   /// Whether the architecture was updated in this epoch.
   public var archUpdates: Bool
+  /// Architecture steps taken in the epoch (`nil` in records written before it was recorded).
+  public var archSteps: Int?
+  /// With ``SearchSettings/maxSkipConnect`` set: the DARTS string of the capped genotype
+  /// (``genotype`` stays the raw one).
+  public var cappedGenotype: String?
 
   enum CodingKeys: String, CodingKey {
     case epoch, lr, seconds, genotype
@@ -52,6 +57,8 @@ public struct EpochRecord: Codable, Equatable, Sendable {
     case imagesPerSecond = "images_per_second"
     case peakTensorBytes = "peak_tensor_bytes"
     case archUpdates = "arch_updates"
+    case archSteps = "arch_steps"
+    case cappedGenotype = "genotype_capped"
   }
 
   /// The record as one JSON line (sorted keys).
@@ -150,6 +157,7 @@ public final class SearchRun {
     let lr = learningRate(epoch: epoch)
     weightOptimizer.learningRate = lr
     let archUpdates = epoch >= settings.warmupEpochs
+    var archSteps = 0
     let memory = MemoryMeasurement()
     defer { memory.stop() }
     let start = Date()
@@ -159,7 +167,8 @@ public final class SearchRun {
     network.train(true)
     while let batch = trainLoader.nextBatch() {
       step += 1
-      let valid = archUpdates ? LabeledBatch(archLoader.nextCycling()) : nil
+      let valid = settings.updatesArchitecture(epoch: epoch, step: step) ? LabeledBatch(archLoader.nextCycling()) : nil
+      if valid != nil { archSteps += 1 }
       let result = try iteration.run(train: LabeledBatch(batch), valid: valid, epoch: epoch, step: step)
       lossSum += Double(result.trainLoss) * Double(batch.count)
       correct += result.correct
@@ -182,7 +191,8 @@ public final class SearchRun {
       trainAcc: Double(correct) / Double(max(seen, 1)), validLoss: validLoss, validAcc: validAcc,
       seconds: Date().timeIntervalSince(start), imagesPerSecond: Double(seen) / trainSeconds,
       peakTensorBytes: memory.peakBytes, genotype: network.genotype().pythonDescription,
-      archUpdates: archUpdates)
+      archUpdates: archUpdates, archSteps: archSteps,
+      cappedGenotype: settings.maxSkipConnect.map { network.genotype(maxSkipConnect: $0).pythonDescription })
     history.append(record)
     nextEpoch += 1
     onEpoch?(record)
@@ -220,17 +230,19 @@ public final class SearchRun {
     let encoder = JSONEncoder()
     encoder.outputFormatting = [.sortedKeys]
     func json<T: Encodable>(_ value: T) -> String { String(decoding: try! encoder.encode(value), as: UTF8.self) }
+    var metadata = [
+      "format": Self.checkpointFormat,
+      "settings": settings.json,
+      "next_epoch": String(nextEpoch),
+      "train_loader": json(trainLoader.epochState),
+      "arch_loader": json(archLoader.epochState),
+      "history": json(history),
+      "genotype": network.genotype().pythonDescription,
+    ]
+    if let sampler = network.channelSampler { metadata["channel_sampler"] = json(sampler.state) }
     return SafeTensorsFile(
       tensors: CheckpointTensors.collect(network: network, weightOptimizer: weightOptimizer, architect: architect),
-      metadata: [
-        "format": Self.checkpointFormat,
-        "settings": settings.json,
-        "next_epoch": String(nextEpoch),
-        "train_loader": json(trainLoader.epochState),
-        "arch_loader": json(archLoader.epochState),
-        "history": json(history),
-        "genotype": network.genotype().pythonDescription,
-      ])
+      metadata: metadata)
   }
 
   /// Continues from a checkpoint written by ``checkpoint()`` for the same settings.
@@ -263,8 +275,19 @@ public final class SearchRun {
     else {
       throw SearchError.checkpointMismatch("its epoch, data-loader state or history is missing or unreadable")
     }
+    var samplerState: [UInt64]?
+    if network.channelSampler != nil {
+      guard let text = file.metadata["channel_sampler"],
+        let state = try? decoder.decode([UInt64].self, from: Data(text.utf8)), state.count == 4
+      else {
+        throw SearchError.checkpointMismatch(
+          "its channel-sampler state (random channel sampling) is missing or unreadable")
+      }
+      samplerState = state
+    }
     try CheckpointTensors.restore(
       file.tensors, network: network, weightOptimizer: weightOptimizer, architect: architect)
+    if let samplerState { network.channelSampler?.state = samplerState }
     try trainLoader.restore(trainState)
     try archLoader.restore(archState)
     nextEpoch = epoch

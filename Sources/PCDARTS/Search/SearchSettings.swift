@@ -34,9 +34,50 @@ public struct SearchSettings: Codable, Equatable, Sendable {
   public var seed: UInt64 = 2
   /// Use only the first `subset` training images (quick runs); `nil` = all.
   public var subset: Int?
+  /// An architecture step on the 1st weight step of each epoch and every `archUpdateEvery`-th
+  /// after it (1 = every step, the paper's schedule).
+  public var archUpdateEvery = 1
+  /// At most this many `skip_connect` edges in the derived normal cell (P-DARTS's cap), recorded
+  /// beside the raw genotype; `nil` = no cap (the paper).
+  public var maxSkipConnect: Int?
 
   /// The paper's CIFAR-10 settings.
   public init() {}
+
+  private enum CodingKeys: String, CodingKey {
+    case network, batchSize, learningRate, learningRateMin, momentum, weightDecay, epochs, warmupEpochs
+    case gradClip, trainPortion, architect, seed, subset, archUpdateEvery, maxSkipConnect
+  }
+
+  /// Decodes settings; a field missing from the JSON (a checkpoint written before the field
+  /// existed) keeps its default, so older checkpoints still resume.
+  public init(from decoder: Decoder) throws {
+    let c = try decoder.container(keyedBy: CodingKeys.self)
+    let d = SearchSettings()
+    func value<T: Decodable>(_ key: CodingKeys, _ fallback: T) throws -> T {
+      try c.decodeIfPresent(T.self, forKey: key) ?? fallback
+    }
+    network = try value(.network, d.network)
+    batchSize = try value(.batchSize, d.batchSize)
+    learningRate = try value(.learningRate, d.learningRate)
+    learningRateMin = try value(.learningRateMin, d.learningRateMin)
+    momentum = try value(.momentum, d.momentum)
+    weightDecay = try value(.weightDecay, d.weightDecay)
+    epochs = try value(.epochs, d.epochs)
+    warmupEpochs = try value(.warmupEpochs, d.warmupEpochs)
+    gradClip = try value(.gradClip, d.gradClip)
+    trainPortion = try value(.trainPortion, d.trainPortion)
+    architect = try value(.architect, d.architect)
+    seed = try value(.seed, d.seed)
+    subset = try c.decodeIfPresent(Int.self, forKey: .subset)
+    archUpdateEvery = try value(.archUpdateEvery, d.archUpdateEvery)
+    maxSkipConnect = try c.decodeIfPresent(Int.self, forKey: .maxSkipConnect)
+  }
+
+  /// Whether the architecture is updated at `step` (1-based) of `epoch`.
+  public func updatesArchitecture(epoch: Int, step: Int) -> Bool {
+    epoch >= warmupEpochs && (step - 1) % archUpdateEvery == 0
+  }
 
   /// Checks every range; the one place where search settings are validated.
   /// - Throws: ``SearchError/invalidSetting(_:_:)`` for the first problem, naming the setting by
@@ -67,6 +108,8 @@ public struct SearchSettings: Codable, Equatable, Sendable {
       try fail("architect.weightDecay", "must be ≥ 0, got \(architect.weightDecay)")
     }
     if let subset, subset < 2 { try fail("subset", "must be at least 2 images, got \(subset)") }
+    if archUpdateEvery < 1 { try fail("archUpdateEvery", "must be at least 1, got \(archUpdateEvery)") }
+    if let cap = maxSkipConnect, cap < 0 { try fail("maxSkipConnect", "must be ≥ 0, got \(cap)") }
   }
 
   /// The settings as a flat JSON object (stored in checkpoints and compared on resume).

@@ -24,4 +24,12 @@ public final class EdgeInput {
       "EdgeInput: K = \(k) must divide the channels of the (N, C, H, W) input \(x.shape)")
     part = k == 1 ? x : sliceChannels(x, 0..<x.shape[1] / k)
   }
+
+  /// The input of an edge that processes `channels` of its node (random channel sampling).
+  /// - Parameters:
+  ///   - x: the node, (N, C, H, W).
+  ///   - channels: distinct channels of x, in the order the candidates see them.
+  public init(_ x: Tensor, channels: [Int]) {
+    part = gatherChannels(x, channels)
+  }
 }

@@ -25,6 +25,55 @@ import _CKernels
 public func partialChannelSum(
   processed: [Tensor], inputs: [Tensor], strides: [Int], weights: Tensor, indices: [Int], groups: Int
 ) -> Tensor {
+  precondition(!processed.isEmpty && groups >= 1, "partialChannelSum: needs edges and groups ≥ 1")
+  let p = processed[0].shape[1]
+  // Output channel o holds concatenated channel ci = (o mod K)·P + ⌊o / K⌋ (ShuffleNet's
+  // shuffle): processed plane ci below P, input channel ci from P on.
+  let map = (0..<p * groups).map { o -> Int in
+    let ci = (o % groups) * p + o / groups
+    return ci < p ? ci : p + ci
+  }
+  return partialChannelSum(
+    processed: processed, inputs: inputs, strides: strides, weights: weights, indices: indices,
+    sources: Array(repeating: map, count: processed.count))
+}
+
+/// node = Σₑ weights[indices[e]] · mergeₑ, where mergeₑ keeps every channel in place: channel
+/// `processedChannels[e][j]` is processed[e]'s channel j, and every other channel o bypasses
+/// from inputs[e][:, o] (its 2×2 max pool for stride 2). This is the merge of randomly sampled
+/// partial channels: each edge's subset goes through the candidates and comes back where it was.
+///
+/// - Parameters:
+///   - processedChannels: per edge, the P distinct input channels its candidates processed, in
+///     the order of processed[e]'s channels.
+///   - the others: as ``partialChannelSum(processed:inputs:strides:weights:indices:groups:)``.
+/// - Returns: (N, C, H′, W′).
+public func partialChannelSum(
+  processed: [Tensor], inputs: [Tensor], strides: [Int], weights: Tensor, indices: [Int],
+  processedChannels: [[Int]]
+) -> Tensor {
+  precondition(
+    !processed.isEmpty && processedChannels.count == processed.count,
+    "partialChannelSum: needs one channel list per processed tensor (\(processed.count))")
+  let (p, c) = (processed[0].shape[1], inputs.first.map { $0.shape[1] } ?? 0)
+  let sources = processedChannels.map { channels -> [Int] in
+    precondition(
+      channels.count == p && Set(channels).count == p && channels.allSatisfy { $0 >= 0 && $0 < c },
+      "partialChannelSum: \(channels) must be \(p) distinct channels of \(c)")
+    var map = (0..<c).map { p + $0 }
+    for (j, channel) in channels.enumerated() { map[channel] = j }
+    return map
+  }
+  return partialChannelSum(
+    processed: processed, inputs: inputs, strides: strides, weights: weights, indices: indices, sources: sources)
+}
+
+/// The node sum with, per edge and output channel o, `sources[e][o]`: j < P for processed[e]'s
+/// channel j, P + i for input channel i (bypassed). Each input channel is the source of at most
+/// one output channel per edge.
+private func partialChannelSum(
+  processed: [Tensor], inputs: [Tensor], strides: [Int], weights: Tensor, indices: [Int], sources: [[Int]]
+) -> Tensor {
   let edges = processed.count
   precondition(
     edges > 0 && inputs.count == edges && strides.count == edges && indices.count == edges,
@@ -33,7 +82,7 @@ public func partialChannelSum(
     weights.rank == 1 && indices.allSatisfy { $0 >= 0 && $0 < weights.count },
     "partialChannelSum: indices \(indices) must lie in the \(weights.count) weights")
   let (n, p, oh, ow) = (processed[0].shape[0], processed[0].shape[1], processed[0].shape[2], processed[0].shape[3])
-  let c = p * groups
+  let c = sources[0].count
   for e in 0..<edges {
     let (x, y, s) = (inputs[e], processed[e], strides[e])
     precondition(
@@ -43,32 +92,38 @@ public func partialChannelSum(
       "partialChannelSum: input \(e) is \(x.shape), expected \([n, c, oh * s, ow * s]) for stride \(s)")
   }
   let ohw = oh * ow
-  // Output channel o holds concatenated channel (o mod K)·P + ⌊o / K⌋ (ShuffleNet's shuffle).
-  let source = (0..<c).map { o in (o % groups) * p + o / groups }
+  // sourceOf[e · C + o]: the source of output channel o on edge e, flattened for the hot loops.
+  let sourceOf = sources.flatMap { $0 }
   let out = Tensor.uninitialized([n, c, oh, ow])
   let w = weights.pointer
   let edgeWeights = indices.map { w[$0] }
   let pooled = strides.map { $0 == 2 }
   let chunk = max(1, 4096 / max(ohw, 1))
   parallelChunks(n * c, minChunk: chunk) { lo, hi in
-    let planes = EdgePlanes(processed: processed, inputs: inputs, pooled: pooled)
+    let planes = EdgePlanes(processed: processed, inputs: inputs, pooled: pooled, sourceOf: sourceOf)
     for plane in lo..<hi {
-      planes.gather(plane / c, source[plane % c])
+      planes.gather(plane / c, plane % c)
       pcd_combine(out.pointer + plane * ohw, planes.sources, edgeWeights, Int32(edges), 0, ohw)
     }
   }
   let needsWeightGradient = weights.requiresGrad
   return record(out, inputs: processed + inputs + [weights]) { g in
     let dprocessed = processed.map { $0.requiresGrad ? Tensor.uninitialized($0.shape) : nil }
-    // An input's bypass planes (channels P..<C) are added into its gradient when other readers
-    // (every later node reads a node) have already put theirs there; otherwise they are written
-    // exactly once into the fresh buffer (a stride-2 plane by the max-pool adjoint, which writes
-    // its whole input plane), whose first P channels, which reach the candidate operations
-    // instead, are zeroed.
+    // An input's bypass planes are added into its gradient when other readers (every later
+    // node reads a node) have already put theirs there; otherwise they are written exactly once
+    // into the fresh buffer (a stride-2 plane by the max-pool adjoint, which writes its whole
+    // input plane), whose processed channels, which reach the candidate operations instead, are
+    // zeroed.
     let buffers = inputs.map { $0.gradientAccumulator?.buffer() }
-    for case let (d, true)? in buffers {
+    for (e, buffer) in buffers.enumerated() {
+      guard case let (d, true)? = buffer else { continue }
       let planeSize = d.shape[2] * d.shape[3]
-      for sample in 0..<n { (d.pointer + sample * c * planeSize).update(repeating: 0, count: p * planeSize) }
+      let bypassed = Set(sources[e].filter { $0 >= p }.map { $0 - p })
+      for sample in 0..<n {
+        for channel in 0..<c where !bypassed.contains(channel) {
+          (d.pointer + (sample * c + channel) * planeSize).update(repeating: 0, count: planeSize)
+        }
+      }
     }
     let targets = buffers.map { $0?.buffer }
     let added = buffers.map { $0.map { !$0.isFresh } ?? false }
@@ -76,25 +131,27 @@ public func partialChannelSum(
     var planeDots = [Double](repeating: 0, count: n * c * edges)
     planeDots.withUnsafeMutableBufferPointer { dots in
       parallelChunks(n * c, minChunk: chunk) { lo, hi in
-        let planes = EdgePlanes(processed: processed, inputs: inputs, pooled: pooled)
+        let planes = EdgePlanes(processed: processed, inputs: inputs, pooled: pooled, sourceOf: sourceOf)
         let scaled = Storage(count: ohw, zeroed: false)
         let unpooled = Storage(count: 4 * ohw, zeroed: false)
         var sums = [Double](repeating: 0, count: edges + 1)
         for plane in lo..<hi {
-          let (sample, ci) = (plane / c, source[plane % c])
+          let (sample, o) = (plane / c, plane % c)
           let gp = g.pointer + plane * ohw
           if needsWeightGradient {
-            planes.gather(sample, ci)
+            planes.gather(sample, o)
             for e in 0...edges { sums[e] = 0 }
             pcd_sum_and_dots(gp, planes.sources, Int32(edges), ohw, &sums)
             for e in 0..<edges { dots[plane * edges + e] = sums[1 + e] }
           }
           for e in 0..<edges {
-            if ci < p {
-              if let d = dprocessed[e] { affine(ohw, gp, edgeWeights[e], 0, d.pointer + (sample * p + ci) * ohw) }
+            let source = sourceOf[e * c + o]
+            if source < p {
+              if let d = dprocessed[e] { affine(ohw, gp, edgeWeights[e], 0, d.pointer + (sample * p + source) * ohw) }
               continue
             }
             guard let d = targets[e] else { continue }
+            let ci = source - p
             let s = strides[e]
             let at = (sample * c + ci) * ohw * s * s
             switch (s, added[e]) {
@@ -128,13 +185,15 @@ private final class EdgePlanes {
   let pools: [MaxPool2x2Scratch?]
   private let pooledPlanes: [Storage?]
   private let processed: [Tensor], inputs: [Tensor]
+  /// The flattened source map of the node sum: j < P processed, P + i input channel i.
+  private let sourceOf: [Int]
   /// P, C, and the node's plane size.
   private let p: Int, c: Int, planeSize: Int
 
-  /// - Parameters: as ``partialChannelSum(processed:inputs:strides:weights:indices:groups:)``,
-  ///   with `pooled[e]` for a stride-2 edge.
-  init(processed: [Tensor], inputs: [Tensor], pooled: [Bool]) {
-    (self.processed, self.inputs) = (processed, inputs)
+  /// - Parameters: as the node sum's, with `pooled[e]` for a stride-2 edge and `sourceOf[e · C + o]`
+  ///   the source of output channel o on edge e.
+  init(processed: [Tensor], inputs: [Tensor], pooled: [Bool], sourceOf: [Int]) {
+    (self.processed, self.inputs, self.sourceOf) = (processed, inputs, sourceOf)
     let (oh, ow) = (processed[0].shape[2], processed[0].shape[3])
     (p, c, planeSize) = (processed[0].shape[1], inputs[0].shape[1], oh * ow)
     pools = pooled.map { $0 ? MaxPool2x2Scratch(oh: oh, ow: ow) : nil }
@@ -145,12 +204,14 @@ private final class EdgePlanes {
 
   deinit { sources.deallocate() }
 
-  /// Points ``sources`` at each edge's plane for channel `ci` of the concatenation (before the
-  /// shuffle) of `sample`: processed channels below P, bypass channels from P on.
-  @inline(__always) func gather(_ sample: Int, _ ci: Int) {
+  /// Points ``sources`` at each edge's plane for output channel `o` of `sample`: a processed
+  /// plane, or an input's bypass plane (pooled for stride 2).
+  @inline(__always) func gather(_ sample: Int, _ o: Int) {
     for e in processed.indices {
-      if ci < p {
-        sources[e] = UnsafePointer(processed[e].pointer + (sample * p + ci) * planeSize)
+      let source = sourceOf[e * c + o]
+      let ci = source - p
+      if source < p {
+        sources[e] = UnsafePointer(processed[e].pointer + (sample * p + source) * planeSize)
       } else if let pool = pools[e], let pooled = pooledPlanes[e] {
         pool.forward(inputs[e].pointer + (sample * c + ci) * 4 * planeSize, into: pooled.pointer)
         sources[e] = UnsafePointer(pooled.pointer)

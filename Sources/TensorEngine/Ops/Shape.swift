@@ -50,29 +50,58 @@ private func copyChannelBlocks(
 
 /// Channels `range` of (N, C, H, W), like `x[:, range]` in PyTorch (a copy).
 /// - Returns: (N, range.count, H, W).
+/// - Precondition: `range` is a non-empty range of x's channels.
 public func sliceChannels(_ x: Tensor, _ range: Range<Int>) -> Tensor {
   checkNCHW(x, "sliceChannels")
-  let (n, c, hw) = (x.shape[0], x.shape[1], x.shape[2] * x.shape[3])
   precondition(
-    range.lowerBound >= 0 && range.upperBound <= c && !range.isEmpty,
-    "sliceChannels: range \(range) is outside the \(c) channels of \(x.shape)")
-  let k = range.count
+    range.lowerBound >= 0 && range.upperBound <= x.shape[1] && !range.isEmpty,
+    "sliceChannels: range \(range) is outside the \(x.shape[1]) channels of \(x.shape)")
+  return gatherChannels(x, runs: [range])
+}
+
+/// Channels `indices` of (N, C, H, W) in that order, like `x[:, indices]` in PyTorch (a copy).
+/// - Returns: (N, indices.count, H, W).
+/// - Precondition: the indices are distinct channels of x, at least one.
+public func gatherChannels(_ x: Tensor, _ indices: [Int]) -> Tensor {
+  checkNCHW(x, "gatherChannels")
+  precondition(
+    !indices.isEmpty && indices.allSatisfy { $0 >= 0 && $0 < x.shape[1] } && Set(indices).count == indices.count,
+    "gatherChannels: \(indices) must be distinct channels of \(x.shape)")
+  // Consecutive channels are copied as one block.
+  var runs: [Range<Int>] = []
+  for i in indices {
+    if let last = runs.last, last.upperBound == i {
+      runs[runs.count - 1] = last.lowerBound..<i + 1
+    } else {
+      runs.append(i..<i + 1)
+    }
+  }
+  return gatherChannels(x, runs: runs)
+}
+
+/// The channel blocks `runs` of x, concatenated; both ops above are this one.
+private func gatherChannels(_ x: Tensor, runs: [Range<Int>]) -> Tensor {
+  let (n, c, hw) = (x.shape[0], x.shape[1], x.shape[2] * x.shape[3])
+  let k = runs.reduce(0) { $0 + $1.count }
   let out = Tensor.uninitialized([n, k, x.shape[2], x.shape[3]])
   parallelFor(n) { s in
-    (out.pointer + s * k * hw).update(from: x.pointer + (s * c + range.lowerBound) * hw, count: k * hw)
+    var at = out.pointer + s * k * hw
+    for run in runs {
+      at.update(from: x.pointer + (s * c + run.lowerBound) * hw, count: run.count * hw)
+      at += run.count * hw
+    }
   }
   return record(out, inputs: [x]) { [target = x.gradientAccumulator] g in
-    // Usually x already has a gradient from its other readers: add the slice's channels into it;
-    // else write them into a fresh gradient that is zero elsewhere.
+    // Usually x already has a gradient from its other readers: add the gathered channels into
+    // it; else write them into a fresh gradient that is zero elsewhere.
     guard let (dx, isFresh) = target?.buffer() else { return [nil] }
     parallelFor(n) { s in
-      let (from, to) = (g.pointer + s * k * hw, dx.pointer + (s * c + range.lowerBound) * hw)
-      if isFresh {
-        (dx.pointer + s * c * hw).update(repeating: 0, count: range.lowerBound * hw)
-        to.update(from: from, count: k * hw)
-        (to + k * hw).update(repeating: 0, count: (c - range.upperBound) * hw)
-      } else {
-        axpy(k * hw, 1, from, to)
+      if isFresh { (dx.pointer + s * c * hw).update(repeating: 0, count: c * hw) }
+      var from = g.pointer + s * k * hw
+      for run in runs {
+        let to = dx.pointer + (s * c + run.lowerBound) * hw
+        if isFresh { to.update(from: from, count: run.count * hw) } else { axpy(run.count * hw, 1, from, to) }
+        from += run.count * hw
       }
     }
     return [nil]

@@ -123,6 +123,15 @@ clipGradientNorm(network.parameters(), maxNorm: 5)
 weightOptimizer.step()
 print("valid loss \(validLoss), train loss \(trainLoss)")
 
+var variants = SearchSettings()
+variants.network = NetworkConfig(initChannels: 8, layers: 5, classes: 10, partialChannels: 2)
+variants.network.channelSampling = .random
+variants.archUpdateEvery = 2
+variants.maxSkipConnect = 2
+let sampled = try SearchIteration(settings: variants)
+print(sampled.network.channelSampler != nil, variants.updatesArchitecture(epoch: 20, step: 2))  // true false
+print(sampled.network.genotype(maxSkipConnect: 0).normalSkipConnectCount)  // 0
+
 let genotype = network.genotype()
 let darts = genotype.pythonDescription
 // Genotype(normal=[('sep_conv_3x3', 1), …], normal_concat=range(2, 6), reduce=[…], reduce_concat=range(2, 6))
