@@ -19,6 +19,9 @@ public enum SearchError: Error, CustomStringConvertible, Equatable {
   case nonFiniteLoss(NonFiniteLoss)
   /// Text that is not a genotype in DARTS or JSON form.
   case invalidGenotype(String)
+  /// The run stopped at a step boundary because its ``SearchRun/shouldStop`` said so (a signal):
+  /// nothing of the interrupted epoch was written.
+  case interrupted(epoch: Int, step: Int)
 
   /// The message for the user: the kind of problem, then the details.
   public var description: String {
@@ -28,6 +31,7 @@ public enum SearchError: Error, CustomStringConvertible, Equatable {
     case .checkpointMismatch(let m): return "checkpoint does not match: \(m)"
     case .nonFiniteLoss(let loss): return "the loss is not finite: \(loss)"
     case .invalidGenotype(let m): return "invalid genotype: \(m)"
+    case .interrupted(let epoch, let step): return "interrupted after step \(step) of epoch \(epoch)"
     }
   }
 }

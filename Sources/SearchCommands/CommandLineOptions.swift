@@ -171,17 +171,17 @@ public enum CommandLineError: Error, CustomStringConvertible, Equatable {
     case .helpRequested(let help):
       return help
     case .unknownOption(let option):
-      return "error: unknown option '\(option)'; see --help for the options"
+      return "unknown option '\(option)'; see --help for the options"
     case .missingValue(let option):
-      return "error: missing value for '\(option)'"
+      return "missing value for '\(option)'"
     case .invalidValue(let option, let value, let expected):
-      return "error: bad value '\(value)' for '\(option)' (expected \(expected))"
+      return "bad value '\(value)' for '\(option)' (expected \(expected))"
     case .outOfRange(let option, let value, let reason):
-      return "error: value '\(value)' for '\(option)' is out of range: \(reason)"
+      return "value '\(value)' for '\(option)' is out of range: \(reason)"
     case .unexpectedValue(let option, let value):
-      return "error: flag '\(option)' takes no value, got '\(value)'"
+      return "flag '\(option)' takes no value, got '\(value)'"
     case .unexpectedArgument(let argument):
-      return "error: unexpected argument '\(argument)'; options start with '--'"
+      return "unexpected argument '\(argument)'; options start with '--'"
     }
   }
 

@@ -70,6 +70,51 @@ func runCommand(
   }
 }
 
+/// SIGINT and SIGTERM turned into a request to stop at the next step boundary, while the
+/// instance lives; a second signal ends the process at once. The default handlers come back
+/// when it is released.
+final class StopSignals: @unchecked Sendable {
+  private let lock = NSLock()
+  private var first: Int32?
+  private var sources: [DispatchSourceSignal] = []
+
+  init() {
+    for number in [SIGINT, SIGTERM] {
+      signal(number, SIG_IGN)
+      let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
+      source.setEventHandler { [weak self] in self?.receive(number) }
+      source.resume()
+      sources.append(source)
+    }
+  }
+
+  deinit {
+    for source in sources { source.cancel() }
+    signal(SIGINT, SIG_DFL)
+    signal(SIGTERM, SIG_DFL)
+  }
+
+  /// The first signal received, if any.
+  var received: Int32? {
+    lock.lock()
+    defer { lock.unlock() }
+    return first
+  }
+
+  private func receive(_ number: Int32) {
+    lock.lock()
+    let again = first != nil
+    if first == nil { first = number }
+    lock.unlock()
+    if again {
+      // Every file is written atomically, so stopping now leaves no half-written output.
+      FileHandle.standardError.write(Data("\nerror: stopped by a second signal\n".utf8))
+      _exit(128 + number)
+    }
+    FileHandle.standardError.write(Data("\nstopping after this step (a second signal stops at once)\n".utf8))
+  }
+}
+
 /// A failure a command has already put into words, with its exit code.
 struct CommandFailure: Error {
   /// The one-line message (without `error: `).

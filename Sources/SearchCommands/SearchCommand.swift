@@ -56,7 +56,8 @@ public enum SearchCommand {
       ),
       .int("seed", default: 2, help: "seed of every random choice") { $0 >= 0 ? nil : "expected a value ≥ 0" },
       .string("out", default: "runs/search", help: "output folder (log, genotypes, checkpoint, cell drawings)"),
-      .flag("resume", help: "continue from the checkpoint in --out"),
+      .flag("resume", help: "continue from the checkpoint in --out (from the start when it has none yet)"),
+      .flag("overwrite", help: "move the outputs of an earlier run in --out into --out/previous-<time> and start anew"),
       threadsOption,
       .int("subset", default: 0, help: "use only the first N training images (0 = all)") {
         $0 >= 0 ? nil : "expected a value ≥ 0"
@@ -105,19 +106,29 @@ public enum SearchCommand {
 
   /// Runs the command with `arguments` (without the program name); returns the exit code.
   public static func main(_ arguments: [String]) -> Int32 {
-    runCommand(parser, arguments, flags: flagsOfSettings, run)
+    runCommand(parser, arguments, flags: flagsOfSettings) { try run($0, arguments: arguments) }
   }
 
-  private static func run(_ options: ParsedOptions) throws {
+  private static func run(_ options: ParsedOptions, arguments: [String]) throws {
     applyThreads(options)
     let settings = settings(from: options)
     try settings.validate()
     let dataset = DatasetName(rawValue: options.string("dataset"))!
     let path = options.string("data").isEmpty ? defaultDataPath(for: dataset) : options.string("data")
+    let (resume, overwrite) = (options.flag("resume"), options.flag("overwrite"))
+    if resume && overwrite {
+      throw CommandFailure(
+        message: "--resume continues the run in --out and --overwrite moves it aside: pass one", exitCode: 2)
+    }
     let directory = try RunDirectory(options.string("out"))
-    if directory.hasCheckpoint && !options.flag("resume") {
-      throw SearchError.invalidConfiguration(
-        "\(directory.checkpointURL.path) exists; pass --resume to continue it or choose another --out")
+    let earlier = directory.existingOutputs
+    if !resume && !earlier.isEmpty && !overwrite {
+      let what =
+        directory.hasCheckpoint
+        ? "\(directory.checkpointURL.path) exists; pass --resume to continue it"
+        : "\(directory.url.path) holds the outputs of an earlier run (\(earlier.joined(separator: ", "))) but no checkpoint; "
+          + "pass --overwrite to move them into \(directory.url.path)/previous-<time>"
+      throw SearchError.invalidConfiguration(what + ", or choose another --out")
     }
     let data: ImageDataset
     do {
@@ -128,14 +139,18 @@ public enum SearchCommand {
         message: "\(error) (flags: --data PATH, or --dataset fashion-mnist for data with no download)", exitCode: 1)
     }
     let run = try SearchRun(settings: settings, data: data)
-    if options.flag("resume") {
-      guard directory.hasCheckpoint else {
-        throw SearchError.checkpointMismatch(
-          "--resume: there is no \(directory.checkpointURL.path); start without --resume")
-      }
+    if overwrite && !earlier.isEmpty {
+      print("moved the earlier outputs to \(try directory.moveOutputsAside().path)")
+    } else if resume && !directory.hasCheckpoint {
+      // A run killed in its first epoch: nothing to continue, so start from the beginning.
+      print("no checkpoint in \(directory.url.path) yet: starting from the first epoch")
+      if !earlier.isEmpty { print("moved the earlier outputs to \(try directory.moveOutputsAside().path)") }
+    } else if resume {
       try run.restore(from: SafeTensorsFile.read(from: directory.checkpointURL))
-      try directory.writeLog(run.history)
+      // The checkpoint is the commit point: the log and genotypes are rewritten from it.
+      try directory.writeDerived(run)
       print("resumed at epoch \(run.nextEpoch) of \(settings.epochs) from \(directory.checkpointURL.path)")
+      for change in run.settingsChanges { print("  changed on resume: \(change)") }
     }
     print(
       "search-cifar: \(data.name), \(run.trainLoader.indices.count) search-train / \(run.validIndices.count) search-val images, "
@@ -144,10 +159,24 @@ public enum SearchCommand {
         + "(\(settings.warmupEpochs) warm-up), \(settings.architect.unrolled ? "second" : "first")-order")
     let bar = ProgressBar(interactive: isatty(STDERR_FILENO) != 0)
     run.onStep = { bar.update($0, epochs: settings.epochs) }
+    let signals = StopSignals()
+    run.shouldStop = { signals.received != nil }
     while !run.isFinished {
       let record: EpochRecord
       do {
         record = try run.runEpoch()
+      } catch SearchError.interrupted(let epoch, let step) {
+        bar.finish()
+        let signal = signals.received ?? SIGINT
+        let kept =
+          run.nextEpoch > 0
+          ? "the checkpoint of epoch \(run.nextEpoch) is intact" : "no checkpoint was written yet"
+        let again = (["search-cifar"] + arguments.filter { $0 != "--resume" } + ["--resume"]).joined(separator: " ")
+        throw CommandFailure(
+          message:
+            "interrupted by \(signal == SIGTERM ? "SIGTERM" : "SIGINT") after step \(step) of epoch \(epoch + 1); "
+            + "nothing of that epoch was written and \(kept); continue with: \(again)",
+          exitCode: 128 + signal)
       } catch SearchError.nonFiniteLoss(let loss) {
         bar.finish()
         let lower = loss.settingsToLower.map { setting in

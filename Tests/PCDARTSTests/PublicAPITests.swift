@@ -42,26 +42,9 @@ private func randomBatch(_ n: Int, side: Int = 8, using rng: inout SeededGenerat
     labels: (0..<n).map { _ in Int32(rng.nextInt(below: 10)) })
 }
 
-/// A tiny generated dataset of `count` 32×32 images over 4 classes.
-private func tinyDataset(count: Int, seed: UInt64) -> ImageDataset {
-  var rng = SeededGenerator(seed: seed)
-  let pixels = (0..<count * ImageDataset.imageSize).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
-  return ImageDataset(
-    name: "tiny", images: pixels, labels: (0..<count).map { Int32($0 % 4) }, classCount: 4,
-    mean: [0.5, 0.5, 0.5], std: [0.25, 0.25, 0.25])
-}
-
-/// Settings for a one-epoch search of the smallest network on `tinyDataset(count: 12, …)`:
-/// 6 search-train images in batches of 3, so 2 steps, each with an architecture update.
-private func tinySettings() -> SearchSettings {
-  var settings = SearchSettings()
-  settings.network = NetworkConfig(initChannels: 4, layers: 3, partialChannels: 2)
-  settings.batchSize = 3
-  settings.epochs = 2
-  settings.warmupEpochs = 0
-  settings.seed = 5
-  return settings
-}
+/// Settings for a search of the smallest network on `tinyDataset(count: 12, …)`: 6 search-train
+/// images in batches of 3, so 2 steps, each with an architecture update.
+private func tinySettings() -> SearchSettings { tinySearchSettings(seed: 5) }
 
 final class PublicAPITests: XCTestCase {
   func testACustomPrimitiveGetsAnAlphaColumnAndNamedWeights() throws {

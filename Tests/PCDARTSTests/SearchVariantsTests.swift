@@ -10,25 +10,9 @@ import TestSupport
 import XCTest
 
 final class SearchVariantsTests: XCTestCase {
-  /// `count` random 32×32 images over 4 classes.
-  private func dataset(count: Int, seed: UInt64) -> ImageDataset {
-    var rng = SeededGenerator(seed: seed)
-    let pixels = (0..<count * ImageDataset.imageSize).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
-    return ImageDataset(
-      name: "tiny", images: pixels, labels: (0..<count).map { Int32($0 % 4) }, classCount: 4,
-      mean: [0.5, 0.5, 0.5], std: [0.25, 0.25, 0.25])
-  }
+  private func dataset(count: Int, seed: UInt64) -> ImageDataset { tinyDataset(count: count, seed: seed) }
 
-  /// The smallest network (3 cells of 4 channels, K = 2), batches of 3, no warm-up.
-  private func settings(epochs: Int = 2) -> SearchSettings {
-    var s = SearchSettings()
-    s.network = NetworkConfig(initChannels: 4, layers: 3, partialChannels: 2)
-    s.batchSize = 3
-    s.epochs = epochs
-    s.warmupEpochs = 0
-    s.seed = 9
-    return s
-  }
+  private func settings(epochs: Int = 2) -> SearchSettings { tinySearchSettings(epochs: epochs, seed: 9) }
 
   /// What must repeat exactly between two runs (all but the timings).
   private func outcome(_ records: [EpochRecord]) -> [String] {

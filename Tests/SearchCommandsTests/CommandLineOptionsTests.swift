@@ -118,60 +118,60 @@ final class CommandLineOptionsTests: XCTestCase {
   func testUnknownOption() {
     assertError(
       ["--foo"], .unknownOption("--foo"),
-      message: "error: unknown option '--foo'; see --help for the options")
+      message: "unknown option '--foo'; see --help for the options")
     assertError(
       ["--foo=3"], .unknownOption("--foo"),
-      message: "error: unknown option '--foo'; see --help for the options")
+      message: "unknown option '--foo'; see --help for the options")
     assertError(
       ["-x"], .unknownOption("-x"),
-      message: "error: unknown option '-x'; see --help for the options")
+      message: "unknown option '-x'; see --help for the options")
     assertError(
       ["cifar10"], .unexpectedArgument("cifar10"),
-      message: "error: unexpected argument 'cifar10'; options start with '--'")
+      message: "unexpected argument 'cifar10'; options start with '--'")
   }
 
   func testMissingValue() {
-    assertError(["--lr"], .missingValue(option: "--lr"), message: "error: missing value for '--lr'")
+    assertError(["--lr"], .missingValue(option: "--lr"), message: "missing value for '--lr'")
     assertError(
       ["--lr", "--unrolled"], .missingValue(option: "--lr"),
-      message: "error: missing value for '--lr'")
+      message: "missing value for '--lr'")
   }
 
   func testBadValues() {
     assertError(
       ["--lr", "abc"], .invalidValue(option: "--lr", value: "abc", expected: "a number"),
-      message: "error: bad value 'abc' for '--lr' (expected a number)")
+      message: "bad value 'abc' for '--lr' (expected a number)")
     assertError(
       ["--lr=nan"], .invalidValue(option: "--lr", value: "nan", expected: "a number"),
-      message: "error: bad value 'nan' for '--lr' (expected a number)")
+      message: "bad value 'nan' for '--lr' (expected a number)")
     assertError(
       ["--batch-size", "6.5"],
       .invalidValue(option: "--batch-size", value: "6.5", expected: "an integer"),
-      message: "error: bad value '6.5' for '--batch-size' (expected an integer)")
+      message: "bad value '6.5' for '--batch-size' (expected an integer)")
     assertError(
       ["--threads", "1,,4"],
       .invalidValue(
         option: "--threads", value: "1,,4", expected: "comma-separated integers like 1,2,4,8"),
       message:
-        "error: bad value '1,,4' for '--threads' (expected comma-separated integers like 1,2,4,8)")
+        "bad value '1,,4' for '--threads' (expected comma-separated integers like 1,2,4,8)")
     assertError(
       ["--unrolled=yes"], .unexpectedValue(option: "--unrolled", value: "yes"),
-      message: "error: flag '--unrolled' takes no value, got 'yes'")
+      message: "flag '--unrolled' takes no value, got 'yes'")
   }
 
   func testValidationRejectsOutOfRangeValues() {
     assertError(
       ["--batch-size", "0"],
       .outOfRange(option: "--batch-size", value: "0", reason: "must be at least 1"),
-      message: "error: value '0' for '--batch-size' is out of range: must be at least 1")
+      message: "value '0' for '--batch-size' is out of range: must be at least 1")
     assertError(
       ["--lr", "-0.5"], .outOfRange(option: "--lr", value: "-0.5", reason: "must be positive"),
-      message: "error: value '-0.5' for '--lr' is out of range: must be positive")
+      message: "value '-0.5' for '--lr' is out of range: must be positive")
     assertError(
       ["--dataset", "mnist"],
       .outOfRange(option: "--dataset", value: "mnist", reason: "must be cifar10 or fashion-mnist"),
       message:
-        "error: value 'mnist' for '--dataset' is out of range: must be cifar10 or fashion-mnist")
+        "value 'mnist' for '--dataset' is out of range: must be cifar10 or fashion-mnist")
     XCTAssertEqual(try makeParser().parse(["--batch-size", "1"]).int("batch-size"), 1)
   }
 }

@@ -299,10 +299,179 @@ final class SearchEndToEndTests: XCTestCase {
       for word in words { XCTAssertTrue(message.contains(word), "\(what): '\(word)' not in: \(message)") }
       // The error is the last line on stderr (a run that started has printed progress lines).
       let lastLine = message.split(separator: "\n").last.map(String.init) ?? ""
-      XCTAssertTrue(lastLine.hasPrefix("error: "), "\(what): \(message)")
+      XCTAssertTrue(lastLine.hasPrefix("error: ") && !lastLine.hasPrefix("error: error:"), "\(what): \(message)")
       XCTAssertTrue(try snapshot(done) == pristine, "\(what): the --out folder changed")
     }
     XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: regularFile)), Data("keep me".utf8))
+  }
+
+  // MARK: - Nothing lost
+
+  func testEarlierOutputsWithoutACheckpointAreNeitherReplacedNorMixedIn() throws {
+    // What a kill during the first epoch's writes used to leave: outputs, no checkpoint.
+    let folder = out("leftovers")
+    try FileManager.default.copyItem(atPath: firstRun, toPath: folder)
+    try FileManager.default.removeItem(atPath: folder + "/checkpoint.safetensors")
+    let before = try snapshot(folder)
+    let refused = try search(flags(out: folder))
+    XCTAssertEqual(refused.code, 2, refused.stderr)
+    for word in ["earlier run", "log.jsonl", "genotypes/", "--overwrite", "no checkpoint"] {
+      XCTAssertTrue(refused.stderr.contains(word), "'\(word)' not in: \(refused.stderr)")
+    }
+    XCTAssertTrue(try snapshot(folder) == before, "a refused run changed the folder")
+
+    let overwritten = try search(flags(out: folder) + ["--overwrite"])
+    XCTAssertEqual(overwritten.code, 0, overwritten.stderr)
+    let aside = try XCTUnwrap(
+      try FileManager.default.contentsOfDirectory(atPath: folder).first { $0.hasPrefix("previous-") })
+    XCTAssertEqual(
+      try read(folder + "/" + aside, "log.jsonl"), before["log.jsonl"].map { String(decoding: $0, as: UTF8.self) })
+    XCTAssertEqual(try log(folder).count, 2)
+    XCTAssertTrue(FileManager.default.fileExists(atPath: folder + "/checkpoint.safetensors"))
+    let both = try search(flags(out: folder) + ["--overwrite", "--resume"])
+    XCTAssertEqual(both.code, 2, both.stderr)
+  }
+
+  func testASecondRunOnTheSameFolderIsRefusedNamingTheFirstOnesPid() throws {
+    let folder = out("locked")
+    do {
+      let holder = try RunDirectory(folder)  // as a running search holds it
+      let (code, message) = try search(flags(out: folder))
+      XCTAssertEqual(code, 2, message)
+      XCTAssertTrue(message.contains("another run (pid \(getpid()))") && message.contains(folder), message)
+      withExtendedLifetime(holder) {}
+    }
+    // Released with its holder: the folder is free again.
+    XCTAssertNoThrow(try RunDirectory(folder))
+  }
+
+  func testResumeWithoutACheckpointStartsFromTheBeginningAndStaleTemporaryFilesGo() throws {
+    let folder = out("fresh-resume")
+    try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+    // A temporary file of a process that no longer runs, and one of this (running) process.
+    var dead: Int32 = 999_999
+    while kill(dead, 0) == 0 || errno != ESRCH { dead -= 1 }
+    let stale = folder + "/.checkpoint.safetensors.tmp-\(dead)-7"
+    let live = folder + "/.log.jsonl.tmp-\(getpid())-8"
+    for path in [stale, live] { FileManager.default.createFile(atPath: path, contents: Data("x".utf8)) }
+    let (code, message) = try search(flags(out: folder) + ["--resume"])
+    XCTAssertEqual(code, 0, message)
+    XCTAssertEqual(try log(folder).count, 2)
+    XCTAssertFalse(FileManager.default.fileExists(atPath: stale), "the dead process's temporary file stayed")
+    XCTAssertTrue(FileManager.default.fileExists(atPath: live), "a running process's temporary file was removed")
+    try FileManager.default.removeItem(atPath: live)
+    let lines = try log(folder), expected = try log(firstRun)
+    for (x, y) in zip(expected, lines) { XCTAssertEqual(deterministicPart(x), deterministicPart(y)) }
+  }
+
+  func testResumeRewritesWhatIsDerivedFromTheCheckpoint() throws {
+    // Derived files one epoch ahead of the checkpoint, as a kill between the two writes of an
+    // epoch could leave them.
+    let folder = out("ahead")
+    try FileManager.default.copyItem(atPath: firstRun, toPath: folder)
+    let log = try read(folder, "log.jsonl")
+    try (log + log.split(separator: "\n").last! + "\n").write(
+      toFile: folder + "/log.jsonl", atomically: true, encoding: .utf8)
+    try "x".write(toFile: folder + "/genotypes/epoch_002.json", atomically: true, encoding: .utf8)
+    let (code, message) = try search(flags(out: folder) + ["--resume"])
+    XCTAssertEqual(code, 0, message)
+    XCTAssertEqual(try read(folder, "log.jsonl"), log)
+    XCTAssertFalse(FileManager.default.fileExists(atPath: folder + "/genotypes/epoch_002.json"))
+    XCTAssertTrue(FileManager.default.fileExists(atPath: folder + "/genotypes/epoch_001.json"))
+  }
+
+  func testResumeMayChangeLearningRatesAndEpochsButNotWhatDefinesTheRun() throws {
+    let folder = out("changed")
+    try FileManager.default.copyItem(atPath: firstRun, toPath: folder)
+    let changed = try search(flags(out: folder, epochs: 3) + ["--resume", "--lr", "0.05", "--arch-lr", "3e-4"])
+    XCTAssertEqual(changed.code, 0, changed.stderr)
+    let lines = try log(folder)
+    XCTAssertEqual(lines.count, 3)
+    XCTAssertNil(lines[1]["settings_changed"])
+    let changes = try XCTUnwrap(lines[2]["settings_changed"] as? [String])
+    XCTAssertEqual(changes.count, 3, "\(changes)")
+    for word in ["learningRate: 0.1 → 0.05", "architect.learningRate", "epochs: 2 → 3"] {
+      XCTAssertTrue(changes.contains { $0.contains(word) }, "'\(word)' not in \(changes)")
+    }
+    let before = try snapshot(folder)
+    let refused = try search(flags(out: folder, epochs: 3) + ["--resume", "--seed", "5"])
+    XCTAssertEqual(refused.code, 1, refused.stderr)
+    XCTAssertTrue(refused.stderr.contains("seed: 2 vs 5") && refused.stderr.contains("define the run"), refused.stderr)
+    XCTAssertTrue(try snapshot(folder) == before)
+  }
+
+  func testACheckpointWithNonFiniteWeightsOrAnEditedEpochIsRefused() throws {
+    let folder = out("poisoned")
+    try FileManager.default.copyItem(atPath: firstRun, toPath: folder)
+    let url = URL(fileURLWithPath: folder + "/checkpoint.safetensors")
+    let original = try SafeTensorsFile.read(from: url)
+    var nan = original
+    var weight = try XCTUnwrap(nan.tensors["stem.0.weight"])
+    var values = try XCTUnwrap(weight.floats)
+    values[3] = .nan
+    weight = SafeTensor(shape: weight.shape, floats: values)
+    nan.tensors["stem.0.weight"] = weight
+    for (what, file, words) in [
+      ("NaN weight", nan, ["stem.0.weight", "non-finite", "element 3"]),
+      (
+        "epoch -5",
+        {
+          var f = original
+          f.metadata["next_epoch"] = "-5"
+          return f
+        }(), ["next epoch -5"]
+      ),
+      (
+        "epoch 99",
+        {
+          var f = original
+          f.metadata["next_epoch"] = "99"
+          return f
+        }(), ["next epoch 99", "2 epochs"]
+      ),
+    ] {
+      try file.write(to: url)
+      let before = try snapshot(folder)
+      let (code, message) = try search(flags(out: folder) + ["--resume"])
+      XCTAssertEqual(code, 1, "\(what): \(message)")
+      for word in words { XCTAssertTrue(message.contains(word), "\(what): '\(word)' not in \(message)") }
+      XCTAssertTrue(try snapshot(folder) == before, "\(what): the folder changed")
+    }
+  }
+
+  func testSIGINTStopsAtAStepBoundaryAndTheRunResumesToTheSameResult() throws {
+    // The built executable, beside this test bundle.
+    let binary = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+      .appendingPathComponent("search-cifar")
+    try XCTSkipUnless(FileManager.default.isExecutableFile(atPath: binary.path), "no search-cifar at \(binary.path)")
+    let folder = out("interrupted")
+    let process = Process()
+    process.executableURL = binary
+    process.arguments = flags(out: folder)
+    let errors = Pipe()
+    process.standardError = errors
+    process.standardOutput = FileHandle.nullDevice
+    try process.run()
+    // Wait for the first progress line of the second epoch (a checkpoint exists then), then signal.
+    var seen = Data()
+    while !String(decoding: seen, as: UTF8.self).contains("epoch 2/2 [") {
+      let chunk = errors.fileHandleForReading.availableData
+      if chunk.isEmpty { break }
+      seen += chunk
+    }
+    kill(process.processIdentifier, SIGINT)
+    seen += errors.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    let message = String(decoding: seen, as: UTF8.self)
+    XCTAssertEqual(process.terminationStatus, 130, message)
+    XCTAssertTrue(message.contains("interrupted by SIGINT") && message.contains("--resume"), message)
+    XCTAssertTrue(message.contains("checkpoint of epoch 1 is intact"), message)
+    XCTAssertEqual(try log(folder).count, 1, "the interrupted epoch left a line in the log")
+    let resumed = try search(flags(out: folder) + ["--resume"])
+    XCTAssertEqual(resumed.code, 0, resumed.stderr)
+    let (expected, actual) = (try log(firstRun), try log(folder))
+    XCTAssertEqual(actual.count, 2)
+    for (x, y) in zip(expected, actual) { XCTAssertEqual(deterministicPart(x), deterministicPart(y)) }
   }
 
   func testTheSearchVariantFlagsReachTheRunAndItsOutputs() throws {

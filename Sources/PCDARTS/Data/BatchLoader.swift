@@ -212,6 +212,19 @@ public final class BatchLoader {
   /// - Throws: ``DataError/stateMismatch(problem:)`` if the sample count, batch size or position
   ///   does not fit this loader.
   public func restore(_ state: EpochState) throws {
+    try check(state)
+    epoch = state.epoch
+    batchIndex = state.batchIndex
+    epochSeed = state.epochSeed
+    rng.state = state.rngState
+    permutations = [:]
+    pending = nil  // prepared for the old position; the key check would ignore it anyway
+    if prefetch { startPrefetch() }
+  }
+
+  /// Checks that `state` fits this loader, without changing anything (see ``restore(_:)``).
+  /// - Throws: ``DataError/stateMismatch(problem:)``.
+  public func check(_ state: EpochState) throws {
     guard state.sampleCount == indices.count else {
       throw DataError.stateMismatch(
         problem: "it was saved for \(state.sampleCount) samples, this loader has \(indices.count)")
@@ -227,13 +240,6 @@ public final class BatchLoader {
         problem: "batch index \(state.batchIndex) (of \(batchesPerEpoch)), epoch \(state.epoch) "
           + "and \(state.rngState.count) generator words are not a valid position")
     }
-    epoch = state.epoch
-    batchIndex = state.batchIndex
-    epochSeed = state.epochSeed
-    rng.state = state.rngState
-    permutations = [:]
-    pending = nil  // prepared for the old position; the key check would ignore it anyway
-    if prefetch { startPrefetch() }
   }
 
   /// The next batch of the current epoch, or `nil` once the epoch is used up; the call after a

@@ -44,37 +44,48 @@ public enum CheckpointTensors {
 
   /// Loads the tensors of `file` into the network and optimizers.
   ///
-  /// - Throws: ``SearchError/checkpointMismatch(_:)`` naming the first missing, unexpected or
-  ///   mis-shaped tensor; nothing is modified unless every check passes.
+  /// - Throws: ``SearchError/checkpointMismatch(_:)`` naming the first missing, unexpected,
+  ///   mis-shaped or non-finite tensor; nothing is modified unless every check passes.
   public static func restore(
     _ tensors: [String: SafeTensor], network: SearchNetwork, weightOptimizer: SGD?, architect: Architect?
   ) throws {
-    var targets: [(String, Tensor)] = network.stateTensors() + network.arch.named
-    var expected = Set(targets.map(\.0))
+    // Everything is checked before anything is written: names, shapes, finiteness, adam.step.
+    var targets: [(name: String, shape: [Int])] = (network.stateTensors() + network.arch.named).map {
+      ($0.0, $0.1.shape)
+    }
+    var destinations: [String: () -> Tensor] = [:]
+    for (name, t) in network.stateTensors() + network.arch.named { destinations[name] = { t } }
+    var expected = Set(targets.map(\.name))
     if let sgd = weightOptimizer {
       // Momentum buffers exist once SGD has stepped; a checkpoint has all of them or none.
       let names = network.namedParameters().map { optimizerPrefix + "sgd.momentum_buffer." + $0.0 }
       if names.contains(where: { tensors[$0] != nil }) {
         for (i, (name, p)) in network.namedParameters().enumerated() {
-          let buffer = sgd.momentumBuffers[i] ?? Tensor(zeros: p.shape)
-          sgd.momentumBuffers[i] = buffer
-          targets.append((optimizerPrefix + "sgd.momentum_buffer." + name, buffer))
+          let key = optimizerPrefix + "sgd.momentum_buffer." + name
+          targets.append((key, p.shape))
+          destinations[key] = {
+            let buffer = sgd.momentumBuffers[i] ?? Tensor(zeros: p.shape)
+            sgd.momentumBuffers[i] = buffer
+            return buffer
+          }
         }
         expected.formUnion(names)
       }
     }
     if let adam = architect?.optimizer {
-      for (i, (name, _)) in network.arch.named.enumerated() {
-        let moments = [
+      for (i, (name, p)) in network.arch.named.enumerated() {
+        for (key, moment) in [
           (optimizerPrefix + "adam.exp_avg." + name, adam.firstMoments[i]),
           (optimizerPrefix + "adam.exp_avg_sq." + name, adam.secondMoments[i]),
-        ]
-        targets += moments
-        expected.formUnion(moments.map(\.0))
+        ] {
+          targets.append((key, p.shape))
+          destinations[key] = { moment }
+          expected.insert(key)
+        }
       }
       expected.insert(optimizerPrefix + "adam.step")
     }
-    if let missing = targets.map(\.0).first(where: { tensors[$0] == nil }) {
+    if let missing = targets.map(\.name).first(where: { tensors[$0] == nil }) {
       throw SearchError.checkpointMismatch(
         "tensor \(missing) is missing; the checkpoint was written for a different network")
     }
@@ -85,24 +96,32 @@ public enum CheckpointTensors {
       throw SearchError.checkpointMismatch(
         "unexpected tensor \(extra); the checkpoint was written for a different network")
     }
-    for (name, t) in targets {
+    for (name, shape) in targets {
       let stored = tensors[name]!
-      guard stored.shape == t.shape else {
+      guard stored.shape == shape else {
         throw SearchError.checkpointMismatch(
-          "tensor \(name) has shape \(stored.shape) in the file, the network expects \(t.shape)")
+          "tensor \(name) has shape \(stored.shape) in the file, the network expects \(shape)")
+      }
+      if let floats = stored.floats, let bad = floats.firstIndex(where: { !$0.isFinite }) {
+        throw SearchError.checkpointMismatch(
+          "tensor \(name) holds a non-finite value (\(floats[bad]) at element \(bad)): the run had diverged "
+            + "when it was saved; resume from an earlier copy of the checkpoint or start again")
       }
     }
-    for (name, t) in targets {
+    var step: Int64?
+    if architect != nil {
+      guard let value = tensors[optimizerPrefix + "adam.step"]?.int64s?.first, value >= 0 else {
+        throw SearchError.checkpointMismatch("tensor \(optimizerPrefix)adam.step is missing, negative or not I64")
+      }
+      step = value
+    }
+    for (name, _) in targets {
       let stored = tensors[name]!
       let values = stored.floats ?? stored.int64s!.map(Float.init)
+      let t = destinations[name]!()
       values.withUnsafeBufferPointer { t.pointer.update(from: $0.baseAddress!, count: t.count) }
     }
-    if let adam = architect?.optimizer {
-      guard let step = tensors[optimizerPrefix + "adam.step"]?.int64s?.first else {
-        throw SearchError.checkpointMismatch("tensor \(optimizerPrefix)adam.step is missing or not I64")
-      }
-      adam.stepCount = Int(step)
-    }
+    if let adam = architect?.optimizer, let step { adam.stepCount = Int(step) }
   }
 
   private static func safeTensor(_ name: String, _ t: Tensor) -> SafeTensor {

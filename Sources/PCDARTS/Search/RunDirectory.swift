@@ -12,18 +12,23 @@
 import Foundation
 import TensorEngine
 
-/// The files of one search run under a folder.
-public struct RunDirectory {
+/// The files of one search run under a folder, which it holds an exclusive lock on while it
+/// exists (`.lock`, with the holder's pid), so that two runs never write into one folder.
+public final class RunDirectory {
   /// The folder.
   public let url: URL
+  /// The open lock file; closing it (when the directory is released) releases the lock.
+  private let lockDescriptor: Int32
 
   /// `log.jsonl`, one line per completed epoch.
   public var logURL: URL { url.appendingPathComponent("log.jsonl") }
   /// `checkpoint.safetensors`.
   public var checkpointURL: URL { url.appendingPathComponent("checkpoint.safetensors") }
 
-  /// Creates the folder if needed and checks that it is writable.
-  /// - Throws: ``SearchError/invalidConfiguration(_:)`` naming the folder and the reason.
+  /// Creates the folder if needed, checks that it is writable, takes its lock and removes the
+  /// temporary files that interrupted writes of processes no longer running left behind.
+  /// - Throws: ``SearchError/invalidConfiguration(_:)`` naming the folder and the reason: not a
+  ///   folder, not writable, or locked by another run (whose pid the message gives).
   public init(_ path: String) throws {
     url = URL(fileURLWithPath: path)
     let fm = FileManager.default
@@ -33,22 +38,98 @@ public struct RunDirectory {
     }
     do {
       try fm.createDirectory(at: url.appendingPathComponent("genotypes"), withIntermediateDirectories: true)
-      let probe = url.appendingPathComponent(".write-test-\(getpid())")
-      try Data().write(to: probe)
-      try fm.removeItem(at: probe)
     } catch {
       throw SearchError.invalidConfiguration(
         "the output folder \(path) is not writable (\(error.localizedDescription)); choose a folder you can write to")
     }
+    let lockPath = url.appendingPathComponent(".lock").path
+    let fd = open(lockPath, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+    guard fd >= 0 else {
+      throw SearchError.invalidConfiguration(
+        "the output folder \(path) is not writable (\(String(cString: strerror(errno)))); choose a folder you can write to"
+      )
+    }
+    guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
+      let holder = (try? String(contentsOfFile: lockPath, encoding: .utf8))?.trimmingCharacters(
+        in: .whitespacesAndNewlines)
+      close(fd)
+      throw SearchError.invalidConfiguration(
+        "another run (pid \(holder.flatMap { $0.isEmpty ? nil : $0 } ?? "unknown")) is writing to \(path); "
+          + "wait for it to end or choose another output folder")
+    }
+    let pid = Array("\(getpid())\n".utf8)
+    _ = ftruncate(fd, 0)
+    _ = pwrite(fd, pid, pid.count, 0)
+    lockDescriptor = fd
+    removeStaleTemporaryFiles()
   }
+
+  deinit { close(lockDescriptor) }
 
   /// Whether a checkpoint exists to resume from.
   public var hasCheckpoint: Bool { FileManager.default.fileExists(atPath: checkpointURL.path) }
 
-  /// Writes the state after an epoch: log, genotypes, cell drawings, then the checkpoint last,
-  /// so that a checkpoint always has its log and genotype beside it.
+  /// The outputs of an earlier run in the folder (log, genotypes, drawings, checkpoint), by name.
+  public var existingOutputs: [String] {
+    let fm = FileManager.default
+    var found = Self.outputNames.filter { fm.fileExists(atPath: url.appendingPathComponent($0).path) }
+    if let perEpoch = try? fm.contentsOfDirectory(atPath: url.appendingPathComponent("genotypes").path),
+      !perEpoch.isEmpty
+    {
+      found.append("genotypes/")
+    }
+    return found
+  }
+
+  private static let outputNames = [
+    "log.jsonl", "genotype.json", "genotype.txt", "checkpoint.safetensors", "normal.dot", "normal.svg",
+    "normal.png", "reduction.dot", "reduction.svg", "reduction.png",
+  ]
+
+  /// Moves every output of an earlier run into a new subfolder `previous-<date>-<time>` (nothing
+  /// is deleted) and returns it.
+  @discardableResult
+  public func moveOutputsAside() throws -> URL {
+    let stamp = DateFormatter()
+    stamp.dateFormat = "yyyyMMdd-HHmmss"
+    stamp.timeZone = TimeZone(identifier: "UTC")
+    var aside = url.appendingPathComponent("previous-\(stamp.string(from: Date()))")
+    var n = 1
+    while FileManager.default.fileExists(atPath: aside.path) {
+      n += 1
+      aside = url.appendingPathComponent("previous-\(stamp.string(from: Date()))-\(n)")
+    }
+    let fm = FileManager.default
+    try fm.createDirectory(at: aside, withIntermediateDirectories: false)
+    for name in existingOutputs {
+      let item = name.hasSuffix("/") ? String(name.dropLast()) : name
+      try fm.moveItem(at: url.appendingPathComponent(item), to: aside.appendingPathComponent(item))
+    }
+    try fm.createDirectory(at: url.appendingPathComponent("genotypes"), withIntermediateDirectories: true)
+    return aside
+  }
+
+  /// Writes the state after an epoch: the checkpoint first — the commit point of the epoch — then
+  /// what is derived from it (log, genotypes, cell drawings), so that after a kill or a full disk
+  /// the derived files are never ahead of the checkpoint, and ``writeDerived(_:)`` on resume
+  /// brings them back in line with it.
   public func writeEpoch(_ run: SearchRun) throws {
-    try write(run.history.map(\.jsonLine).joined(separator: "\n") + "\n", to: logURL)
+    try writeAtomically(run.checkpoint().serialized(), to: checkpointURL)
+    try writeDerived(run)
+  }
+
+  /// Rewrites everything derived from the run's state after its last completed epoch: the log
+  /// from its history, the latest genotype files and drawings, and the per-epoch genotypes (those
+  /// of epochs not completed, left by an interrupted run, are removed).
+  public func writeDerived(_ run: SearchRun) throws {
+    try write(run.history.map(\.jsonLine).joined(separator: "\n") + (run.history.isEmpty ? "" : "\n"), to: logURL)
+    let genotypes = url.appendingPathComponent("genotypes")
+    for name in (try? FileManager.default.contentsOfDirectory(atPath: genotypes.path)) ?? [] {
+      guard name.hasPrefix("epoch_"), let epoch = Int(name.dropFirst(6).prefix { $0.isNumber }), epoch >= run.nextEpoch
+      else { continue }
+      try FileManager.default.removeItem(at: genotypes.appendingPathComponent(name))
+    }
+    guard run.nextEpoch > 0 else { return }
     let genotype = run.network.genotype()
     // With a skip_connect cap, the capped genotype joins the raw one as fields of its own.
     var object = genotype.jsonObject
@@ -67,12 +148,20 @@ public struct RunDirectory {
       try write(text, to: url.appendingPathComponent(name))
     }
     try drawCells(genotype)
-    try writeAtomically(run.checkpoint().serialized(), to: checkpointURL)
   }
 
-  /// Rewrites the log from a restored history (drops lines of an epoch that was interrupted).
-  public func writeLog(_ history: [EpochRecord]) throws {
-    try write(history.map(\.jsonLine).joined(separator: "\n") + (history.isEmpty ? "" : "\n"), to: logURL)
+  /// Removes `.<name>.tmp-<pid>-…` files (interrupted atomic writes) whose process is gone.
+  private func removeStaleTemporaryFiles() {
+    let fm = FileManager.default
+    for folder in [url, url.appendingPathComponent("genotypes")] {
+      for name in (try? fm.contentsOfDirectory(atPath: folder.path)) ?? [] {
+        guard name.hasPrefix("."), let marker = name.range(of: ".tmp-"),
+          let pid = Int32(name[marker.upperBound...].prefix { $0.isNumber }), pid != getpid(),
+          kill(pid, 0) != 0, errno == ESRCH
+        else { continue }
+        try? fm.removeItem(at: folder.appendingPathComponent(name))
+      }
+    }
   }
 
   /// DOT files of both cells, rendered to SVG and PNG when graphviz is installed.
@@ -86,7 +175,7 @@ public struct RunDirectory {
       guard let dotTool = graphvizExecutable() else { continue }
       for format in ["svg", "png"] {
         let target = url.appendingPathComponent("\(name).\(format)")
-        let temporary = url.appendingPathComponent(".\(name).\(format).tmp")
+        let temporary = url.appendingPathComponent(".\(name).\(format).tmp-\(getpid())")
         let process = Process()
         process.executableURL = URL(fileURLWithPath: dotTool)
         process.arguments = ["-T\(format)", dot.path, "-o", temporary.path]

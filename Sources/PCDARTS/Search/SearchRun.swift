@@ -47,6 +47,8 @@ public struct EpochRecord: Codable, Equatable, Sendable {
   /// With ``SearchSettings/maxSkipConnect`` set: the DARTS string of the capped genotype
   /// (``genotype`` stays the raw one).
   public var cappedGenotype: String?
+  /// In the first epoch after a resume with changed settings: each change, "path: old → new".
+  public var settingsChanged: [String]?
 
   enum CodingKeys: String, CodingKey {
     case epoch, lr, seconds, genotype
@@ -59,6 +61,7 @@ public struct EpochRecord: Codable, Equatable, Sendable {
     case archUpdates = "arch_updates"
     case archSteps = "arch_steps"
     case cappedGenotype = "genotype_capped"
+    case settingsChanged = "settings_changed"
   }
 
   /// The record as one JSON line (sorted keys).
@@ -99,6 +102,9 @@ public final class SearchRun {
   public var onStep: ((StepProgress) -> Void)?
   /// Called after every epoch with its record (already in ``history``).
   public var onEpoch: ((EpochRecord) -> Void)?
+  /// Asked after every step: `true` ends the epoch there with ``SearchError/interrupted(epoch:step:)``,
+  /// before anything of it is recorded (a command sets it from SIGINT and SIGTERM).
+  public var shouldStop: (() -> Bool)?
 
   /// Builds the network and data streams from `settings.seed`.
   ///
@@ -173,6 +179,7 @@ public final class SearchRun {
       lossSum += Double(result.trainLoss) * Double(batch.count)
       correct += result.correct
       seen += batch.count
+      if shouldStop?() == true { throw SearchError.interrupted(epoch: epoch, step: step) }
       let elapsed = Date().timeIntervalSince(start)
       onStep?(
         StepProgress(
@@ -192,7 +199,9 @@ public final class SearchRun {
       seconds: Date().timeIntervalSince(start), imagesPerSecond: Double(seen) / trainSeconds,
       peakTensorBytes: memory.peakBytes, genotype: network.genotype().pythonDescription,
       archUpdates: archUpdates, archSteps: archSteps,
-      cappedGenotype: settings.maxSkipConnect.map { network.genotype(maxSkipConnect: $0).pythonDescription })
+      cappedGenotype: settings.maxSkipConnect.map { network.genotype(maxSkipConnect: $0).pythonDescription },
+      settingsChanged: settingsChanges.isEmpty ? nil : settingsChanges)
+    settingsChanges = []
     history.append(record)
     nextEpoch += 1
     onEpoch?(record)
@@ -240,6 +249,7 @@ public final class SearchRun {
       "genotype": network.genotype().pythonDescription,
     ]
     if let sampler = network.channelSampler { metadata["channel_sampler"] = json(sampler.state) }
+    metadata["dataset"] = datasetIdentity
     return SafeTensorsFile(
       tensors: CheckpointTensors.collect(network: network, weightOptimizer: weightOptimizer, architect: architect),
       metadata: metadata)
@@ -257,11 +267,14 @@ public final class SearchRun {
     else {
       throw SearchError.checkpointMismatch("its settings are missing or unreadable")
     }
-    let differences = saved.differences(from: settings)
-    guard differences.isEmpty else {
+    let differing = saved.differingSettings(from: settings)
+    let defining = differing.filter { !SearchSettings.changeableOnResume.contains($0.path) }
+    guard defining.isEmpty else {
       throw SearchError.checkpointMismatch(
-        "it was written with other settings (checkpoint vs now: \(differences.joined(separator: "; "))); "
-          + "rerun with the checkpoint's settings or write to another folder")
+        "it was written with other settings (checkpoint vs now: "
+          + defining.map { "\($0.path): \($0.mine) vs \($0.theirs)" }.joined(separator: "; ") + "); "
+          + "these define the run and cannot change on resume: rerun with the checkpoint's settings or write to another folder"
+      )
     }
     let decoder = JSONDecoder()
     guard let epochText = file.metadata["next_epoch"], let epoch = Int(epochText),
@@ -274,6 +287,23 @@ public final class SearchRun {
       let records = file.metadata["history"].flatMap({ try? decoder.decode([EpochRecord].self, from: Data($0.utf8)) })
     else {
       throw SearchError.checkpointMismatch("its epoch, data-loader state or history is missing or unreadable")
+    }
+    guard epoch >= 1, epoch == records.count else {
+      throw SearchError.checkpointMismatch(
+        "its next epoch \(epoch) does not follow its history of \(records.count) epochs; the file was edited or damaged"
+      )
+    }
+    do {
+      try trainLoader.check(trainState)
+      try archLoader.check(archState)
+    } catch let error as DataError {
+      throw SearchError.checkpointMismatch("its data-loader state does not fit this data: \(error)")
+    }
+    // Checkpoints from before the dataset was recorded lack it; the split sizes still guard them.
+    if let saved = file.metadata["dataset"], saved != datasetIdentity {
+      throw SearchError.checkpointMismatch(
+        "it was written for \(saved), the data now is \(datasetIdentity); pass the checkpoint's dataset and data path or write to another folder"
+      )
     }
     var samplerState: [UInt64]?
     if network.channelSampler != nil {
@@ -292,7 +322,15 @@ public final class SearchRun {
     try archLoader.restore(archState)
     nextEpoch = epoch
     history = records
+    settingsChanges = differing.map { "\($0.path): \($0.mine) → \($0.theirs)" }
   }
+
+  /// The data's name and size, as a checkpoint records it.
+  private var datasetIdentity: String { "\(data.name) (\(data.count) training images)" }
+
+  /// The settings that differ from the restored checkpoint's (those ``SearchSettings/changeableOnResume``
+  /// allows), as "path: old → new"; the next epoch's record carries them.
+  public private(set) var settingsChanges: [String] = []
 }
 
 /// The number of rows whose largest logit is at the label (first maximum wins ties).

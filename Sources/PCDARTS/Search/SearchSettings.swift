@@ -125,11 +125,27 @@ public struct SearchSettings: Codable, Equatable, Sendable {
 
   /// The fields in which `self` and `other` differ, as "name: a vs b".
   public func differences(from other: SearchSettings) -> [String] {
+    differingSettings(from: other).map { "\($0.path): \($0.mine) vs \($0.theirs)" }
+  }
+
+  /// The fields in which `self` and `other` differ: each path with both values as JSON writes
+  /// them ("unset" for a missing optional), sorted by path.
+  public func differingSettings(from other: SearchSettings) -> [(path: String, mine: String, theirs: String)] {
     let (a, b) = (flattened, other.flattened)
     return Set(a.keys).union(b.keys).sorted().compactMap { key in
-      a[key] == b[key] ? nil : "\(key): \(a[key] ?? "unset") vs \(b[key] ?? "unset")"
+      a[key] == b[key] ? nil : (key, a[key] ?? "unset", b[key] ?? "unset")
     }
   }
+
+  /// The settings a resumed run may change (a lower learning rate after a divergence, more
+  /// epochs): the schedules, the step sizes, the regularisation, clipping and what only the
+  /// derived genotype reads. Every other setting defines the run — the network, the data and its
+  /// split, the seed, the batch, the momentum, the order of the architecture step — and a
+  /// checkpoint written with another value is refused.
+  public static let changeableOnResume: Set<String> = [
+    "learningRate", "learningRateMin", "weightDecay", "architect.learningRate", "architect.weightDecay",
+    "epochs", "warmupEpochs", "gradClip", "archUpdateEvery", "maxSkipConnect",
+  ]
 
   /// Every setting by its dotted path, its value as JSON writes it.
   private var flattened: [String: String] {

@@ -158,10 +158,10 @@ settings.seed = 5
 
 let run = try SearchRun(settings: settings, data: data, space: space)
 let folder = FileManager.default.temporaryDirectory.appendingPathComponent("api-guide-run").path
-let directory = try RunDirectory(folder)
+let directory = try RunDirectory(folder)  // holds the folder's lock while it lives
 if directory.hasCheckpoint {
   try run.restore(from: SafeTensorsFile.read(from: directory.checkpointURL))
-  try directory.writeLog(run.history)
+  try directory.writeDerived(run)  // the log and genotypes as the checkpoint has them
 }
 run.onStep = { progress in  // after every weight step
   print("epoch \(progress.epoch) step \(progress.step)/\(progress.steps) loss \(progress.trainLoss)")
