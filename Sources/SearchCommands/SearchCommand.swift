@@ -138,6 +138,7 @@ public enum SearchCommand {
       throw CommandFailure(
         message: "\(error) (flags: --data PATH, or --dataset fashion-mnist for data with no download)", exitCode: 1)
     }
+    for warning in data.warnings { FileHandle.standardError.write(Data("warning: \(warning)\n".utf8)) }
     let run = try SearchRun(settings: settings, data: data)
     if overwrite && !earlier.isEmpty {
       print("moved the earlier outputs to \(try directory.moveOutputsAside().path)")

@@ -127,8 +127,9 @@ final class DataTests: XCTestCase {
   // MARK: - CIFAR-10
 
   func testCIFAR10ReadsEveryRecordExactly() throws {
-    // Uneven record counts: the reader must accept any whole number of records per file.
-    let folder = try makeCIFAR10(recordsPerFile: [2, 1, 0, 3, 1, 2])
+    // Uneven record counts: the reader must accept any whole number of records per file (an empty
+    // file is an error, see below).
+    let folder = try makeCIFAR10(recordsPerFile: [2, 1, 1, 2, 1, 2])
     for path in [folder, directory.path, directory.path + "/"] {
       let train = try loadCIFAR10(from: path, train: true)
       XCTAssertEqual(train.count, 7)
@@ -164,6 +165,34 @@ final class DataTests: XCTestCase {
     }
     // The test file is unaffected by a bad training file.
     XCTAssertEqual(try loadCIFAR10(from: folder, train: false).count, 1)
+  }
+
+  func testAnEmptyFileOrAFolderInPlaceOfAFileIsAnError() throws {
+    let folder = try makeCIFAR10(recordsPerFile: [1, 1, 1, 1, 1, 1])
+    let path = folder + "/data_batch_2.bin"
+    try write([], to: path)
+    assertThrows(DataError.self, try loadCIFAR10(from: folder, train: true)) { error in
+      XCTAssertEqual(error, .emptyFile(file: path))
+      XCTAssertTrue(error.description.contains("data_batch_2.bin") && error.description.contains("empty"))
+    }
+    try FileManager.default.removeItem(atPath: path)
+    try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: false)
+    assertThrows(DataError.self, try loadCIFAR10(from: folder, train: true)) { error in
+      XCTAssertEqual(error, .unreadable(file: path, reason: "it is a folder, not a file"))
+      XCTAssertFalse(error.description.contains("NSCocoaErrorDomain"), error.description)
+    }
+  }
+
+  func testAFileWithOtherThanTheOfficialRecordCountIsUsedWithOneWarning() throws {
+    // Cut at a record boundary: 3 records where the official file has 10,000.
+    let folder = try makeCIFAR10(recordsPerFile: [3, 3, 3, 3, 3, 2])
+    let train = try loadCIFAR10(from: folder, train: true)
+    XCTAssertEqual(train.count, 15)
+    XCTAssertEqual(train.warnings.count, 5)
+    let first = try XCTUnwrap(train.warnings.first)
+    XCTAssertTrue(first.contains("data_batch_1.bin") && first.contains("3 records") && first.contains("10000"), first)
+    XCTAssertEqual(train.subset([0, 1]).warnings, train.warnings, "a subset keeps its data's warnings")
+    XCTAssertEqual(try loadCIFAR10(from: folder, train: false).warnings.count, 1)
   }
 
   func testCIFAR10LabelOutOfRangeNamesFileAndRecord() throws {

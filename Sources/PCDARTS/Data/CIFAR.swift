@@ -29,12 +29,14 @@ public func loadCIFAR10(from path: String, train: Bool) throws -> ImageDataset {
   let folder = try resolveCIFARFolder(
     path, subfolder: "cifar-10-batches-bin", marker: "test_batch.bin", dataset: .cifar10)
   let files = train ? (1...5).map { "data_batch_\($0).bin" } : ["test_batch.bin"]
-  let (images, labels) = try readCIFARRecords(
+  let (images, labels, warnings) = try readCIFARRecords(
     files.map { folder + "/" + $0 }, labelBytes: 1, labelIndex: 0, classCount: 10,
-    dataset: .cifar10)
-  return ImageDataset(
+    dataset: .cifar10, officialRecords: 10_000)
+  var data = ImageDataset(
     name: "cifar10-\(train ? "train" : "test")", images: images, labels: labels, classCount: 10,
     mean: cifar10Mean, std: cifar10Std)
+  data.warnings = warnings
+  return data
 }
 
 /// Loads CIFAR-100 from its binary version, with the fine (100-class) labels.
@@ -48,12 +50,14 @@ public func loadCIFAR100(from path: String, train: Bool) throws -> ImageDataset 
   let folder = try resolveCIFARFolder(
     path, subfolder: "cifar-100-binary", marker: "test.bin", dataset: .cifar100)
   // Records are (coarse label, fine label, pixels); the search uses the fine label.
-  let (images, labels) = try readCIFARRecords(
+  let (images, labels, warnings) = try readCIFARRecords(
     [folder + "/" + (train ? "train.bin" : "test.bin")], labelBytes: 2, labelIndex: 1,
-    classCount: 100, dataset: .cifar100)
-  return ImageDataset(
+    classCount: 100, dataset: .cifar100, officialRecords: train ? 50_000 : 10_000)
+  var data = ImageDataset(
     name: "cifar100-\(train ? "train" : "test")", images: images, labels: labels, classCount: 100,
     mean: cifar100Mean, std: cifar100Std)
+  data.warnings = warnings
+  return data
 }
 
 /// The folder holding the `.bin` files: `path/subfolder` if it exists, else `path` itself when it
@@ -75,8 +79,9 @@ private func resolveCIFARFolder(
 
 /// Reads the records of `files` in order into one (N, 3, 32, 32) byte array and N labels.
 private func readCIFARRecords(
-  _ files: [String], labelBytes: Int, labelIndex: Int, classCount: Int, dataset: DatasetName
-) throws -> (images: [UInt8], labels: [Int32]) {
+  _ files: [String], labelBytes: Int, labelIndex: Int, classCount: Int, dataset: DatasetName,
+  officialRecords: Int
+) throws -> (images: [UInt8], labels: [Int32], warnings: [String]) {
   let size = ImageDataset.imageSize
   let recordSize = labelBytes + size
   var contents: [Data] = []
@@ -89,6 +94,9 @@ private func readCIFARRecords(
       throw DataError.badFileSize(file: file, size: data.count, recordSize: recordSize)
     }
     contents.append(data)
+  }
+  let warnings = zip(files, contents).compactMap { file, data in
+    recordCountWarning(file: file, records: data.count / recordSize, official: officialRecords)
   }
   let total = contents.reduce(0) { $0 + $1.count / recordSize }
   var images = [UInt8](repeating: 0, count: total * size)
@@ -113,5 +121,5 @@ private func readCIFARRecords(
       }
     }
   }
-  return (images, labels)
+  return (images, labels, warnings)
 }

@@ -34,9 +34,13 @@ public func loadFashionMNIST(from path: String, train: Bool) throws -> ImageData
   }
   let imageBytes = try gunzip(try readDataFile(imagesFile), file: imagesFile)
   let labelBytes = try gunzip(try readDataFile(labelsFile), file: labelsFile)
-  return try fashionMNISTDataset(
+  var data = try fashionMNISTDataset(
     imageIDX: imageBytes, imagesFile: imagesFile, labelIDX: labelBytes, labelsFile: labelsFile,
     name: "fashion-mnist-\(prefix == "train" ? "train" : "test")")
+  if let warning = recordCountWarning(file: imagesFile, records: data.count, official: train ? 60_000 : 10_000) {
+    data.warnings.append(warning)
+  }
+  return data
 }
 
 /// Builds the dataset from decompressed IDX contents; the file names are for the error messages.

@@ -33,6 +33,10 @@ public struct ImageDataset: Sendable {
   /// Per-channel standard deviation of the pixel values scaled to [0, 1], shape (C).
   public var std: [Float]
 
+  /// Notes on data that is usable but not what the official files hold (fewer records, say),
+  /// one line each naming the file; the commands print them as warnings.
+  public var warnings: [String] = []
+
   /// Number of images, N.
   public var count: Int { labels.count }
 
@@ -89,9 +93,11 @@ public struct ImageDataset: Sendable {
         }
       }
     }
-    return ImageDataset(
+    var subset = ImageDataset(
       name: name, images: newImages, labels: newLabels, classCount: classCount, mean: mean,
       std: std)
+    subset.warnings = warnings
+    return subset
   }
 }
 
@@ -104,6 +110,8 @@ public enum DataError: Error, CustomStringConvertible, Equatable {
   case missingData(dataset: DatasetName, path: String)
   /// A file could not be read (permissions, I/O error).
   case unreadable(file: String, reason: String)
+  /// A data file of 0 bytes.
+  case emptyFile(file: String)
   /// A record file whose size is not a whole number of records.
   case badFileSize(file: String, size: Int, recordSize: Int)
   /// A label outside the dataset's classes.
@@ -151,6 +159,8 @@ public enum DataError: Error, CustomStringConvertible, Equatable {
       }
     case .unreadable(let file, let reason):
       return "Cannot read '\(file)': \(reason). Check that the file exists and is readable."
+    case .emptyFile(let file):
+      return "'\(file)' is empty (0 bytes): the download or the unpacking was cut short. Download and unpack it again."
     case .badFileSize(let file, let size, let recordSize):
       return """
         '\(file)' has \(size) bytes, which is not a whole number of \(recordSize)-byte records \
@@ -280,11 +290,19 @@ func seededShuffle(_ values: inout [Int], using rng: inout SeededGenerator) {
 
 /// Reads a whole file, turning Foundation's error into a ``DataError`` that names the file.
 func readDataFile(_ path: String) throws -> Data {
-  do {
-    return try Data(contentsOf: URL(fileURLWithPath: path), options: .mappedIfSafe)
-  } catch {
-    throw DataError.unreadable(file: path, reason: error.localizedDescription)
+  guard !isDirectory(path) else { throw DataError.unreadable(file: path, reason: "it is a folder, not a file") }
+  guard let data = FileManager.default.contents(atPath: path) else {
+    let reason = access(path, R_OK) == 0 ? "reading it failed" : String(cString: strerror(errno))
+    throw DataError.unreadable(file: path, reason: reason)
   }
+  guard !data.isEmpty else { throw DataError.emptyFile(file: path) }
+  return data
+}
+
+/// The warning for a data file that holds `records` records where the official one has `official`.
+func recordCountWarning(file: String, records: Int, official: Int) -> String? {
+  records == official
+    ? nil : "\(file) holds \(records) records; the official file has \(official) (the data is used as it is)"
 }
 
 /// Whether `path` names an existing directory.
