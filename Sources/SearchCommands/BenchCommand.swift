@@ -11,6 +11,12 @@ import NeuralNetwork
 import PCDARTS
 import TensorEngine
 
+/// Whether `path` names an existing folder.
+private func isDirectoryPath(_ path: String) -> Bool {
+  var isDirectory: ObjCBool = false
+  return FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) && isDirectory.boolValue
+}
+
 /// The measurements of one K.
 public struct BenchResult: Codable, Equatable, Sendable {
   /// The partial-channel factor measured.
@@ -100,7 +106,19 @@ public enum BenchCommand {
   private static func runAll(_ options: ParsedOptions) throws {
     let batch = options.int("batch")
     // Every K's settings are checked before the first measurement starts.
-    for k in options.intList("K") { try settings(options, k: k, batch: batch).validate() }
+    for k in options.intList("K") {
+      let s = settings(options, k: k, batch: batch)
+      try s.validate()
+      try checkMemory(s, batchFlag: "--batch")
+    }
+    let json = options.string("json")
+    if !json.isEmpty {
+      let folder = URL(fileURLWithPath: json).deletingLastPathComponent().path
+      guard isDirectoryPath(folder), access(folder, W_OK) == 0 else {
+        throw CommandFailure(
+          message: "--json \(json): the folder \(folder) does not exist or is not writable", exitCode: 2)
+      }
+    }
     var results: [BenchResult] = []
     print(
       "bench: \(options.int("layers")) cells, \(options.int("init-channels")) initial channels, batch \(batch), "
@@ -150,9 +168,20 @@ public enum BenchCommand {
       let line = String(decoding: output, as: UTF8.self).split(separator: "\n").last,
       let result = try? JSONDecoder().decode(BenchResult.self, from: Data(line.utf8))
     else {
+      guard process.terminationReason == .uncaughtSignal else {
+        throw CommandFailure(
+          message: "the measurement of K = \(k) at batch \(batch) failed (exit \(process.terminationStatus))",
+          exitCode: 1)
+      }
+      // The largest peak RSS of the children waited for so far: this one's, when it used the most.
+      var usage = rusage()
+      getrusage(RUSAGE_CHILDREN.rawValue, &usage)
+      let signal = process.terminationStatus
+      let name = signal == SIGKILL ? "SIGKILL (the kernel's out-of-memory killer, most likely)" : "signal \(signal)"
       throw CommandFailure(
-        message: "the measurement of K = \(k) at batch \(batch) failed (exit \(process.terminationStatus))", exitCode: 1
-      )
+        message: "the measurement of K = \(k) at batch \(batch) was killed by \(name); the largest measurement so far "
+          + "used \(formatBytes(Int(usage.ru_maxrss) * 1024)): lower --batch or raise K",
+        exitCode: 1)
     }
     return result
   }

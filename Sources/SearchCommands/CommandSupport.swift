@@ -115,6 +115,20 @@ final class StopSignals: @unchecked Sendable {
   }
 }
 
+/// Refuses settings whose estimated peak memory exceeds this machine's physical memory, before
+/// anything is allocated (``NetworkConfig/estimatedPeakTensorBytes(batchSize:)``).
+func checkMemory(_ settings: SearchSettings, batchFlag: String) throws {
+  let estimate = settings.network.estimatedPeakTensorBytes(batchSize: settings.batchSize)
+  let physical = Double(sysconf(Int32(_SC_PHYS_PAGES))) * Double(sysconf(Int32(_SC_PAGESIZE)))
+  guard physical > 0, estimate > physical else { return }
+  func gib(_ bytes: Double) -> String { String(format: "%.1f GiB", bytes / 1_073_741_824) }
+  throw CommandFailure(
+    message: "this search would need about \(gib(estimate)) of memory (an estimate), more than the "
+      + "\(gib(physical)) of this machine: lower \(batchFlag) (\(settings.batchSize)) or --init-channels "
+      + "(\(settings.network.initChannels)), or raise --K (\(settings.network.partialChannels))",
+    exitCode: 2)
+}
+
 /// A failure a command has already put into words, with its exit code.
 struct CommandFailure: Error {
   /// The one-line message (without `error: `).

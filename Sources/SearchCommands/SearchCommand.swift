@@ -113,6 +113,7 @@ public enum SearchCommand {
     applyThreads(options)
     let settings = settings(from: options)
     try settings.validate()
+    try checkMemory(settings, batchFlag: "--batch-size")
     let dataset = DatasetName(rawValue: options.string("dataset"))!
     let path = options.string("data").isEmpty ? defaultDataPath(for: dataset) : options.string("data")
     let (resume, overwrite) = (options.flag("resume"), options.flag("overwrite"))

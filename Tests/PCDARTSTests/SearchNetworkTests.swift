@@ -51,4 +51,34 @@ final class SearchNetworkTests: XCTestCase {
       XCTAssertGreaterThan(p.grad!.scalars.map(abs).max()!, 0, name)
     }
   }
+
+  func testTheWeightCountFromTheShapeAloneEqualsTheBuiltNetworks() throws {
+    for config in [
+      NetworkConfig(), NetworkConfig(partialChannels: 1), NetworkConfig(initChannels: 8, layers: 5, partialChannels: 2),
+      NetworkConfig(initChannels: 12, layers: 4, classes: 100, partialChannels: 3),
+    ] {
+      var rng = SeededGenerator(seed: 0)
+      XCTAssertEqual(config.dartsWeightCount, try SearchNetwork(config: config, rng: &rng).weightCount, "\(config)")
+    }
+    XCTAssertEqual(NetworkConfig(partialChannels: 1).dartsWeightCount, 1_930_618)
+  }
+
+  func testTheMemoryEstimateFollowsAMeasuredIteration() throws {
+    // One search iteration of a small network, measured, against the estimate (a ±30% guide).
+    var settings = SearchSettings()
+    settings.network = NetworkConfig(initChannels: 8, layers: 5, classes: 10, partialChannels: 2)
+    settings.batchSize = 8
+    let search = try SearchIteration(settings: settings)
+    var rng = SeededGenerator(seed: 1)
+    func batch() -> LabeledBatch {
+      LabeledBatch(images: Tensor.randomNormal([8, 3, 32, 32], using: &rng), labels: (0..<8).map { Int32($0) })
+    }
+    let (train, valid) = (batch(), batch())
+    try search.run(train: train, valid: valid, epoch: 0, step: 1)
+    let (_, memory) = try MemoryStats.measure { try search.run(train: train, valid: valid, epoch: 0, step: 2) }
+    let estimate = settings.network.estimatedPeakTensorBytes(batchSize: 8)
+    let ratio = estimate / Double(memory.peakBytes)
+    print(String(format: "memory estimate %.0f, measured peak %d, ratio %.3f", estimate, memory.peakBytes, ratio))
+    XCTAssertTrue((0.7...1.3).contains(ratio), "estimate \(estimate) against a measured \(memory.peakBytes)")
+  }
 }

@@ -50,4 +50,14 @@ final class BenchTests: XCTestCase {
     let baseRatios = try XCTUnwrap(lines.first { $0.hasPrefix("K=1 ") })
     XCTAssertEqual(baseRatios.components(separatedBy: "1.00×").count - 1, 4, baseRatios)
   }
+
+  func testEveryKAndTheJSONPathAreCheckedBeforeTheFirstMeasurement() {
+    let start = Date()
+    // K = 1 would measure; K = 1000 does not divide the channels, so nothing may run.
+    XCTAssertEqual(BenchCommand.main(["--K", "1,1000", "--layers", "3", "--init-channels", "8", "--batch", "2"]), 2)
+    XCTAssertEqual(
+      BenchCommand.main(["--K", "1", "--layers", "3", "--init-channels", "8", "--json", "/nonexistent/folder/out.json"]
+      ), 2)
+    XCTAssertLessThan(Date().timeIntervalSince(start), 5, "a measurement ran before the checks")
+  }
 }

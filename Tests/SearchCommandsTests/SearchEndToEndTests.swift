@@ -260,7 +260,7 @@ final class SearchEndToEndTests: XCTestCase {
       ),
       (
         "no arch steps", flags(out: done) + ["--arch-update-every", "0"], 2,
-        ["invalid --arch-update-every", "at least 1"]
+        ["invalid --arch-update-every", "1...1000000"]
       ),
       ("negative cap", flags(out: done) + ["--max-skip-connect", "-2"], 2, ["invalid --max-skip-connect", "-2"]),
       // Ranges are checked once, by the settings, and the message names the flag typed.
@@ -269,7 +269,18 @@ final class SearchEndToEndTests: XCTestCase {
         "negative arch decay", flags(out: done) + ["--arch-weight-decay", "-1"], 2,
         ["invalid --arch-weight-decay", "-1"]
       ),
-      ("two cells", flags(out: done, layers: 2), 2, ["invalid --layers", "at least 3", "2"]),
+      ("two cells", flags(out: done, layers: 2), 2, ["invalid --layers", "3...1000", "2"]),
+      // Values that used to trap on overflow or allocate without bound.
+      ("2^63-1 cells", flags(out: done) + ["--layers", "9223372036854775807"], 2, ["invalid --layers"]),
+      ("2^62 channels", flags(out: done) + ["--init-channels", "4611686018427387904"], 2, ["invalid --init-channels"]),
+      (
+        "100000 channels", flags(out: done) + ["--init-channels", "100000"], 2, ["invalid --init-channels", "1...4096"]
+      ),
+      ("2^63-1 epochs", flags(out: done) + ["--epochs", "9223372036854775807"], 2, ["invalid --epochs"]),
+      (
+        "more memory than the machine", flags(out: done) + ["--init-channels", "4096", "--batch-size", "65536"], 2,
+        ["would need about", "GiB", "--batch-size (65536)", "--K"]
+      ),
       ("lr-min above lr", flags(out: done) + ["--lr-min", "1"], 2, ["invalid --lr-min", "learningRate"]),
       ("K does not divide", flags(out: done) + ["--K", "3"], 2, ["K = 3", "4 channels"]),
       // With --resume the command gets past the existing checkpoint to the data.

@@ -157,6 +157,61 @@ final class SafeTensorsTests: XCTestCase {
     try FileManager.default.contentsOfDirectory(atPath: directory.path).sorted()
   }
 
+  func testAShapeWhoseSizeOverflowsIsAnErrorWithAMessage() throws {
+    let url = directory.appendingPathComponent("huge.safetensors")
+    let header = #"{"w":{"dtype":"F32","shape":[4611686018427387904,4],"data_offsets":[0,8]}}"#
+    try handWritten(header: header, body: Array(repeating: 0, count: 8)).write(to: url)
+    assertThrows(SafeTensorsError.self, try SafeTensorsFile.read(from: url)) { error in
+      XCTAssertTrue(error.description.contains("more than"), error.description)
+    }
+  }
+
+  /// Random truncations, byte flips and header edits of a valid file: every one is read or
+  /// refused with an error, none crashes the process.
+  func testFuzzedFilesGiveAnErrorNeverACrash() throws {
+    let valid = SafeTensorsFile(
+      tensors: [
+        "a": SafeTensor(shape: [2, 3], floats: [1, 2, 3, 4, 5, 6]), "b": SafeTensor(shape: [], int64s: [7]),
+      ], metadata: ["format": "x", "n": "3"]
+    ).serialized()
+    let headerLength = Int(valid.prefix(8).withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) })
+    let header = String(decoding: valid[8..<8 + headerLength], as: UTF8.self)
+    let url = directory.appendingPathComponent("fuzz.safetensors")
+    var rng = SeededGenerator(seed: 99)
+    var (read, refused) = (0, 0)
+    let edits: [(String, String)] = [
+      ("\"F32\"", "\"F16\""), ("[2,3]", "[-2,3]"), ("[2,3]", "[9223372036854775807,2]"), ("[2,3]", "[2.5,3]"),
+      ("data_offsets", "data_offset"), ("\"shape\"", "\"shapes\""), ("[0,24]", "[24,0]"), ("[0,24]", "[0,99999999999]"),
+      ("{", "["), ("}", ""), ("\"a\"", "\"__metadata__\""),
+    ]
+    for trial in 0..<400 {
+      var bytes = [UInt8](valid)
+      switch trial % 4 {
+      case 0: bytes.removeLast(rng.nextInt(below: bytes.count))
+      case 1:
+        for _ in 0..<(1 + rng.nextInt(below: 4)) {
+          bytes[rng.nextInt(below: bytes.count)] ^= UInt8(1 << rng.nextInt(below: 8))
+        }
+      case 2:
+        let (from, to) = edits[rng.nextInt(below: edits.count)]
+        let edited = Array(header.replacingOccurrences(of: from, with: to).utf8)
+        bytes = littleEndian(UInt64(edited.count)) + edited + Array(valid[(8 + headerLength)...])
+      default:
+        // A length prefix that points anywhere.
+        bytes.replaceSubrange(0..<8, with: littleEndian(UInt64(rng.next() >> UInt64(rng.nextInt(below: 64)))))
+      }
+      try Data(bytes).write(to: url)
+      do {
+        _ = try SafeTensorsFile.read(from: url)
+        read += 1
+      } catch is SafeTensorsError {
+        refused += 1
+      }
+    }
+    XCTAssertEqual(read + refused, 400)
+    XCTAssertGreaterThan(refused, 300, "most mutations must be refused")
+  }
+
   func testFailedWriteLeavesTheOldFileIntact() throws {
     let url = directory.appendingPathComponent("checkpoint.safetensors")
     let old = SafeTensorsFile(tensors: ["w": SafeTensor(shape: [1], floats: [1])])

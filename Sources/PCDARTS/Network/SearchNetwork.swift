@@ -86,14 +86,19 @@ public struct NetworkConfig: Codable, Equatable, Sendable {
     func fail(_ setting: String, _ problem: String) throws {
       throw SearchError.invalidSetting("network." + setting, problem)
     }
-    if initChannels < 1 { try fail("initChannels", "must be at least 1, got \(initChannels)") }
-    if layers < 3 { try fail("layers", "must be at least 3 (the two reduction cells need room), got \(layers)") }
+    if initChannels < 1 || initChannels > 4096 { try fail("initChannels", "must lie in 1...4096, got \(initChannels)") }
+    if layers < 3 || layers > 1000 {
+      try fail("layers", "must lie in 3...1000 (the two reduction cells need room), got \(layers)")
+    }
     if classes < 2 { try fail("classes", "the dataset needs at least 2 classes, got \(classes)") }
-    if steps < 1 { try fail("steps", "must be at least 1, got \(steps)") }
+    if steps < 1 || steps > 16 { try fail("steps", "must lie in 1...16, got \(steps)") }
     if multiplier < 1 || multiplier > steps + 2 {
       try fail("multiplier", "must lie in 1...steps + 2 = \(steps + 2), got \(multiplier)")
     }
-    if stemMultiplier < 1 { try fail("stemMultiplier", "must be at least 1, got \(stemMultiplier)") }
+    if stemMultiplier < 1 || stemMultiplier > 16 {
+      try fail("stemMultiplier", "must lie in 1...16, got \(stemMultiplier)")
+    }
+    if classes > 1_000_000 { try fail("classes", "must be at most 1000000, got \(classes)") }
     if partialChannels < 1 { try fail("partialChannels", "K must be at least 1, got \(partialChannels)") }
     for (i, c) in cellChannels.enumerated() {
       if c % partialChannels != 0 {
@@ -109,6 +114,42 @@ public struct NetworkConfig: Codable, Equatable, Sendable {
             + "its skip_connect (FactorizedReduce) needs an even count: lower K or raise the initial channels")
       }
     }
+  }
+}
+
+extension NetworkConfig {
+  /// The weights of the super-net over DARTS's search space, counted from the shape alone (no
+  /// network is built): what ``SearchNetwork/weightCount`` gives for ``SearchSpace/darts``.
+  public var dartsWeightCount: Int {
+    var total = 9 * inputChannels * stemMultiplier * initChannels + 2 * stemMultiplier * initChannels
+    var (previousPrevious, previous, c) = (stemMultiplier * initChannels, stemMultiplier * initChannels, initChannels)
+    for i in 0..<layers {
+      if isReduction(i) { c *= 2 }
+      let p = c / partialChannels
+      // The two 1×1 preprocessing convolutions (or FactorizedReduce: the same count), then per
+      // edge the two separable convolutions (2·(K²p + p²) each), the two dilated ones
+      // (K²p + p²) and, on stride-2 edges, skip_connect's FactorizedReduce (p²).
+      total += (previousPrevious + previous) * c + edgesPerCell * (102 * p + 6 * p * p)
+      if isReduction(i) { total += 2 * steps * p * p }
+      (previousPrevious, previous) = (previous, multiplier * c)
+    }
+    return total + previous * classes + classes
+  }
+
+  /// An estimate of the peak tensor bytes of one search iteration at `batchSize` on 32×32
+  /// images: the weights with their gradients and momentum, plus the activations, which grow
+  /// with the batch and with each cell's channels × pixels and shrink with K as a + b/K. The
+  /// constants a = 56 and b = 1003 bytes per image, channel and pixel come from `bench` at commit
+  /// 70cabdf (8 cells, 16 channels, batch 64, peak tensor bytes at K = 1, 2, 4, 8 within 3% of
+  /// a + b/K); other shapes are extrapolated, so treat it as a guide to ±30%.
+  public func estimatedPeakTensorBytes(batchSize: Int) -> Double {
+    var (c, side, units) = (initChannels, 32, 0.0)
+    for i in 0..<layers {
+      if isReduction(i) { (c, side) = (c * 2, side / 2) }
+      units += Double(c) * Double(side * side)
+    }
+    let activations = Double(batchSize) * units * (56 + 1003 / Double(partialChannels))
+    return activations + 12 * Double(dartsWeightCount)
   }
 }
 

@@ -86,7 +86,7 @@ public struct SearchSettings: Codable, Equatable, Sendable {
   public func validate() throws {
     func fail(_ setting: String, _ problem: String) throws { throw SearchError.invalidSetting(setting, problem) }
     try network.validate()
-    if batchSize < 1 { try fail("batchSize", "must be at least 1, got \(batchSize)") }
+    if batchSize < 1 || batchSize > 65_536 { try fail("batchSize", "must lie in 1...65536, got \(batchSize)") }
     if !(learningRate > 0 && learningRate.isFinite) {
       try fail("learningRate", "must be positive, got \(learningRate)")
     }
@@ -95,8 +95,10 @@ public struct SearchSettings: Codable, Equatable, Sendable {
     }
     if !(momentum >= 0 && momentum < 1) { try fail("momentum", "must lie in [0, 1), got \(momentum)") }
     if !(weightDecay >= 0 && weightDecay.isFinite) { try fail("weightDecay", "must be ≥ 0, got \(weightDecay)") }
-    if epochs < 1 { try fail("epochs", "must be at least 1, got \(epochs)") }
-    if warmupEpochs < 0 { try fail("warmupEpochs", "must be ≥ 0, got \(warmupEpochs)") }
+    if epochs < 1 || epochs > 100_000 { try fail("epochs", "must lie in 1...100000, got \(epochs)") }
+    if warmupEpochs < 0 || warmupEpochs > 100_000 {
+      try fail("warmupEpochs", "must lie in 0...100000, got \(warmupEpochs)")
+    }
     if !(gradClip > 0) { try fail("gradClip", "must be positive, got \(gradClip)") }
     if !(trainPortion > 0 && trainPortion < 1) {
       try fail("trainPortion", "must lie strictly between 0 and 1, got \(trainPortion)")
@@ -108,7 +110,9 @@ public struct SearchSettings: Codable, Equatable, Sendable {
       try fail("architect.weightDecay", "must be ≥ 0, got \(architect.weightDecay)")
     }
     if let subset, subset < 2 { try fail("subset", "must be at least 2 images, got \(subset)") }
-    if archUpdateEvery < 1 { try fail("archUpdateEvery", "must be at least 1, got \(archUpdateEvery)") }
+    if archUpdateEvery < 1 || archUpdateEvery > 1_000_000 {
+      try fail("archUpdateEvery", "must lie in 1...1000000, got \(archUpdateEvery)")
+    }
     if let cap = maxSkipConnect, cap < 0 { try fail("maxSkipConnect", "must be ≥ 0, got \(cap)") }
   }
 

@@ -94,6 +94,17 @@ public enum SafeTensorsError: Error, CustomStringConvertible, Equatable {
   case writeFailed(file: String, reason: String)
 
   /// A message naming the file, the problem and what to do.
+  /// The bytes of a tensor of `shape` and `dtype`, or nil when that overflows `Int`.
+  private static func byteCount(_ shape: [Int], _ dtype: String) -> Int? {
+    var total = SafeTensorsFile.elementSize(dtype) ?? 0
+    for d in shape {
+      let (product, overflow) = total.multipliedReportingOverflow(by: d)
+      if overflow { return nil }
+      total = product
+    }
+    return total
+  }
+
   public var description: String {
     switch self {
     case .unreadable(let file, let reason):
@@ -118,7 +129,7 @@ public enum SafeTensorsError: Error, CustomStringConvertible, Equatable {
     case .sizeMismatch(let file, let tensor, let shape, let dtype, let bytes):
       return """
         '\(file)': tensor '\(tensor)' of shape \(shape) and dtype \(dtype) needs \
-        \(shape.reduce(1, *) * (SafeTensorsFile.elementSize(dtype) ?? 0)) bytes but its \
+        \(Self.byteCount(shape, dtype).map(String.init) ?? "more than \(Int.max)") bytes but its \
         data_offsets span \(bytes); the file is corrupt.
         """
     case .writeFailed(let file, let reason):
