@@ -485,6 +485,43 @@ final class SearchEndToEndTests: XCTestCase {
     for (x, y) in zip(expected, actual) { XCTAssertEqual(deterministicPart(x), deterministicPart(y)) }
   }
 
+  func testKilledAtSeededMomentsTheRunResumesToTheSameResult() throws {
+    let binary = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+      .appendingPathComponent("search-cifar")
+    try XCTSkipUnless(FileManager.default.isExecutableFile(atPath: binary.path), "no search-cifar at \(binary.path)")
+    var rng = SeededGenerator(seed: 2026)
+    let expected = try log(firstRun)
+    for (trial, signal) in [SIGKILL, SIGKILL, SIGTERM].enumerated() {
+      let folder = out("killed-\(trial)")
+      let process = Process()
+      process.executableURL = binary
+      process.arguments = flags(out: folder)
+      process.standardError = FileHandle.nullDevice
+      process.standardOutput = FileHandle.nullDevice
+      try process.run()
+      // A moment within the run: before, during or after the first epoch's writes.
+      usleep(UInt32(300_000 + rng.nextInt(below: 2_500_000)))
+      kill(process.processIdentifier, signal)
+      process.waitUntilExit()
+      if process.terminationReason == .uncaughtSignal {
+        XCTAssertEqual(process.terminationStatus, SIGKILL, "trial \(trial)")
+      } else if process.terminationStatus != 0 {
+        XCTAssertEqual(process.terminationStatus, 143, "trial \(trial): SIGTERM stops with 128 + 15")
+      }
+      // Whatever the moment, --resume (from a checkpoint, or from the start) ends where an
+      // uninterrupted run ends.
+      let resumed = try search(flags(out: folder) + ["--resume"])
+      XCTAssertEqual(resumed.code, 0, "trial \(trial): \(resumed.stderr)")
+      let actual = try log(folder)
+      XCTAssertEqual(actual.count, 2, "trial \(trial)")
+      for (x, y) in zip(expected, actual) {
+        XCTAssertEqual(deterministicPart(x), deterministicPart(y), "trial \(trial)")
+      }
+      let leftovers = try FileManager.default.contentsOfDirectory(atPath: folder).filter { $0.contains(".tmp-") }
+      XCTAssertEqual(leftovers, [], "trial \(trial): temporary files stayed")
+    }
+  }
+
   func testTheSearchVariantFlagsReachTheRunAndItsOutputs() throws {
     let folder = out("variants")
     let (code, message) = try search(
