@@ -264,17 +264,25 @@ final class GradientCheckTests: XCTestCase {
       }
       assertClose(fused(inputs), reference(inputs), tolerance: 1e-6, "\(build) forward")
       checkGradients("\(build) sampled partialChannelSum", inputs: inputs, fused)
-      let projection = randomInput([2, 6, 4, 4], seed: 47)
-      for x in inputs { x.zeroGrad() }
-      fused(inputs).backward(gradient: projection)
-      let fusedGrads = inputs.map { $0.grad!.scalars }
-      for x in inputs { x.zeroGrad() }
-      reference(inputs).backward(gradient: projection)
-      for (i, x) in inputs.enumerated() {
-        assertClose(fusedGrads[i], x.grad!.scalars, tolerance: 1e-5, "\(build) gradient \(i)")
-      }
-      for x in inputs { x.zeroGrad() }
+      assertSameGradients(fused, reference, inputs: inputs, projection: randomInput([2, 6, 4, 4], seed: 47), build)
     }
+  }
+
+  /// Checks that `f` and `reference` give every input the same gradient of ⟨output, projection⟩,
+  /// and clears the gradients afterwards.
+  private func assertSameGradients(
+    _ f: ([Tensor]) -> Tensor, _ reference: ([Tensor]) -> Tensor, inputs: [Tensor], projection: Tensor,
+    tolerance: Double = 1e-5, _ what: String, file: StaticString = #filePath, line: UInt = #line
+  ) {
+    for x in inputs { x.zeroGrad() }
+    f(inputs).backward(gradient: projection)
+    let grads = inputs.map { $0.grad!.scalars }
+    for x in inputs { x.zeroGrad() }
+    reference(inputs).backward(gradient: projection)
+    for (i, x) in inputs.enumerated() {
+      assertClose(grads[i], x.grad!.scalars, tolerance: tolerance, "\(what) gradient \(i)", file: file, line: line)
+    }
+    for x in inputs { x.zeroGrad() }
   }
 
   func testPartialChannelSumEqualsItsDefinitionAndHasExactGradients() {
@@ -303,15 +311,8 @@ final class GradientCheckTests: XCTestCase {
       assertClose(fused(inputs), reference(inputs), tolerance: 1e-6, "\(build) forward")
       checkGradients("\(build) partialChannelSum", inputs: inputs, fused)
       // And the same gradients as the composition it replaces.
-      let projection = randomInput([2, 6, 4, 4], seed: 27)
-      for x in inputs { x.zeroGrad() }
-      fused(inputs).backward(gradient: projection)
-      let fusedGrads = inputs.map { $0.grad!.scalars }
-      for x in inputs { x.zeroGrad() }
-      reference(inputs).backward(gradient: projection)
-      for (i, x) in inputs.enumerated() {
-        assertClose(fusedGrads[i], x.grad!.scalars, tolerance: 1e-6, "\(build) gradient \(i)")
-      }
+      assertSameGradients(
+        fused, reference, inputs: inputs, projection: randomInput([2, 6, 4, 4], seed: 27), tolerance: 1e-6, build)
       // Inputs that are op outputs read by several ops, as the nodes of a cell: the later sum's
       // backward runs first and leaves a pending gradient on x, first and big, so the earlier sum
       // and the slices add into it in place (stride 1 and 2).

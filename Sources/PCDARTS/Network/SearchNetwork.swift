@@ -50,18 +50,15 @@ public struct NetworkConfig: Codable, Equatable, Sendable {
   public init(from decoder: Decoder) throws {
     let c = try decoder.container(keyedBy: CodingKeys.self)
     let d = NetworkConfig()
-    func value<T: Decodable>(_ key: CodingKeys, _ fallback: T) throws -> T {
-      try c.decodeIfPresent(T.self, forKey: key) ?? fallback
-    }
-    initChannels = try value(.initChannels, d.initChannels)
-    layers = try value(.layers, d.layers)
-    classes = try value(.classes, d.classes)
-    steps = try value(.steps, d.steps)
-    multiplier = try value(.multiplier, d.multiplier)
-    stemMultiplier = try value(.stemMultiplier, d.stemMultiplier)
-    partialChannels = try value(.partialChannels, d.partialChannels)
-    inputChannels = try value(.inputChannels, d.inputChannels)
-    channelSampling = try value(.channelSampling, d.channelSampling)
+    initChannels = try c.decode(.initChannels, or: d.initChannels)
+    layers = try c.decode(.layers, or: d.layers)
+    classes = try c.decode(.classes, or: d.classes)
+    steps = try c.decode(.steps, or: d.steps)
+    multiplier = try c.decode(.multiplier, or: d.multiplier)
+    stemMultiplier = try c.decode(.stemMultiplier, or: d.stemMultiplier)
+    partialChannels = try c.decode(.partialChannels, or: d.partialChannels)
+    inputChannels = try c.decode(.inputChannels, or: d.inputChannels)
+    channelSampling = try c.decode(.channelSampling, or: d.channelSampling)
   }
 
   /// Edges per cell: 2 + 3 + … + (steps + 1).

@@ -54,23 +54,20 @@ public struct SearchSettings: Codable, Equatable, Sendable {
   public init(from decoder: Decoder) throws {
     let c = try decoder.container(keyedBy: CodingKeys.self)
     let d = SearchSettings()
-    func value<T: Decodable>(_ key: CodingKeys, _ fallback: T) throws -> T {
-      try c.decodeIfPresent(T.self, forKey: key) ?? fallback
-    }
-    network = try value(.network, d.network)
-    batchSize = try value(.batchSize, d.batchSize)
-    learningRate = try value(.learningRate, d.learningRate)
-    learningRateMin = try value(.learningRateMin, d.learningRateMin)
-    momentum = try value(.momentum, d.momentum)
-    weightDecay = try value(.weightDecay, d.weightDecay)
-    epochs = try value(.epochs, d.epochs)
-    warmupEpochs = try value(.warmupEpochs, d.warmupEpochs)
-    gradClip = try value(.gradClip, d.gradClip)
-    trainPortion = try value(.trainPortion, d.trainPortion)
-    architect = try value(.architect, d.architect)
-    seed = try value(.seed, d.seed)
+    network = try c.decode(.network, or: d.network)
+    batchSize = try c.decode(.batchSize, or: d.batchSize)
+    learningRate = try c.decode(.learningRate, or: d.learningRate)
+    learningRateMin = try c.decode(.learningRateMin, or: d.learningRateMin)
+    momentum = try c.decode(.momentum, or: d.momentum)
+    weightDecay = try c.decode(.weightDecay, or: d.weightDecay)
+    epochs = try c.decode(.epochs, or: d.epochs)
+    warmupEpochs = try c.decode(.warmupEpochs, or: d.warmupEpochs)
+    gradClip = try c.decode(.gradClip, or: d.gradClip)
+    trainPortion = try c.decode(.trainPortion, or: d.trainPortion)
+    architect = try c.decode(.architect, or: d.architect)
+    seed = try c.decode(.seed, or: d.seed)
     subset = try c.decodeIfPresent(Int.self, forKey: .subset)
-    archUpdateEvery = try value(.archUpdateEvery, d.archUpdateEvery)
+    archUpdateEvery = try c.decode(.archUpdateEvery, or: d.archUpdateEvery)
     maxSkipConnect = try c.decodeIfPresent(Int.self, forKey: .maxSkipConnect)
   }
 
@@ -164,5 +161,13 @@ public struct SearchSettings: Codable, Equatable, Sendable {
     }
     walk("", object)
     return out
+  }
+}
+
+extension KeyedDecodingContainer {
+  /// The value at `key`, or `fallback` when the key is missing (a field added after the JSON was
+  /// written).
+  func decode<T: Decodable>(_ key: Key, or fallback: T) throws -> T {
+    try decodeIfPresent(T.self, forKey: key) ?? fallback
   }
 }
