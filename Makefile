@@ -6,7 +6,9 @@
 
 SWIFT ?= $(shell command -v swift 2>/dev/null || echo /opt/swift/usr/bin/swift)
 # Debian packages the build, the tests and the main job need.
-PACKAGES := pkg-config libopenblas-dev liblapacke-dev zlib1g-dev dataset-fashion-mnist
+PACKAGES := pkg-config libopenblas-dev liblapacke-dev zlib1g-dev dataset-fashion-mnist graphviz
+# What the tests need besides: headless Chromium renders a run's report.html to a PNG.
+TEST_PACKAGES := chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Each `make search` writes a new folder, as the official code's search-EXP-<time> does.
 OUT ?= runs/fashion-mnist-$(shell date +%Y%m%d-%H%M%S)
@@ -16,10 +18,16 @@ OUT ?= runs/fashion-mnist-$(shell date +%Y%m%d-%H%M%S)
 SWIFT_FILES := Sources Tests Package.swift Examples/CustomPrimitive/Sources/CustomPrimitive \
   Examples/CustomPrimitive/Package.swift
 
-.PHONY: setup build test example search bench bench-torch fixtures format lint clean
+.PHONY: setup setup-test install-packages build test example search bench bench-torch fixtures format lint clean
 
 setup:
-	@missing=$$(for p in $(PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	@$(MAKE) --no-print-directory install-packages WANTED="$(PACKAGES)"
+
+setup-test:
+	@$(MAKE) --no-print-directory install-packages WANTED="$(PACKAGES) $(TEST_PACKAGES)"
+
+install-packages:
+	@missing=$$(for p in $(WANTED); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 	  echo "Installing missing Debian packages:" $$missing; \
 	  $(SUDO) apt-get update -q && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
@@ -28,7 +36,7 @@ setup:
 build: setup
 	$(SWIFT) build -c release
 
-test: setup
+test: setup-test
 	$(SWIFT) test --disable-swift-testing
 
 # The client package in Examples/CustomPrimitive: links the three libraries, adds a conv_1x1

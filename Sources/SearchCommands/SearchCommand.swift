@@ -57,6 +57,9 @@ public enum SearchCommand {
       .int("seed", default: 2, help: "seed of every random choice") { $0 >= 0 ? nil : "expected a value ≥ 0" },
       .string("out", default: "runs/search", help: "output folder (log, genotypes, checkpoint, cell drawings)"),
       .flag("resume", help: "continue from the checkpoint in --out (from the start when it has none yet)"),
+      .string(
+        "report", default: "",
+        help: "write report.html of the run folder DIR again from its files, then exit (no search)"),
       .flag("overwrite", help: "move the outputs of an earlier run in --out into --out/previous-<time> and start anew"),
       threadsOption,
       .int("subset", default: 0, help: "use only the first N training images (0 = all)") {
@@ -110,6 +113,13 @@ public enum SearchCommand {
   }
 
   private static func run(_ options: ParsedOptions, arguments: [String]) throws {
+    if !options.string("report").isEmpty {
+      _ = try RunReport(folder: URL(fileURLWithPath: options.string("report")))  // a run folder?
+      let directory = try RunDirectory(options.string("report"))
+      try directory.writeReport()
+      print("wrote \(directory.url.appendingPathComponent("report.html").path)")
+      return
+    }
     applyThreads(options)
     let settings = settings(from: options)
     try settings.validate()

@@ -522,6 +522,67 @@ final class SearchEndToEndTests: XCTestCase {
     }
   }
 
+  // MARK: - The report
+
+  func testTheReportRendersInHeadlessChromiumWithEveryChartAndRegeneratesIdentically() throws {
+    let folder = out("report")
+    try FileManager.default.copyItem(atPath: firstRun, toPath: folder)
+    let written = try read(folder, "report.html")
+    let ids = [
+      "chart-loss", "chart-accuracy", "chart-lr", "chart-throughput", "chart-memory", "heatmap-alpha-normal",
+      "heatmap-alpha-reduce", "trajectory-op-normal", "trajectory-op-reduce", "trajectory-beta-normal",
+      "trajectory-beta-reduce", "cell-normal", "cell-reduction", "settings",
+    ]
+    for id in ids { XCTAssertTrue(written.contains("id=\"\(id)\""), "report.html lacks #\(id)") }
+    XCTAssertFalse(written.contains("<script"), "the report needs no script")
+    XCTAssertEqual(try read(folder, "architecture.jsonl").split(separator: "\n").count, 2)
+
+    // Regenerated from the folder's files: the same page.
+    try FileManager.default.removeItem(atPath: folder + "/report.html")
+    let (code, message) = try search(["--report", folder])
+    XCTAssertEqual(code, 0, message)
+    // The same page but for the folder's name in the title.
+    XCTAssertEqual(
+      try read(folder, "report.html"),
+      written.replacingOccurrences(of: "PC-DARTS search — first", with: "PC-DARTS search — report"))
+    let missing = try search(["--report", out("no-such-run")])
+    XCTAssertEqual(missing.code, 2, missing.stderr)
+    XCTAssertFalse(FileManager.default.fileExists(atPath: out("no-such-run")), "--report created a folder")
+
+    // As a person sees it: Chromium parses every chart and paints a page that is not blank.
+    let chromium = "/usr/bin/chromium"
+    try XCTSkipUnless(
+      FileManager.default.isExecutableFile(atPath: chromium),
+      "Debian's chromium is not installed (make test installs it)")
+    func chromiumRun(_ arguments: [String]) throws -> String {
+      let process = Process()
+      process.executableURL = URL(fileURLWithPath: chromium)
+      process.arguments = ["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars"] + arguments
+      let output = Pipe()
+      process.standardOutput = output
+      process.standardError = FileHandle.nullDevice
+      try process.run()
+      let data = output.fileHandleForReading.readDataToEndOfFile()
+      process.waitUntilExit()
+      XCTAssertEqual(process.terminationStatus, 0, "chromium \(arguments)")
+      return String(decoding: data, as: UTF8.self)
+    }
+    let dom = try chromiumRun(["--dump-dom", "file://\(folder)/report.html"])
+    for id in ids { XCTAssertTrue(dom.contains("id=\"\(id)\""), "the rendered page lacks #\(id)") }
+    let blankPage = root.appendingPathComponent("blank.html")
+    try "<!DOCTYPE html><html><body></body></html>".write(to: blankPage, atomically: true, encoding: .utf8)
+    var sizes: [Int] = []
+    for (page, shot) in [("file://\(folder)/report.html", "report.png"), (blankPage.absoluteString, "blank.png")] {
+      let png = root.appendingPathComponent(shot).path
+      _ = try chromiumRun(["--window-size=1280,2000", "--screenshot=\(png)", page])
+      let bytes = try Data(contentsOf: URL(fileURLWithPath: png))
+      XCTAssertEqual(Array(bytes.prefix(4)), [0x89, 0x50, 0x4E, 0x47], "\(shot) is not a PNG")
+      sizes.append(bytes.count)
+    }
+    // A white page compresses to a few KiB; the charts, heat maps and cells to far more.
+    XCTAssertGreaterThan(sizes[0], 20 * sizes[1], "the report's screenshot looks blank: \(sizes)")
+  }
+
   func testTheSearchVariantFlagsReachTheRunAndItsOutputs() throws {
     let folder = out("variants")
     let (code, message) = try search(

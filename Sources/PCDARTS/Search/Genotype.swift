@@ -138,16 +138,26 @@ extension SearchNetwork {
   /// `skip_connect` edges in the normal cell when set (see
   /// ``Genotype/derive(normal:reduce:primitives:steps:multiplier:maxSkipConnect:)``).
   public func genotype(maxSkipConnect: Int? = nil) -> Genotype {
+    let (normal, reduce) = architectureWeights()
+    return Genotype.derive(
+      normal: normal, reduce: reduce, primitives: space.names, steps: config.steps, multiplier: config.multiplier,
+      maxSkipConnect: maxSkipConnect)
+  }
+
+  /// softmax(α) per edge, (E, P), and the edge-normalised β, (E), of each cell type: what the
+  /// genotype is derived from.
+  public func architectureWeights() -> (
+    normal: (opWeights: [[Float]], edgeWeights: [Float]), reduce: (opWeights: [[Float]], edgeWeights: [Float])
+  ) {
     withNoGrad {
       func rows(_ t: Tensor) -> [[Float]] {
         let k = t.shape[1]
         return (0..<t.shape[0]).map { Array(t.scalars[$0 * k..<($0 + 1) * k]) }
       }
-      return Genotype.derive(
-        normal: (rows(softmax(arch.alphasNormal)), normalizedEdgeWeights(arch.betasNormal).scalars),
-        reduce: (rows(softmax(arch.alphasReduce)), normalizedEdgeWeights(arch.betasReduce).scalars),
-        primitives: space.names, steps: config.steps, multiplier: config.multiplier,
-        maxSkipConnect: maxSkipConnect)
+      return (
+        (rows(softmax(arch.alphasNormal)), normalizedEdgeWeights(arch.betasNormal).scalars),
+        (rows(softmax(arch.alphasReduce)), normalizedEdgeWeights(arch.betasReduce).scalars)
+      )
     }
   }
 }

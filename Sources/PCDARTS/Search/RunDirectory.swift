@@ -2,6 +2,8 @@
 // an interrupted run never leaves a half-written log, genotype or checkpoint behind.
 //
 //   log.jsonl                      one JSON object per completed epoch
+//   architecture.jsonl             softmax(α) and normalised β of both cell types per epoch
+//   report.html                    the run's curves, architecture weights and cells (RunReport)
 //   genotype.json, genotype.txt    the latest genotype (JSON and DARTS string); with a
 //                                  skip_connect cap, genotype.json adds `max_skip_connect` and
 //                                  `capped`, the capped genotype
@@ -82,7 +84,8 @@ public final class RunDirectory {
   }
 
   private static let outputNames = [
-    "log.jsonl", "genotype.json", "genotype.txt", "checkpoint.safetensors", "normal.dot", "normal.svg",
+    "log.jsonl", "architecture.jsonl", "report.html", "genotype.json", "genotype.txt", "checkpoint.safetensors",
+    "normal.dot", "normal.svg",
     "normal.png", "reduction.dot", "reduction.svg", "reduction.png",
   ]
 
@@ -123,6 +126,8 @@ public final class RunDirectory {
   /// of epochs not completed, left by an interrupted run, are removed).
   public func writeDerived(_ run: SearchRun) throws {
     try write(run.history.map(\.jsonLine).joined(separator: "\n") + (run.history.isEmpty ? "" : "\n"), to: logURL)
+    let architecture = run.architectureHistory.map(\.jsonLine).joined(separator: "\n")
+    try write(architecture + (architecture.isEmpty ? "" : "\n"), to: url.appendingPathComponent("architecture.jsonl"))
     let genotypes = url.appendingPathComponent("genotypes")
     for name in (try? FileManager.default.contentsOfDirectory(atPath: genotypes.path)) ?? [] {
       guard name.hasPrefix("epoch_"), let epoch = Int(name.dropFirst(6).prefix { $0.isNumber }), epoch >= run.nextEpoch
@@ -148,6 +153,12 @@ public final class RunDirectory {
       try write(text, to: url.appendingPathComponent(name))
     }
     try drawCells(genotype)
+    try writeReport()
+  }
+
+  /// Writes `report.html` from the folder's files (see ``RunReport/init(folder:)``).
+  public func writeReport() throws {
+    try write(try RunReport(folder: url).html, to: url.appendingPathComponent("report.html"))
   }
 
   /// Removes `.<name>.tmp-<pid>-…` files (interrupted atomic writes) whose process is gone.

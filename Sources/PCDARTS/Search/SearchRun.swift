@@ -72,6 +72,43 @@ public struct EpochRecord: Codable, Equatable, Sendable {
   }
 }
 
+/// The architecture weights after one epoch, one line of `architecture.jsonl`: per cell type,
+/// softmax(α) per edge and the edge-normalised β.
+public struct ArchitectureRecord: Codable, Equatable, Sendable {
+  /// The epoch, counted from 0.
+  public var epoch: Int
+  /// The candidate operations, in column order.
+  public var primitives: [String]
+  /// (E, P) softmax(α) of the normal and the reduction cells.
+  public var normalOpWeights: [[Float]], reduceOpWeights: [[Float]]
+  /// (E) edge weights of the normal and the reduction cells.
+  public var normalEdgeWeights: [Float], reduceEdgeWeights: [Float]
+
+  enum CodingKeys: String, CodingKey {
+    case epoch, primitives
+    case normalOpWeights = "normal_op_weights"
+    case reduceOpWeights = "reduce_op_weights"
+    case normalEdgeWeights = "normal_edge_weights"
+    case reduceEdgeWeights = "reduce_edge_weights"
+  }
+
+  /// The network's architecture weights now, recorded for `epoch`.
+  public init(epoch: Int, network: SearchNetwork) {
+    let (normal, reduce) = network.architectureWeights()
+    self.epoch = epoch
+    primitives = network.space.names
+    (normalOpWeights, normalEdgeWeights) = normal
+    (reduceOpWeights, reduceEdgeWeights) = reduce
+  }
+
+  /// The record as one JSON line (sorted keys).
+  public var jsonLine: String {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.sortedKeys]
+    return String(decoding: try! encoder.encode(self), as: UTF8.self)
+  }
+}
+
 /// One PC-DARTS search: the super-net, its two optimizers, the data streams and the history,
 /// with checkpointing that resumes exactly.
 public final class SearchRun {
@@ -97,6 +134,9 @@ public final class SearchRun {
   public private(set) var nextEpoch = 0
   /// Every completed epoch.
   public private(set) var history: [EpochRecord] = []
+  /// The architecture weights after every completed epoch (empty for epochs restored from a
+  /// checkpoint written before they were recorded).
+  public private(set) var architectureHistory: [ArchitectureRecord] = []
 
   /// Called after every weight step.
   public var onStep: ((StepProgress) -> Void)?
@@ -203,6 +243,7 @@ public final class SearchRun {
       settingsChanged: settingsChanges.isEmpty ? nil : settingsChanges)
     settingsChanges = []
     history.append(record)
+    architectureHistory.append(ArchitectureRecord(epoch: epoch, network: network))
     nextEpoch += 1
     onEpoch?(record)
     return record
@@ -246,6 +287,7 @@ public final class SearchRun {
       "train_loader": json(trainLoader.epochState),
       "arch_loader": json(archLoader.epochState),
       "history": json(history),
+      "architecture_history": json(architectureHistory),
       "genotype": network.genotype().pythonDescription,
     ]
     if let sampler = network.channelSampler { metadata["channel_sampler"] = json(sampler.state) }
@@ -288,6 +330,11 @@ public final class SearchRun {
     else {
       throw SearchError.checkpointMismatch("its epoch, data-loader state or history is missing or unreadable")
     }
+    let architecture =
+      file.metadata["architecture_history"].flatMap {
+        try? decoder.decode([ArchitectureRecord].self, from: Data($0.utf8))
+      }
+      ?? []
     guard epoch >= 1, epoch == records.count else {
       throw SearchError.checkpointMismatch(
         "its next epoch \(epoch) does not follow its history of \(records.count) epochs; the file was edited or damaged"
@@ -322,6 +369,7 @@ public final class SearchRun {
     try archLoader.restore(archState)
     nextEpoch = epoch
     history = records
+    architectureHistory = architecture
     settingsChanges = differing.map { "\($0.path): \($0.mine) → \($0.theirs)" }
   }
 

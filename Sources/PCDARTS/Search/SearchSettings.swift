@@ -148,6 +148,9 @@ public struct SearchSettings: Codable, Equatable, Sendable {
     "epochs", "warmupEpochs", "gradClip", "archUpdateEvery", "maxSkipConnect",
   ]
 
+  /// Every setting as (path, value as JSON writes it), sorted by path.
+  public var flatList: [(String, String)] { flattened.sorted { $0.key < $1.key }.map { ($0.key, $0.value) } }
+
   /// Every setting by its dotted path, its value as JSON writes it.
   private var flattened: [String: String] {
     let object = try! JSONSerialization.jsonObject(with: Data(json.utf8)) as! [String: Any]
