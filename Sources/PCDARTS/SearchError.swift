@@ -31,7 +31,8 @@ public enum SearchError: Error, CustomStringConvertible, Equatable {
     case .checkpointMismatch(let m): return "checkpoint does not match: \(m)"
     case .nonFiniteLoss(let loss): return "the loss is not finite: \(loss)"
     case .invalidGenotype(let m): return "invalid genotype: \(m)"
-    case .interrupted(let epoch, let step): return "interrupted after step \(step) of epoch \(epoch)"
+    case .interrupted(let epoch, let step):
+      return "interrupted at step \(step) of epoch \(epoch) (0: before its first step)"
     }
   }
 }

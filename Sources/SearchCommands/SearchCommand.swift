@@ -186,8 +186,9 @@ public enum SearchCommand {
         let again = (["search-cifar"] + arguments.filter { $0 != "--resume" } + ["--resume"]).joined(separator: " ")
         throw CommandFailure(
           message:
-            "interrupted by \(signal == SIGTERM ? "SIGTERM" : "SIGINT") after step \(step) of epoch \(epoch + 1); "
-            + "nothing of that epoch was written and \(kept); continue with: \(again)",
+            "interrupted by \(signal == SIGTERM ? "SIGTERM" : "SIGINT") "
+            + (step == 0 ? "before epoch \(epoch + 1) started" : "after step \(step) of epoch \(epoch + 1)")
+            + "; nothing of that epoch was written and \(kept); continue with: \(again)",
           exitCode: 128 + signal)
       } catch SearchError.nonFiniteLoss(let loss) {
         bar.finish()

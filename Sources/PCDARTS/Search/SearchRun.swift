@@ -142,8 +142,9 @@ public final class SearchRun {
   public var onStep: ((StepProgress) -> Void)?
   /// Called after every epoch with its record (already in ``history``).
   public var onEpoch: ((EpochRecord) -> Void)?
-  /// Asked after every step: `true` ends the epoch there with ``SearchError/interrupted(epoch:step:)``,
-  /// before anything of it is recorded (a command sets it from SIGINT and SIGTERM).
+  /// Asked before an epoch and after every step: `true` ends the epoch there with
+  /// ``SearchError/interrupted(epoch:step:)`` (step 0: before its first step), before anything
+  /// of it is recorded (a command sets it from SIGINT and SIGTERM).
   public var shouldStop: (() -> Bool)?
 
   /// Builds the network and data streams from `settings.seed`.
@@ -200,6 +201,8 @@ public final class SearchRun {
   @discardableResult
   public func runEpoch() throws -> EpochRecord {
     let epoch = nextEpoch
+    // A stop requested during the previous epoch's writes ends the run before this one starts.
+    if shouldStop?() == true { throw SearchError.interrupted(epoch: epoch, step: 0) }
     let lr = learningRate(epoch: epoch)
     weightOptimizer.learningRate = lr
     let archUpdates = epoch >= settings.warmupEpochs
