@@ -29,7 +29,7 @@ INLINE void relu_forward(float *restrict y, const float *restrict x, long n) {
 }
 
 INLINE void relu_backward(float *restrict dx, const float *restrict g, const float *restrict y, long n) {
-  for (long i = 0; i < n; i++) dx[i] = y[i] > 0 ? g[i] : 0;
+  for (long i = 0; i < n; i++) dx[i] = y[i] <= 0 ? 0 : g[i];  // torch's threshold_backward: NaN passes the gradient
 }
 
 DISPATCH(relu_forward, (float *y, const float *x, long n), (y, x, n))

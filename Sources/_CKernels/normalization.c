@@ -50,7 +50,7 @@ INLINE void masked_sum_and_dot(const float *restrict g, const float *restrict r,
                                const float *restrict x, long n, double *sums) {
   float sg = 0, sgx = 0;
   for (long i = 0; i < n; i++) {
-    const float gm = r[i] > 0 ? g[i] : 0;
+    const float gm = r[i] <= 0 ? 0 : g[i];
     sg += gm;
     sgx += gm * x[i];
   }
@@ -61,7 +61,7 @@ INLINE void masked_sum_and_dot(const float *restrict g, const float *restrict r,
 INLINE void masked_linear_combination(float *restrict dx, const float *restrict g,
                                       const float *restrict r, const float *restrict x, float a,
                                       float b, float c, long n) {
-  for (long i = 0; i < n; i++) dx[i] = a * (r[i] > 0 ? g[i] : 0) + b * x[i] + c;
+  for (long i = 0; i < n; i++) dx[i] = a * (r[i] <= 0 ? 0 : g[i]) + b * x[i] + c;
 }
 
 #if HAVE_AVX2_BUILD
@@ -72,7 +72,8 @@ AVX2 static void masked_sum_and_dot_simd(const float *restrict g, const float *r
   const __m256 zero = _mm256_setzero_ps();
   __m256 sg = zero, sgx = zero;
   for (long i = 0; i < vec; i += 8) {
-    const __m256 keep = _mm256_cmp_ps(_mm256_loadu_ps(r + i), zero, _CMP_GT_OQ);
+    // Not r ≤ 0, so that a NaN passes its gradient as in the portable build (and torch).
+    const __m256 keep = _mm256_cmp_ps(_mm256_loadu_ps(r + i), zero, _CMP_NLE_UQ);
     const __m256 gm = _mm256_and_ps(keep, _mm256_loadu_ps(g + i));
     sg = _mm256_add_ps(sg, gm);
     sgx = _mm256_fmadd_ps(gm, _mm256_loadu_ps(x + i), sgx);

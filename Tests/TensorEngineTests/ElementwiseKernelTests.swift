@@ -20,6 +20,12 @@ final class ElementwiseKernelTests: XCTestCase {
           XCTAssertEqual(y[i], max(v, 0), "\(build): at \(i)")
         }
       }
+      // The backward passes the gradient where the output is NaN, as torch's threshold_backward.
+      let x = Tensor(shape: [19], data: values, requiresGrad: true)
+      relu(x).backward(gradient: Tensor(repeating: 1, shape: [19]))
+      for (i, v) in values.enumerated() {
+        XCTAssertEqual(x.grad!.scalars[i], v.isNaN || v > 0 ? 1 : 0, "\(build): gradient at \(i)")
+      }
       // Batch norm → ReLU fused: a NaN input makes its channel's statistics NaN, so every output
       // of that channel is NaN; the other channel stays finite.
       var planes = (0..<(2 * 2 * 9)).map { Float($0 % 7) - 3 }
