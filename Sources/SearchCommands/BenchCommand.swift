@@ -60,6 +60,9 @@ public enum BenchCommand {
       .int("iters", default: 3, help: "timed iterations per K") { $0 >= 1 ? nil : "expected a value ≥ 1" },
       .int("warmup", default: 1, help: "untimed iterations before timing") { $0 >= 0 ? nil : "expected a value ≥ 0" },
       .flag("unrolled", help: "second-order architecture step"),
+      .string("channel-sampling", default: "shuffle", help: "shuffle (the paper) or random channel sampling") {
+        ChannelSampling(rawValue: $0) == nil ? "expected shuffle or random" : nil
+      },
       threadsOption,
       .string("json", default: "", help: "also write the results as a JSON array to this path"),
       .double(
@@ -99,6 +102,7 @@ public enum BenchCommand {
     s.network.initChannels = options.int("init-channels")
     s.batchSize = batch
     s.architect.unrolled = options.flag("unrolled")
+    s.network.channelSampling = ChannelSampling(rawValue: options.string("channel-sampling")) ?? .shuffle
     s.seed = 0
     return s
   }
@@ -158,6 +162,7 @@ public enum BenchCommand {
         "--child", String(k), "--batch", String(batch), "--layers", String(options.int("layers")),
         "--init-channels", String(options.int("init-channels")), "--iters", String(options.int("iters")),
         "--warmup", String(options.int("warmup")), "--threads", String(Engine.threadCount),
+        "--channel-sampling", options.string("channel-sampling"),
       ] + (options.flag("unrolled") ? ["--unrolled"] : [])
     let pipe = Pipe()
     process.standardOutput = pipe
