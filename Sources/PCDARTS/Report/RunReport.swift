@@ -30,8 +30,10 @@ public struct RunReport {
   /// The report of the run in `folder`: settings from its checkpoint, the epochs from
   /// `log.jsonl`, the architecture from `architecture.jsonl`, the cells from `normal.svg` and
   /// `reduction.svg`.
+  /// - Parameter settings: the run's settings when the caller has them (a running search), which
+  ///   spares reading the checkpoint.
   /// - Throws: ``SearchError/invalidConfiguration(_:)`` when the folder holds no log.
-  public init(folder: URL) throws {
+  public init(folder: URL, settings known: SearchSettings? = nil) throws {
     let decoder = JSONDecoder()
     func lines<T: Decodable>(_ name: String, _: T.Type) throws -> [T] {
       guard let text = try? String(contentsOf: folder.appendingPathComponent(name), encoding: .utf8) else { return [] }
@@ -46,9 +48,9 @@ public struct RunReport {
       throw SearchError.invalidConfiguration(
         "\(folder.path) holds no log.jsonl: it is not a run folder, or no epoch ended yet")
     }
-    var settings: [(String, String)] = []
+    var settings = known?.flatList ?? []
     let checkpoint = folder.appendingPathComponent("checkpoint.safetensors")
-    if let file = try? SafeTensorsFile.read(from: checkpoint), let json = file.metadata["settings"],
+    if known == nil, let file = try? SafeTensorsFile.read(from: checkpoint), let json = file.metadata["settings"],
       let saved = try? decoder.decode(SearchSettings.self, from: Data(json.utf8))
     {
       settings = saved.flatList

@@ -153,12 +153,13 @@ public final class RunDirectory {
       try write(text, to: url.appendingPathComponent(name))
     }
     try drawCells(genotype)
-    try writeReport()
+    try writeReport(settings: run.settings)
   }
 
-  /// Writes `report.html` from the folder's files (see ``RunReport/init(folder:)``).
-  public func writeReport() throws {
-    try write(try RunReport(folder: url).html, to: url.appendingPathComponent("report.html"))
+  /// Writes `report.html` from the folder's files (see ``RunReport/init(folder:settings:)``);
+  /// the settings come from the checkpoint unless given.
+  public func writeReport(settings: SearchSettings? = nil) throws {
+    try write(try RunReport(folder: url, settings: settings).html, to: url.appendingPathComponent("report.html"))
   }
 
   /// Removes `.<name>.tmp-<pid>-…` files (interrupted atomic writes) whose process is gone.
