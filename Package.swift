@@ -7,8 +7,8 @@ import PackageDescription
 //   TensorEngine    tensors, autograd, ops, worker pool, BLAS, random numbers, safetensors
 //   NeuralNetwork   Module, layers, optimizers, schedules, gradient clipping
 //   PCDARTS         search space, super-net, architect, genotype, data, the search run
-//   SearchCommands  option parser and the search and bench commands (not a product)
-//   search-cifar, bench   thin executables
+//   SearchCommands  option parser and the search, train and bench commands (not a product)
+//   search-cifar, train-cifar, bench   thin executables
 let package = Package(
   name: "pcdarts-swift",
   products: [
@@ -17,6 +17,7 @@ let package = Package(
     .library(name: "NeuralNetwork", targets: ["NeuralNetwork"]),
     .library(name: "PCDARTS", targets: ["PCDARTS"]),
     .executable(name: "search-cifar", targets: ["search-cifar"]),
+    .executable(name: "train-cifar", targets: ["train-cifar"]),
     .executable(name: "bench", targets: ["bench"]),
   ],
   targets: [
@@ -39,6 +40,7 @@ let package = Package(
 
     // MARK: - Thin executables
     .executableTarget(name: "search-cifar", dependencies: ["SearchCommands"]),
+    .executableTarget(name: "train-cifar", dependencies: ["SearchCommands"]),
     .executableTarget(name: "bench", dependencies: ["SearchCommands"]),
 
     // MARK: - Unit test bundles

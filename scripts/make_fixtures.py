@@ -46,6 +46,24 @@ Conventions
   `_concat` of every weight's buffer in `named_parameters()` order, listed in
   metadata `param_names`; per-name buffers would add ~100 KB of header),
   `grad_unrolled.<arch>`, `grad_first_order.<arch>` and `valid_loss_unrolled`.
+* eval_network_pcdarts_{cifar,image}.safetensors: the evaluation network
+  (scripts/darts_eval_torch.py = the official NetworkCIFAR; genotypes
+  PC_DARTS_cifar / PC_DARTS_image) at C=8, layers=5, 10 classes, auxiliary
+  head, training mode, batch 4 of 32x32 (the head pools an 8x8 map).  Every
+  batch norm has random affine parameters and running statistics.  Holds:
+    - every state_dict() entry under its official name, BEFORE any forward
+    - `input` [4, 3, 32, 32], `target` I64 [4]
+    - `nodrop.*`: drop_path_prob 0: `logits`, `logits_aux` [4, 10], `loss` [1]
+      (= CE(logits) + 0.4 * CE(logits_aux), means), `grad.<param>` for every
+      parameter (auxiliary head included), `after.<buffer>` every running
+      mean/var after the forward
+    - `drop.*`: drop_path_prob 0.3 with the masks `drop.mask.cells.<i>._ops.<j>`
+      [4] (0/1, one per non-Identity op; y = x / 0.7 * mask): `logits`,
+      `logits_aux`, `loss`, `grad.<param>` for every parameter
+  Each case starts from a fresh deep copy of the stored state.  metadata:
+  `network` (JSON), `genotype` (str of the Genotype), `param_count` (without
+  the auxiliary head), `param_count_total`, `mb_c36_l20`
+  (count_parameters_in_MB at C=36, layers=20, as the official train.py logs).
 """
 
 import argparse
@@ -61,6 +79,7 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import safetensors_io  # noqa: E402
 from pcdarts_torch import MixedOp, Network, channel_shuffle, count_parameters  # noqa: E402
+import darts_eval_torch  # noqa: E402
 
 GENERATOR = "scripts/make_fixtures.py, torch %s" % torch.__version__
 DT = torch.float64
@@ -585,6 +604,109 @@ def make_unrolled(out_dir, seed):
     return os.path.getsize(path)
 
 
+# --------------------------------------------------------------------------
+# eval_network_pcdarts_{cifar,image}.safetensors
+# --------------------------------------------------------------------------
+
+EVAL_NET = {"C": 8, "num_classes": 10, "layers": 5, "auxiliary": True, "auxiliary_weight": 0.4,
+            "drop_path_prob": 0.3, "batch": 4, "input_hw": 32}
+
+
+def eval_network_case(saved, x, target, drop_path_prob, masks=None):
+    """One training-mode forward/backward in float64 on a fresh deep copy of `saved`."""
+    net = copy.deepcopy(saved)
+    net.double().train()
+    net.drop_path_prob = drop_path_prob
+    logits, logits_aux = net(x.to(DT), masks=masks)
+    loss = F.cross_entropy(logits, target) + \
+        EVAL_NET["auxiliary_weight"] * F.cross_entropy(logits_aux, target)
+    loss.backward()
+    return net, logits, logits_aux, loss
+
+
+def make_eval_network(out_dir, genotype_name, file_tag, seed):
+    """The DARTS/PC-DARTS evaluation network (scripts/darts_eval_torch.py, the official
+    NetworkCIFAR) in training mode, with the auxiliary head, without and with drop path."""
+    ev = darts_eval_torch
+    genotype = ev.GENOTYPES[genotype_name]
+    torch.manual_seed(seed)
+    net = ev.NetworkCIFAR(EVAL_NET["C"], EVAL_NET["num_classes"], EVAL_NET["layers"],
+                          EVAL_NET["auxiliary"], genotype)
+    with torch.no_grad():  # non-trivial affine parameters and running statistics
+        for module in net.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                n = module.num_features
+                module.weight.copy_(1 + 0.1 * randn(n))
+                module.bias.copy_(0.1 * randn(n))
+                module.running_mean.copy_(0.1 * randn(n))
+                module.running_var.copy_(1 + 0.1 * torch.rand(n))
+    net.train()
+    state = {name: value.detach().clone() for name, value in net.state_dict().items()}
+    batch = EVAL_NET["batch"]
+    x = randn(batch, 3, EVAL_NET["input_hw"], EVAL_NET["input_hw"])
+    target = torch.randint(0, EVAL_NET["num_classes"], (batch,), dtype=torch.int64)
+    keep = 1.0 - EVAL_NET["drop_path_prob"]
+    masks = {name: torch.empty(batch).bernoulli_(keep) for name in ev.drop_path_ops(net)}
+    stacked = torch.stack(list(masks.values()))
+    assert (stacked == 0).any() and (stacked == 1).any(), "degenerate drop-path masks"
+    assert len({tuple(m.tolist()) for m in masks.values()}) > 1, "all masks equal"
+
+    tensors = dict(state)
+    tensors["input"], tensors["target"] = x, target
+    summary = []
+    for prefix, prob, case_masks in (("nodrop", 0.0, None),
+                                     ("drop", EVAL_NET["drop_path_prob"], masks)):
+        model, logits, logits_aux, loss = eval_network_case(net, x, target, prob, case_masks)
+        tensors[prefix + ".logits"] = f32(logits)
+        tensors[prefix + ".logits_aux"] = f32(logits_aux)
+        tensors[prefix + ".loss"] = scalar(loss)
+        for name, p in model.named_parameters():
+            # The head's gradients once (nodrop): its 0.4 M weights would triple the file, and
+            # drop-path changes only its input, whose gradient the cells' gradients check.
+            if prefix == "drop" and name.startswith("auxiliary_head."):
+                continue
+            tensors["%s.grad.%s" % (prefix, name)] = f32(p.grad)
+        if prefix == "nodrop":
+            for name, b in model.named_buffers():
+                if name.endswith("running_mean") or name.endswith("running_var"):
+                    tensors["nodrop.after." + name] = f32(b)
+        else:
+            for name, m in masks.items():
+                tensors["drop.mask." + name] = m
+        # The same case in float32, as PyTorch trains: its distance from float64 is the scale
+        # of the engine's tolerance (EvaluationNetworkTests).
+        single = copy.deepcopy(net).float().train()
+        single.drop_path_prob = prob
+        logits32, aux32 = single(x, masks=case_masks)
+        (F.cross_entropy(logits32, target) + EVAL_NET["auxiliary_weight"] * F.cross_entropy(aux32, target)).backward()
+        worst = max(float((p32.grad.double() - p64.grad).abs().max() / p64.grad.abs().max())
+                    for p32, p64 in zip(single.parameters(), model.parameters()))
+        summary.append("%s loss %.6f (PyTorch float32: gradients within %.2e of float64)"
+                       % (prefix, float(loss), worst))
+
+    big = ev.NetworkCIFAR(36, EVAL_NET["num_classes"], 20, True, genotype)
+    meta = {
+        "generator": GENERATOR,
+        "network": json.dumps(dict(EVAL_NET, mode="train", compute_dtype="float64",
+                                   genotype_name=genotype_name, seed=seed,
+                                   loss="cross_entropy(logits) + auxiliary_weight * "
+                                        "cross_entropy(logits_aux), mean"),
+                              sort_keys=True),
+        "genotype": str(genotype),
+        "param_count": str(ev.count_parameters(net, include_auxiliary=False)),
+        "param_count_total": str(ev.count_parameters(net)),
+        "mb_c36_l20": "%.6f" % ev.count_parameters_in_MB(big),
+    }
+    path = os.path.join(out_dir, "eval_network_%s.safetensors" % file_tag)
+    safetensors_io.save(path, tensors, meta)
+    print("wrote %s (%d tensors, %d bytes) %s params=%s (total %s) C36/L20 %s MB; %s; "
+          "%d drop-path masks, %d zeros"
+          % (path, len(tensors), os.path.getsize(path), genotype_name, meta["param_count"],
+             meta["param_count_total"], meta["mb_c36_l20"], ", ".join(summary), len(masks),
+             int((stacked == 0).sum())))
+    return os.path.getsize(path)
+
+
 def main():
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -596,6 +718,8 @@ def main():
     make_network(args.out, 1, seed=11)
     make_network(args.out, 4, seed=14)
     make_unrolled(args.out, seed=44)
+    make_eval_network(args.out, "PC_DARTS_cifar", "pcdarts_cifar", seed=71)
+    make_eval_network(args.out, "PC_DARTS_image", "pcdarts_image", seed=72)
 
 
 if __name__ == "__main__":

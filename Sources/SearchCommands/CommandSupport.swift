@@ -1,5 +1,6 @@
-// What both commands share: the progress bar, the mapping of errors to messages and exit codes,
-// --threads, and byte formatting.
+// What the commands share: the progress bar, the mapping of errors to messages and exit codes,
+// the run folder's start (resume, overwrite, an earlier run's outputs), the data, the messages
+// of an interrupted or diverged run, --threads, and byte formatting.
 
 import Foundation
 import PCDARTS
@@ -62,8 +63,10 @@ func runCommand(
     return 2
   } catch let error as SearchError {
     printError("\(error)")
-    if case .invalidConfiguration = error { return 2 }
-    return 1
+    switch error {
+    case .invalidConfiguration, .invalidGenotype: return 2
+    default: return 1
+    }
   } catch {
     printError("\(error)")
     return 1
@@ -162,4 +165,105 @@ public func formatBytes(_ bytes: Int) -> String {
     unit += 1
   }
   return String(format: unit == 0 ? "%.0f %@" : "%.1f %@", value, units[unit])
+}
+
+/// The run folder of `--out`, checked against `--resume` and `--overwrite` before anything is
+/// loaded: a folder holding an earlier run's outputs is refused unless one of them is given.
+/// - Returns: the folder (locked) and the earlier outputs found in it.
+func openRunDirectory(
+  _ options: ParsedOptions, layout: RunDirectory.Layout
+) throws -> (directory: RunDirectory, earlier: [String]) {
+  if options.flag("resume") && options.flag("overwrite") {
+    throw CommandFailure(
+      message: "--resume continues the run in --out and --overwrite moves it aside: pass one", exitCode: 2)
+  }
+  let directory = try RunDirectory(options.string("out"), layout: layout)
+  let earlier = directory.existingOutputs
+  if !options.flag("resume") && !earlier.isEmpty && !options.flag("overwrite") {
+    let what =
+      directory.hasCheckpoint
+      ? "\(directory.checkpointURL.path) exists; pass --resume to continue it"
+      : "\(directory.url.path) holds the outputs of an earlier run (\(earlier.joined(separator: ", "))) but no checkpoint; "
+        + "pass --overwrite to move them into \(directory.url.path)/previous-<time>"
+    throw SearchError.invalidConfiguration(what + ", or choose another --out")
+  }
+  return (directory, earlier)
+}
+
+/// Starts a run in its folder: moves an earlier run aside with `--overwrite`, or with `--resume`
+/// restores the checkpoint (`restore`) and rewrites what is derived from it (`rewriteDerived`);
+/// `--resume` without a checkpoint starts from the first epoch.
+func startRun(
+  in directory: RunDirectory, earlier: [String], _ options: ParsedOptions,
+  restore: (SafeTensorsFile) throws -> Void, rewriteDerived: () throws -> Void
+) throws {
+  if options.flag("overwrite") && !earlier.isEmpty {
+    print("moved the earlier outputs to \(try directory.moveOutputsAside().path)")
+  } else if options.flag("resume") && !directory.hasCheckpoint {
+    // A run killed in its first epoch: nothing to continue, so start from the beginning.
+    print("no checkpoint in \(directory.url.path) yet: starting from the first epoch")
+    if !earlier.isEmpty { print("moved the earlier outputs to \(try directory.moveOutputsAside().path)") }
+  } else if options.flag("resume") {
+    try restore(SafeTensorsFile.read(from: directory.checkpointURL))
+    // The checkpoint is the commit point: the derived files are rewritten from it.
+    try rewriteDerived()
+  }
+}
+
+/// Loads a dataset for a command; a missing dataset's message names the flags that fix it, and
+/// the data's warnings go to stderr.
+func loadCommandData(_ name: DatasetName, from path: String, train: Bool) throws -> ImageDataset {
+  let data: ImageDataset
+  do {
+    data = try loadDataset(name, from: path, train: train)
+  } catch let error as DataError {
+    guard case .missingData = error else { throw error }
+    throw CommandFailure(
+      message: "\(error) (flags: --data PATH, or --dataset fashion-mnist for data with no download)", exitCode: 1)
+  }
+  for warning in data.warnings { FileHandle.standardError.write(Data("warning: \(warning)\n".utf8)) }
+  return data
+}
+
+/// The dataset and folder of `--dataset` and `--data` (empty: the dataset's default folder).
+func datasetOptions(_ options: ParsedOptions) -> (name: DatasetName, path: String) {
+  let dataset = DatasetName(rawValue: options.string("dataset"))!
+  return (dataset, options.string("data").isEmpty ? defaultDataPath(for: dataset) : options.string("data"))
+}
+
+/// The failure that ends a run stopped by a signal or by a non-finite loss, in words that say
+/// what is intact and how to continue; any other error is returned as it is.
+///
+/// - Parameters:
+///   - command: the command's name, to spell the command that continues.
+///   - completedEpochs: the epochs the checkpoint holds.
+///   - flags: the flag of each setting path, to name what to lower.
+///   - settingValue: the current value of a setting path.
+func runFailure(
+  _ error: Error, command: String, arguments: [String], signal received: Int32?, completedEpochs: Int,
+  hasCheckpoint: Bool, flags: [String: String], settingValue: (String) -> String?
+) -> Error {
+  switch error {
+  case SearchError.interrupted(let epoch, let step):
+    let signal = received ?? SIGINT
+    let kept =
+      completedEpochs > 0 ? "the checkpoint of epoch \(completedEpochs) is intact" : "no checkpoint was written yet"
+    let again = ([command] + arguments.filter { $0 != "--resume" } + ["--resume"]).joined(separator: " ")
+    return CommandFailure(
+      message:
+        "interrupted by \(signal == SIGTERM ? "SIGTERM" : "SIGINT") "
+        + (step == 0 ? "before epoch \(epoch + 1) started" : "after step \(step) of epoch \(epoch + 1)")
+        + "; nothing of that epoch was written and \(kept); continue with: \(again)",
+      exitCode: 128 + signal)
+  case SearchError.nonFiniteLoss(let loss):
+    let lower = loss.settingsToLower.map { setting in
+      "\(flags[setting] ?? setting) (now \(settingValue(setting) ?? "?"))"
+    }
+    let next =
+      hasCheckpoint ? "resume from the last checkpoint with --resume" : "start again (no checkpoint was written yet)"
+    return CommandFailure(
+      message: "the loss is not finite: \(loss); lower \(lower.joined(separator: " or ")) and \(next)", exitCode: 1)
+  default:
+    return error
+  }
 }

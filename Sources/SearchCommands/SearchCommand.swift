@@ -124,46 +124,17 @@ public enum SearchCommand {
     let settings = settings(from: options)
     try settings.validate()
     try checkMemory(settings, batchFlag: "--batch-size")
-    let dataset = DatasetName(rawValue: options.string("dataset"))!
-    let path = options.string("data").isEmpty ? defaultDataPath(for: dataset) : options.string("data")
-    let (resume, overwrite) = (options.flag("resume"), options.flag("overwrite"))
-    if resume && overwrite {
-      throw CommandFailure(
-        message: "--resume continues the run in --out and --overwrite moves it aside: pass one", exitCode: 2)
-    }
-    let directory = try RunDirectory(options.string("out"))
-    let earlier = directory.existingOutputs
-    if !resume && !earlier.isEmpty && !overwrite {
-      let what =
-        directory.hasCheckpoint
-        ? "\(directory.checkpointURL.path) exists; pass --resume to continue it"
-        : "\(directory.url.path) holds the outputs of an earlier run (\(earlier.joined(separator: ", "))) but no checkpoint; "
-          + "pass --overwrite to move them into \(directory.url.path)/previous-<time>"
-      throw SearchError.invalidConfiguration(what + ", or choose another --out")
-    }
-    let data: ImageDataset
-    do {
-      data = try loadDataset(dataset, from: path, train: true)
-    } catch let error as DataError {
-      guard case .missingData = error else { throw error }
-      throw CommandFailure(
-        message: "\(error) (flags: --data PATH, or --dataset fashion-mnist for data with no download)", exitCode: 1)
-    }
-    for warning in data.warnings { FileHandle.standardError.write(Data("warning: \(warning)\n".utf8)) }
+    let (directory, earlier) = try openRunDirectory(options, layout: .search)
+    let (dataset, path) = datasetOptions(options)
+    let data = try loadCommandData(dataset, from: path, train: true)
     let run = try SearchRun(settings: settings, data: data)
-    if overwrite && !earlier.isEmpty {
-      print("moved the earlier outputs to \(try directory.moveOutputsAside().path)")
-    } else if resume && !directory.hasCheckpoint {
-      // A run killed in its first epoch: nothing to continue, so start from the beginning.
-      print("no checkpoint in \(directory.url.path) yet: starting from the first epoch")
-      if !earlier.isEmpty { print("moved the earlier outputs to \(try directory.moveOutputsAside().path)") }
-    } else if resume {
-      try run.restore(from: SafeTensorsFile.read(from: directory.checkpointURL))
-      // The checkpoint is the commit point: the log and genotypes are rewritten from it.
-      try directory.writeDerived(run)
-      print("resumed at epoch \(run.nextEpoch) of \(settings.epochs) from \(directory.checkpointURL.path)")
-      for change in run.settingsChanges { print("  changed on resume: \(change)") }
-    }
+    try startRun(
+      in: directory, earlier: earlier, options, restore: { try run.restore(from: $0) },
+      rewriteDerived: {
+        try directory.writeDerived(run)
+        print("resumed at epoch \(run.nextEpoch) of \(settings.epochs) from \(directory.checkpointURL.path)")
+        for change in run.settingsChanges { print("  changed on resume: \(change)") }
+      })
     print(
       "search-cifar: \(data.name), \(run.trainLoader.indices.count) search-train / \(run.validIndices.count) search-val images, "
         + "K=\(settings.network.partialChannels), \(settings.network.layers) cells of \(settings.network.initChannels) channels, "
@@ -177,29 +148,12 @@ public enum SearchCommand {
       let record: EpochRecord
       do {
         record = try run.runEpoch()
-      } catch SearchError.interrupted(let epoch, let step) {
+      } catch {
         bar.finish()
-        let signal = signals.received ?? SIGINT
-        let kept =
-          run.nextEpoch > 0
-          ? "the checkpoint of epoch \(run.nextEpoch) is intact" : "no checkpoint was written yet"
-        let again = (["search-cifar"] + arguments.filter { $0 != "--resume" } + ["--resume"]).joined(separator: " ")
-        throw CommandFailure(
-          message:
-            "interrupted by \(signal == SIGTERM ? "SIGTERM" : "SIGINT") "
-            + (step == 0 ? "before epoch \(epoch + 1) started" : "after step \(step) of epoch \(epoch + 1)")
-            + "; nothing of that epoch was written and \(kept); continue with: \(again)",
-          exitCode: 128 + signal)
-      } catch SearchError.nonFiniteLoss(let loss) {
-        bar.finish()
-        let lower = loss.settingsToLower.map { setting in
-          "\(flagsOfSettings[setting] ?? setting) (now \(settings.value(of: setting) ?? "?"))"
-        }
-        let next =
-          directory.hasCheckpoint
-          ? "resume from the last checkpoint with --resume" : "start again (no checkpoint was written yet)"
-        throw CommandFailure(
-          message: "the loss is not finite: \(loss); lower \(lower.joined(separator: " or ")) and \(next)", exitCode: 1)
+        throw runFailure(
+          error, command: "search-cifar", arguments: arguments, signal: signals.received,
+          completedEpochs: run.nextEpoch, hasCheckpoint: directory.hasCheckpoint, flags: flagsOfSettings,
+          settingValue: settings.value(of:))
       }
       bar.finish()
       try directory.writeEpoch(run)

@@ -451,6 +451,50 @@ final class DataTests: XCTestCase {
     XCTAssertTrue((70...130).contains(flips), "\(flips) flips in 200")
   }
 
+  func testCutoutZeroesAClippedSquareAfterNormalising() {
+    // DARTS utils.py Cutout(16): rows and columns [centre − 8, centre + 8) clipped to the image,
+    // set to 0 after Normalize; a centre at (2, 30) leaves rows 0..<10 and columns 22..<32.
+    let data = tinyDataset(count: 1)
+    let plain = transformed(data, AugmentationDraw(top: 4, left: 4, flip: true))
+    let cut = transformed(
+      data, AugmentationDraw(top: 4, left: 4, flip: true, cutout: .init(row: 2, column: 30, length: 16)))
+    var zeroed = 0
+    for c in 0..<3 {
+      for y in 0..<32 {
+        for x in 0..<32 {
+          let i = c * 1024 + y * 32 + x
+          if y < 10 && x >= 22 {
+            XCTAssertEqual(cut[i], 0, "cut out at \(c), \(y), \(x)")
+            zeroed += 1
+          } else {
+            XCTAssertEqual(cut[i], plain[i], "kept at \(c), \(y), \(x)")
+          }
+        }
+      }
+    }
+    XCTAssertEqual(zeroed, 3 * 10 * 10)
+    // An odd length cuts ⌊length/2⌋ on each side of the centre: 2·⌊7/2⌋ = 6 rows and columns.
+    let odd = transformed(
+      data, AugmentationDraw(top: 4, left: 4, flip: false, cutout: .init(row: 16, column: 16, length: 7)))
+    XCTAssertEqual(odd.filter { $0 == 0 }.count, 3 * 6 * 6)
+
+    // The draws: after the crop and the flip, the centre's row then column, each over 0..<32.
+    var rng = SeededGenerator(seed: 7)
+    var replay = rng
+    for _ in 0..<50 {
+      let draw = AugmentationDraw.random(padding: 4, cutoutLength: 16, using: &rng)
+      XCTAssertEqual(draw.top, replay.nextInt(below: 9))
+      XCTAssertEqual(draw.left, replay.nextInt(below: 9))
+      XCTAssertEqual(draw.flip, replay.nextUniform() < 0.5)
+      XCTAssertEqual(draw.cutout, .init(row: replay.nextInt(below: 32), column: replay.nextInt(below: 32), length: 16))
+    }
+    // A loader with cutout gives every augmented image a zeroed square somewhere.
+    let loader = BatchLoader(dataset: data, batchSize: 1, augment: true, cutoutLength: 16, seed: 3)
+    for _ in 0..<20 {
+      XCTAssertGreaterThanOrEqual(loader.nextCycling().images.filter { $0 == 0 }.count, 3 * 8 * 8)
+    }
+  }
+
   func testAugmentedBatchesAreCropsAndFlipsOfTheImage() {
     let data = tinyDataset(count: 1)
     // Every image the loader may produce: the 9 × 9 crops, flipped or not.

@@ -48,21 +48,6 @@ final class SearchEndToEndTests: XCTestCase {
 
   // MARK: - Helpers
 
-  /// Writes `cifar-10-batches-bin` under `folder`: 10 records per training file, 4 in the test file.
-  private func writeCIFAR10(at folder: URL, seed: UInt64 = 11) throws {
-    let bin = folder.appendingPathComponent("cifar-10-batches-bin")
-    try FileManager.default.createDirectory(at: bin, withIntermediateDirectories: true)
-    var rng = SeededGenerator(seed: seed)
-    for (name, records) in (1...5).map({ ("data_batch_\($0).bin", 10) }) + [("test_batch.bin", 4)] {
-      var bytes: [UInt8] = []
-      for _ in 0..<records {
-        bytes.append(UInt8(rng.nextInt(below: 10)))
-        for _ in 0..<3072 { bytes.append(UInt8(truncatingIfNeeded: rng.next())) }
-      }
-      try Data(bytes).write(to: bin.appendingPathComponent(name))
-    }
-  }
-
   /// The tiny search's flags.
   private func flags(out: String, epochs: Int = 2, data: String? = nil, layers: Int = 3) -> [String] {
     [
@@ -73,56 +58,9 @@ final class SearchEndToEndTests: XCTestCase {
 
   private func out(_ name: String) -> String { root.appendingPathComponent(name).path }
 
-  /// Runs `SearchCommand.main` with stderr redirected to a file; returns the exit code and stderr.
+  /// Runs `SearchCommand.main`; returns the exit code and stderr.
   private func search(_ arguments: [String]) throws -> (code: Int32, stderr: String) {
-    let capture = root.appendingPathComponent("stderr-\(UUID().uuidString).txt")
-    FileManager.default.createFile(atPath: capture.path, contents: nil)
-    let handle = try FileHandle(forWritingTo: capture)
-    fflush(stderr)
-    let saved = dup(STDERR_FILENO)
-    dup2(handle.fileDescriptor, STDERR_FILENO)
-    let code = SearchCommand.main(arguments)
-    fflush(stderr)
-    dup2(saved, STDERR_FILENO)
-    close(saved)
-    try handle.close()
-    let text = try String(contentsOf: capture, encoding: .utf8)
-    try FileManager.default.removeItem(at: capture)
-    return (code, text)
-  }
-
-  /// Every file and folder under `folder` with its bytes (folders map to empty data).
-  private func snapshot(_ folder: String) throws -> [String: Data] {
-    var out: [String: Data] = [:]
-    let fm = FileManager.default
-    for relative in try fm.subpathsOfDirectory(atPath: folder) {
-      var isDirectory: ObjCBool = false
-      let path = folder + "/" + relative
-      _ = fm.fileExists(atPath: path, isDirectory: &isDirectory)
-      out[relative + (isDirectory.boolValue ? "/" : "")] =
-        isDirectory.boolValue ? Data() : try Data(contentsOf: URL(fileURLWithPath: path))
-    }
-    return out
-  }
-
-  /// The lines of log.jsonl as JSON objects.
-  private func log(_ folder: String) throws -> [[String: Any]] {
-    let text = try String(contentsOfFile: folder + "/log.jsonl", encoding: .utf8)
-    return try text.split(separator: "\n").map {
-      try XCTUnwrap(JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any], "log line \($0)")
-    }
-  }
-
-  /// A log line without its timing fields, which legitimately differ between runs.
-  private func deterministicPart(_ line: [String: Any]) -> NSDictionary {
-    var copy = line
-    copy["seconds"] = nil
-    copy["images_per_second"] = nil
-    return copy as NSDictionary
-  }
-
-  private func read(_ folder: String, _ name: String) throws -> String {
-    try String(contentsOfFile: folder + "/" + name, encoding: .utf8)
+    try runCapturingStderr(SearchCommand.main, arguments, scratch: root)
   }
 
   // MARK: - A run and its outputs
@@ -130,7 +68,7 @@ final class SearchEndToEndTests: XCTestCase {
   func testRunWritesEveryOutputAndRepeatsExactly() throws {
     let a = firstRun
 
-    let lines = try log(a)
+    let lines = try logLines(a)
     XCTAssertEqual(lines.count, 2)
     let required = [
       "epoch", "lr", "train_loss", "train_acc", "valid_loss", "valid_acc", "seconds",
@@ -156,35 +94,35 @@ final class SearchEndToEndTests: XCTestCase {
     XCTAssertEqual(try XCTUnwrap(lines[1]["lr"] as? Double), 0.05, accuracy: 1e-7)
 
     let lastGenotype = try Genotype(pythonDescription: try XCTUnwrap(lines[1]["genotype"] as? String))
-    XCTAssertEqual(try Genotype(json: read(a, "genotype.json")), lastGenotype)
-    XCTAssertEqual(try Genotype(pythonDescription: read(a, "genotype.txt")), lastGenotype)
+    XCTAssertEqual(try Genotype(json: readText(a, "genotype.json")), lastGenotype)
+    XCTAssertEqual(try Genotype(pythonDescription: readText(a, "genotype.txt")), lastGenotype)
     for epoch in ["000", "001"] {
-      let json = try Genotype(json: read(a, "genotypes/epoch_\(epoch).json"))
-      let text = try Genotype(pythonDescription: read(a, "genotypes/epoch_\(epoch).txt"))
+      let json = try Genotype(json: readText(a, "genotypes/epoch_\(epoch).json"))
+      let text = try Genotype(pythonDescription: readText(a, "genotypes/epoch_\(epoch).txt"))
       XCTAssertEqual(json, text, "epoch \(epoch)")
     }
-    XCTAssertEqual(try Genotype(json: read(a, "genotypes/epoch_001.json")), lastGenotype)
+    XCTAssertEqual(try Genotype(json: readText(a, "genotypes/epoch_001.json")), lastGenotype)
     XCTAssertEqual(
       try Genotype(pythonDescription: lines[0]["genotype"] as! String),
-      try Genotype(json: read(a, "genotypes/epoch_000.json")))
+      try Genotype(json: readText(a, "genotypes/epoch_000.json")))
 
     let checkpoint = try SafeTensorsFile.read(from: URL(fileURLWithPath: a + "/checkpoint.safetensors"))
     for name in ["alphas_normal", "stem.0.weight"] { XCTAssertNotNil(checkpoint.tensors[name], name) }
     XCTAssertTrue(checkpoint.tensors.keys.contains { $0.hasPrefix("optimizer.") }, "no optimizer state")
     XCTAssertEqual(checkpoint.metadata["next_epoch"], "2")
     for cell in ["normal", "reduction"] {
-      XCTAssertTrue(try read(a, "\(cell).dot").hasPrefix("digraph \(cell) {"), cell)
+      XCTAssertTrue(try readText(a, "\(cell).dot").hasPrefix("digraph \(cell) {"), cell)
     }
 
     // The same flags in another folder: the same numbers, genotype and weights.
     let b = out("b")
     let second = try search(flags(out: b))
     XCTAssertEqual(second.code, 0, second.stderr)
-    let repeated = try log(b)
+    let repeated = try logLines(b)
     XCTAssertEqual(repeated.count, lines.count)
     for (x, y) in zip(lines, repeated) { XCTAssertEqual(deterministicPart(x), deterministicPart(y)) }
-    XCTAssertEqual(try read(b, "genotype.txt"), try read(a, "genotype.txt"))
-    XCTAssertEqual(try read(b, "genotype.json"), try read(a, "genotype.json"))
+    XCTAssertEqual(try readText(b, "genotype.txt"), try readText(a, "genotype.txt"))
+    XCTAssertEqual(try readText(b, "genotype.json"), try readText(a, "genotype.json"))
     let checkpointB = try SafeTensorsFile.read(from: URL(fileURLWithPath: b + "/checkpoint.safetensors"))
     XCTAssertTrue(checkpointB.tensors == checkpoint.tensors, "the checkpoints' tensors differ")
   }
@@ -209,16 +147,16 @@ final class SearchEndToEndTests: XCTestCase {
       try run.runEpoch()
       try RunDirectory(cut).writeEpoch(run)
     }
-    XCTAssertEqual(try log(cut).count, 1)
-    XCTAssertFalse(try read(cut, "log.jsonl").contains("\"epoch\":1"))
+    XCTAssertEqual(try logLines(cut).count, 1)
+    XCTAssertFalse(try readText(cut, "log.jsonl").contains("\"epoch\":1"))
     let resumed = try search(flags(out: cut, epochs: 3) + ["--resume"])
     XCTAssertEqual(resumed.code, 0, resumed.stderr)
 
-    let (expected, actual) = (try log(whole), try log(cut))
+    let (expected, actual) = (try logLines(whole), try logLines(cut))
     XCTAssertEqual(actual.count, 3)
     for (x, y) in zip(expected, actual) { XCTAssertEqual(deterministicPart(x), deterministicPart(y)) }
-    XCTAssertEqual(try read(cut, "genotype.txt"), try read(whole, "genotype.txt"))
-    XCTAssertEqual(try read(cut, "genotype.json"), try read(whole, "genotype.json"))
+    XCTAssertEqual(try readText(cut, "genotype.txt"), try readText(whole, "genotype.txt"))
+    XCTAssertEqual(try readText(cut, "genotype.json"), try readText(whole, "genotype.json"))
     let tensors = { (folder: String) in
       try SafeTensorsFile.read(from: URL(fileURLWithPath: folder + "/checkpoint.safetensors")).tensors
     }
@@ -336,8 +274,8 @@ final class SearchEndToEndTests: XCTestCase {
     let aside = try XCTUnwrap(
       try FileManager.default.contentsOfDirectory(atPath: folder).first { $0.hasPrefix("previous-") })
     XCTAssertEqual(
-      try read(folder + "/" + aside, "log.jsonl"), before["log.jsonl"].map { String(decoding: $0, as: UTF8.self) })
-    XCTAssertEqual(try log(folder).count, 2)
+      try readText(folder + "/" + aside, "log.jsonl"), before["log.jsonl"].map { String(decoding: $0, as: UTF8.self) })
+    XCTAssertEqual(try logLines(folder).count, 2)
     XCTAssertTrue(FileManager.default.fileExists(atPath: folder + "/checkpoint.safetensors"))
     let both = try search(flags(out: folder) + ["--overwrite", "--resume"])
     XCTAssertEqual(both.code, 2, both.stderr)
@@ -367,11 +305,11 @@ final class SearchEndToEndTests: XCTestCase {
     for path in [stale, live] { FileManager.default.createFile(atPath: path, contents: Data("x".utf8)) }
     let (code, message) = try search(flags(out: folder) + ["--resume"])
     XCTAssertEqual(code, 0, message)
-    XCTAssertEqual(try log(folder).count, 2)
+    XCTAssertEqual(try logLines(folder).count, 2)
     XCTAssertFalse(FileManager.default.fileExists(atPath: stale), "the dead process's temporary file stayed")
     XCTAssertTrue(FileManager.default.fileExists(atPath: live), "a running process's temporary file was removed")
     try FileManager.default.removeItem(atPath: live)
-    let lines = try log(folder), expected = try log(firstRun)
+    let lines = try logLines(folder), expected = try logLines(firstRun)
     for (x, y) in zip(expected, lines) { XCTAssertEqual(deterministicPart(x), deterministicPart(y)) }
   }
 
@@ -380,13 +318,13 @@ final class SearchEndToEndTests: XCTestCase {
     // epoch could leave them.
     let folder = out("ahead")
     try FileManager.default.copyItem(atPath: firstRun, toPath: folder)
-    let log = try read(folder, "log.jsonl")
+    let log = try readText(folder, "log.jsonl")
     try (log + log.split(separator: "\n").last! + "\n").write(
       toFile: folder + "/log.jsonl", atomically: true, encoding: .utf8)
     try "x".write(toFile: folder + "/genotypes/epoch_002.json", atomically: true, encoding: .utf8)
     let (code, message) = try search(flags(out: folder) + ["--resume"])
     XCTAssertEqual(code, 0, message)
-    XCTAssertEqual(try read(folder, "log.jsonl"), log)
+    XCTAssertEqual(try readText(folder, "log.jsonl"), log)
     XCTAssertFalse(FileManager.default.fileExists(atPath: folder + "/genotypes/epoch_002.json"))
     XCTAssertTrue(FileManager.default.fileExists(atPath: folder + "/genotypes/epoch_001.json"))
   }
@@ -396,7 +334,7 @@ final class SearchEndToEndTests: XCTestCase {
     try FileManager.default.copyItem(atPath: firstRun, toPath: folder)
     let changed = try search(flags(out: folder, epochs: 3) + ["--resume", "--lr", "0.05", "--arch-lr", "3e-4"])
     XCTAssertEqual(changed.code, 0, changed.stderr)
-    let lines = try log(folder)
+    let lines = try logLines(folder)
     XCTAssertEqual(lines.count, 3)
     XCTAssertNil(lines[1]["settings_changed"])
     let changes = try XCTUnwrap(lines[2]["settings_changed"] as? [String])
@@ -477,10 +415,10 @@ final class SearchEndToEndTests: XCTestCase {
     XCTAssertEqual(process.terminationStatus, 130, message)
     XCTAssertTrue(message.contains("interrupted by SIGINT") && message.contains("--resume"), message)
     XCTAssertTrue(message.contains("checkpoint of epoch 1 is intact"), message)
-    XCTAssertEqual(try log(folder).count, 1, "the interrupted epoch left a line in the log")
+    XCTAssertEqual(try logLines(folder).count, 1, "the interrupted epoch left a line in the log")
     let resumed = try search(flags(out: folder) + ["--resume"])
     XCTAssertEqual(resumed.code, 0, resumed.stderr)
-    let (expected, actual) = (try log(firstRun), try log(folder))
+    let (expected, actual) = (try logLines(firstRun), try logLines(folder))
     XCTAssertEqual(actual.count, 2)
     for (x, y) in zip(expected, actual) { XCTAssertEqual(deterministicPart(x), deterministicPart(y)) }
   }
@@ -490,7 +428,7 @@ final class SearchEndToEndTests: XCTestCase {
       .appendingPathComponent("search-cifar")
     try XCTSkipUnless(FileManager.default.isExecutableFile(atPath: binary.path), "no search-cifar at \(binary.path)")
     var rng = SeededGenerator(seed: 2026)
-    let expected = try log(firstRun)
+    let expected = try logLines(firstRun)
     for (trial, signal) in [SIGKILL, SIGKILL, SIGTERM].enumerated() {
       let folder = out("killed-\(trial)")
       let process = Process()
@@ -512,7 +450,7 @@ final class SearchEndToEndTests: XCTestCase {
       // uninterrupted run ends.
       let resumed = try search(flags(out: folder) + ["--resume"])
       XCTAssertEqual(resumed.code, 0, "trial \(trial): \(resumed.stderr)")
-      let actual = try log(folder)
+      let actual = try logLines(folder)
       XCTAssertEqual(actual.count, 2, "trial \(trial)")
       for (x, y) in zip(expected, actual) {
         XCTAssertEqual(deterministicPart(x), deterministicPart(y), "trial \(trial)")
@@ -527,7 +465,7 @@ final class SearchEndToEndTests: XCTestCase {
   func testTheReportRendersInHeadlessChromiumWithEveryChartAndRegeneratesIdentically() throws {
     let folder = out("report")
     try FileManager.default.copyItem(atPath: firstRun, toPath: folder)
-    let written = try read(folder, "report.html")
+    let written = try readText(folder, "report.html")
     let ids = [
       "chart-loss", "chart-accuracy", "chart-lr", "chart-throughput", "chart-memory", "heatmap-alpha-normal",
       "heatmap-alpha-reduce", "trajectory-op-normal", "trajectory-op-reduce", "trajectory-beta-normal",
@@ -535,7 +473,7 @@ final class SearchEndToEndTests: XCTestCase {
     ]
     for id in ids { XCTAssertTrue(written.contains("id=\"\(id)\""), "report.html lacks #\(id)") }
     XCTAssertFalse(written.contains("<script"), "the report needs no script")
-    XCTAssertEqual(try read(folder, "architecture.jsonl").split(separator: "\n").count, 2)
+    XCTAssertEqual(try readText(folder, "architecture.jsonl").split(separator: "\n").count, 2)
 
     // Regenerated from the folder's files: the same page.
     try FileManager.default.removeItem(atPath: folder + "/report.html")
@@ -543,7 +481,7 @@ final class SearchEndToEndTests: XCTestCase {
     XCTAssertEqual(code, 0, message)
     // The same page but for the folder's name in the title.
     XCTAssertEqual(
-      try read(folder, "report.html"),
+      try readText(folder, "report.html"),
       written.replacingOccurrences(of: "PC-DARTS search — first", with: "PC-DARTS search — report"))
     let missing = try search(["--report", out("no-such-run")])
     XCTAssertEqual(missing.code, 2, missing.stderr)
@@ -588,13 +526,13 @@ final class SearchEndToEndTests: XCTestCase {
     let (code, message) = try search(
       flags(out: folder) + ["--channel-sampling", "random", "--arch-update-every", "2", "--max-skip-connect", "0"])
     XCTAssertEqual(code, 0, message)
-    let lines = try log(folder)
+    let lines = try logLines(folder)
     // 8 search-train images in batches of 4: 2 steps; one architecture step (the first) in epoch 1.
     XCTAssertEqual(lines.map { $0["arch_steps"] as? Int }, [0, 1])
     let capped = try Genotype(pythonDescription: try XCTUnwrap(lines[1]["genotype_capped"] as? String))
     XCTAssertEqual(capped.normalSkipConnectCount, 0)
     let object = try XCTUnwrap(
-      try JSONSerialization.jsonObject(with: Data(read(folder, "genotype.json").utf8)) as? [String: Any])
+      try JSONSerialization.jsonObject(with: Data(readText(folder, "genotype.json").utf8)) as? [String: Any])
     XCTAssertEqual(object["max_skip_connect"] as? Int, 0)
     XCTAssertNotNil(object["capped"])
     let settings = SearchCommand.settings(

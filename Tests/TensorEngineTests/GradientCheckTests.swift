@@ -207,6 +207,23 @@ final class GradientCheckTests: XCTestCase {
     checkGradients("scale by element", inputs: [b, w]) { scale($0[0], byElementOf: $0[1], at: 3) }
     // The same tensor twice: gradient contributions must add up, not overwrite.
     checkGradients("add x + x", inputs: [b]) { add($0[0], $0[0]) }
+    // Drop-path's node sum: per-sample factors (dropped 0, kept 1/0.7), and a term left as it is.
+    let scales: [[Float]?] = [[0, 1 / 0.7], nil, [1 / 0.7, 1 / 0.7]]
+    checkGradients("sum with sample scales", inputs: [a, b, c]) { sum($0, sampleScales: scales) }
+    checkGradients("sum with sample scales, x twice", inputs: [b]) {
+      sum([$0[0], $0[0]], sampleScales: [[2, 0], nil])
+    }
+  }
+
+  func testSumWithSampleScalesIsItsDefinition() {
+    // y[n] = Σₜ fₜ[n]·xₜ[n], the per-sample scaled paths of DARTS's drop_path, summed.
+    let (a, b) = (randomInput([3, 2, 3, 5], seed: 21), randomInput([3, 2, 3, 5], seed: 22))
+    let factors: [Float] = [0, 1 / 0.7, 1 / 0.7]
+    let y = sum([a, b], sampleScales: [factors, nil])
+    let plane = 2 * 3 * 5
+    var expected = [Float](repeating: 0, count: y.count)
+    for i in 0..<y.count { expected[i] = a.scalars[i] * factors[i / plane] + b.scalars[i] }
+    assertClose(y.scalars, expected, tolerance: 1e-7, "sum(_:sampleScales:)")
   }
 
   func testShapeOps() {

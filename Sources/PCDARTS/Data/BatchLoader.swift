@@ -25,7 +25,8 @@ public struct Batch: Sendable {
 }
 
 /// The random choices of the reference training transform for one image:
-/// `RandomCrop(32, padding=4)` then `RandomHorizontalFlip(p=0.5)`.
+/// `RandomCrop(32, padding=4)` then `RandomHorizontalFlip(p=0.5)`, and for training a genotype
+/// DARTS's `Cutout(16)` after normalising.
 public struct AugmentationDraw: Equatable, Sendable {
   /// Top row of the crop in the zero-padded 40×40 image, in `0...2 × padding`.
   public var top: Int
@@ -33,30 +34,53 @@ public struct AugmentationDraw: Equatable, Sendable {
   public var left: Int
   /// Whether the crop is mirrored left to right.
   public var flip: Bool
+  /// The cutout: the centre (row, column) of a `length`×`length` square, clipped to the image,
+  /// whose pixels are set to 0 after normalising (DARTS utils.py `Cutout`); `nil` for none.
+  public var cutout: Cutout?
 
-  /// A draw with the given crop offsets and flip.
+  /// A cutout square (DeVries and Taylor 2017, as DARTS's utils.py applies it).
+  public struct Cutout: Equatable, Sendable {
+    /// The centre, in 0..<32 each.
+    public var row: Int, column: Int
+    /// The side of the square before clipping.
+    public var length: Int
+    /// A square of side `length` centred at (`row`, `column`).
+    public init(row: Int, column: Int, length: Int) { (self.row, self.column, self.length) = (row, column, length) }
+  }
+
+  /// A draw with the given crop offsets, flip and cutout.
   ///
   /// - Parameters:
   ///   - top: Crop row in the padded image; `padding` means no shift.
   ///   - left: Crop column in the padded image; `padding` means no shift.
   ///   - flip: Mirror left to right.
-  public init(top: Int, left: Int, flip: Bool) {
+  ///   - cutout: The square zeroed after normalising, or `nil`.
+  public init(top: Int, left: Int, flip: Bool, cutout: Cutout? = nil) {
     self.top = top
     self.left = left
     self.flip = flip
+    self.cutout = cutout
   }
 
   /// Draws in torchvision's order: crop row, crop column (each uniform over the
-  /// `2 × padding + 1` positions), then a flip with probability 0.5.
+  /// `2 × padding + 1` positions), then a flip with probability 0.5; then, with a cutout, its
+  /// centre row and column (each uniform over the 32 positions, as `np.random.randint(h)`).
   ///
   /// - Parameters:
   ///   - padding: Zero pixels added on each side before cropping (4 in the reference).
-  ///   - rng: The generator; it advances by three draws.
-  public static func random(padding: Int, using rng: inout SeededGenerator) -> AugmentationDraw {
+  ///   - cutoutLength: The cutout's side, or `nil` for none.
+  ///   - rng: The generator; it advances by three draws, five with a cutout.
+  public static func random(
+    padding: Int, cutoutLength: Int? = nil, using rng: inout SeededGenerator
+  ) -> AugmentationDraw {
     let top = rng.nextInt(below: 2 * padding + 1)
     let left = rng.nextInt(below: 2 * padding + 1)
     let flip = rng.nextUniform() < 0.5
-    return AugmentationDraw(top: top, left: left, flip: flip)
+    let cutout = cutoutLength.map { length in
+      let row = rng.nextInt(below: ImageDataset.height)
+      return Cutout(row: row, column: rng.nextInt(below: ImageDataset.width), length: length)
+    }
+    return AugmentationDraw(top: top, left: left, flip: flip, cutout: cutout)
   }
 }
 
@@ -108,6 +132,15 @@ public func transformImage(
       }
     }
   }
+  if let cut = draw.cutout {
+    let (y0, y1) = (max(cut.row - cut.length / 2, 0), min(cut.row + cut.length / 2, height))
+    let (x0, x1) = (max(cut.column - cut.length / 2, 0), min(cut.column + cut.length / 2, width))
+    for c in 0..<channels {
+      for y in y0..<max(y0, y1) {
+        for x in x0..<max(x0, x1) { output[c * height * width + y * width + x] = 0 }
+      }
+    }
+  }
 }
 
 /// Iterates a dataset in mini-batches, reshuffled each epoch, with optional augmentation and a
@@ -148,6 +181,8 @@ public final class BatchLoader {
   public let augment: Bool
   /// Zero pixels added on each side before the random crop (4, as in the reference).
   public let padding: Int
+  /// The side of the cutout square of each augmented image, or `nil` for none.
+  public let cutoutLength: Int?
   /// Whether the next batch is prepared on a background thread.
   public let prefetch: Bool
 
@@ -178,18 +213,20 @@ public final class BatchLoader {
   ///   - batchSize: Images per batch.
   ///   - augment: Apply `RandomCrop(32, padding)` and `RandomHorizontalFlip()` before normalising.
   ///   - padding: Zero padding of the random crop.
+  ///   - cutoutLength: With `augment`, also cut out a square of this side from each image.
   ///   - seed: Fixes every epoch's order and augmentation.
   ///   - prefetch: Prepare the next batch on a background thread; the batches are the same
   ///     either way.
   /// - Precondition: `batchSize > 0`, at least one index, every index in `0..<dataset.count`.
   public init(
     dataset: ImageDataset, indices: [Int]? = nil, batchSize: Int, augment: Bool,
-    padding: Int = 4, seed: UInt64, prefetch: Bool = true
+    padding: Int = 4, cutoutLength: Int? = nil, seed: UInt64, prefetch: Bool = true
   ) {
     let indices = indices ?? Array(0..<dataset.count)
     precondition(batchSize > 0, "BatchLoader: batch size must be positive, got \(batchSize)")
     precondition(!indices.isEmpty, "BatchLoader: no images to iterate in \(dataset.name)")
     precondition(padding >= 0, "BatchLoader: padding must be ≥ 0, got \(padding)")
+    precondition((cutoutLength ?? 1) >= 1, "BatchLoader: cutout length must be ≥ 1, got \(cutoutLength ?? 0)")
     if let bad = indices.first(where: { $0 < 0 || $0 >= dataset.count }) {
       preconditionFailure(
         "BatchLoader: index \(bad) is outside 0..<\(dataset.count) of \(dataset.name)")
@@ -199,6 +236,7 @@ public final class BatchLoader {
     self.batchSize = batchSize
     self.augment = augment
     self.padding = padding
+    self.cutoutLength = cutoutLength
     self.prefetch = prefetch
     self.rng = SeededGenerator(seed: seed)
     self.epochSeed = rng.next()
@@ -315,11 +353,11 @@ public final class BatchLoader {
     }
     let job = PendingBatch(key: key)
     let plan = batchPlan(key)
-    let (dataset, augment, padding) = (self.dataset, self.augment, self.padding)
+    let (dataset, augment, padding, cutout) = (self.dataset, self.augment, self.padding, self.cutoutLength)
     queue.async {
       job.batch = BatchLoader.assemble(
         dataset: dataset, indices: plan.indices, augmentSeed: plan.augmentSeed, augment: augment,
-        padding: padding)
+        padding: padding, cutoutLength: cutout)
       job.done.signal()
     }
     pending = job
@@ -329,7 +367,7 @@ public final class BatchLoader {
     let plan = batchPlan(key)
     return BatchLoader.assemble(
       dataset: dataset, indices: plan.indices, augmentSeed: plan.augmentSeed, augment: augment,
-      padding: padding)
+      padding: padding, cutoutLength: cutoutLength)
   }
 
   /// The dataset positions of a batch and the seed of its augmentation draws.
@@ -355,7 +393,7 @@ public final class BatchLoader {
 
   /// Builds a batch; a pure function of its arguments, so it can run on any thread.
   private static func assemble(
-    dataset: ImageDataset, indices: [Int], augmentSeed: UInt64, augment: Bool, padding: Int
+    dataset: ImageDataset, indices: [Int], augmentSeed: UInt64, augment: Bool, padding: Int, cutoutLength: Int?
   ) -> Batch {
     let size = ImageDataset.imageSize
     var images = [Float](repeating: 0, count: indices.count * size)
@@ -365,7 +403,8 @@ public final class BatchLoader {
     dataset.images.withUnsafeBufferPointer { source in
       images.withUnsafeMutableBufferPointer { target in
         for (k, index) in indices.enumerated() {
-          let draw = augment ? AugmentationDraw.random(padding: padding, using: &rng) : identity
+          let draw =
+            augment ? AugmentationDraw.random(padding: padding, cutoutLength: cutoutLength, using: &rng) : identity
           transformImage(
             UnsafeBufferPointer(rebasing: source[index * size..<(index + 1) * size]), draw: draw,
             padding: padding, mean: dataset.mean, std: dataset.std,

@@ -1,4 +1,5 @@
-// Checkpoints as safetensors files that PyTorch users open with `safetensors.torch.load_file`.
+// Checkpoints as safetensors files that PyTorch users open with `safetensors.torch.load_file`,
+// for the search (SearchRun) and for training a genotype (TrainingRun).
 //
 // Names:
 // - weights and batch-norm buffers under the official state_dict names (`stem.0.weight`,
@@ -14,26 +15,71 @@ import Foundation
 import NeuralNetwork
 import TensorEngine
 
-/// The tensor part of a search checkpoint, with name-by-name checking on load.
+/// The tensors a checkpoint holds: a model's state (and any other named tensors, such as the
+/// architecture parameters), optionally with the momentum buffers of an SGD over the model's
+/// parameters and the moments of an Adam over some of the named tensors.
+public struct CheckpointLayout {
+  /// Every state tensor by its checkpoint name: parameters, buffers, architecture parameters.
+  public var state: [(String, Tensor)]
+  /// The SGD whose momentum buffers are saved, with the names of its parameters in its order.
+  public var sgd: (parameterNames: [String], optimizer: SGD)?
+  /// The Adam whose moments and step are saved, with the names of its parameters in its order.
+  public var adam: (parameterNames: [String], optimizer: Adam)?
+  /// Whether a file must hold the optimizers' state; when false, `optimizer.` entries of a file
+  /// are ignored on restore (a network loaded for evaluation from a training checkpoint).
+  public var requiresOptimizerState: Bool
+
+  /// A layout of `state` and the optimizers given; optimizer state is required when every
+  /// optimizer the run has is given (`requiresOptimizerState`).
+  public init(
+    state: [(String, Tensor)], sgd: (parameterNames: [String], optimizer: SGD)? = nil,
+    adam: (parameterNames: [String], optimizer: Adam)? = nil, requiresOptimizerState: Bool
+  ) {
+    (self.state, self.sgd, self.adam, self.requiresOptimizerState) = (state, sgd, adam, requiresOptimizerState)
+  }
+}
+
+/// The tensor part of a checkpoint, with name-by-name checking on load.
 public enum CheckpointTensors {
   /// The prefix of optimizer state entries.
   public static let optimizerPrefix = "optimizer."
 
-  /// Every tensor of the network, its architecture and the two optimizers, by checkpoint name.
+  /// Every tensor of the search network, its architecture and the two optimizers, by checkpoint name.
   public static func collect(network: SearchNetwork, weightOptimizer: SGD?, architect: Architect?) -> [String:
     SafeTensor]
   {
+    collect(layout(network: network, weightOptimizer: weightOptimizer, architect: architect))
+  }
+
+  /// Loads the tensors of `file` into the search network and optimizers (see ``restore(_:into:)``).
+  public static func restore(
+    _ tensors: [String: SafeTensor], network: SearchNetwork, weightOptimizer: SGD?, architect: Architect?
+  ) throws {
+    try restore(tensors, into: layout(network: network, weightOptimizer: weightOptimizer, architect: architect))
+  }
+
+  /// What a search checkpoint holds.
+  private static func layout(network: SearchNetwork, weightOptimizer: SGD?, architect: Architect?) -> CheckpointLayout {
+    CheckpointLayout(
+      state: network.stateTensors() + network.arch.named,
+      sgd: weightOptimizer.map { (network.namedParameters().map(\.0), $0) },
+      adam: architect.map { (network.arch.named.map(\.0), $0.optimizer) },
+      requiresOptimizerState: weightOptimizer != nil && architect != nil)
+  }
+
+  /// Every tensor of `layout`, by checkpoint name.
+  public static func collect(_ layout: CheckpointLayout) -> [String: SafeTensor] {
     var out: [String: SafeTensor] = [:]
-    for (name, t) in network.stateTensors() + network.arch.named {
+    for (name, t) in layout.state {
       out[name] = safeTensor(name, t)
     }
-    if let sgd = weightOptimizer {
-      for ((name, _), buffer) in zip(network.namedParameters(), sgd.momentumBuffers) {
+    if let (names, sgd) = layout.sgd {
+      for (name, buffer) in zip(names, sgd.momentumBuffers) {
         if let buffer { out[optimizerPrefix + "sgd.momentum_buffer." + name] = safeTensor(name, buffer) }
       }
     }
-    if let adam = architect?.optimizer {
-      for (i, (name, _)) in network.arch.named.enumerated() {
+    if let (names, adam) = layout.adam {
+      for (i, name) in names.enumerated() {
         out[optimizerPrefix + "adam.exp_avg." + name] = safeTensor(name, adam.firstMoments[i])
         out[optimizerPrefix + "adam.exp_avg_sq." + name] = safeTensor(name, adam.secondMoments[i])
       }
@@ -42,26 +88,21 @@ public enum CheckpointTensors {
     return out
   }
 
-  /// Loads the tensors of `file` into the network and optimizers.
+  /// Loads `tensors` into the tensors and optimizers of `layout`.
   ///
   /// - Throws: ``SearchError/checkpointMismatch(_:)`` naming the first missing, unexpected,
   ///   mis-shaped or non-finite tensor; nothing is modified unless every check passes.
-  public static func restore(
-    _ tensors: [String: SafeTensor], network: SearchNetwork, weightOptimizer: SGD?, architect: Architect?
-  ) throws {
+  public static func restore(_ tensors: [String: SafeTensor], into layout: CheckpointLayout) throws {
     // Everything is checked before anything is written: names, shapes, finiteness, adam.step.
-    var targets: [(name: String, shape: [Int])] = (network.stateTensors() + network.arch.named).map {
-      ($0.0, $0.1.shape)
-    }
+    var targets: [(name: String, shape: [Int])] = layout.state.map { ($0.0, $0.1.shape) }
     var destinations: [String: () -> Tensor] = [:]
-    for (name, t) in network.stateTensors() + network.arch.named { destinations[name] = { t } }
+    for (name, t) in layout.state { destinations[name] = { t } }
     var expected = Set(targets.map(\.name))
-    if let sgd = weightOptimizer {
+    if let (parameterNames, sgd) = layout.sgd {
       // Momentum buffers exist once SGD has stepped; a checkpoint has all of them or none.
-      let names = network.namedParameters().map { optimizerPrefix + "sgd.momentum_buffer." + $0.0 }
+      let names = parameterNames.map { optimizerPrefix + "sgd.momentum_buffer." + $0 }
       if names.contains(where: { tensors[$0] != nil }) {
-        for (i, (name, p)) in network.namedParameters().enumerated() {
-          let key = optimizerPrefix + "sgd.momentum_buffer." + name
+        for (i, (key, p)) in zip(names, sgd.parameters).enumerated() {
           targets.append((key, p.shape))
           destinations[key] = {
             let buffer = sgd.momentumBuffers[i] ?? Tensor(zeros: p.shape)
@@ -72,8 +113,8 @@ public enum CheckpointTensors {
         expected.formUnion(names)
       }
     }
-    if let adam = architect?.optimizer {
-      for (i, (name, p)) in network.arch.named.enumerated() {
+    if let (parameterNames, adam) = layout.adam {
+      for (i, (name, p)) in zip(parameterNames, adam.parameters).enumerated() {
         for (key, moment) in [
           (optimizerPrefix + "adam.exp_avg." + name, adam.firstMoments[i]),
           (optimizerPrefix + "adam.exp_avg_sq." + name, adam.secondMoments[i]),
@@ -89,9 +130,8 @@ public enum CheckpointTensors {
       throw SearchError.checkpointMismatch(
         "tensor \(missing) is missing; the checkpoint was written for a different network")
     }
-    let optimizerInFile = weightOptimizer != nil && architect != nil
     if let extra = tensors.keys.sorted().first(where: {
-      !expected.contains($0) && (optimizerInFile || !$0.hasPrefix(optimizerPrefix))
+      !expected.contains($0) && (layout.requiresOptimizerState || !$0.hasPrefix(optimizerPrefix))
     }) {
       throw SearchError.checkpointMismatch(
         "unexpected tensor \(extra); the checkpoint was written for a different network")
@@ -109,7 +149,7 @@ public enum CheckpointTensors {
       }
     }
     var step: Int64?
-    if architect != nil {
+    if layout.adam != nil {
       guard let value = tensors[optimizerPrefix + "adam.step"]?.int64s?.first, value >= 0 else {
         throw SearchError.checkpointMismatch("tensor \(optimizerPrefix)adam.step is missing, negative or not I64")
       }
@@ -121,7 +161,7 @@ public enum CheckpointTensors {
       let t = destinations[name]!()
       values.withUnsafeBufferPointer { t.pointer.update(from: $0.baseAddress!, count: t.count) }
     }
-    if let adam = architect?.optimizer, let step { adam.stepCount = Int(step) }
+    if let (_, adam) = layout.adam, let step { adam.stepCount = Int(step) }
   }
 
   private static func safeTensor(_ name: String, _ t: Tensor) -> SafeTensor {

@@ -255,3 +255,89 @@ extension Genotype {
       reduce: try edges("reduce"), reduceConcat: try ints("reduce_concat"))
   }
 }
+
+// MARK: - Published genotypes
+
+extension Genotype {
+  /// The architectures of the official genotypes.py (yuhuixu1993/PC-DARTS, after quark0/darts)
+  /// that DARTS's search space can build, by their Python names: `PC_DARTS_cifar` (also
+  /// `PCDARTS`, train.py's default `--arch`), `PC_DARTS_image`, `DARTS_V1` and `DARTS_V2`.
+  public static let published: [String: Genotype] = {
+    let texts = [
+      "PC_DARTS_cifar":
+        "Genotype(normal=[('sep_conv_3x3', 1), ('skip_connect', 0), ('sep_conv_3x3', 0), ('dil_conv_3x3', 1), "
+        + "('sep_conv_5x5', 0), ('sep_conv_3x3', 1), ('avg_pool_3x3', 0), ('dil_conv_3x3', 1)], "
+        + "normal_concat=range(2, 6), reduce=[('sep_conv_5x5', 1), ('max_pool_3x3', 0), ('sep_conv_5x5', 1), "
+        + "('sep_conv_5x5', 2), ('sep_conv_3x3', 0), ('sep_conv_3x3', 3), ('sep_conv_3x3', 1), ('sep_conv_3x3', 2)], "
+        + "reduce_concat=range(2, 6))",
+      "PC_DARTS_image":
+        "Genotype(normal=[('skip_connect', 1), ('sep_conv_3x3', 0), ('sep_conv_3x3', 0), ('skip_connect', 1), "
+        + "('sep_conv_3x3', 1), ('sep_conv_3x3', 3), ('sep_conv_3x3', 1), ('dil_conv_5x5', 4)], "
+        + "normal_concat=range(2, 6), reduce=[('sep_conv_3x3', 0), ('skip_connect', 1), ('dil_conv_5x5', 2), "
+        + "('max_pool_3x3', 1), ('sep_conv_3x3', 2), ('sep_conv_3x3', 1), ('sep_conv_5x5', 0), ('sep_conv_3x3', 3)], "
+        + "reduce_concat=range(2, 6))",
+      "DARTS_V1":
+        "Genotype(normal=[('sep_conv_3x3', 1), ('sep_conv_3x3', 0), ('skip_connect', 0), ('sep_conv_3x3', 1), "
+        + "('skip_connect', 0), ('sep_conv_3x3', 1), ('sep_conv_3x3', 0), ('skip_connect', 2)], "
+        + "normal_concat=[2, 3, 4, 5], reduce=[('max_pool_3x3', 0), ('max_pool_3x3', 1), ('skip_connect', 2), "
+        + "('max_pool_3x3', 0), ('max_pool_3x3', 0), ('skip_connect', 2), ('skip_connect', 2), ('avg_pool_3x3', 0)], "
+        + "reduce_concat=[2, 3, 4, 5])",
+      "DARTS_V2":
+        "Genotype(normal=[('sep_conv_3x3', 0), ('sep_conv_3x3', 1), ('sep_conv_3x3', 0), ('sep_conv_3x3', 1), "
+        + "('sep_conv_3x3', 1), ('skip_connect', 0), ('skip_connect', 0), ('dil_conv_3x3', 2)], "
+        + "normal_concat=[2, 3, 4, 5], reduce=[('max_pool_3x3', 0), ('max_pool_3x3', 1), ('skip_connect', 2), "
+        + "('max_pool_3x3', 1), ('max_pool_3x3', 0), ('skip_connect', 2), ('skip_connect', 2), ('max_pool_3x3', 1)], "
+        + "reduce_concat=[2, 3, 4, 5])",
+    ]
+    var out = texts.mapValues { try! Genotype(pythonDescription: $0) }
+    out["PCDARTS"] = out["PC_DARTS_cifar"]
+    return out
+  }()
+}
+
+// MARK: - Finding a genotype
+
+extension Genotype {
+  /// The genotype a user names: a name of ``published`` (`PC_DARTS_cifar`), a DARTS string
+  /// (`Genotype(normal=[…], …)`), a search run's folder (its `genotype.json`), or a
+  /// `genotype.json` / `genotype.txt` file. From a `genotype.json` with a skip_connect cap the
+  /// capped genotype is taken (the one the search reports as its result).
+  ///
+  /// - Returns: the genotype and where it came from, in words.
+  /// - Throws: ``SearchError/invalidGenotype(_:)`` naming what was tried.
+  public static func resolve(_ argument: String) throws -> (genotype: Genotype, source: String) {
+    if let known = published[argument] { return (known, "\(argument) of the official genotypes.py") }
+    let trimmed = argument.trimmingCharacters(in: .whitespacesAndNewlines)
+    if trimmed.hasPrefix("Genotype(") { return (try Genotype(pythonDescription: trimmed), "the command line") }
+    var url = URL(fileURLWithPath: argument)
+    var isDirectory: ObjCBool = false
+    guard FileManager.default.fileExists(atPath: url.path, isDirectory: &isDirectory) else {
+      throw SearchError.invalidGenotype(
+        "\(argument) is neither a known name (\(published.keys.sorted().joined(separator: ", "))), "
+          + "a Genotype(...) string, nor an existing file or folder")
+    }
+    if isDirectory.boolValue {
+      url = url.appendingPathComponent("genotype.json")
+      guard FileManager.default.fileExists(atPath: url.path) else {
+        throw SearchError.invalidGenotype(
+          "the folder \(argument) holds no genotype.json; pass a search run's folder (after its first epoch) or a genotype file"
+        )
+      }
+    }
+    guard let data = FileManager.default.contents(atPath: url.path) else {
+      throw SearchError.invalidGenotype("cannot read \(url.path)")
+    }
+    let text = String(decoding: data, as: UTF8.self)
+    if text.trimmingCharacters(in: .whitespacesAndNewlines).hasPrefix("Genotype(") {
+      return (try Genotype(pythonDescription: text), url.path)
+    }
+    guard let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else {
+      throw SearchError.invalidGenotype("\(url.path) is neither JSON nor a Genotype(...) string")
+    }
+    if let capped = object["capped"] {
+      let cappedData = try JSONSerialization.data(withJSONObject: capped)
+      return (try Genotype(json: String(decoding: cappedData, as: UTF8.self)), url.path + " (capped)")
+    }
+    return (try Genotype(json: text), url.path)
+  }
+}

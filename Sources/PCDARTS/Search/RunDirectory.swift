@@ -1,6 +1,7 @@
-// The output folder of a search: every file is written atomically (temporary file + rename), so
+// The output folder of a run: every file is written atomically (temporary file + rename), so
 // an interrupted run never leaves a half-written log, genotype or checkpoint behind.
 //
+// A search (SearchRun) writes:
 //   log.jsonl                      one JSON object per completed epoch
 //   architecture.jsonl             softmax(α) and normalised β of both cell types per epoch
 //   report.html                    the run's curves, architecture weights and cells (RunReport)
@@ -10,15 +11,39 @@
 //   genotypes/epoch_NNN.{json,txt} one copy per epoch
 //   checkpoint.safetensors         weights, architecture, optimizers, data-loader state
 //   normal.dot, reduction.dot      the cells, plus .svg and .png when graphviz's `dot` is found
+//
+// The training of a genotype (TrainingRun, RunDirectory+Training.swift) writes log.jsonl,
+// checkpoint.safetensors, weights.safetensors, genotype.{json,txt} and result.json.
 
 import Foundation
 import TensorEngine
 
-/// The files of one search run under a folder, which it holds an exclusive lock on while it
-/// exists (`.lock`, with the holder's pid), so that two runs never write into one folder.
+/// The files of one run under a folder, which it holds an exclusive lock on while it exists
+/// (`.lock`, with the holder's pid), so that two runs never write into one folder.
 public final class RunDirectory {
+  /// The outputs a kind of run writes: what counts as an earlier run's output in a folder.
+  public struct Layout: Sendable {
+    /// Output files, relative to the folder.
+    public var files: [String]
+    /// Output subfolders (created with the folder; an earlier run's when not empty).
+    public var folders: [String]
+
+    /// A layout of `files` and `folders`.
+    public init(files: [String], folders: [String] = []) { (self.files, self.folders) = (files, folders) }
+
+    /// What a search writes.
+    public static let search = Layout(
+      files: [
+        "log.jsonl", "architecture.jsonl", "report.html", "genotype.json", "genotype.txt", "checkpoint.safetensors",
+        "normal.dot", "normal.svg", "normal.png", "reduction.dot", "reduction.svg", "reduction.png",
+      ],
+      folders: ["genotypes"])
+  }
+
   /// The folder.
   public let url: URL
+  /// The outputs of the kind of run that writes here.
+  public let layout: Layout
   /// The open lock file; closing it (when the directory is released) releases the lock.
   private let lockDescriptor: Int32
 
@@ -29,17 +54,22 @@ public final class RunDirectory {
 
   /// Creates the folder if needed, checks that it is writable, takes its lock and removes the
   /// temporary files that interrupted writes of processes no longer running left behind.
+  /// - Parameter layout: what the run writes (a search's by default).
   /// - Throws: ``SearchError/invalidConfiguration(_:)`` naming the folder and the reason: not a
   ///   folder, not writable, or locked by another run (whose pid the message gives).
-  public init(_ path: String) throws {
+  public init(_ path: String, layout: Layout = .search) throws {
     url = URL(fileURLWithPath: path)
+    self.layout = layout
     let fm = FileManager.default
     var isDirectory: ObjCBool = false
     if fm.fileExists(atPath: url.path, isDirectory: &isDirectory), !isDirectory.boolValue {
       throw SearchError.invalidConfiguration("the output folder \(path) is a file, not a folder; choose a folder path")
     }
     do {
-      try fm.createDirectory(at: url.appendingPathComponent("genotypes"), withIntermediateDirectories: true)
+      try fm.createDirectory(at: url, withIntermediateDirectories: true)
+      for folder in layout.folders {
+        try fm.createDirectory(at: url.appendingPathComponent(folder), withIntermediateDirectories: true)
+      }
     } catch {
       throw SearchError.invalidConfiguration(
         "the output folder \(path) is not writable (\(error.localizedDescription)); choose a folder you can write to")
@@ -71,23 +101,20 @@ public final class RunDirectory {
   /// Whether a checkpoint exists to resume from.
   public var hasCheckpoint: Bool { FileManager.default.fileExists(atPath: checkpointURL.path) }
 
-  /// The outputs of an earlier run in the folder (log, genotypes, drawings, checkpoint), by name.
+  /// The outputs of an earlier run in the folder (the layout's files, and its folders that are
+  /// not empty, with a trailing `/`), by name.
   public var existingOutputs: [String] {
     let fm = FileManager.default
-    var found = Self.outputNames.filter { fm.fileExists(atPath: url.appendingPathComponent($0).path) }
-    if let perEpoch = try? fm.contentsOfDirectory(atPath: url.appendingPathComponent("genotypes").path),
-      !perEpoch.isEmpty
-    {
-      found.append("genotypes/")
+    var found = layout.files.filter { fm.fileExists(atPath: url.appendingPathComponent($0).path) }
+    for folder in layout.folders {
+      if let contents = try? fm.contentsOfDirectory(atPath: url.appendingPathComponent(folder).path),
+        !contents.isEmpty
+      {
+        found.append(folder + "/")
+      }
     }
     return found
   }
-
-  private static let outputNames = [
-    "log.jsonl", "architecture.jsonl", "report.html", "genotype.json", "genotype.txt", "checkpoint.safetensors",
-    "normal.dot", "normal.svg",
-    "normal.png", "reduction.dot", "reduction.svg", "reduction.png",
-  ]
 
   /// Moves every output of an earlier run into a new subfolder `previous-<date>-<time>` (nothing
   /// is deleted) and returns it.
@@ -108,7 +135,9 @@ public final class RunDirectory {
       let item = name.hasSuffix("/") ? String(name.dropLast()) : name
       try fm.moveItem(at: url.appendingPathComponent(item), to: aside.appendingPathComponent(item))
     }
-    try fm.createDirectory(at: url.appendingPathComponent("genotypes"), withIntermediateDirectories: true)
+    for folder in layout.folders {
+      try fm.createDirectory(at: url.appendingPathComponent(folder), withIntermediateDirectories: true)
+    }
     return aside
   }
 
@@ -165,7 +194,7 @@ public final class RunDirectory {
   /// Removes `.<name>.tmp-<pid>-…` files (interrupted atomic writes) whose process is gone.
   private func removeStaleTemporaryFiles() {
     let fm = FileManager.default
-    for folder in [url, url.appendingPathComponent("genotypes")] {
+    for folder in [url] + layout.folders.map({ url.appendingPathComponent($0) }) {
       for name in (try? fm.contentsOfDirectory(atPath: folder.path)) ?? [] {
         guard name.hasPrefix("."), let marker = name.range(of: ".tmp-"),
           let pid = Int32(name[marker.upperBound...].prefix { $0.isNumber }), pid != getpid(),
@@ -202,7 +231,8 @@ public final class RunDirectory {
     }
   }
 
-  private func write(_ text: String, to target: URL) throws {
+  /// Writes `text` to `target` atomically.
+  func write(_ text: String, to target: URL) throws {
     try writeAtomically(Data(text.utf8), to: target)
   }
 }

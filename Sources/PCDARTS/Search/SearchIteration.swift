@@ -6,11 +6,11 @@ import Foundation
 import NeuralNetwork
 import TensorEngine
 
-/// What one iteration measured.
+/// What one iteration (a search's, or a training step) measured.
 public struct IterationResult: Sendable {
   /// The weight step's training loss and the number of its batch's correct predictions.
   public var trainLoss: Float, correct: Int
-  /// The architecture step's validation loss, when it ran.
+  /// The architecture step's validation loss, when it ran (never in a training step).
   public var validLoss: Float?
   /// Wall time of the weight step's forward and backward passes.
   public var forwardSeconds: Double, backwardSeconds: Double

@@ -65,11 +65,7 @@ public struct EpochRecord: Codable, Equatable, Sendable {
   }
 
   /// The record as one JSON line (sorted keys).
-  public var jsonLine: String {
-    let encoder = JSONEncoder()
-    encoder.outputFormatting = [.sortedKeys]
-    return String(decoding: try! encoder.encode(self), as: UTF8.self)
-  }
+  public var jsonLine: String { sortedJSON(self) }
 }
 
 /// The architecture weights after one epoch, one line of `architecture.jsonl`: per cell type,
@@ -102,11 +98,7 @@ public struct ArchitectureRecord: Codable, Equatable, Sendable {
   }
 
   /// The record as one JSON line (sorted keys).
-  public var jsonLine: String {
-    let encoder = JSONEncoder()
-    encoder.outputFormatting = [.sortedKeys]
-    return String(decoding: try! encoder.encode(self), as: UTF8.self)
-  }
+  public var jsonLine: String { sortedJSON(self) }
 }
 
 /// One PC-DARTS search: the super-net, its two optimizers, the data streams and the history,
@@ -257,20 +249,9 @@ public final class SearchRun {
   public func evaluate() -> (loss: Double, accuracy: Double) {
     network.train(false)
     defer { network.train(true) }
-    let loader = BatchLoader(
-      dataset: data, indices: validIndices, batchSize: settings.batchSize,
-      augment: false, seed: settings.seed)
-    var (lossSum, correct, seen) = (0.0, 0, 0)
-    withNoGrad {
-      while let batch = loader.nextBatch() {
-        let b = LabeledBatch(batch)
-        let logits = network(b.images)
-        lossSum += Double(crossEntropy(logits, labels: b.labels).item) * Double(batch.count)
-        correct += correctPredictions(logits, b.labels)
-        seen += batch.count
-      }
+    return evaluateClassifier(on: data, indices: validIndices, batchSize: settings.batchSize, seed: settings.seed) {
+      network($0)
     }
-    return (lossSum / Double(seen), Double(correct) / Double(seen))
   }
 
   // MARK: - Checkpoints
@@ -280,9 +261,7 @@ public final class SearchRun {
 
   /// The full state after the last completed epoch.
   public func checkpoint() -> SafeTensorsFile {
-    let encoder = JSONEncoder()
-    encoder.outputFormatting = [.sortedKeys]
-    func json<T: Encodable>(_ value: T) -> String { String(decoding: try! encoder.encode(value), as: UTF8.self) }
+    func json<T: Encodable>(_ value: T) -> String { sortedJSON(value) }
     var metadata = [
       "format": Self.checkpointFormat,
       "settings": settings.json,
@@ -307,20 +286,7 @@ public final class SearchRun {
       throw SearchError.checkpointMismatch(
         "format is \(file.metadata["format"] ?? "missing"), expected \(Self.checkpointFormat)")
     }
-    guard let settingsJSON = file.metadata["settings"],
-      let saved = try? JSONDecoder().decode(SearchSettings.self, from: Data(settingsJSON.utf8))
-    else {
-      throw SearchError.checkpointMismatch("its settings are missing or unreadable")
-    }
-    let differing = saved.differingSettings(from: settings)
-    let defining = differing.filter { !SearchSettings.changeableOnResume.contains($0.path) }
-    guard defining.isEmpty else {
-      throw SearchError.checkpointMismatch(
-        "it was written with other settings (checkpoint vs now: "
-          + defining.map { "\($0.path): \($0.mine) vs \($0.theirs)" }.joined(separator: "; ") + "); "
-          + "these define the run and cannot change on resume: rerun with the checkpoint's settings or write to another folder"
-      )
-    }
+    let changes = try settings.changesOnResume(fromCheckpointSettings: file.metadata["settings"])
     let decoder = JSONDecoder()
     guard let epochText = file.metadata["next_epoch"], let epoch = Int(epochText),
       let trainState = file.metadata["train_loader"].flatMap({
@@ -373,7 +339,7 @@ public final class SearchRun {
     nextEpoch = epoch
     history = records
     architectureHistory = architecture
-    settingsChanges = differing.map { "\($0.path): \($0.mine) → \($0.theirs)" }
+    settingsChanges = changes
   }
 
   /// The data's name and size, as a checkpoint records it.
@@ -395,4 +361,25 @@ func correctPredictions(_ logits: Tensor, _ labels: [Int32]) -> Int {
     if best == Int(label) { hits += 1 }
   }
   return hits
+}
+
+/// Mean cross-entropy and accuracy of `logits` over `indices` of `data` (all when nil), in
+/// batches without augmentation and without recording a graph; the caller sets evaluation mode.
+///
+/// - Parameter seed: fixes the order of the images (which changes only the rounding of the sums).
+public func evaluateClassifier(
+  on data: ImageDataset, indices: [Int]? = nil, batchSize: Int, seed: UInt64 = 0, logits: (Tensor) -> Tensor
+) -> (loss: Double, accuracy: Double) {
+  let loader = BatchLoader(dataset: data, indices: indices, batchSize: batchSize, augment: false, seed: seed)
+  var (lossSum, correct, seen) = (0.0, 0, 0)
+  withNoGrad {
+    while let batch = loader.nextBatch() {
+      let b = LabeledBatch(batch)
+      let out = logits(b.images)
+      lossSum += Double(crossEntropy(out, labels: b.labels).item) * Double(batch.count)
+      correct += correctPredictions(out, b.labels)
+      seen += batch.count
+    }
+  }
+  return (lossSum / Double(max(seen, 1)), Double(correct) / Double(max(seen, 1)))
 }

@@ -7,7 +7,7 @@ import TensorEngine
 
 /// Everything that determines a search run; two runs with equal settings (and data) produce the
 /// same genotype.
-public struct SearchSettings: Codable, Equatable, Sendable {
+public struct SearchSettings: RunSettings {
   /// The super-net's shape (`classes` is replaced by the dataset's).
   public var network = NetworkConfig()
   /// Images per batch, for both splits.
@@ -113,31 +113,6 @@ public struct SearchSettings: Codable, Equatable, Sendable {
     if let cap = maxSkipConnect, cap < 0 { try fail("maxSkipConnect", "must be ≥ 0, got \(cap)") }
   }
 
-  /// The settings as a flat JSON object (stored in checkpoints and compared on resume).
-  public var json: String {
-    let encoder = JSONEncoder()
-    encoder.outputFormatting = [.sortedKeys]
-    return String(decoding: try! encoder.encode(self), as: UTF8.self)
-  }
-
-  /// The value of the setting at `path` (`learningRate`, `network.layers`) as JSON writes it, or
-  /// `nil` for an unknown or unset path.
-  public func value(of path: String) -> String? { flattened[path] }
-
-  /// The fields in which `self` and `other` differ, as "name: a vs b".
-  public func differences(from other: SearchSettings) -> [String] {
-    differingSettings(from: other).map { "\($0.path): \($0.mine) vs \($0.theirs)" }
-  }
-
-  /// The fields in which `self` and `other` differ: each path with both values as JSON writes
-  /// them ("unset" for a missing optional), sorted by path.
-  public func differingSettings(from other: SearchSettings) -> [(path: String, mine: String, theirs: String)] {
-    let (a, b) = (flattened, other.flattened)
-    return Set(a.keys).union(b.keys).sorted().compactMap { key in
-      a[key] == b[key] ? nil : (key, a[key] ?? "unset", b[key] ?? "unset")
-    }
-  }
-
   /// The settings a resumed run may change (a lower learning rate after a divergence, more
   /// epochs): the schedules, the step sizes, the regularisation, clipping and what only the
   /// derived genotype reads. Every other setting defines the run — the network, the data and its
@@ -147,24 +122,6 @@ public struct SearchSettings: Codable, Equatable, Sendable {
     "learningRate", "learningRateMin", "weightDecay", "architect.learningRate", "architect.weightDecay",
     "epochs", "warmupEpochs", "gradClip", "archUpdateEvery", "maxSkipConnect",
   ]
-
-  /// Every setting as (path, value as JSON writes it), sorted by path.
-  public var flatList: [(String, String)] { flattened.sorted { $0.key < $1.key }.map { ($0.key, $0.value) } }
-
-  /// Every setting by its dotted path, its value as JSON writes it.
-  private var flattened: [String: String] {
-    let object = try! JSONSerialization.jsonObject(with: Data(json.utf8)) as! [String: Any]
-    var out: [String: String] = [:]
-    func walk(_ prefix: String, _ value: Any) {
-      if let dict = value as? [String: Any] {
-        for (k, v) in dict { walk(prefix.isEmpty ? k : prefix + "." + k, v) }
-      } else {
-        out[prefix] = "\(value)"
-      }
-    }
-    walk("", object)
-    return out
-  }
 }
 
 extension KeyedDecodingContainer {

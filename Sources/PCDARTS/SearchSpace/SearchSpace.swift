@@ -3,21 +3,30 @@
 import NeuralNetwork
 import TensorEngine
 
-/// A named candidate operation: a factory for a layer on C channels with stride 1 or 2.
+/// A named candidate operation: a factory for a layer on C channels with stride 1 or 2, in the
+/// form a search cell's mixed op runs it and, optionally, in the form a discrete architecture
+/// trains it (``EvaluationNetwork``).
 public struct Primitive: Sendable {
+  /// Builds an operation for `channels` channels and `stride` (1 or 2); the layer must map
+  /// (N, C, H, W) to (N, C, ⌈H/stride⌉, ⌈W/stride⌉).
+  public typealias Factory = @Sendable (_ channels: Int, _ stride: Int, _ rng: inout SeededGenerator) -> Layer
+
   /// The name used in genotypes (`sep_conv_3x3`).
   public let name: String
-  /// Builds the operation for `channels` channels and `stride` (1 or 2); the layer must map
-  /// (N, C, H, W) to (N, C, ⌈H/stride⌉, ⌈W/stride⌉).
-  public let make: @Sendable (_ channels: Int, _ stride: Int, _ rng: inout SeededGenerator) -> Layer
+  /// The operation inside a mixed op of the super-net (DARTS and PC-DARTS model_search.py:
+  /// batch norms without a learnt scale and shift, pools followed by such a batch norm).
+  public let make: Factory
+  /// The operation in a cell of a derived architecture (DARTS model.py: `OPS[name](C, stride,
+  /// True)`, batch norms with a learnt scale and shift, plain pools), or `nil` when the primitive
+  /// can only be searched over.
+  public let makeForEvaluation: Factory?
 
-  /// A candidate named `name` whose layers `make` builds.
-  public init(
-    name: String,
-    make: @escaping @Sendable (_ channels: Int, _ stride: Int, _ rng: inout SeededGenerator) -> Layer
-  ) {
+  /// A candidate named `name`, built by `make` in the super-net and by `evaluation` in an
+  /// evaluation network (`nil`: a genotype that selects it cannot be trained).
+  public init(name: String, make: @escaping Factory, evaluation: Factory? = nil) {
     self.name = name
     self.make = make
+    self.makeForEvaluation = evaluation
   }
 
   /// The name of DARTS's zero operation, which mixed ops skip and genotypes never select.
@@ -50,39 +59,65 @@ public struct SearchSpace: Sendable {
   /// The α column of the zero op, if the space has one.
   public var noneIndex: Int? { names.firstIndex(of: Primitive.noneName) }
 
+  /// The candidate named `name`, if the space has one.
+  public func primitive(named name: String) -> Primitive? { primitives.first { $0.name == name } }
+
+  /// How the candidate named `name` is built in an evaluation network.
+  /// - Throws: ``SearchError/invalidGenotype(_:)`` when the space has no such candidate or it
+  ///   has no evaluation form, naming the candidates that have one.
+  public func evaluationFactory(for name: String) throws -> Primitive.Factory {
+    guard let factory = primitive(named: name)?.makeForEvaluation else {
+      throw SearchError.invalidGenotype(
+        "the operation \(name) cannot be trained: the search space builds only "
+          + primitives.filter { $0.makeForEvaluation != nil }.map(\.name).joined(separator: ", "))
+    }
+    return factory
+  }
+
   /// A copy with `primitive` appended as the last α column.
   public func adding(_ primitive: Primitive) -> SearchSpace {
     SearchSpace(primitives + [primitive])
   }
 
-  /// DARTS's eight candidates in the official order. Pools are followed by a non-affine batch
-  /// norm (PC-DARTS model_search.py); every batch norm in the search cells is non-affine.
+  /// DARTS's eight candidates in the official order. In the super-net, pools are followed by a
+  /// non-affine batch norm (PC-DARTS model_search.py) and every batch norm is non-affine; in an
+  /// evaluation network (DARTS model.py) every batch norm is affine and pools stand alone.
   public static let darts = SearchSpace([
-    Primitive(name: "none") { _, s, _ in Zero(stride: s) },
-    Primitive(name: "max_pool_3x3") { c, s, _ in
-      PoolBN(MaxPool2d(kernel: 3, stride: s, padding: 1), channels: c)
+    Primitive(name: "none", make: { _, s, _ in Zero(stride: s) }, evaluation: { _, s, _ in Zero(stride: s) }),
+    Primitive(
+      name: "max_pool_3x3",
+      make: { c, s, _ in PoolBN(MaxPool2d(kernel: 3, stride: s, padding: 1), channels: c) },
+      evaluation: { _, s, _ in MaxPool2d(kernel: 3, stride: s, padding: 1) }),
+    Primitive(
+      name: "avg_pool_3x3",
+      make: { c, s, _ in PoolBN(AvgPool2d(kernel: 3, stride: s, padding: 1, countIncludePad: false), channels: c) },
+      evaluation: { _, s, _ in AvgPool2d(kernel: 3, stride: s, padding: 1, countIncludePad: false) }),
+    dartsPrimitive("skip_connect") { c, s, affine, rng in
+      s == 1 ? Identity() : FactorizedReduce(inChannels: c, outChannels: c, affine: affine, rng: &rng)
     },
-    Primitive(name: "avg_pool_3x3") { c, s, _ in
-      PoolBN(AvgPool2d(kernel: 3, stride: s, padding: 1, countIncludePad: false), channels: c)
+    dartsPrimitive("sep_conv_3x3") { c, s, affine, rng in
+      SepConv(inChannels: c, outChannels: c, kernelSize: 3, stride: s, padding: 1, affine: affine, rng: &rng)
     },
-    Primitive(name: "skip_connect") { c, s, rng in
-      s == 1 ? Identity() : FactorizedReduce(inChannels: c, outChannels: c, affine: false, rng: &rng)
+    dartsPrimitive("sep_conv_5x5") { c, s, affine, rng in
+      SepConv(inChannels: c, outChannels: c, kernelSize: 5, stride: s, padding: 2, affine: affine, rng: &rng)
     },
-    Primitive(name: "sep_conv_3x3") { c, s, rng in
-      SepConv(inChannels: c, outChannels: c, kernelSize: 3, stride: s, padding: 1, affine: false, rng: &rng)
-    },
-    Primitive(name: "sep_conv_5x5") { c, s, rng in
-      SepConv(inChannels: c, outChannels: c, kernelSize: 5, stride: s, padding: 2, affine: false, rng: &rng)
-    },
-    Primitive(name: "dil_conv_3x3") { c, s, rng in
+    dartsPrimitive("dil_conv_3x3") { c, s, affine, rng in
       DilConv(
-        inChannels: c, outChannels: c, kernelSize: 3, stride: s, padding: 2, dilation: 2,
-        affine: false, rng: &rng)
+        inChannels: c, outChannels: c, kernelSize: 3, stride: s, padding: 2, dilation: 2, affine: affine, rng: &rng)
     },
-    Primitive(name: "dil_conv_5x5") { c, s, rng in
+    dartsPrimitive("dil_conv_5x5") { c, s, affine, rng in
       DilConv(
-        inChannels: c, outChannels: c, kernelSize: 5, stride: s, padding: 4, dilation: 2,
-        affine: false, rng: &rng)
+        inChannels: c, outChannels: c, kernelSize: 5, stride: s, padding: 4, dilation: 2, affine: affine, rng: &rng)
     },
   ])
+
+  /// A DARTS operation whose two forms differ only in the batch norms' affine flag (DARTS
+  /// operations.py: `OPS[name](C, stride, affine)`).
+  private static func dartsPrimitive(
+    _ name: String,
+    _ build: @escaping @Sendable (_ channels: Int, _ stride: Int, _ affine: Bool, _ rng: inout SeededGenerator) -> Layer
+  ) -> Primitive {
+    Primitive(
+      name: name, make: { c, s, rng in build(c, s, false, &rng) }, evaluation: { c, s, rng in build(c, s, true, &rng) })
+  }
 }

@@ -48,6 +48,62 @@ public func sum(_ xs: [Tensor]) -> Tensor {
   return record(out, inputs: xs) { g in Array(repeating: g, count: terms) }
 }
 
+/// Σₜ xs[t][n] · sampleScales[t][n] for each sample n: the node sum of a trained DARTS cell
+/// with drop-path (DARTS model.py, after FractalNet, Larsson et al. 2017), where each path's
+/// sample is dropped (factor 0) or kept and scaled by 1/keep-probability, fused so that no
+/// scaled path is written.
+///
+/// - Parameters:
+///   - xs: non-empty list of equally shaped (N, …) tensors.
+///   - sampleScales: per term, N factors, or `nil` for a term added as it is.
+/// - Returns: a tensor of the terms' shape.
+/// - Precondition: one entry of `sampleScales` per term, each with one factor per sample.
+public func sum(_ xs: [Tensor], sampleScales: [[Float]?]) -> Tensor {
+  precondition(!xs.isEmpty, "sum(_:sampleScales:): needs at least one tensor")
+  precondition(
+    sampleScales.count == xs.count, "sum(_:sampleScales:): \(sampleScales.count) scale lists for \(xs.count) terms")
+  for x in xs.dropFirst() { checkSameShape(xs[0], x, "sum(_:sampleScales:)") }
+  let samples = xs[0].shape.first ?? 1
+  for case let scales? in sampleScales {
+    precondition(
+      scales.count == samples, "sum(_:sampleScales:): \(scales.count) factors for \(samples) samples of \(xs[0].shape)")
+  }
+  let plane = xs[0].count / max(samples, 1)
+  let out = Tensor.uninitialized(xs[0].shape)
+  let po = out.pointer
+  let pointers = xs.map(\.pointer)
+  // Per sample: Σₜ fₜ·xₜ in one pass over the output plane. A dropped path still multiplies
+  // (by 0), so a NaN in it shows in the sum as it does in PyTorch's x.div_(keep).mul_(mask).
+  parallelChunks(samples, minChunk: max(1, elementwiseChunk / max(plane, 1))) { lo, hi in
+    for n in lo..<hi {
+      let o = po + n * plane
+      for (t, p) in pointers.enumerated() {
+        let f = sampleScales[t]?[n] ?? 1
+        let x = p + n * plane
+        if t == 0 {
+          for i in 0..<plane { o[i] = x[i] * f }
+        } else {
+          for i in 0..<plane { o[i] += x[i] * f }
+        }
+      }
+    }
+  }
+  return record(out, inputs: xs) { g in
+    sampleScales.map { scales in
+      guard let scales else { return g }
+      let dx = Tensor.uninitialized(g.shape)
+      let (gp, dp) = (g.pointer, dx.pointer)
+      parallelChunks(samples, minChunk: max(1, elementwiseChunk / max(plane, 1))) { lo, hi in
+        for n in lo..<hi {
+          let f = scales[n]
+          for i in n * plane..<(n + 1) * plane { dp[i] = gp[i] * f }
+        }
+      }
+      return dx
+    }
+  }
+}
+
 /// x · s for a constant s.
 public func scale(_ x: Tensor, by s: Float) -> Tensor {
   let out = Tensor.uninitialized(x.shape)

@@ -1,0 +1,94 @@
+// The settings of training a genotype from scratch. Defaults are the official PC-DARTS train.py
+// with the flags its README gives (--auxiliary --cutout), which are the paper's evaluation.
+
+import Foundation
+import NeuralNetwork
+import TensorEngine
+
+/// Everything that determines a training run besides the genotype and the data.
+public struct TrainingSettings: RunSettings {
+  /// The network's shape (`classes` is replaced by the dataset's).
+  public var network = EvaluationConfig()
+  /// Images per batch.
+  public var batchSize = 96
+  /// Initial learning rate of SGD (`--lr`).
+  public var learningRate: Float = 0.025
+  /// Final learning rate of the cosine schedule (`--lr-min`).
+  public var learningRateMin: Float = 0
+  /// SGD momentum.
+  public var momentum: Float = 0.9
+  /// SGD's L2 weight decay (on every weight, the auxiliary head's included, as train.py).
+  public var weightDecay: Float = 3e-4
+  /// Epochs; the cosine schedule and the drop-path ramp span them.
+  public var epochs = 600
+  /// The weight of the auxiliary head's loss (used when ``EvaluationConfig/auxiliary`` is set).
+  public var auxiliaryWeight: Float = 0.4
+  /// The side of the cutout square of each training image, or `nil` for no cutout.
+  public var cutoutLength: Int? = 16
+  /// The drop-path probability of the last epoch; epoch e uses `dropPathProbability · e / epochs`.
+  public var dropPathProbability: Float = 0.3
+  /// Maximum L2 norm of the gradient (`--grad-clip`).
+  public var gradClip: Float = 5
+  /// Seeds every random choice: weights, order, augmentation, drop-path masks.
+  public var seed: UInt64 = 0
+  /// Use only the first `subset` training images (quick runs); `nil` = all.
+  public var subset: Int?
+  /// Evaluate on only the first `testSubset` test images (quick runs); `nil` = all.
+  public var testSubset: Int?
+
+  /// The paper's CIFAR-10 evaluation settings.
+  public init() {}
+
+  private enum CodingKeys: String, CodingKey {
+    case network, batchSize, learningRate, learningRateMin, momentum, weightDecay, epochs, auxiliaryWeight
+    case cutoutLength, dropPathProbability, gradClip, seed, subset, testSubset
+  }
+
+  /// The learning rate of epoch `epoch` (cosine annealing from `learningRate` to `learningRateMin`).
+  public func learningRate(epoch: Int) -> Float {
+    cosineAnnealingLearningRate(epoch: epoch, totalEpochs: epochs, initial: learningRate, minimum: learningRateMin)
+  }
+
+  /// The drop-path probability of epoch `epoch` (0-based): the official linear ramp
+  /// `drop_path_prob · epoch / epochs`, 0 in the first epoch.
+  public func dropPathProbability(epoch: Int) -> Float {
+    dropPathProbability * Float(epoch) / Float(epochs)
+  }
+
+  /// Checks every range; the one place where training settings are validated.
+  /// - Throws: ``SearchError/invalidSetting(_:_:)`` for the first problem, naming the setting by
+  ///   its path (`learningRate`, `network.layers`), its value and the accepted values.
+  public func validate() throws {
+    func fail(_ setting: String, _ problem: String) throws { throw SearchError.invalidSetting(setting, problem) }
+    try network.validate()
+    if batchSize < 1 || batchSize > 65_536 { try fail("batchSize", "must lie in 1...65536, got \(batchSize)") }
+    if !(learningRate > 0 && learningRate.isFinite) {
+      try fail("learningRate", "must be positive, got \(learningRate)")
+    }
+    if !(learningRateMin >= 0 && learningRateMin <= learningRate) {
+      try fail("learningRateMin", "must lie between 0 and learningRate (\(learningRate)), got \(learningRateMin)")
+    }
+    if !(momentum >= 0 && momentum < 1) { try fail("momentum", "must lie in [0, 1), got \(momentum)") }
+    if !(weightDecay >= 0 && weightDecay.isFinite) { try fail("weightDecay", "must be ≥ 0, got \(weightDecay)") }
+    if epochs < 1 || epochs > 100_000 { try fail("epochs", "must lie in 1...100000, got \(epochs)") }
+    if !(auxiliaryWeight >= 0 && auxiliaryWeight.isFinite) {
+      try fail("auxiliaryWeight", "must be ≥ 0, got \(auxiliaryWeight)")
+    }
+    if let length = cutoutLength, length < 1 || length > 64 {
+      try fail("cutoutLength", "must lie in 1...64, got \(length)")
+    }
+    if !(dropPathProbability >= 0 && dropPathProbability < 1) {
+      try fail("dropPathProbability", "must lie in [0, 1), got \(dropPathProbability)")
+    }
+    if !(gradClip > 0) { try fail("gradClip", "must be positive, got \(gradClip)") }
+    if let subset, subset < 1 { try fail("subset", "must be at least 1 image, got \(subset)") }
+    if let testSubset, testSubset < 1 { try fail("testSubset", "must be at least 1 image, got \(testSubset)") }
+  }
+
+  /// The settings a resumed run may change: the schedules' ends and length, the regularisation
+  /// and clipping. The network, the data, the seed, the batch and the momentum define the run.
+  public static let changeableOnResume: Set<String> = [
+    "learningRate", "learningRateMin", "weightDecay", "epochs", "gradClip", "dropPathProbability",
+    "auxiliaryWeight",
+  ]
+}

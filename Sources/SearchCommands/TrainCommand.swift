@@ -1,0 +1,202 @@
+// The `train-cifar` command: a genotype trained from scratch and its test error (the official
+// PC-DARTS train.py with --auxiliary --cutout), and `--evaluate`, a trained network's test
+// accuracy (test.py). The executable only calls `TrainCommand.main`.
+//
+// Exit codes: 0 done; 1 data, file or numerical failure; 2 usage or configuration error.
+
+import Foundation
+import NeuralNetwork
+import PCDARTS
+import TensorEngine
+
+/// Training a found architecture from scratch as a command-line program.
+public enum TrainCommand {
+  /// Every option with its default; the defaults are the paper's CIFAR-10 evaluation.
+  public static let parser = CommandLineParser(
+    commandName: "train-cifar",
+    abstract:
+      "Trains a genotype from scratch (DARTS's evaluation network) and reports its test error, as PC-DARTS's train.py.",
+    options: [
+      .string(
+        "genotype", default: "",
+        help:
+          "the architecture: a search run's folder, its genotype.json, a Genotype(...) string, or PC_DARTS_cifar, "
+          + "PC_DARTS_image, DARTS_V1, DARTS_V2"),
+      .string("dataset", default: "cifar10", help: "cifar10, cifar100 or fashion-mnist") {
+        DatasetName(rawValue: $0) == nil ? "expected cifar10, cifar100 or fashion-mnist" : nil
+      },
+      .string(
+        "data", default: "",
+        help: "data folder; empty: $PCDARTS_DATA if set, else ./data (fashion-mnist: /usr/share/datasets/fashion-mnist)"
+      ),
+      .int("batch-size", default: 96, help: "images per batch"),
+      .double("lr", default: 0.025, help: "initial learning rate (SGD)"),
+      .double("lr-min", default: 0, help: "final learning rate of the cosine schedule"),
+      .double("momentum", default: 0.9, help: "SGD momentum"),
+      .double("weight-decay", default: 3e-4, help: "SGD weight decay"),
+      .int("epochs", default: 600, help: "training epochs"),
+      .int("init-channels", default: 36, help: "channels of the first cells"),
+      .int("layers", default: 20, help: "cells of the network"),
+      .flag("auxiliary", help: "train with the auxiliary head (the default; see --no-auxiliary)"),
+      .flag("no-auxiliary", help: "train without the auxiliary head"),
+      .double("auxiliary-weight", default: 0.4, help: "weight of the auxiliary loss"),
+      .flag("cutout", help: "cut out a square of each training image (the default; see --no-cutout)"),
+      .flag("no-cutout", help: "no cutout"),
+      .int("cutout-length", default: 16, help: "side of the cutout square"),
+      .double("drop-path-prob", default: 0.3, help: "drop-path probability of the last epoch (a linear ramp from 0)"),
+      .double("grad-clip", default: 5, help: "gradient-norm clipping"),
+      .int("seed", default: 0, help: "seed of every random choice") { $0 >= 0 ? nil : "expected a value ≥ 0" },
+      .string("out", default: "runs/train", help: "output folder (log, checkpoint, weights, result)"),
+      .flag("resume", help: "continue from the checkpoint in --out (from the start when it has none yet)"),
+      .flag("overwrite", help: "move the outputs of an earlier run in --out into --out/previous-<time> and start anew"),
+      .string(
+        "evaluate", default: "",
+        help: "print the test accuracy of a trained checkpoint or weights file, then exit (no training)"),
+      threadsOption,
+      .int("subset", default: 0, help: "train on only the first N training images (0 = all)") {
+        $0 >= 0 ? nil : "expected a value ≥ 0"
+      },
+      .int("test-subset", default: 0, help: "test on only the first N test images (0 = all)") {
+        $0 >= 0 ? nil : "expected a value ≥ 0"
+      },
+    ])
+
+  /// The flag of each setting the options set (paths in ``TrainingSettings``).
+  static let flagsOfSettings: [String: String] = [
+    "batchSize": "--batch-size", "learningRate": "--lr", "learningRateMin": "--lr-min", "momentum": "--momentum",
+    "weightDecay": "--weight-decay", "epochs": "--epochs", "network.initChannels": "--init-channels",
+    "network.layers": "--layers", "auxiliaryWeight": "--auxiliary-weight", "cutoutLength": "--cutout-length",
+    "dropPathProbability": "--drop-path-prob", "gradClip": "--grad-clip", "seed": "--seed", "subset": "--subset",
+    "testSubset": "--test-subset",
+  ]
+
+  /// The settings the options describe.
+  /// - Throws: ``CommandFailure`` when a switch and its `--no-` form are both given.
+  public static func settings(from o: ParsedOptions) throws -> TrainingSettings {
+    for name in ["auxiliary", "cutout"] where o.flag(name) && o.flag("no-" + name) {
+      throw CommandFailure(message: "--\(name) and --no-\(name) contradict each other: pass one", exitCode: 2)
+    }
+    var s = TrainingSettings()
+    s.batchSize = o.int("batch-size")
+    s.learningRate = Float(o.double("lr"))
+    s.learningRateMin = Float(o.double("lr-min"))
+    s.momentum = Float(o.double("momentum"))
+    s.weightDecay = Float(o.double("weight-decay"))
+    s.epochs = o.int("epochs")
+    s.network.initChannels = o.int("init-channels")
+    s.network.layers = o.int("layers")
+    s.network.auxiliary = !o.flag("no-auxiliary")
+    s.auxiliaryWeight = Float(o.double("auxiliary-weight"))
+    s.cutoutLength = o.flag("no-cutout") ? nil : o.int("cutout-length")
+    s.dropPathProbability = Float(o.double("drop-path-prob"))
+    s.gradClip = Float(o.double("grad-clip"))
+    s.seed = UInt64(o.int("seed"))
+    s.subset = o.int("subset") > 0 ? o.int("subset") : nil
+    s.testSubset = o.int("test-subset") > 0 ? o.int("test-subset") : nil
+    return s
+  }
+
+  /// Runs the command with `arguments` (without the program name); returns the exit code.
+  public static func main(_ arguments: [String]) -> Int32 {
+    runCommand(parser, arguments, flags: flagsOfSettings) { try run($0, arguments: arguments) }
+  }
+
+  private static func run(_ options: ParsedOptions, arguments: [String]) throws {
+    applyThreads(options)
+    if !options.string("evaluate").isEmpty { return try evaluate(options) }
+    guard !options.string("genotype").isEmpty else {
+      throw CommandFailure(
+        message: "pass --genotype: a search run's folder, a genotype.json, a Genotype(...) string, or one of "
+          + Genotype.published.keys.sorted().joined(separator: ", "),
+        exitCode: 2)
+    }
+    let settings = try settings(from: options)
+    try settings.validate()
+    let (genotype, source) = try Genotype.resolve(options.string("genotype"))
+    try genotype.validate()
+    let (directory, earlier) = try openRunDirectory(options, layout: .training)
+    let (dataset, path) = datasetOptions(options)
+    let trainData = try loadCommandData(dataset, from: path, train: true)
+    let testData = try loadCommandData(dataset, from: path, train: false)
+    let run = try TrainingRun(settings: settings, genotype: genotype, trainData: trainData, testData: testData)
+    try startRun(
+      in: directory, earlier: earlier, options, restore: { try run.restore(from: $0) },
+      rewriteDerived: {
+        try directory.writeDerived(run)
+        print("resumed at epoch \(run.nextEpoch) of \(settings.epochs) from \(directory.checkpointURL.path)")
+        for change in run.settingsChanges { print("  changed on resume: \(change)") }
+      })
+    let network = run.network
+    print("genotype = \(genotype.pythonDescription) (from \(source))")
+    print(
+      "train-cifar: \(trainData.name), \(run.trainData.count) training / \(run.testData.count) test images, "
+        + "\(settings.network.layers) cells of \(settings.network.initChannels) channels, "
+        + String(format: "param size = %.6fMB", Double(network.weightCountExcludingAuxiliary) / 1e6)
+        + " (\(network.weightCount) weights with the auxiliary head), batch \(settings.batchSize), \(settings.epochs) epochs, "
+        + "auxiliary \(settings.network.auxiliary ? "\(settings.auxiliaryWeight)" : "off"), "
+        + "cutout \(settings.cutoutLength.map(String.init) ?? "off"), drop-path \(settings.dropPathProbability)")
+    let bar = ProgressBar(interactive: isatty(STDERR_FILENO) != 0)
+    run.onStep = { bar.update($0, epochs: settings.epochs) }
+    let signals = StopSignals()
+    run.shouldStop = { signals.received != nil }
+    while !run.isFinished {
+      let record: TrainingEpochRecord
+      do {
+        record = try run.runEpoch()
+      } catch {
+        bar.finish()
+        throw runFailure(
+          error, command: "train-cifar", arguments: arguments, signal: signals.received,
+          completedEpochs: run.nextEpoch, hasCheckpoint: directory.hasCheckpoint, flags: flagsOfSettings,
+          settingValue: settings.value(of:))
+      }
+      bar.finish()
+      try directory.writeEpoch(run)
+      print(
+        String(
+          format:
+            "epoch %d/%d  lr %.5f  drop-path %.3f  train loss %.4f acc %.4f  test loss %.4f acc %.4f (best %.4f)  %.1fs  %.1f img/s  peak %@",
+          record.epoch + 1, settings.epochs, record.lr, record.dropPathProbability, record.trainLoss, record.trainAcc,
+          record.testLoss, record.testAcc, record.bestTestAcc, record.seconds, record.imagesPerSecond,
+          formatBytes(record.peakTensorBytes)))
+    }
+    if let result = run.result {
+      print(
+        String(
+          format: "test error %.2f%% (accuracy %.4f) after %d epochs; best epoch %d: %.4f", result.testError * 100,
+          result.testAcc, result.epochs, result.bestEpoch + 1, result.bestTestAcc))
+      print("outputs in \(directory.url.path)")
+    }
+  }
+
+  /// `--evaluate FILE`: the test accuracy of the network a training checkpoint or weights file
+  /// holds (test.py), on `--dataset`'s test set.
+  private static func evaluate(_ options: ParsedOptions) throws {
+    let path = options.string("evaluate")
+    guard FileManager.default.fileExists(atPath: path) else {
+      throw CommandFailure(
+        message:
+          "--evaluate \(path): no such file; pass a checkpoint.safetensors or weights.safetensors of train-cifar",
+        exitCode: 1)
+    }
+    let (network, settings) = try EvaluationNetwork.load(from: SafeTensorsFile.read(from: URL(fileURLWithPath: path)))
+    let (dataset, dataPath) = datasetOptions(options)
+    var testData = try loadCommandData(dataset, from: dataPath, train: false)
+    guard testData.classCount == network.config.classes else {
+      throw CommandFailure(
+        message: "\(path) classifies \(network.config.classes) classes, the test set of \(testData.name) has "
+          + "\(testData.classCount): pass the --dataset it was trained on",
+        exitCode: 2)
+    }
+    if options.int("test-subset") > 0 {
+      testData = testData.subset(Array(0..<min(options.int("test-subset"), testData.count)))
+    }
+    let (loss, accuracy) = evaluateClassifier(on: testData, batchSize: settings.batchSize) { network($0).logits }
+    print("genotype = \(network.genotype.pythonDescription)")
+    print(String(format: "param size = %.6fMB", Double(network.weightCountExcludingAuxiliary) / 1e6))
+    print(
+      String(
+        format: "test_acc %.4f  test_loss %.4f  test error %.2f%% (%d images of %@)", accuracy, loss,
+        (1 - accuracy) * 100, testData.count, testData.name))
+  }
+}
