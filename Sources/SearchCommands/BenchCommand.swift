@@ -5,6 +5,8 @@
 // One iteration is the search's own (SearchIteration.run): an architecture step on one batch
 // (first order, or second order with --unrolled) and a weight step on another, with the search's
 // default settings (SearchSettings) but for K, the batch and the network size, on random data.
+// With --train, one training step of a genotype's evaluation network instead (TrainingIteration.run,
+// what train-cifar runs), with train-cifar's defaults: C = 36, 20 cells, batch 96, auxiliary head.
 
 import Foundation
 import NeuralNetwork
@@ -42,6 +44,8 @@ public struct BenchResult: Codable, Equatable, Sendable {
   public var peakActivationBytes: Int
   /// Peak resident set size of the child process.
   public var peakRSSBytes: Int
+  /// With `--train`: the genotype whose evaluation network was measured (`K` is then 0).
+  public var genotype: String?
 }
 
 /// Memory and throughput per K, printed as a table of ratios to K = 1.
@@ -54,9 +58,18 @@ public enum BenchCommand {
       .intList("K", default: [1, 2, 4, 8], help: "partial-channel factors to measure") { ks in
         ks.isEmpty ? "expected a list like 1,2,4,8" : nil
       },
-      .int("batch", default: 64, help: "images per batch"),
-      .int("layers", default: 8, help: "cells in the super-net"),
-      .int("init-channels", default: 16, help: "channels of the first cells"),
+      .int("batch", default: 64, help: "images per batch (96 with --train)"),
+      .int("layers", default: 8, help: "cells in the super-net (20 with --train)"),
+      .int("init-channels", default: 16, help: "channels of the first cells (36 with --train)"),
+      .flag("train", help: "measure a training step of a genotype's evaluation network (train-cifar) instead"),
+      .string("genotype", default: "PC_DARTS_cifar", help: "with --train: the genotype (as train-cifar --genotype)"),
+      .double(
+        "drop-path-prob", default: 0.15,
+        help: "with --train: the step's drop-path probability (0.15: half-way through the paper's ramp to 0.3)"
+      ) { (0..<1).contains($0) ? nil : "expected a value in [0, 1)" },
+      .double("auxiliary-weight", default: 0.4, help: "with --train: the auxiliary loss's weight (0: no head)") {
+        $0 >= 0 ? nil : "expected a value ≥ 0"
+      },
       .int("iters", default: 3, help: "timed iterations per K") { $0 >= 1 ? nil : "expected a value ≥ 1" },
       .int("warmup", default: 1, help: "untimed iterations before timing") { $0 >= 0 ? nil : "expected a value ≥ 0" },
       .flag("unrolled", help: "second-order architecture step"),
@@ -79,6 +92,7 @@ public enum BenchCommand {
   public static func main(_ arguments: [String]) -> Int32 {
     runCommand(parser, arguments, flags: flagsOfSettings) { options in
       applyThreads(options)
+      if options.flag("train") { return try runTraining(options) }
       guard options.int("child") > 0 else { return try runAll(options) }
       let result = try measure(
         settings: settings(options, k: options.int("child"), batch: options.int("batch")),
@@ -90,7 +104,8 @@ public enum BenchCommand {
   /// The flag of each setting the options set, for range errors.
   static let flagsOfSettings: [String: String] = [
     "network.partialChannels": "--K", "batchSize": "--batch", "network.layers": "--layers",
-    "network.initChannels": "--init-channels",
+    "network.initChannels": "--init-channels", "auxiliaryWeight": "--auxiliary-weight",
+    "dropPathProbability": "--drop-path-prob",
   ]
 
   /// The search's settings for one measurement: the defaults of `search-cifar` but for K, the
@@ -107,6 +122,138 @@ public enum BenchCommand {
     return s
   }
 
+  // MARK: - The training step (--train)
+
+  /// train-cifar's settings for one measurement: its defaults (the paper's evaluation) but for
+  /// the sizes given, the auxiliary weight (0: no head) and a fixed drop-path probability.
+  static func trainingSettings(_ options: ParsedOptions) -> TrainingSettings {
+    var s = TrainingSettings()
+    func given(_ name: String, else fallback: Int) -> Int { options.isSet(name) ? options.int(name) : fallback }
+    s.batchSize = given("batch", else: s.batchSize)
+    s.network.layers = given("layers", else: s.network.layers)
+    s.network.initChannels = given("init-channels", else: s.network.initChannels)
+    s.auxiliaryWeight = Float(options.double("auxiliary-weight"))
+    s.network.auxiliary = s.auxiliaryWeight > 0
+    s.dropPathProbability = Float(options.double("drop-path-prob"))
+    return s
+  }
+
+  /// `--train`: the parent checks everything and runs one child; the child (`--child 1`) measures.
+  private static func runTraining(_ options: ParsedOptions) throws {
+    let settings = trainingSettings(options)
+    try settings.validate()
+    let (genotype, _) = try Genotype.resolve(options.string("genotype"))
+    try genotype.validate()
+    if options.int("child") > 0 {
+      let result = try measureTraining(
+        settings: settings, genotype: genotype, iterations: options.int("iters"), warmup: options.int("warmup"))
+      print(String(decoding: try JSONEncoder().encode(result), as: UTF8.self))
+      return
+    }
+    try checkJSONPath(options)
+    print(
+      "bench --train: \(options.string("genotype")), \(settings.network.layers) cells, \(settings.network.initChannels) "
+        + "initial channels, batch \(settings.batchSize), auxiliary \(settings.network.auxiliary ? "\(settings.auxiliaryWeight)" : "off"), "
+        + "drop-path \(settings.dropPathProbability), \(options.int("iters")) timed steps after \(options.int("warmup")) warm-up, "
+        + "\(Engine.threadCount) threads")
+    let result = try child(
+      options,
+      arguments: [
+        "--train", "--child", "1", "--genotype", options.string("genotype"), "--batch", String(settings.batchSize),
+        "--layers", String(settings.network.layers), "--init-channels", String(settings.network.initChannels),
+        "--auxiliary-weight", String(options.double("auxiliary-weight")),
+        "--drop-path-prob", String(options.double("drop-path-prob")),
+      ], what: "the training step at batch \(settings.batchSize)", remedy: "lower --batch or --init-channels")
+    print(
+      String(
+        format:
+          "  %.2f s/step  %.1f img/s  fwd %.0f ms  bwd %.0f ms  peak tensors %@  peak activations %@  peak RSS %@",
+        result.secondsPerIteration, result.imagesPerSecond, result.forwardMilliseconds, result.backwardMilliseconds,
+        formatBytes(result.peakTensorBytes), formatBytes(result.peakActivationBytes), formatBytes(result.peakRSSBytes)))
+    try writeJSON([result], options)
+  }
+
+  /// One measurement of the training step, in this process: `warmup` untimed steps, then
+  /// `iterations` timed ones on a fixed random batch (drop-path masks drawn per step).
+  static func measureTraining(
+    settings: TrainingSettings, genotype: Genotype, iterations: Int, warmup: Int
+  ) throws -> BenchResult {
+    let training = try TrainingIteration(settings: settings, genotype: genotype)
+    training.network.dropPathProbability = settings.dropPathProbability
+    let config = settings.network
+    var rng = SeededGenerator(seed: settings.seed &+ 1)
+    let batch = LabeledBatch(
+      images: Tensor.randomNormal([settings.batchSize, config.inputChannels, 32, 32], using: &rng),
+      labels: (0..<settings.batchSize).map { _ in Int32(rng.nextInt(below: config.classes)) })
+    return try timed(iterations: iterations, warmup: warmup) { step in
+      try training.run(batch, epoch: 0, step: step)
+    }.result(
+      k: 0, batch: settings.batchSize, layers: config.layers, initChannels: config.initChannels,
+      genotype: genotype.pythonDescription)
+  }
+
+  /// The medians and memory of `warmup` untimed and `iterations` timed calls of `step` (given
+  /// its 1-based number).
+  private static func timed(
+    iterations: Int, warmup: Int, _ step: (Int) throws -> IterationResult
+  ) rethrows -> Timings {
+    var timings = Timings()
+    var memory: MemoryMeasurement?
+    for iteration in 0..<(warmup + iterations) {
+      let timed = iteration >= warmup
+      if timed && iteration == warmup { memory = MemoryMeasurement() }
+      let start = Date()
+      let result = try step(iteration + 1)
+      if timed {
+        timings.seconds.append(Date().timeIntervalSince(start))
+        timings.forward.append(result.forwardSeconds * 1000)
+        timings.backward.append(result.backwardSeconds * 1000)
+      }
+    }
+    (timings.peak, timings.resident) = (memory?.peakBytes ?? 0, memory?.startBytes ?? 0)
+    return timings
+  }
+
+  /// What ``timed(iterations:warmup:_:)`` collected.
+  private struct Timings {
+    var seconds: [Double] = [], forward: [Double] = [], backward: [Double] = []
+    var peak = 0, resident = 0
+
+    /// The figures as a result (peak RSS read now, at the end of the measurement).
+    func result(k: Int, batch: Int, layers: Int, initChannels: Int, genotype: String? = nil) -> BenchResult {
+      var usage = rusage()
+      getrusage(RUSAGE_SELF.rawValue, &usage)
+      let perIteration = median(seconds)
+      return BenchResult(
+        K: k, batch: batch, layers: layers, initChannels: initChannels, secondsPerIteration: perIteration,
+        imagesPerSecond: Double(batch) / perIteration, forwardMilliseconds: median(forward),
+        backwardMilliseconds: median(backward), peakTensorBytes: peak, peakActivationBytes: peak - resident,
+        peakRSSBytes: Int(usage.ru_maxrss) * 1024, genotype: genotype)
+    }
+  }
+
+  /// Fails before any measurement when `--json`'s folder does not exist or is not writable.
+  private static func checkJSONPath(_ options: ParsedOptions) throws {
+    let json = options.string("json")
+    guard !json.isEmpty else { return }
+    let folder = URL(fileURLWithPath: json).deletingLastPathComponent().path
+    guard isDirectoryPath(folder), access(folder, W_OK) == 0 else {
+      throw CommandFailure(
+        message: "--json \(json): the folder \(folder) does not exist or is not writable", exitCode: 2)
+    }
+  }
+
+  /// Writes `results` to `--json`, when given, atomically.
+  private static func writeJSON(_ results: [BenchResult], _ options: ParsedOptions) throws {
+    guard !options.string("json").isEmpty else { return }
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+    try writeAtomically(encoder.encode(results), to: URL(fileURLWithPath: options.string("json")))
+    print("wrote \(options.string("json"))")
+  }
+
+  // MARK: - The search iteration
+
   private static func runAll(_ options: ParsedOptions) throws {
     let batch = options.int("batch")
     // Every K's settings are checked before the first measurement starts.
@@ -115,14 +262,7 @@ public enum BenchCommand {
       try s.validate()
       try checkMemory(s, batchFlag: "--batch")
     }
-    let json = options.string("json")
-    if !json.isEmpty {
-      let folder = URL(fileURLWithPath: json).deletingLastPathComponent().path
-      guard isDirectoryPath(folder), access(folder, W_OK) == 0 else {
-        throw CommandFailure(
-          message: "--json \(json): the folder \(folder) does not exist or is not writable", exitCode: 2)
-      }
-    }
+    try checkJSONPath(options)
     var results: [BenchResult] = []
     print(
       "bench: \(options.int("layers")) cells, \(options.int("init-channels")) initial channels, batch \(batch), "
@@ -142,28 +282,35 @@ public enum BenchCommand {
       print("")
       print(try budgetReport(options, results: results, budgetBytes: budget * 1_073_741_824))
     }
-    if !options.string("json").isEmpty {
-      let encoder = JSONEncoder()
-      encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-      try writeAtomically(encoder.encode(results), to: URL(fileURLWithPath: options.string("json")))
-      print("wrote \(options.string("json"))")
-    }
+    try writeJSON(results, options)
   }
 
   /// Runs one K in a fresh process and parses its JSON line.
   static func child(_ options: ParsedOptions, k: Int, batch: Int) throws -> BenchResult {
+    try child(
+      options,
+      arguments: [
+        "--child", String(k), "--batch", String(batch), "--layers", String(options.int("layers")),
+        "--init-channels", String(options.int("init-channels")),
+        "--channel-sampling", options.string("channel-sampling"),
+      ] + (options.flag("unrolled") ? ["--unrolled"] : []),
+      what: "the measurement of K = \(k) at batch \(batch)", remedy: "lower --batch or raise K")
+  }
+
+  /// Runs this executable with `arguments` (and the timing and thread options) in a fresh
+  /// process and parses the JSON line it prints; `what` names the measurement in errors and
+  /// `remedy` says what to change when it runs out of memory.
+  static func child(_ options: ParsedOptions, arguments: [String], what: String, remedy: String) throws -> BenchResult {
     let process = Process()
     process.executableURL = URL(fileURLWithPath: CommandLine.arguments[0]).standardizedFileURL
     if !FileManager.default.isExecutableFile(atPath: process.executableURL!.path) {
       process.executableURL = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
     }
     process.arguments =
-      [
-        "--child", String(k), "--batch", String(batch), "--layers", String(options.int("layers")),
-        "--init-channels", String(options.int("init-channels")), "--iters", String(options.int("iters")),
-        "--warmup", String(options.int("warmup")), "--threads", String(Engine.threadCount),
-        "--channel-sampling", options.string("channel-sampling"),
-      ] + (options.flag("unrolled") ? ["--unrolled"] : [])
+      arguments + [
+        "--iters", String(options.int("iters")), "--warmup", String(options.int("warmup")),
+        "--threads", String(Engine.threadCount),
+      ]
     let pipe = Pipe()
     process.standardOutput = pipe
     try process.run()
@@ -174,9 +321,7 @@ public enum BenchCommand {
       let result = try? JSONDecoder().decode(BenchResult.self, from: Data(line.utf8))
     else {
       guard process.terminationReason == .uncaughtSignal else {
-        throw CommandFailure(
-          message: "the measurement of K = \(k) at batch \(batch) failed (exit \(process.terminationStatus))",
-          exitCode: 1)
+        throw CommandFailure(message: "\(what) failed (exit \(process.terminationStatus))", exitCode: 1)
       }
       // The largest peak RSS of the children waited for so far: this one's, when it used the most.
       var usage = rusage()
@@ -184,8 +329,8 @@ public enum BenchCommand {
       let signal = process.terminationStatus
       let name = signal == SIGKILL ? "SIGKILL (the kernel's out-of-memory killer, most likely)" : "signal \(signal)"
       throw CommandFailure(
-        message: "the measurement of K = \(k) at batch \(batch) was killed by \(name); the largest measurement so far "
-          + "used \(formatBytes(Int(usage.ru_maxrss) * 1024)): lower --batch or raise K",
+        message: "\(what) was killed by \(name); the largest measurement so far "
+          + "used \(formatBytes(Int(usage.ru_maxrss) * 1024)): \(remedy)",
         exitCode: 1)
     }
     return result
@@ -203,29 +348,9 @@ public enum BenchCommand {
         labels: (0..<batch).map { _ in Int32(rng.nextInt(below: config.classes)) })
     }
     let (train, valid) = (randomBatch(), randomBatch())
-    var seconds: [Double] = [], forward: [Double] = [], backward: [Double] = []
-    var memory: MemoryMeasurement?
-    for iteration in 0..<(warmup + iterations) {
-      let timed = iteration >= warmup
-      if timed && iteration == warmup { memory = MemoryMeasurement() }
-      let start = Date()
-      let result = try search.run(train: train, valid: valid, epoch: 0, step: iteration + 1)
-      if timed {
-        seconds.append(Date().timeIntervalSince(start))
-        forward.append(result.forwardSeconds * 1000)
-        backward.append(result.backwardSeconds * 1000)
-      }
-    }
-    let (peak, resident) = (memory?.peakBytes ?? 0, memory?.startBytes ?? 0)
-    var usage = rusage()
-    getrusage(RUSAGE_SELF.rawValue, &usage)
-    let perIteration = median(seconds)
-    return BenchResult(
-      K: config.partialChannels, batch: batch, layers: config.layers, initChannels: config.initChannels,
-      secondsPerIteration: perIteration, imagesPerSecond: Double(batch) / perIteration,
-      forwardMilliseconds: median(forward), backwardMilliseconds: median(backward),
-      peakTensorBytes: peak, peakActivationBytes: peak - resident,
-      peakRSSBytes: Int(usage.ru_maxrss) * 1024)
+    return try timed(iterations: iterations, warmup: warmup) { step in
+      try search.run(train: train, valid: valid, epoch: 0, step: step)
+    }.result(k: config.partialChannels, batch: batch, layers: config.layers, initChannels: config.initChannels)
   }
 
   static func median(_ xs: [Double]) -> Double {

@@ -60,4 +60,29 @@ final class BenchTests: XCTestCase {
       ), 2)
     XCTAssertLessThan(Date().timeIntervalSince(start), 5, "a measurement ran before the checks")
   }
+
+  func testTheTrainingStepIsTrainCifarsWithItsDefaultsAndMeasuresPositiveFigures() throws {
+    // Sizes not given: train-cifar's defaults (the paper's evaluation); given: as given.
+    let defaults = BenchCommand.trainingSettings(try BenchCommand.parser.parse(["--train"]))
+    XCTAssertEqual([defaults.batchSize, defaults.network.initChannels, defaults.network.layers], [96, 36, 20])
+    XCTAssertTrue(defaults.network.auxiliary)
+    XCTAssertEqual(defaults.dropPathProbability, 0.15)
+    let options = try BenchCommand.parser.parse([
+      "--train", "--batch", "2", "--layers", "3", "--init-channels", "4", "--auxiliary-weight", "0",
+    ])
+    let settings = BenchCommand.trainingSettings(options)
+    XCTAssertFalse(settings.network.auxiliary, "weight 0 measures the network without its head")
+    let r = try BenchCommand.measureTraining(
+      settings: settings, genotype: Genotype.published["DARTS_V2"]!, iterations: 1, warmup: 1)
+    XCTAssertEqual([r.K, r.batch, r.layers, r.initChannels], [0, 2, 3, 4])
+    XCTAssertEqual(r.genotype, Genotype.published["DARTS_V2"]!.pythonDescription)
+    for value in [r.secondsPerIteration, r.imagesPerSecond, r.forwardMilliseconds, r.backwardMilliseconds] {
+      XCTAssertTrue(value.isFinite && value > 0)
+    }
+    XCTAssertGreaterThan(r.peakActivationBytes, 0)
+    XCTAssertLessThanOrEqual(r.peakActivationBytes, r.peakTensorBytes)
+    // Checked before anything runs: an unknown genotype, a drop-path probability of 1.
+    XCTAssertEqual(BenchCommand.main(["--train", "--genotype", "NASNet"]), 2)
+    XCTAssertEqual(BenchCommand.main(["--train", "--drop-path-prob", "1"]), 2)
+  }
 }
