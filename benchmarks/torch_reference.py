@@ -68,6 +68,20 @@ def parse_args(argv=None):
 # child: one K
 # --------------------------------------------------------------------------
 
+def timed(step, warmup, iters):
+    """Runs `step` warmup + iters times; returns the median seconds of the timed runs, their
+    times, every run's return value, and this process's peak RSS in bytes so far."""
+    times, results = [], []
+    for i in range(warmup + iters):
+        start = time.perf_counter()
+        results.append(step())
+        elapsed = time.perf_counter() - start
+        if i >= warmup:
+            times.append(elapsed)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB -> bytes (Linux)
+    return statistics.median(times), times, results, peak
+
+
 def first_order_arch_grads(model, x_valid, y_valid):
     """grad_alpha L_val(w, alpha); the weights' gradients are not computed."""
     import torch
@@ -165,15 +179,7 @@ def run_child(args):
         w_opt.step()
         return float(loss)
 
-    times, losses = [], []
-    for i in range(args.warmup + args.iters):
-        start = time.perf_counter()
-        losses.append(iteration())
-        elapsed = time.perf_counter() - start
-        if i >= args.warmup:
-            times.append(elapsed)
-    seconds = statistics.median(times)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB -> bytes (Linux)
+    seconds, times, losses, peak = timed(iteration, args.warmup, args.iters)
     return {
         "K": k,
         "batch": args.batch,

@@ -28,11 +28,8 @@ JSON: [{"batch", "layers", "initChannels", "secondsPerIteration", "imagesPerSeco
 import argparse
 import json
 import os
-import resource
-import statistics
 import subprocess
 import sys
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "scripts"))
@@ -64,6 +61,7 @@ def run_child(args):
     import torch
     import torch.nn as nn
     from darts_eval_torch import GENOTYPES, NetworkCIFAR, count_parameters
+    from torch_reference import timed
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -89,15 +87,7 @@ def run_child(args):
         optimizer.step()
         return float(loss)
 
-    times, losses = [], []
-    for i in range(args.warmup + args.iters):
-        start = time.perf_counter()
-        losses.append(step())
-        elapsed = time.perf_counter() - start
-        if i >= args.warmup:
-            times.append(elapsed)
-    seconds = statistics.median(times)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB -> bytes (Linux)
+    seconds, times, losses, peak = timed(step, args.warmup, args.iters)
     return {
         "batch": args.batch,
         "layers": args.layers,

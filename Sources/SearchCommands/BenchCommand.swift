@@ -90,7 +90,8 @@ public enum BenchCommand {
 
   /// Runs the command; returns the exit code.
   public static func main(_ arguments: [String]) -> Int32 {
-    runCommand(parser, arguments, flags: flagsOfSettings) { options in
+    let flags = arguments.contains("--train") ? flagsOfTrainingSettings : flagsOfSettings
+    return runCommand(parser, arguments, flags: flags) { options in
       applyThreads(options)
       if options.flag("train") { return try runTraining(options) }
       guard options.int("child") > 0 else { return try runAll(options) }
@@ -101,11 +102,16 @@ public enum BenchCommand {
     }
   }
 
-  /// The flag of each setting the options set, for range errors.
+  /// The flag of each search setting the options set, for range errors.
   static let flagsOfSettings: [String: String] = [
     "network.partialChannels": "--K", "batchSize": "--batch", "network.layers": "--layers",
-    "network.initChannels": "--init-channels", "auxiliaryWeight": "--auxiliary-weight",
-    "dropPathProbability": "--drop-path-prob",
+    "network.initChannels": "--init-channels",
+  ]
+
+  /// The flag of each training setting the options set with `--train`, for range errors.
+  static let flagsOfTrainingSettings: [String: String] = [
+    "batchSize": "--batch", "network.layers": "--layers", "network.initChannels": "--init-channels",
+    "auxiliaryWeight": "--auxiliary-weight", "dropPathProbability": "--drop-path-prob",
   ]
 
   /// The search's settings for one measurement: the defaults of `search-cifar` but for K, the

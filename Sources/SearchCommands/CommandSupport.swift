@@ -267,3 +267,33 @@ func runFailure(
     return error
   }
 }
+
+/// Runs the epochs of `run` that are left, with the progress bar on stderr and SIGINT/SIGTERM
+/// turned into a stop at the next step boundary: after each epoch `write` (the checkpoint first)
+/// and then `report` (a line on stdout). A stop or a non-finite loss ends in the failure
+/// ``runFailure(_:command:arguments:signal:completedEpochs:hasCheckpoint:flags:settingValue:)``
+/// words.
+func runEpochs<Run: EpochRun>(
+  _ run: Run, epochs: Int, command: String, arguments: [String], directory: RunDirectory,
+  flags: [String: String], settingValue: @escaping (String) -> String?,
+  write: (Run) throws -> Void, report: (Run.Record) -> Void
+) throws {
+  let bar = ProgressBar(interactive: isatty(STDERR_FILENO) != 0)
+  run.onStep = { bar.update($0, epochs: epochs) }
+  let signals = StopSignals()
+  run.shouldStop = { signals.received != nil }
+  while !run.isFinished {
+    let record: Run.Record
+    do {
+      record = try run.runEpoch()
+    } catch {
+      bar.finish()
+      throw runFailure(
+        error, command: command, arguments: arguments, signal: signals.received, completedEpochs: run.nextEpoch,
+        hasCheckpoint: directory.hasCheckpoint, flags: flags, settingValue: settingValue)
+    }
+    bar.finish()
+    try write(run)
+    report(record)
+  }
+}

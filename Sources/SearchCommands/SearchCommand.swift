@@ -140,23 +140,10 @@ public enum SearchCommand {
         + "K=\(settings.network.partialChannels), \(settings.network.layers) cells of \(settings.network.initChannels) channels, "
         + "\(run.network.weightCount) weights, batch \(settings.batchSize), \(settings.epochs) epochs "
         + "(\(settings.warmupEpochs) warm-up), \(settings.architect.unrolled ? "second" : "first")-order")
-    let bar = ProgressBar(interactive: isatty(STDERR_FILENO) != 0)
-    run.onStep = { bar.update($0, epochs: settings.epochs) }
-    let signals = StopSignals()
-    run.shouldStop = { signals.received != nil }
-    while !run.isFinished {
-      let record: EpochRecord
-      do {
-        record = try run.runEpoch()
-      } catch {
-        bar.finish()
-        throw runFailure(
-          error, command: "search-cifar", arguments: arguments, signal: signals.received,
-          completedEpochs: run.nextEpoch, hasCheckpoint: directory.hasCheckpoint, flags: flagsOfSettings,
-          settingValue: settings.value(of:))
-      }
-      bar.finish()
-      try directory.writeEpoch(run)
+    try runEpochs(
+      run, epochs: settings.epochs, command: "search-cifar", arguments: arguments, directory: directory,
+      flags: flagsOfSettings, settingValue: settings.value(of:), write: { try directory.writeEpoch($0) }
+    ) { record in
       print(
         String(
           format:

@@ -135,23 +135,10 @@ public enum TrainCommand {
         + " (\(network.weightCount) weights with the auxiliary head), batch \(settings.batchSize), \(settings.epochs) epochs, "
         + "auxiliary \(settings.network.auxiliary ? "\(settings.auxiliaryWeight)" : "off"), "
         + "cutout \(settings.cutoutLength.map(String.init) ?? "off"), drop-path \(settings.dropPathProbability)")
-    let bar = ProgressBar(interactive: isatty(STDERR_FILENO) != 0)
-    run.onStep = { bar.update($0, epochs: settings.epochs) }
-    let signals = StopSignals()
-    run.shouldStop = { signals.received != nil }
-    while !run.isFinished {
-      let record: TrainingEpochRecord
-      do {
-        record = try run.runEpoch()
-      } catch {
-        bar.finish()
-        throw runFailure(
-          error, command: "train-cifar", arguments: arguments, signal: signals.received,
-          completedEpochs: run.nextEpoch, hasCheckpoint: directory.hasCheckpoint, flags: flagsOfSettings,
-          settingValue: settings.value(of:))
-      }
-      bar.finish()
-      try directory.writeEpoch(run)
+    try runEpochs(
+      run, epochs: settings.epochs, command: "train-cifar", arguments: arguments, directory: directory,
+      flags: flagsOfSettings, settingValue: settings.value(of:), write: { try directory.writeEpoch($0) }
+    ) { record in
       print(
         String(
           format:

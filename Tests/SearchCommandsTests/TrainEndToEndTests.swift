@@ -216,5 +216,9 @@ final class TrainEndToEndTests: XCTestCase {
       XCTAssertTrue(paths.contains(path) || path == "testSubset" || path == "subset", "\(flag) → \(path)")
       XCTAssertNotNil(TrainCommand.parser.options.first { "--" + $0.name == flag }, flag)
     }
+    for (path, flag) in BenchCommand.flagsOfTrainingSettings {
+      XCTAssertTrue(paths.contains(path), "bench \(flag) → \(path)")
+      XCTAssertNotNil(BenchCommand.parser.options.first { "--" + $0.name == flag }, "bench \(flag)")
+    }
   }
 }
