@@ -142,20 +142,20 @@ public enum SearchCommand {
         + "(\(settings.warmupEpochs) warm-up), \(settings.architect.unrolled ? "second" : "first")-order")
     try runEpochs(
       run, epochs: settings.epochs, command: "search-cifar", arguments: arguments, directory: directory,
-      flags: flagsOfSettings, settingValue: settings.value(of:), write: { try directory.writeEpoch($0) }
-    ) { record in
-      print(
-        String(
-          format:
-            "epoch %d/%d  lr %.5f  train loss %.4f acc %.4f  valid loss %.4f acc %.4f  %.1fs  %.1f img/s  peak %@",
-          record.epoch + 1, settings.epochs, record.lr, record.trainLoss, record.trainAcc,
-          record.validLoss, record.validAcc, record.seconds, record.imagesPerSecond,
-          formatBytes(record.peakTensorBytes)))
-      print("  genotype = \(record.genotype)")
-      if let capped = record.cappedGenotype, capped != record.genotype {
-        print("  with at most \(settings.maxSkipConnect ?? 0) skip_connect: \(capped)")
-      }
-    }
+      flags: flagsOfSettings, settingValue: settings.value(of:), write: { try directory.writeEpoch($0) },
+      report: { record in
+        print(
+          String(
+            format:
+              "epoch %d/%d  lr %.5f  train loss %.4f acc %.4f  valid loss %.4f acc %.4f  %.1fs  %.1f img/s  peak %@",
+            record.epoch + 1, settings.epochs, record.lr, record.trainLoss, record.trainAcc,
+            record.validLoss, record.validAcc, record.seconds, record.imagesPerSecond,
+            formatBytes(record.peakTensorBytes)))
+        print("  genotype = \(record.genotype)")
+        if let capped = record.cappedGenotype, capped != record.genotype {
+          print("  with at most \(settings.maxSkipConnect ?? 0) skip_connect: \(capped)")
+        }
+      })
     if let last = run.history.last {
       print("final genotype: \(last.genotype)")
       print(String(format: "final validation accuracy: %.4f", last.validAcc))

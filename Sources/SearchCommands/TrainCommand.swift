@@ -137,16 +137,16 @@ public enum TrainCommand {
         + "cutout \(settings.cutoutLength.map(String.init) ?? "off"), drop-path \(settings.dropPathProbability)")
     try runEpochs(
       run, epochs: settings.epochs, command: "train-cifar", arguments: arguments, directory: directory,
-      flags: flagsOfSettings, settingValue: settings.value(of:), write: { try directory.writeEpoch($0) }
-    ) { record in
-      print(
-        String(
-          format:
-            "epoch %d/%d  lr %.5f  drop-path %.3f  train loss %.4f acc %.4f  test loss %.4f acc %.4f (best %.4f)  %.1fs  %.1f img/s  peak %@",
-          record.epoch + 1, settings.epochs, record.lr, record.dropPathProbability, record.trainLoss, record.trainAcc,
-          record.testLoss, record.testAcc, record.bestTestAcc, record.seconds, record.imagesPerSecond,
-          formatBytes(record.peakTensorBytes)))
-    }
+      flags: flagsOfSettings, settingValue: settings.value(of:), write: { try directory.writeEpoch($0) },
+      report: { record in
+        print(
+          String(
+            format:
+              "epoch %d/%d  lr %.5f  drop-path %.3f  train loss %.4f acc %.4f  test loss %.4f acc %.4f (best %.4f)  %.1fs  %.1f img/s  peak %@",
+            record.epoch + 1, settings.epochs, record.lr, record.dropPathProbability, record.trainLoss, record.trainAcc,
+            record.testLoss, record.testAcc, record.bestTestAcc, record.seconds, record.imagesPerSecond,
+            formatBytes(record.peakTensorBytes)))
+      })
     if let result = run.result {
       print(
         String(
