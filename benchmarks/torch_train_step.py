@@ -85,7 +85,7 @@ def run_child(args):
         loss.backward()
         nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP)
         optimizer.step()
-        return float(loss)
+        return float(loss.detach())
 
     seconds, times, losses, peak = timed(step, args.warmup, args.iters)
     return {

@@ -180,3 +180,32 @@ let path = FileManager.default.temporaryDirectory.appendingPathComponent("api-gu
 try file.write(to: path)
 let reread = try SafeTensorsFile.read(from: path)
 print(reread.tensors.keys.filter { $0.hasPrefix(CheckpointTensors.optimizerPrefix) }.count)
+
+let pcdarts = Genotype.published["PC_DARTS_cifar"]!
+let evaluation = try EvaluationNetwork(
+  config: EvaluationConfig(initChannels: 4, layers: 3, classes: 4, auxiliary: true), genotype: pcdarts,
+  rng: &rng)
+evaluation.dropPathProbability = 0.2  // a training loop sets it per epoch (the official linear ramp)
+let (scores, auxiliaryScores) = evaluation(Tensor.randomNormal([2, 3, 32, 32], using: &rng))
+print(scores.shape, auxiliaryScores?.shape ?? [])  // [2, 4] [2, 4]
+print(evaluation.weightCountExcludingAuxiliary, evaluation.weightCount)
+
+var training = TrainingSettings()  // train.py with --auxiliary --cutout; shrink it for a quick run
+training.network = EvaluationConfig(initChannels: 4, layers: 3)
+training.batchSize = 4
+training.epochs = 1
+let trainer = try TrainingRun(settings: training, genotype: pcdarts, trainData: data, testData: data)
+let trainingFolder = FileManager.default.temporaryDirectory.appendingPathComponent("api-guide-train").path
+let trainingDirectory = try RunDirectory(trainingFolder, layout: .training)
+while !trainer.isFinished {
+  let record = try trainer.runEpoch()
+  print(record.jsonLine)  // one line of the training run's log.jsonl
+  try trainingDirectory.writeEpoch(trainer)  // checkpoint, log, weights, genotype, result.json
+}
+print(trainer.result?.testError ?? 1)
+// test.py: a trained network back from its weights, in evaluation mode.
+let (trained, trainedWith) = try EvaluationNetwork.load(from: trainer.weights())
+let (testLoss, testAccuracy) = evaluateClassifier(on: data, batchSize: trainedWith.batchSize) {
+  trained($0).logits
+}
+print(testLoss, testAccuracy == trainer.history.last?.testAcc)
