@@ -20,7 +20,7 @@ import _CKernels
 @inline(__always)
 public func parallelChunks(_ count: Int, minChunk: Int = 1, _ body: (Int, Int) -> Void) {
   guard count > 0 else { return }
-  let chunks = min(Engine.threadCount, max(1, count / max(minChunk, 1)))
+  let chunks = chunkCount(count, minChunk: minChunk)
   if chunks == 1 {
     body(0, count)
     return
@@ -30,6 +30,36 @@ public func parallelChunks(_ count: Int, minChunk: Int = 1, _ body: (Int, Int) -
     let hi = count * (chunk + 1) / chunks
     if lo < hi { body(lo, hi) }
   }
+}
+
+/// ``parallelChunks(_:minChunk:_:)`` with `scratch` floats of working memory for each chunk,
+/// `body(lo, hi, scratch)`. The scratch of every chunk is allocated before any chunk runs, so
+/// the tensor bytes a loop takes do not depend on which of its chunks happen to run at the same
+/// time: peak memory measurements repeat exactly.
+func parallelChunks(
+  _ count: Int, minChunk: Int = 1, scratch: Int, zeroed: Bool = false,
+  _ body: (Int, Int, UnsafeMutablePointer<Float>) -> Void
+) {
+  guard count > 0 else { return }
+  let chunks = chunkCount(count, minChunk: minChunk)
+  let storage = Storage(count: chunks * scratch, zeroed: zeroed)
+  withExtendedLifetime(storage) {
+    if chunks == 1 {
+      body(0, count, storage.pointer)
+      return
+    }
+    WorkerPool.shared.run(chunks) { chunk in
+      let lo = count * chunk / chunks
+      let hi = count * (chunk + 1) / chunks
+      if lo < hi { body(lo, hi, storage.pointer + chunk * scratch) }
+    }
+  }
+}
+
+/// The number of chunks ``parallelChunks(_:minChunk:_:)`` splits `count` items into.
+@inline(__always)
+func chunkCount(_ count: Int, minChunk: Int) -> Int {
+  min(Engine.threadCount, max(1, count / max(minChunk, 1)))
 }
 
 /// Persistent workers that share the chunks of a loop with the caller.

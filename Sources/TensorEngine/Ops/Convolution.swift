@@ -110,15 +110,15 @@ func convForward(
   let kk = geo.kernelH * geo.kernelW
   let (hw, ohw) = (geo.inH * geo.inW, geo.outH * geo.outW)
   let direct = isPointwise(geo)
-  parallelChunks(n) { lo, hi in
-    let col = direct ? nil : Storage(count: cg * kk * ohw, zeroed: false)
+  parallelChunks(n, scratch: direct ? 0 : cg * kk * ohw) { lo, hi, scratch in
+    let col = direct ? nil : scratch
     for s in lo..<hi {
       for gi in 0..<groups {
         let xg = x + (s * c + gi * cg) * hw
         let b: UnsafePointer<Float>
         if let col {
-          im2col(col: col.pointer, x: xg, channels: cg, geo: geo)
-          b = UnsafePointer(col.pointer)
+          im2col(col: col, x: xg, channels: cg, geo: geo)
+          b = UnsafePointer(col)
         } else {
           b = xg
         }
@@ -155,9 +155,12 @@ func convBackward(
   let chunks = min(Engine.threadCount, n)
   // One weight-gradient accumulator per chunk, summed at the end: samples run in parallel.
   let partial = dweight.map { _ in Storage(count: chunks * wCount, zeroed: true) }
+  // Each chunk's im2col columns, allocated before any chunk runs (see parallelChunks(scratch:)).
+  let colCount = cg * kk * ohw
+  let columns = direct ? nil : Storage(count: chunks * colCount, zeroed: false)
   WorkerPool.shared.run(chunks) { chunk in
     let lo = n * chunk / chunks, hi = n * (chunk + 1) / chunks
-    let col = direct ? nil : Storage(count: cg * kk * ohw, zeroed: false)
+    let col = columns.map { $0.pointer + chunk * colCount }
     let dwAcc = partial.map { $0.pointer + chunk * wCount }
     for s in lo..<hi {
       for gi in 0..<groups {
@@ -167,8 +170,8 @@ func convBackward(
         if let dwAcc {
           let b: UnsafePointer<Float>
           if let col {
-            im2col(col: col.pointer, x: xg, channels: cg, geo: geo)
-            b = UnsafePointer(col.pointer)
+            im2col(col: col, x: xg, channels: cg, geo: geo)
+            b = UnsafePointer(col)
           } else {
             b = xg
           }
@@ -186,9 +189,9 @@ func convBackward(
             sgemm(
               transA: true, transB: false, m: cg * kk, n: ohw, k: og,
               alpha: 1, a: wg, lda: cg * kk, b: dg, ldb: ohw,
-              beta: 0, c: col.pointer, ldc: ohw)
+              beta: 0, c: col, ldc: ohw)
             dxg.update(repeating: 0, count: cg * hw)
-            col2im(dx: dxg, col: col.pointer, channels: cg, geo: geo)
+            col2im(dx: dxg, col: col, channels: cg, geo: geo)
           } else {
             sgemm(
               transA: true, transB: false, m: cg, n: hw, k: og,

@@ -43,13 +43,12 @@ func depthwiseForward(
   let (hw, ohw) = (geo.inH * geo.inW, geo.outH * geo.outW)
   let kk = geo.kernelH * geo.kernelW
   let kg = kernelGeometry(geo)
-  parallelChunks(n * c) { lo, hi in
-    let scratch = Storage(count: pcd_depthwise_scratch_count(kg), zeroed: true)
+  parallelChunks(n * c, scratch: pcd_depthwise_scratch_count(kg), zeroed: true) { lo, hi, scratch in
     for plane in lo..<hi {
       let ch = plane % c
       pcd_depthwise_forward(
         out + plane * ohw, x + plane * hw, weight + ch * kk, bias?[ch] ?? 0,
-        kg, scratch.pointer)
+        kg, scratch)
     }
   }
 }
@@ -65,8 +64,7 @@ func depthwiseBackward(
   let (hw, ohw) = (geo.inH * geo.inW, geo.outH * geo.outW)
   let kk = geo.kernelH * geo.kernelW
   let kg = kernelGeometry(geo)
-  parallelChunks(c) { lo, hi in
-    let scratch = Storage(count: pcd_depthwise_scratch_count(kg), zeroed: true)
+  parallelChunks(c, scratch: pcd_depthwise_scratch_count(kg), zeroed: true) { lo, hi, scratch in
     for ch in lo..<hi {
       for sample in 0..<n {
         let plane = sample * c + ch
@@ -75,7 +73,7 @@ func depthwiseBackward(
           pcd_depthwise_backward(
             dx.map { $0 + plane * hw }, dweight.map { $0 + ch * kk },
             dout + plane * ohw, x + plane * hw, weight + ch * kk, kg,
-            scratch.pointer)
+            scratch)
         }
         if let dbias { dbias[ch] += sum(ohw, dout + plane * ohw) }
       }

@@ -130,10 +130,9 @@ private func partialChannelSum(
     // ∂/∂wₑ = ⟨g, edge output e⟩, summed per plane then over planes in a fixed order.
     var planeDots = [Double](repeating: 0, count: n * c * edges)
     planeDots.withUnsafeMutableBufferPointer { dots in
-      parallelChunks(n * c, minChunk: chunk) { lo, hi in
+      parallelChunks(n * c, minChunk: chunk, scratch: 5 * ohw) { lo, hi, scratch in
         let planes = EdgePlanes(processed: processed, inputs: inputs, pooled: pooled, sourceOf: sourceOf)
-        let scaled = Storage(count: ohw, zeroed: false)
-        let unpooled = Storage(count: 4 * ohw, zeroed: false)
+        let (scaled, unpooled) = (scratch, scratch + ohw)  // ohw and 4·ohw values
         var sums = [Double](repeating: 0, count: edges + 1)
         for plane in lo..<hi {
           let (sample, o) = (plane / c, plane % c)
@@ -158,10 +157,10 @@ private func partialChannelSum(
             case (1, false): affine(ohw, gp, edgeWeights[e], 0, d.pointer + at)
             case (1, true): axpy(ohw, edgeWeights[e], gp, d.pointer + at)
             default:
-              affine(ohw, gp, edgeWeights[e], 0, scaled.pointer)
-              let into = added[e] ? unpooled.pointer : d.pointer + at
-              planes.pools[e]!.backward(scaled.pointer, x: inputs[e].pointer + at, into: into)
-              if added[e] { axpy(4 * ohw, 1, unpooled.pointer, d.pointer + at) }
+              affine(ohw, gp, edgeWeights[e], 0, scaled)
+              let into = added[e] ? unpooled : d.pointer + at
+              planes.pools[e]!.backward(scaled, x: inputs[e].pointer + at, into: into)
+              if added[e] { axpy(4 * ohw, 1, unpooled, d.pointer + at) }
             }
           }
         }
@@ -183,7 +182,9 @@ private final class EdgePlanes {
   let sources: UnsafeMutablePointer<UnsafePointer<Float>?>
   /// Per edge, the pooling scratch of a stride-2 edge.
   let pools: [MaxPool2x2Scratch?]
-  private let pooledPlanes: [Storage?]
+  /// Per stride-2 edge, the pooled plane (working memory, not counted as tensors: see
+  /// PaddedPlanes.swift).
+  private let pooledPlanes: [PaddedPlane?]
   private let processed: [Tensor], inputs: [Tensor]
   /// The flattened source map of the node sum: j < P processed, P + i input channel i.
   private let sourceOf: [Int]
@@ -197,7 +198,7 @@ private final class EdgePlanes {
     let (oh, ow) = (processed[0].shape[2], processed[0].shape[3])
     (p, c, planeSize) = (processed[0].shape[1], inputs[0].shape[1], oh * ow)
     pools = pooled.map { $0 ? MaxPool2x2Scratch(oh: oh, ow: ow) : nil }
-    pooledPlanes = pooled.map { $0 ? Storage(count: oh * ow, zeroed: false) : nil }
+    pooledPlanes = pooled.map { $0 ? PaddedPlane(h: oh, w: ow, pad: 0, fill: 0) : nil }
     sources = .allocate(capacity: processed.count)
     sources.initialize(repeating: nil, count: processed.count)
   }
