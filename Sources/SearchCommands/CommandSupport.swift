@@ -140,6 +140,16 @@ struct CommandFailure: Error {
   var exitCode: Int32
 }
 
+/// `--dataset`, shared by the commands (read with ``datasetOptions(_:)``).
+let datasetOption = OptionSpec.string("dataset", default: "cifar10", help: "cifar10, cifar100 or fashion-mnist") {
+  DatasetName(rawValue: $0) == nil ? "expected cifar10, cifar100 or fashion-mnist" : nil
+}
+
+/// `--data`, shared by the commands (read with ``datasetOptions(_:)``).
+let dataOption = OptionSpec.string(
+  "data", default: "",
+  help: "data folder; empty: $PCDARTS_DATA if set, else ./data (fashion-mnist: /usr/share/datasets/fashion-mnist)")
+
 /// `--threads`, shared by the commands: the engine's thread count (``Engine/threadCount``).
 let threadsOption = OptionSpec.int(
   "threads", default: 0, help: "threads of the engine's loops (0 = one per core, \(Engine.defaultThreadCount) here)"

@@ -15,13 +15,7 @@ public enum SearchCommand {
     commandName: "search-cifar",
     abstract: "PC-DARTS architecture search (Xu et al., ICLR 2020) on CIFAR-10, CIFAR-100 or Fashion-MNIST.",
     options: [
-      .string("dataset", default: "cifar10", help: "cifar10, cifar100 or fashion-mnist") {
-        DatasetName(rawValue: $0) == nil ? "expected cifar10, cifar100 or fashion-mnist" : nil
-      },
-      .string(
-        "data", default: "",
-        help: "data folder; empty: $PCDARTS_DATA if set, else ./data (fashion-mnist: /usr/share/datasets/fashion-mnist)"
-      ),
+      datasetOption, dataOption,
       .int("batch-size", default: 256, help: "images per batch"),
       .double("lr", default: 0.1, help: "initial weight learning rate (SGD)"),
       .double("lr-min", default: 0, help: "final learning rate of the cosine schedule"),

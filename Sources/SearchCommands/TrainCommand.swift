@@ -22,13 +22,7 @@ public enum TrainCommand {
         help:
           "the architecture: a search run's folder, its genotype.json, a Genotype(...) string, or PC_DARTS_cifar, "
           + "PC_DARTS_image, DARTS_V1, DARTS_V2"),
-      .string("dataset", default: "cifar10", help: "cifar10, cifar100 or fashion-mnist") {
-        DatasetName(rawValue: $0) == nil ? "expected cifar10, cifar100 or fashion-mnist" : nil
-      },
-      .string(
-        "data", default: "",
-        help: "data folder; empty: $PCDARTS_DATA if set, else ./data (fashion-mnist: /usr/share/datasets/fashion-mnist)"
-      ),
+      datasetOption, dataOption,
       .int("batch-size", default: 96, help: "images per batch"),
       .double("lr", default: 0.025, help: "initial learning rate (SGD)"),
       .double("lr-min", default: 0, help: "final learning rate of the cosine schedule"),
@@ -37,10 +31,10 @@ public enum TrainCommand {
       .int("epochs", default: 600, help: "training epochs"),
       .int("init-channels", default: 36, help: "channels of the first cells"),
       .int("layers", default: 20, help: "cells of the network"),
-      .flag("auxiliary", help: "train with the auxiliary head (the default; see --no-auxiliary)"),
+      .flag("auxiliary", help: "train.py's spelling, accepted as is: the auxiliary head is on unless --no-auxiliary"),
       .flag("no-auxiliary", help: "train without the auxiliary head"),
       .double("auxiliary-weight", default: 0.4, help: "weight of the auxiliary loss"),
-      .flag("cutout", help: "cut out a square of each training image (the default; see --no-cutout)"),
+      .flag("cutout", help: "train.py's spelling, accepted as is: cutout is on unless --no-cutout"),
       .flag("no-cutout", help: "no cutout"),
       .int("cutout-length", default: 16, help: "side of the cutout square"),
       .double("drop-path-prob", default: 0.3, help: "drop-path probability of the last epoch (a linear ramp from 0)"),
