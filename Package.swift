@@ -7,6 +7,7 @@ import PackageDescription
 //   TensorEngine    tensors, autograd, ops, worker pool, BLAS, random numbers, safetensors
 //   NeuralNetwork   Module, layers, optimizers, schedules, gradient clipping
 //   PCDARTS         search space, super-net, architect, genotype, data, the search run
+//   MPIProcessGroup the engine's ProcessGroup over MPI (only the commands link it)
 //   SearchCommands  option parser and the search, train and bench commands (not a product)
 //   search-cifar, train-cifar, bench   thin executables
 let package = Package(
@@ -16,6 +17,7 @@ let package = Package(
     .library(name: "TensorEngine", targets: ["TensorEngine"]),
     .library(name: "NeuralNetwork", targets: ["NeuralNetwork"]),
     .library(name: "PCDARTS", targets: ["PCDARTS"]),
+    .library(name: "MPIProcessGroup", targets: ["MPIProcessGroup"]),
     .executable(name: "search-cifar", targets: ["search-cifar"]),
     .executable(name: "train-cifar", targets: ["train-cifar"]),
     .executable(name: "bench", targets: ["bench"]),
@@ -28,20 +30,31 @@ let package = Package(
     .systemLibrary(
       name: "CZlib", path: "Modules/CZlib", pkgConfig: "zlib",
       providers: [.apt(["zlib1g-dev"])]),
+    .systemLibrary(
+      name: "CMPI", path: "Modules/CMPI", pkgConfig: "ompi-c",
+      providers: [.apt(["libopenmpi-dev", "openmpi-bin"])]),
 
     // MARK: - Layers: engine, neural-network modules, the search
     .target(name: "TensorEngine", dependencies: ["COpenBLAS", "_CKernels"]),
     .target(name: "NeuralNetwork", dependencies: ["TensorEngine"]),
     .target(name: "PCDARTS", dependencies: ["NeuralNetwork", "TensorEngine", "CZlib"]),
+    .target(name: "MPIProcessGroup", dependencies: ["TensorEngine", "CMPI"]),
 
     // MARK: - Implementation details
     .target(name: "_CKernels", path: "Sources/_CKernels"),
-    .target(name: "SearchCommands", dependencies: ["PCDARTS", "NeuralNetwork", "TensorEngine"]),
+    .target(
+      name: "SearchCommands", dependencies: ["PCDARTS", "NeuralNetwork", "TensorEngine", "MPIProcessGroup"]),
 
     // MARK: - Thin executables
     .executableTarget(name: "search-cifar", dependencies: ["SearchCommands"]),
     .executableTarget(name: "train-cifar", dependencies: ["SearchCommands"]),
     .executableTarget(name: "bench", dependencies: ["SearchCommands"]),
+
+    // MARK: - Test helpers
+    // Run by DistributedTests under `mpirun -np 2`: a data-parallel step's gradients.
+    .executableTarget(
+      name: "data-parallel-check", dependencies: ["PCDARTS", "NeuralNetwork", "TensorEngine", "MPIProcessGroup"],
+      path: "Tests/DataParallelCheck"),
 
     // MARK: - Unit test bundles
     .target(name: "TestSupport", dependencies: ["TensorEngine"], path: "Tests/TestSupport"),

@@ -56,6 +56,9 @@ public final class BatchNorm2d: Layer {
   public var momentum: Float = 0.1
   /// Added to the variance before the square root.
   public var eps: Float = 1e-5
+  /// The ranks whose batches this layer normalises as one in training (`torch.nn.SyncBatchNorm`),
+  /// or `nil` for this process's batch alone; ``Module/synchronizeBatchNorm(over:)`` sets it.
+  public var group: ProcessGroup?
 
   /// - Parameters:
   ///   - channels: C.
@@ -95,7 +98,8 @@ public final class BatchNorm2d: Layer {
   /// Like a call of the layer, it counts the batch in training mode.
   public func statisticsForForward() -> BatchNormState {
     if isTraining { numBatchesTracked.pointer[0] += 1 }
-    return BatchNormState(runningMean: runningMean, runningVar: runningVar, momentum: momentum, eps: eps)
+    return BatchNormState(
+      runningMean: runningMean, runningVar: runningVar, momentum: momentum, eps: eps, group: group)
   }
 }
 

@@ -35,6 +35,15 @@ open class Module {
   /// Every parameter of the tree, in registration order.
   public func parameters() -> [Tensor] { namedParameters().map { $0.1 } }
 
+  /// This module and every module below it, in registration order (PyTorch's `modules()`).
+  public func modules() -> [Module] { [self] + children.flatMap { $0.1.modules() } }
+
+  /// Makes every batch norm of the tree normalise the batches of all ranks of `group` as one
+  /// (PyTorch's `SyncBatchNorm.convert_sync_batchnorm`), or each process's own batch with `nil`.
+  public func synchronizeBatchNorm(over group: ProcessGroup?) {
+    for case let norm as BatchNorm2d in modules() { norm.group = group }
+  }
+
   /// Parameters followed by buffers: what PyTorch's `state_dict()` holds.
   public func stateTensors(prefix: String = "") -> [(String, Tensor)] {
     namedParameters(prefix: prefix) + namedBuffers(prefix: prefix)

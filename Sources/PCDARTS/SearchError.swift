@@ -22,6 +22,8 @@ public enum SearchError: Error, CustomStringConvertible, Equatable {
   /// The run stopped at a step boundary because its ``SearchRun/shouldStop`` said so (a signal):
   /// nothing of the interrupted epoch was written.
   case interrupted(epoch: Int, step: Int)
+  /// The ranks of a data-parallel run no longer hold the same parameters.
+  case ranksDiverged(String)
 
   /// The message for the user: the kind of problem, then the details.
   public var description: String {
@@ -33,6 +35,7 @@ public enum SearchError: Error, CustomStringConvertible, Equatable {
     case .invalidGenotype(let m): return "invalid genotype: \(m)"
     case .interrupted(let epoch, let step):
       return "interrupted at step \(step) of epoch \(epoch) (0: before its first step)"
+    case .ranksDiverged(let m): return "the ranks diverged: \(m)"
     }
   }
 }

@@ -42,34 +42,52 @@ final class ProgressBar {
 
 /// Parses `arguments` with `parser` and runs `body`, turning the outcome into an exit code: 0 when
 /// done (or after `--help`), 2 for usage and configuration errors, 1 for anything else. Every
-/// error is one `error:` line on stderr.
+/// error is one `error:` line on stderr. Under MPI, rank 0 prints what every rank met, a rank
+/// alone with an error prints it with its rank and ends the job (``Launch/finish(after:code:)``).
 ///
 /// - Parameter flags: the flag of each setting path, to name the flag in a setting's range error.
 func runCommand(
   _ parser: CommandLineParser, _ arguments: [String], flags: [String: String] = [:],
   _ body: (ParsedOptions) throws -> Void
 ) -> Int32 {
+  let launch = Launch.current
   do {
     try body(try parser.parse(arguments))
-    return 0
-  } catch let error as CommandLineError {
-    if case .helpRequested(let help) = error { print(help) } else { printError("\(error)") }
-    return error.exitCode
-  } catch let failure as CommandFailure {
-    printError(failure.message)
-    return failure.exitCode
-  } catch SearchError.invalidSetting(let setting, let problem) {
-    printError(flags[setting].map { "invalid \($0): \(problem)" } ?? "invalid setting \(setting): \(problem)")
-    return 2
-  } catch let error as SearchError {
-    printError("\(error)")
-    switch error {
-    case .invalidConfiguration, .invalidGenotype: return 2
-    default: return 1
-    }
+    return launch.finish(after: nil, code: 0)
+  } catch let shared as SharedFailure {
+    guard let error = shared.error else { return launch.finish(after: shared, code: 1) }
+    let (message, code) = messageAndExitCode(error, flags: flags)
+    if shared.reportHere { printError(launch.isFirstRank ? message : "rank \(launch.rank): \(message)") }
+    return launch.finish(after: shared, code: code)
   } catch {
-    printError("\(error)")
-    return 1
+    let (message, code) = messageAndExitCode(error, flags: flags)
+    if case CommandLineError.helpRequested(let help) = error {
+      print(help)
+    } else if launch.isFirstRank {
+      printError(message)
+    } else if !launch.isShared(error) {
+      printError("rank \(launch.rank): \(message)")
+    }
+    return launch.finish(after: error, code: code)
+  }
+}
+
+/// The one-line message and the exit code of a command's error.
+private func messageAndExitCode(_ error: Error, flags: [String: String]) -> (String, Int32) {
+  switch error {
+  case let error as CommandLineError:
+    return ("\(error)", error.exitCode)
+  case let failure as CommandFailure:
+    return (failure.message, failure.exitCode)
+  case SearchError.invalidSetting(let setting, let problem):
+    return (flags[setting].map { "invalid \($0): \(problem)" } ?? "invalid setting \(setting): \(problem)", 2)
+  case let error as SearchError:
+    switch error {
+    case .invalidConfiguration, .invalidGenotype: return ("\(error)", 2)
+    default: return ("\(error)", 1)
+    }
+  default:
+    return ("\(error)", 1)
   }
 }
 
@@ -138,6 +156,8 @@ struct CommandFailure: Error {
   var message: String
   /// 1 for a data, file or numerical failure, 2 for a usage or configuration error.
   var exitCode: Int32
+  /// Whether every rank of an MPI job meets it at the same point (then each ends normally).
+  var shared = false
 }
 
 /// `--dataset`, shared by the commands (read with ``datasetOptions(_:)``).
@@ -155,9 +175,14 @@ let threadsOption = OptionSpec.int(
   "threads", default: 0, help: "threads of the engine's loops (0 = one per core, \(Engine.defaultThreadCount) here)"
 ) { (0...Engine.maximumThreadCount).contains($0) ? nil : "expected 0 to \(Engine.maximumThreadCount)" }
 
-/// Sets ``Engine/threadCount`` from `--threads` (0 keeps the default).
+/// Sets ``Engine/threadCount`` from `--threads`; 0 keeps the default, or under MPI shares this
+/// machine's cores among its ranks.
 func applyThreads(_ options: ParsedOptions) {
-  if options.int("threads") > 0 { Engine.threadCount = options.int("threads") }
+  if options.int("threads") > 0 {
+    Engine.threadCount = options.int("threads")
+  } else if Launch.current.mpi != nil {
+    Engine.threadCount = Launch.current.defaultThreadCount
+  }
 }
 
 /// Writes `message` to stderr as `error: message`.
@@ -202,22 +227,52 @@ func openRunDirectory(
 
 /// Starts a run in its folder: moves an earlier run aside with `--overwrite`, or with `--resume`
 /// restores the checkpoint (`restore`) and rewrites what is derived from it (`rewriteDerived`);
-/// `--resume` without a checkpoint starts from the first epoch.
+/// `--resume` without a checkpoint starts from the first epoch. Under MPI only rank 0 has the
+/// folder (`directory` is `nil` on the others): it reads the checkpoint and every rank restores
+/// it.
 func startRun(
-  in directory: RunDirectory, earlier: [String], _ options: ParsedOptions,
+  in directory: RunDirectory?, earlier: [String], _ options: ParsedOptions,
   restore: (SafeTensorsFile) throws -> Void, rewriteDerived: () throws -> Void
 ) throws {
-  if options.flag("overwrite") && !earlier.isEmpty {
-    print("moved the earlier outputs to \(try directory.moveOutputsAside().path)")
-  } else if options.flag("resume") && !directory.hasCheckpoint {
-    // A run killed in its first epoch: nothing to continue, so start from the beginning.
-    print("no checkpoint in \(directory.url.path) yet: starting from the first epoch")
-    if !earlier.isEmpty { print("moved the earlier outputs to \(try directory.moveOutputsAside().path)") }
-  } else if options.flag("resume") {
-    try restore(SafeTensorsFile.read(from: directory.checkpointURL))
-    // The checkpoint is the commit point: the derived files are rewritten from it.
-    try rewriteDerived()
+  let checkpoint = try Launch.current.fileOfFirstRank {
+    guard let directory else { return nil }
+    if options.flag("overwrite") && !earlier.isEmpty {
+      print("moved the earlier outputs to \(try directory.moveOutputsAside().path)")
+    } else if options.flag("resume") && !directory.hasCheckpoint {
+      // A run killed in its first epoch: nothing to continue, so start from the beginning.
+      print("no checkpoint in \(directory.url.path) yet: starting from the first epoch")
+      if !earlier.isEmpty { print("moved the earlier outputs to \(try directory.moveOutputsAside().path)") }
+    } else if options.flag("resume") {
+      return directory.checkpointURL
+    }
+    return nil
   }
+  guard let checkpoint else { return }
+  try restore(checkpoint)
+  // The checkpoint is the commit point: the derived files are rewritten from it.
+  if directory != nil { try rewriteDerived() }
+}
+
+/// The run folder of `--out` on rank 0 (see ``openRunDirectory(_:layout:)``), `nil` on the
+/// other ranks of an MPI job.
+func openRunDirectoryOnFirstRank(
+  _ options: ParsedOptions, layout: RunDirectory.Layout
+) throws -> (directory: RunDirectory?, earlier: [String]) {
+  guard Launch.current.isFirstRank else { return (nil, []) }
+  let (directory, earlier) = try openRunDirectory(options, layout: layout)
+  return (directory, earlier)
+}
+
+/// The ranks of this launch for a run, and the line that says so (`nil` in one process).
+func commandDataParallel(syncBatchNorm: Bool) -> (DataParallel, String?) {
+  let launch = Launch.current
+  let dataParallel = DataParallel(group: launch.group)
+  guard let mpi = launch.mpi else { return (dataParallel, nil) }
+  return (
+    dataParallel,
+    "MPI: \(mpi.size) rank\(mpi.size == 1 ? "" : "s") (rank 0 on \(mpi.processorName)), \(Engine.threadCount) "
+      + "thread\(Engine.threadCount == 1 ? "" : "s") each, batch norms \(syncBatchNorm ? "synchronised" : "per rank")"
+  )
 }
 
 /// Loads a dataset for a command; a missing dataset's message names the flags that fix it, and
@@ -231,7 +286,9 @@ func loadCommandData(_ name: DatasetName, from path: String, train: Bool) throws
     throw CommandFailure(
       message: "\(error) (flags: --data PATH, or --dataset fashion-mnist for data with no download)", exitCode: 1)
   }
-  for warning in data.warnings { FileHandle.standardError.write(Data("warning: \(warning)\n".utf8)) }
+  if Launch.current.isFirstRank {
+    for warning in data.warnings { FileHandle.standardError.write(Data("warning: \(warning)\n".utf8)) }
+  }
   return data
 }
 
@@ -264,7 +321,7 @@ func runFailure(
         "interrupted by \(signal == SIGTERM ? "SIGTERM" : "SIGINT") "
         + (step == 0 ? "before epoch \(epoch + 1) started" : "after step \(step) of epoch \(epoch + 1)")
         + "; nothing of that epoch was written and \(kept); continue with: \(again)",
-      exitCode: 128 + signal)
+      exitCode: 128 + signal, shared: true)
   case SearchError.nonFiniteLoss(let loss):
     let lower = loss.settingsToLower.map { setting in
       "\(flags[setting] ?? setting) (now \(settingValue(setting) ?? "?"))"
@@ -272,7 +329,8 @@ func runFailure(
     let next =
       hasCheckpoint ? "resume from the last checkpoint with --resume" : "start again (no checkpoint was written yet)"
     return CommandFailure(
-      message: "the loss is not finite: \(loss); lower \(lower.joined(separator: " or ")) and \(next)", exitCode: 1)
+      message: "the loss is not finite: \(loss); lower \(lower.joined(separator: " or ")) and \(next)", exitCode: 1,
+      shared: true)
   default:
     return error
   }
@@ -282,27 +340,29 @@ func runFailure(
 /// turned into a stop at the next step boundary: after each epoch `write` (the checkpoint first)
 /// and then `report` (a line on stdout). A stop or a non-finite loss ends in the failure
 /// ``runFailure(_:command:arguments:signal:completedEpochs:hasCheckpoint:flags:settingValue:)``
-/// words.
+/// words. Under MPI, rank 0 alone (the one with a `directory`) shows progress, writes and
+/// reports, and the ranks stop together when any of them received a signal.
 func runEpochs<Run: EpochRun>(
-  _ run: Run, epochs: Int, command: String, arguments: [String], directory: RunDirectory,
+  _ run: Run, epochs: Int, command: String, arguments: [String], directory: RunDirectory?,
   flags: [String: String], settingValue: @escaping (String) -> String?,
   write: (Run) throws -> Void, report: (Run.Record) -> Void
 ) throws {
-  let bar = ProgressBar(interactive: isatty(STDERR_FILENO) != 0)
-  run.onStep = { bar.update($0, epochs: epochs) }
+  let bar = directory.map { _ in ProgressBar(interactive: isatty(STDERR_FILENO) != 0) }
+  run.onStep = { bar?.update($0, epochs: epochs) }
   let signals = StopSignals()
-  run.shouldStop = { signals.received != nil }
+  run.shouldStop = { Launch.current.any(signals.received != nil) }
   while !run.isFinished {
     let record: Run.Record
     do {
       record = try run.runEpoch()
     } catch {
-      bar.finish()
+      bar?.finish()
       throw runFailure(
         error, command: command, arguments: arguments, signal: signals.received, completedEpochs: run.nextEpoch,
-        hasCheckpoint: directory.hasCheckpoint, flags: flags, settingValue: settingValue)
+        hasCheckpoint: directory?.hasCheckpoint ?? false, flags: flags, settingValue: settingValue)
     }
-    bar.finish()
+    bar?.finish()
+    guard directory != nil else { continue }
     try write(run)
     report(record)
   }

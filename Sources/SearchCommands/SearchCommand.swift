@@ -56,6 +56,9 @@ public enum SearchCommand {
         help: "write report.html of the run folder DIR again from its files, then exit (no search)"),
       .flag("overwrite", help: "move the outputs of an earlier run in --out into --out/previous-<time> and start anew"),
       threadsOption,
+      .flag(
+        "sync-bn",
+        help: "under MPI: batch norms normalise over the global batch, all ranks' rows (default: each rank's rows)"),
       .int("subset", default: 0, help: "use only the first N training images (0 = all)") {
         $0 >= 0 ? nil : "expected a value ≥ 0"
       },
@@ -71,7 +74,7 @@ public enum SearchCommand {
     "trainPortion": "--train-portion", "architect.learningRate": "--arch-lr",
     "architect.weightDecay": "--arch-weight-decay", "seed": "--seed", "subset": "--subset",
     "archUpdateEvery": "--arch-update-every", "maxSkipConnect": "--max-skip-connect",
-    "network.channelSampling": "--channel-sampling",
+    "network.channelSampling": "--channel-sampling", "syncBatchNorm": "--sync-bn",
   ]
 
   /// The settings the options describe.
@@ -98,6 +101,7 @@ public enum SearchCommand {
     s.network.channelSampling = ChannelSampling(rawValue: o.string("channel-sampling")) ?? .shuffle
     s.archUpdateEvery = o.int("arch-update-every")
     s.maxSkipConnect = o.int("max-skip-connect") == -1 ? nil : o.int("max-skip-connect")
+    s.syncBatchNorm = o.flag("sync-bn")
     return s
   }
 
@@ -108,25 +112,32 @@ public enum SearchCommand {
 
   private static func run(_ options: ParsedOptions, arguments: [String]) throws {
     if !options.string("report").isEmpty {
+      guard Launch.current.isFirstRank else { return }  // one writer under MPI
       _ = try RunReport(folder: URL(fileURLWithPath: options.string("report")))  // a run folder?
       let directory = try RunDirectory(options.string("report"))
       try directory.writeReport()
       print("wrote \(directory.url.appendingPathComponent("report.html").path)")
       return
     }
-    applyThreads(options)
-    let settings = settings(from: options)
-    try settings.validate()
-    try checkMemory(settings, batchFlag: "--batch-size")
-    let (directory, earlier) = try openRunDirectory(options, layout: .search)
-    let (dataset, path) = datasetOptions(options)
-    let data = try loadCommandData(dataset, from: path, train: true)
-    let run = try SearchRun(settings: settings, data: data)
+    // Under MPI every rank sets up; a failure on any rank ends every rank here, reported once.
+    let (settings, directory, earlier, data, run, mpiLine) = try Launch.current.together {
+      () throws -> (SearchSettings, RunDirectory?, [String], ImageDataset, SearchRun, String?) in
+      applyThreads(options)
+      let settings = Self.settings(from: options)
+      try settings.validate()
+      try checkMemory(settings, batchFlag: "--batch-size")
+      let (directory, earlier) = try openRunDirectoryOnFirstRank(options, layout: .search)
+      let (dataset, path) = datasetOptions(options)
+      let data = try loadCommandData(dataset, from: path, train: true)
+      let (dataParallel, mpiLine) = commandDataParallel(syncBatchNorm: settings.syncBatchNorm)
+      let run = try SearchRun(settings: settings, data: data, dataParallel: dataParallel)
+      return (settings, directory, earlier, data, run, mpiLine)
+    }
     try startRun(
       in: directory, earlier: earlier, options, restore: { try run.restore(from: $0) },
       rewriteDerived: {
-        try directory.writeDerived(run)
-        print("resumed at epoch \(run.nextEpoch) of \(settings.epochs) from \(directory.checkpointURL.path)")
+        try directory?.writeDerived(run)
+        print("resumed at epoch \(run.nextEpoch) of \(settings.epochs) from \(directory?.checkpointURL.path ?? "")")
         for change in run.settingsChanges { print("  changed on resume: \(change)") }
       })
     print(
@@ -134,9 +145,10 @@ public enum SearchCommand {
         + "K=\(settings.network.partialChannels), \(settings.network.layers) cells of \(settings.network.initChannels) channels, "
         + "\(run.network.weightCount) weights, batch \(settings.batchSize), \(settings.epochs) epochs "
         + "(\(settings.warmupEpochs) warm-up), \(settings.architect.unrolled ? "second" : "first")-order")
+    if let mpiLine { print(mpiLine) }
     try runEpochs(
       run, epochs: settings.epochs, command: "search-cifar", arguments: arguments, directory: directory,
-      flags: flagsOfSettings, settingValue: settings.value(of:), write: { try directory.writeEpoch($0) },
+      flags: flagsOfSettings, settingValue: settings.value(of:), write: { try directory?.writeEpoch($0) },
       report: { record in
         print(
           String(
@@ -153,7 +165,7 @@ public enum SearchCommand {
     if let last = run.history.last {
       print("final genotype: \(last.genotype)")
       print(String(format: "final validation accuracy: %.4f", last.validAcc))
-      print("outputs in \(directory.url.path)")
+      if let directory { print("outputs in \(directory.url.path)") }
     }
   }
 }

@@ -47,6 +47,9 @@ public enum TrainCommand {
         "evaluate", default: "",
         help: "print the test accuracy of a trained checkpoint or weights file, then exit (no training)"),
       threadsOption,
+      .flag(
+        "sync-bn",
+        help: "under MPI: batch norms normalise over the global batch, all ranks' rows (default: each rank's rows)"),
       .int("subset", default: 0, help: "train on only the first N training images (0 = all)") {
         $0 >= 0 ? nil : "expected a value ≥ 0"
       },
@@ -61,7 +64,7 @@ public enum TrainCommand {
     "weightDecay": "--weight-decay", "epochs": "--epochs", "network.initChannels": "--init-channels",
     "network.layers": "--layers", "auxiliaryWeight": "--auxiliary-weight", "cutoutLength": "--cutout-length",
     "dropPathProbability": "--drop-path-prob", "gradClip": "--grad-clip", "seed": "--seed", "subset": "--subset",
-    "testSubset": "--test-subset",
+    "testSubset": "--test-subset", "syncBatchNorm": "--sync-bn",
   ]
 
   /// The settings the options describe.
@@ -87,6 +90,7 @@ public enum TrainCommand {
     s.seed = UInt64(o.int("seed"))
     s.subset = o.int("subset") > 0 ? o.int("subset") : nil
     s.testSubset = o.int("test-subset") > 0 ? o.int("test-subset") : nil
+    s.syncBatchNorm = o.flag("sync-bn")
     return s
   }
 
@@ -98,26 +102,33 @@ public enum TrainCommand {
   private static func run(_ options: ParsedOptions, arguments: [String]) throws {
     applyThreads(options)
     if !options.string("evaluate").isEmpty { return try evaluate(options) }
-    guard !options.string("genotype").isEmpty else {
-      throw CommandFailure(
-        message: "pass --genotype: a search run's folder, a genotype.json, a Genotype(...) string, or one of "
-          + Genotype.published.keys.sorted().joined(separator: ", "),
-        exitCode: 2)
+    // Under MPI every rank sets up; a failure on any rank ends every rank here, reported once.
+    let (settings, genotype, source, directory, earlier, trainData, run, mpiLine) = try Launch.current.together {
+      () throws -> (TrainingSettings, Genotype, String, RunDirectory?, [String], ImageDataset, TrainingRun, String?) in
+      guard !options.string("genotype").isEmpty else {
+        throw CommandFailure(
+          message: "pass --genotype: a search run's folder, a genotype.json, a Genotype(...) string, or one of "
+            + Genotype.published.keys.sorted().joined(separator: ", "),
+          exitCode: 2)
+      }
+      let settings = try Self.settings(from: options)
+      try settings.validate()
+      let (genotype, source) = try Genotype.resolve(options.string("genotype"))
+      try genotype.validate()
+      let (directory, earlier) = try openRunDirectoryOnFirstRank(options, layout: .training)
+      let (dataset, path) = datasetOptions(options)
+      let trainData = try loadCommandData(dataset, from: path, train: true)
+      let testData = try loadCommandData(dataset, from: path, train: false)
+      let (dataParallel, mpiLine) = commandDataParallel(syncBatchNorm: settings.syncBatchNorm)
+      let run = try TrainingRun(
+        settings: settings, genotype: genotype, trainData: trainData, testData: testData, dataParallel: dataParallel)
+      return (settings, genotype, source, directory, earlier, trainData, run, mpiLine)
     }
-    let settings = try settings(from: options)
-    try settings.validate()
-    let (genotype, source) = try Genotype.resolve(options.string("genotype"))
-    try genotype.validate()
-    let (directory, earlier) = try openRunDirectory(options, layout: .training)
-    let (dataset, path) = datasetOptions(options)
-    let trainData = try loadCommandData(dataset, from: path, train: true)
-    let testData = try loadCommandData(dataset, from: path, train: false)
-    let run = try TrainingRun(settings: settings, genotype: genotype, trainData: trainData, testData: testData)
     try startRun(
       in: directory, earlier: earlier, options, restore: { try run.restore(from: $0) },
       rewriteDerived: {
-        try directory.writeDerived(run)
-        print("resumed at epoch \(run.nextEpoch) of \(settings.epochs) from \(directory.checkpointURL.path)")
+        try directory?.writeDerived(run)
+        print("resumed at epoch \(run.nextEpoch) of \(settings.epochs) from \(directory?.checkpointURL.path ?? "")")
         for change in run.settingsChanges { print("  changed on resume: \(change)") }
       })
     let network = run.network
@@ -129,9 +140,10 @@ public enum TrainCommand {
         + " (\(network.weightCount) weights with the auxiliary head), batch \(settings.batchSize), \(settings.epochs) epochs, "
         + "auxiliary \(settings.network.auxiliary ? "\(settings.auxiliaryWeight)" : "off"), "
         + "cutout \(settings.cutoutLength.map(String.init) ?? "off"), drop-path \(settings.dropPathProbability)")
+    if let mpiLine { print(mpiLine) }
     try runEpochs(
       run, epochs: settings.epochs, command: "train-cifar", arguments: arguments, directory: directory,
-      flags: flagsOfSettings, settingValue: settings.value(of:), write: { try directory.writeEpoch($0) },
+      flags: flagsOfSettings, settingValue: settings.value(of:), write: { try directory?.writeEpoch($0) },
       report: { record in
         print(
           String(
@@ -146,33 +158,39 @@ public enum TrainCommand {
         String(
           format: "test error %.2f%% (accuracy %.4f) after %d epochs; best epoch %d: %.4f", result.testError * 100,
           result.testAcc, result.epochs, result.bestEpoch + 1, result.bestTestAcc))
-      print("outputs in \(directory.url.path)")
+      if let directory { print("outputs in \(directory.url.path)") }
     }
   }
 
   /// `--evaluate FILE`: the test accuracy of the network a training checkpoint or weights file
   /// holds (test.py), on `--dataset`'s test set.
   private static func evaluate(_ options: ParsedOptions) throws {
-    let path = options.string("evaluate")
-    guard FileManager.default.fileExists(atPath: path) else {
-      throw CommandFailure(
-        message:
-          "--evaluate \(path): no such file; pass a checkpoint.safetensors or weights.safetensors of train-cifar",
-        exitCode: 1)
+    let (network, settings, testData) = try Launch.current.together {
+      () throws -> (EvaluationNetwork, TrainingSettings, ImageDataset) in
+      let path = options.string("evaluate")
+      guard FileManager.default.fileExists(atPath: path) else {
+        throw CommandFailure(
+          message:
+            "--evaluate \(path): no such file; pass a checkpoint.safetensors or weights.safetensors of train-cifar",
+          exitCode: 1)
+      }
+      let (network, settings) = try EvaluationNetwork.load(from: SafeTensorsFile.read(from: URL(fileURLWithPath: path)))
+      let (dataset, dataPath) = datasetOptions(options)
+      var testData = try loadCommandData(dataset, from: dataPath, train: false)
+      guard testData.classCount == network.config.classes else {
+        throw CommandFailure(
+          message: "\(path) classifies \(network.config.classes) classes, the test set of \(testData.name) has "
+            + "\(testData.classCount): pass the --dataset it was trained on",
+          exitCode: 2)
+      }
+      if options.int("test-subset") > 0 {
+        testData = testData.subset(Array(0..<min(options.int("test-subset"), testData.count)))
+      }
+      return (network, settings, testData)
     }
-    let (network, settings) = try EvaluationNetwork.load(from: SafeTensorsFile.read(from: URL(fileURLWithPath: path)))
-    let (dataset, dataPath) = datasetOptions(options)
-    var testData = try loadCommandData(dataset, from: dataPath, train: false)
-    guard testData.classCount == network.config.classes else {
-      throw CommandFailure(
-        message: "\(path) classifies \(network.config.classes) classes, the test set of \(testData.name) has "
-          + "\(testData.classCount): pass the --dataset it was trained on",
-        exitCode: 2)
-    }
-    if options.int("test-subset") > 0 {
-      testData = testData.subset(Array(0..<min(options.int("test-subset"), testData.count)))
-    }
-    let (loss, accuracy) = evaluateClassifier(on: testData, batchSize: settings.batchSize) { network($0).logits }
+    let (loss, accuracy) = evaluateClassifier(
+      on: testData, batchSize: settings.batchSize, dataParallel: DataParallel(group: Launch.current.group)
+    ) { network($0).logits }
     print("genotype = \(network.genotype.pythonDescription)")
     print(String(format: "param size = %.6fMB", Double(network.weightCountExcludingAuxiliary) / 1e6))
     print(

@@ -22,6 +22,8 @@ public struct Batch: Sendable {
   public var count: Int
   /// Positions in the dataset of the images, shape (N); for logs and tests.
   public var indices: [Int]
+  /// The rows of the global batch these are (all of them unless the loader is sharded).
+  public var shard: BatchShard
 }
 
 /// The random choices of the reference training transform for one image:
@@ -154,6 +156,11 @@ public func transformImage(
 ///
 /// Batches are never dropped: the last batch of an epoch holds the remainder.
 /// The loader is meant to be used from one thread; the prefetch runs on a private queue.
+///
+/// Sharded (data parallelism), rank r of R loaders over the same data and seed return rank r's
+/// rows of the same global batches: every rank draws the augmentation of the whole batch and
+/// transforms its own rows, so a batch's images do not depend on the number of ranks, and the
+/// state (global) resumes with another number of ranks.
 public final class BatchLoader {
   /// A snapshot from which the loader continues with exactly the same batches.
   public struct EpochState: Codable, Equatable, Sendable {
@@ -185,6 +192,8 @@ public final class BatchLoader {
   public let cutoutLength: Int?
   /// Whether the next batch is prepared on a background thread.
   public let prefetch: Bool
+  /// This loader's rank and the number of ranks sharing each global batch (0 and 1: unsharded).
+  public let rank: Int, ranks: Int
 
   /// Number of batches in one epoch: ⌈indices.count / batchSize⌉.
   public var batchesPerEpoch: Int { (indices.count + batchSize - 1) / batchSize }
@@ -217,15 +226,19 @@ public final class BatchLoader {
   ///   - seed: Fixes every epoch's order and augmentation.
   ///   - prefetch: Prepare the next batch on a background thread; the batches are the same
   ///     either way.
-  /// - Precondition: `batchSize > 0`, at least one index, every index in `0..<dataset.count`.
+  ///   - rank, ranks: Return only rank `rank`'s rows (``BatchShard``) of each global batch of
+  ///     `batchSize`, shared by `ranks` ranks.
+  /// - Precondition: `batchSize > 0`, at least one index, every index in `0..<dataset.count`,
+  ///   `rank` in `0..<ranks`.
   public init(
     dataset: ImageDataset, indices: [Int]? = nil, batchSize: Int, augment: Bool,
-    padding: Int = 4, cutoutLength: Int? = nil, seed: UInt64, prefetch: Bool = true
+    padding: Int = 4, cutoutLength: Int? = nil, seed: UInt64, prefetch: Bool = true, rank: Int = 0, ranks: Int = 1
   ) {
     let indices = indices ?? Array(0..<dataset.count)
     precondition(batchSize > 0, "BatchLoader: batch size must be positive, got \(batchSize)")
     precondition(!indices.isEmpty, "BatchLoader: no images to iterate in \(dataset.name)")
     precondition(padding >= 0, "BatchLoader: padding must be ≥ 0, got \(padding)")
+    precondition(ranks >= 1 && (0..<ranks).contains(rank), "BatchLoader: rank \(rank) is outside 0..<\(ranks)")
     precondition((cutoutLength ?? 1) >= 1, "BatchLoader: cutout length must be ≥ 1, got \(cutoutLength ?? 0)")
     if let bad = indices.first(where: { $0 < 0 || $0 >= dataset.count }) {
       preconditionFailure(
@@ -238,6 +251,7 @@ public final class BatchLoader {
     self.padding = padding
     self.cutoutLength = cutoutLength
     self.prefetch = prefetch
+    (self.rank, self.ranks) = (rank, ranks)
     self.rng = SeededGenerator(seed: seed)
     self.epochSeed = rng.next()
     if prefetch { startPrefetch() }
@@ -354,9 +368,10 @@ public final class BatchLoader {
     let job = PendingBatch(key: key)
     let plan = batchPlan(key)
     let (dataset, augment, padding, cutout) = (self.dataset, self.augment, self.padding, self.cutoutLength)
+    let shard = BatchShard(rank: rank, of: ranks, count: plan.indices.count)
     queue.async {
       job.batch = BatchLoader.assemble(
-        dataset: dataset, indices: plan.indices, augmentSeed: plan.augmentSeed, augment: augment,
+        dataset: dataset, indices: plan.indices, shard: shard, augmentSeed: plan.augmentSeed, augment: augment,
         padding: padding, cutoutLength: cutout)
       job.done.signal()
     }
@@ -366,8 +381,8 @@ public final class BatchLoader {
   private func makeBatch(_ key: BatchKey) -> Batch {
     let plan = batchPlan(key)
     return BatchLoader.assemble(
-      dataset: dataset, indices: plan.indices, augmentSeed: plan.augmentSeed, augment: augment,
-      padding: padding, cutoutLength: cutoutLength)
+      dataset: dataset, indices: plan.indices, shard: BatchShard(rank: rank, of: ranks, count: plan.indices.count),
+      augmentSeed: plan.augmentSeed, augment: augment, padding: padding, cutoutLength: cutoutLength)
   }
 
   /// The dataset positions of a batch and the seed of its augmentation draws.
@@ -391,15 +406,23 @@ public final class BatchLoader {
     return order
   }
 
-  /// Builds a batch; a pure function of its arguments, so it can run on any thread.
+  /// Builds `shard`'s rows of the global batch `indices`; a pure function of its arguments, so it
+  /// can run on any thread. The draws of the rows before the shard are made and discarded.
   private static func assemble(
-    dataset: ImageDataset, indices: [Int], augmentSeed: UInt64, augment: Bool, padding: Int, cutoutLength: Int?
+    dataset: ImageDataset, indices global: [Int], shard: BatchShard, augmentSeed: UInt64, augment: Bool,
+    padding: Int, cutoutLength: Int?
   ) -> Batch {
     let size = ImageDataset.imageSize
+    let indices = Array(global[shard.rows])
     var images = [Float](repeating: 0, count: indices.count * size)
     var labels = [Int32](repeating: 0, count: indices.count)
     var rng = SeededGenerator(seed: augmentSeed)
     let identity = AugmentationDraw(top: padding, left: padding, flip: false)
+    if augment {
+      for _ in 0..<shard.rows.lowerBound {
+        _ = AugmentationDraw.random(padding: padding, cutoutLength: cutoutLength, using: &rng)
+      }
+    }
     dataset.images.withUnsafeBufferPointer { source in
       images.withUnsafeMutableBufferPointer { target in
         for (k, index) in indices.enumerated() {
@@ -413,6 +436,6 @@ public final class BatchLoader {
         }
       }
     }
-    return Batch(images: images, labels: labels, count: indices.count, indices: indices)
+    return Batch(images: images, labels: labels, count: indices.count, indices: indices, shard: shard)
   }
 }

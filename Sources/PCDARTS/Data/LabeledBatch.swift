@@ -9,13 +9,20 @@ public struct LabeledBatch {
   public var images: Tensor
   /// (N), class indices.
   public var labels: [Int32]
+  /// The rows of the global batch these are; the whole batch in a single process.
+  public var shard: BatchShard
   /// A batch of images and their labels.
-  /// - Precondition: `images` is (N, C, H, W) with N = `labels.count`.
-  public init(images: Tensor, labels: [Int32]) {
+  /// - Parameter shard: which rows of a data-parallel step's global batch these are (`nil`: the
+  ///   whole batch).
+  /// - Precondition: `images` is (N, C, H, W) with N = `labels.count` = the shard's rows.
+  public init(images: Tensor, labels: [Int32], shard: BatchShard? = nil) {
     precondition(
       images.rank == 4 && images.shape[0] == labels.count,
       "LabeledBatch: images \(images.shape) need one label per sample, got \(labels.count)")
-    (self.images, self.labels) = (images, labels)
+    let shard = shard ?? .whole(labels.count)
+    precondition(
+      shard.rows.count == labels.count, "LabeledBatch: \(labels.count) samples for the \(shard.rows.count) rows of \(shard)")
+    (self.images, self.labels, self.shard) = (images, labels, shard)
   }
 
   /// The tensor form of a batch from a ``BatchLoader``: images (N, 3, 32, 32), labels (N).
@@ -26,6 +33,6 @@ public struct LabeledBatch {
       images: Tensor(
         shape: [batch.count, ImageDataset.channels, ImageDataset.height, ImageDataset.width],
         data: batch.images),
-      labels: batch.labels)
+      labels: batch.labels, shard: batch.shard)
   }
 }

@@ -204,6 +204,10 @@ public final class EvaluationNetwork: Module {
   /// Draws the drop-path masks: for each cell, each operation that drop-path applies to (in
   /// order), one uniform per sample, kept when below 1 − ``dropPathProbability``.
   public var dropPathGenerator: SeededGenerator
+  /// The rows of the global batch the next forward passes get (data parallelism): the generator
+  /// draws a mask for every row of the global batch and this rank keeps its own, so the masks do
+  /// not depend on the number of ranks. `nil`: the input is the whole batch.
+  public var dropPathShard: BatchShard?
   /// Replaces the generator's masks when set: given the cell, the operation and the batch size,
   /// which samples keep the operation's output (tests use it to replay PyTorch's masks).
   public var dropPathMasks: ((_ cell: Int, _ op: Int, _ samples: Int) -> [Bool])?
@@ -295,8 +299,11 @@ public final class EvaluationNetwork: Module {
     let keep = 1 - dropPathProbability
     return cells[cell].dropsPath.enumerated().map { op, drops in
       guard drops else { return nil }
+      let shard = dropPathShard ?? .whole(samples)
+      precondition(shard.rows.count == samples, "dropPathShard: \(shard) for a batch of \(samples)")
       let kept =
-        dropPathMasks?(cell, op, samples) ?? (0..<samples).map { _ in Float(dropPathGenerator.nextUniform()) < keep }
+        dropPathMasks?(cell, op, samples)
+        ?? Array((0..<shard.globalCount).map { _ in Float(dropPathGenerator.nextUniform()) < keep }[shard.rows])
       precondition(kept.count == samples, "dropPathMasks: \(kept.count) values for \(samples) samples")
       return kept.map { $0 ? 1 / keep : 0 }
     }

@@ -16,22 +16,31 @@ public final class TrainingIteration {
   public let network: EvaluationNetwork
   /// SGD with momentum over every weight (the auxiliary head's included).
   public let optimizer: SGD
+  /// The ranks sharing each batch (one process by default).
+  public let dataParallel: DataParallel
 
   /// Builds the network from `settings.seed` and the optimizer from `settings`.
+  /// - Parameter dataParallel: the ranks sharing each batch; every rank builds the same network.
   /// - Throws: ``SearchError/invalidSetting(_:_:)`` or ``SearchError/invalidGenotype(_:)``.
-  public init(settings: TrainingSettings, genotype: Genotype, space: SearchSpace = .darts) throws {
+  public init(
+    settings: TrainingSettings, genotype: Genotype, space: SearchSpace = .darts,
+    dataParallel: DataParallel = DataParallel()
+  ) throws {
     try settings.validate()
     self.settings = settings
+    self.dataParallel = dataParallel
     var rng = SeededGenerator(seed: settings.seed)
     network = try EvaluationNetwork(
       config: settings.network, genotype: genotype, space: space, dropPathSeed: settings.seed &+ 3, rng: &rng)
+    if settings.syncBatchNorm { network.synchronizeBatchNorm(over: dataParallel.group) }
     optimizer = SGD(
       parameters: network.parameters(), learningRate: settings.learningRate, momentum: settings.momentum,
       weightDecay: settings.weightDecay)
   }
 
   /// One training step in training mode: forward (with drop-path at the network's current
-  /// probability), loss with the auxiliary term, backward, gradient clipping, SGD.
+  /// probability), loss with the auxiliary term, backward, gradient clipping, SGD. Data-parallel,
+  /// each rank passes its rows of the same global batch, and the results are the global batch's.
   ///
   /// - Parameters:
   ///   - batch: a training batch.
@@ -44,6 +53,7 @@ public final class TrainingIteration {
   public func run(_ batch: LabeledBatch, epoch: Int, step: Int) throws -> IterationResult {
     network.train(true)
     optimizer.zeroGrad()
+    network.dropPathShard = batch.shard
     let forwardStart = Date()
     let (loss, correct): (Tensor, Int) = {
       // The logits die here: backward needs only what the loss recorded.
@@ -51,15 +61,18 @@ public final class TrainingIteration {
       return (loss, correctPredictions(logits, batch.labels))
     }()
     let backwardStart = Date()
-    guard loss.item.isFinite else {
-      throw SearchError.nonFiniteLoss(NonFiniteLoss(phase: .weightStep, epoch: epoch, step: step, loss: loss.item))
-    }
-    loss.backward()
+    loss.backward(shareOf: batch.shard)
     let backwardEnd = Date()
+    let sums = dataParallel.allReduceGradients(
+      optimizer.parameters, scalars: [Double(loss.item) * Double(batch.shard.rows.count), Double(correct)])
+    let trainLoss = Float(sums[0] / Double(batch.shard.globalCount))
+    guard trainLoss.isFinite else {
+      throw SearchError.nonFiniteLoss(NonFiniteLoss(phase: .weightStep, epoch: epoch, step: step, loss: trainLoss))
+    }
     clipGradientNorm(optimizer.parameters, maxNorm: settings.gradClip)
     optimizer.step()
     return IterationResult(
-      trainLoss: loss.item, correct: correct, validLoss: nil,
+      trainLoss: trainLoss, correct: Int(sums[1]), validLoss: nil,
       forwardSeconds: backwardStart.timeIntervalSince(forwardStart),
       backwardSeconds: backwardEnd.timeIntervalSince(backwardStart))
   }
@@ -165,10 +178,12 @@ public final class TrainingRun {
   ///   - genotype: the architecture to train.
   ///   - trainData, testData: the training and the test set (their classes must agree).
   ///   - space: where the genotype's operations are built from.
+  ///   - dataParallel: the ranks that share each batch (each takes its rows of every batch and
+  ///     its part of the test set).
   /// - Throws: ``SearchError/invalidSetting(_:_:)``, ``SearchError/invalidGenotype(_:)``.
   public init(
     settings: TrainingSettings, genotype: Genotype, trainData fullTrain: ImageDataset,
-    testData fullTest: ImageDataset, space: SearchSpace = .darts
+    testData fullTest: ImageDataset, space: SearchSpace = .darts, dataParallel: DataParallel = DataParallel()
   ) throws {
     var settings = settings
     settings.network.classes = fullTrain.classCount
@@ -187,10 +202,11 @@ public final class TrainingRun {
     trainData = try prefix(fullTrain, settings.subset, "subset", "training")
     testData = try prefix(fullTest, settings.testSubset, "testSubset", "test")
     self.settings = settings
-    iteration = try TrainingIteration(settings: settings, genotype: genotype, space: space)
+    try checkShards(images: trainData.count, batchSize: settings.batchSize, ranks: dataParallel.size, "training")
+    iteration = try TrainingIteration(settings: settings, genotype: genotype, space: space, dataParallel: dataParallel)
     trainLoader = BatchLoader(
       dataset: trainData, batchSize: settings.batchSize, augment: true, cutoutLength: settings.cutoutLength,
-      seed: settings.seed &+ 1)
+      seed: settings.seed &+ 1, rank: dataParallel.rank, ranks: dataParallel.size)
   }
 
   /// Whether every epoch has run.
@@ -214,9 +230,9 @@ public final class TrainingRun {
     while let batch = trainLoader.nextBatch() {
       step += 1
       let result = try iteration.run(LabeledBatch(batch), epoch: epoch, step: step)
-      lossSum += Double(result.trainLoss) * Double(batch.count)
+      lossSum += Double(result.trainLoss) * Double(batch.shard.globalCount)
       correct += result.correct
-      seen += batch.count
+      seen += batch.shard.globalCount
       if shouldStop?() == true { throw SearchError.interrupted(epoch: epoch, step: step) }
       let elapsed = Date().timeIntervalSince(start)
       onStep?(
@@ -226,6 +242,9 @@ public final class TrainingRun {
           epochSecondsLeft: elapsed / Double(step) * Double(steps - step)))
     }
     let trainSeconds = Date().timeIntervalSince(start)
+    // Every rank gets rank 0's batch-norm statistics; the weights must agree already.
+    iteration.dataParallel.broadcastFromFirstRank(network.namedBuffers().map(\.1))
+    try iteration.dataParallel.checkIdentical(network.parameters(), what: "weights")
     let (testLoss, testAcc) = evaluate()
     guard testLoss.isFinite else {
       throw SearchError.nonFiniteLoss(NonFiniteLoss(phase: .evaluation, epoch: epoch, step: nil, loss: Float(testLoss)))
@@ -247,7 +266,9 @@ public final class TrainingRun {
   public func evaluate() -> (loss: Double, accuracy: Double) {
     network.train(false)
     defer { network.train(true) }
-    return evaluateClassifier(on: testData, batchSize: settings.batchSize) { network($0).logits }
+    return evaluateClassifier(on: testData, batchSize: settings.batchSize, dataParallel: iteration.dataParallel) {
+      network($0).logits
+    }
   }
 
   /// The result once the run is finished, `nil` before.

@@ -35,13 +35,38 @@ public struct TrainingSettings: RunSettings {
   public var subset: Int?
   /// Evaluate on only the first `testSubset` test images (quick runs); `nil` = all.
   public var testSubset: Int?
+  /// Data-parallel: batch norms normalise over the global batch (`--sync-bn`); see
+  /// ``SearchSettings/syncBatchNorm``.
+  public var syncBatchNorm = false
 
   /// The paper's CIFAR-10 evaluation settings.
   public init() {}
 
   private enum CodingKeys: String, CodingKey {
     case network, batchSize, learningRate, learningRateMin, momentum, weightDecay, epochs, auxiliaryWeight
-    case cutoutLength, dropPathProbability, gradClip, seed, subset, testSubset
+    case cutoutLength, dropPathProbability, gradClip, seed, subset, testSubset, syncBatchNorm
+  }
+
+  /// Decodes settings; a field missing from the JSON (a checkpoint written before the field
+  /// existed) keeps its default.
+  public init(from decoder: Decoder) throws {
+    let c = try decoder.container(keyedBy: CodingKeys.self)
+    let d = TrainingSettings()
+    network = try c.decode(.network, or: d.network)
+    batchSize = try c.decode(.batchSize, or: d.batchSize)
+    learningRate = try c.decode(.learningRate, or: d.learningRate)
+    learningRateMin = try c.decode(.learningRateMin, or: d.learningRateMin)
+    momentum = try c.decode(.momentum, or: d.momentum)
+    weightDecay = try c.decode(.weightDecay, or: d.weightDecay)
+    epochs = try c.decode(.epochs, or: d.epochs)
+    auxiliaryWeight = try c.decode(.auxiliaryWeight, or: d.auxiliaryWeight)
+    cutoutLength = try c.decodeIfPresent(Int.self, forKey: .cutoutLength)
+    dropPathProbability = try c.decode(.dropPathProbability, or: d.dropPathProbability)
+    gradClip = try c.decode(.gradClip, or: d.gradClip)
+    seed = try c.decode(.seed, or: d.seed)
+    subset = try c.decodeIfPresent(Int.self, forKey: .subset)
+    testSubset = try c.decodeIfPresent(Int.self, forKey: .testSubset)
+    syncBatchNorm = try c.decode(.syncBatchNorm, or: d.syncBatchNorm)
   }
 
   /// The learning rate of epoch `epoch` (cosine annealing from `learningRate` to `learningRateMin`).
@@ -89,6 +114,6 @@ public struct TrainingSettings: RunSettings {
   /// and clipping. The network, the data, the seed, the batch and the momentum define the run.
   public static let changeableOnResume: Set<String> = [
     "learningRate", "learningRateMin", "weightDecay", "epochs", "gradClip", "dropPathProbability",
-    "auxiliaryWeight",
+    "auxiliaryWeight", "syncBatchNorm",
   ]
 }

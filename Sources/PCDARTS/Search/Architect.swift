@@ -55,11 +55,18 @@ public final class Architect {
   public let optimizer: Adam
   /// Learning rate, decay and order; ``optimizer`` keeps the values it was created with.
   public var settings: ArchitectSettings
+  /// The ranks whose gradients every backward of the step sums (one process by default).
+  public let dataParallel: DataParallel
 
   /// An architect with an Adam over `network.architectureParameters`.
-  public init(network: BilevelSearchModel, settings: ArchitectSettings = ArchitectSettings()) {
+  /// - Parameter dataParallel: the ranks sharing each batch (each passes its own rows).
+  public init(
+    network: BilevelSearchModel, settings: ArchitectSettings = ArchitectSettings(),
+    dataParallel: DataParallel = DataParallel()
+  ) {
     self.network = network
     self.settings = settings
+    self.dataParallel = dataParallel
     optimizer = Adam(
       parameters: network.architectureParameters, learningRate: settings.learningRate,
       beta1: settings.beta1, beta2: settings.beta2, weightDecay: settings.weightDecay)
@@ -81,7 +88,7 @@ public final class Architect {
     if settings.unrolled {
       loss = unrolledGradients(train: train, valid: valid, weightOptimizer: weightOptimizer)
     } else {
-      loss = onlyArchitecture { lossAndBackward(valid) }
+      loss = onlyArchitecture { lossAndBackward(valid, reducing: network.architectureParameters) }
     }
     if loss.isFinite { optimizer.step() }
     return loss
@@ -91,7 +98,7 @@ public final class Architect {
   @discardableResult
   public func firstOrderGradients(valid: LabeledBatch) -> Float {
     optimizer.zeroGrad()
-    return onlyArchitecture { lossAndBackward(valid) }
+    return onlyArchitecture { lossAndBackward(valid, reducing: network.architectureParameters) }
   }
 
   /// Second-order (DARTS eq. 7–8), leaving ∇_α in the architecture parameters' `grad`:
@@ -112,7 +119,7 @@ public final class Architect {
     // ∇_w L_train(w), arch frozen.
     for w in weights { w.zeroGrad() }
     let trainGrads: [Tensor] = onlyWeights {
-      lossAndBackward(train)
+      lossAndBackward(train, reducing: weights)
       return weights.map { $0.grad ?? Tensor(zeros: $0.shape) }
     }
     // w′ = w − ξ(μ·buf + g + wd·w): the step SGD would take, not committed to it.
@@ -121,7 +128,7 @@ public final class Architect {
     // so the batch-norm statistics that this forward updates are put back afterwards.
     let buffers = network.statisticBuffers.map { ($0, $0.copy()) }
     for w in weights { w.zeroGrad() }
-    let validLoss = lossAndBackward(valid)
+    let validLoss = lossAndBackward(valid, reducing: network.architectureParameters + weights)
     for (buffer, copy) in buffers { buffer.assign(copy) }
     let dalpha = network.architectureParameters.map { $0.grad!.copy() }
     let vector = weights.map { $0.grad ?? Tensor(zeros: $0.shape) }
@@ -137,7 +144,7 @@ public final class Architect {
         for (w, v) in zip(weights, vector) { for j in 0..<w.count { w.pointer[j] += sign * r * v.pointer[j] } }
       }
       optimizer.zeroGrad()
-      onlyArchitecture { _ = lossAndBackward(train) }
+      onlyArchitecture { _ = lossAndBackward(train, reducing: network.architectureParameters) }
       return network.architectureParameters.map { $0.grad!.copy() }
     }
     let plus = archGradient(at: 1)
@@ -154,12 +161,14 @@ public final class Architect {
     return validLoss
   }
 
-  /// Forward and backward of a batch's loss; returns the loss value.
+  /// Forward and backward of a batch's loss, then the gradients of `tensors` summed over the
+  /// ranks; returns the global batch's loss.
   @discardableResult
-  private func lossAndBackward(_ batch: LabeledBatch) -> Float {
+  private func lossAndBackward(_ batch: LabeledBatch, reducing tensors: [Tensor]) -> Float {
     let loss = network.loss(batch)
-    loss.backward()
-    return loss.item
+    loss.backward(shareOf: batch.shard)
+    let sum = dataParallel.allReduceGradients(tensors, scalars: [Double(loss.item) * Double(batch.shard.rows.count)])
+    return Float(sum[0] / Double(batch.shard.globalCount))
   }
 
   /// Runs `body` with the weights frozen, so backward computes only ∇_α (no weight gradients).

@@ -26,22 +26,28 @@ public final class SearchIteration {
   public let architect: Architect
   /// SGD with momentum over the network's weights; set its learning rate per epoch.
   public let weightOptimizer: SGD
+  /// The ranks sharing each batch (one process by default).
+  public let dataParallel: DataParallel
 
   /// Builds the network from `settings.seed` and both optimizers from `settings`.
+  /// - Parameter dataParallel: the ranks sharing each batch; every rank builds the same network.
   /// - Throws: ``SearchError/invalidSetting(_:_:)`` for settings that cannot work.
-  public init(settings: SearchSettings, space: SearchSpace = .darts) throws {
+  public init(settings: SearchSettings, space: SearchSpace = .darts, dataParallel: DataParallel = DataParallel()) throws {
     try settings.validate()
     self.settings = settings
+    self.dataParallel = dataParallel
     var rng = SeededGenerator(seed: settings.seed)
     network = try SearchNetwork(config: settings.network, space: space, rng: &rng)
-    architect = Architect(network: network, settings: settings.architect)
+    if settings.syncBatchNorm { network.synchronizeBatchNorm(over: dataParallel.group) }
+    architect = Architect(network: network, settings: settings.architect, dataParallel: dataParallel)
     weightOptimizer = SGD(
       parameters: network.parameters(), learningRate: settings.learningRate,
       momentum: settings.momentum, weightDecay: settings.weightDecay)
   }
 
   /// One iteration: the architecture step when `valid` is given, then the weight step (α and β
-  /// frozen, gradients clipped to ``SearchSettings/gradClip``).
+  /// frozen, gradients clipped to ``SearchSettings/gradClip``). Data-parallel, each rank passes
+  /// its rows of the same global batches, and the results are the global batches'.
   ///
   /// - Parameters:
   ///   - train: a search-train batch.
@@ -68,15 +74,18 @@ public final class SearchIteration {
         return (crossEntropy(logits, labels: train.labels), correctPredictions(logits, train.labels))
       }()
       let backwardStart = Date()
-      guard loss.item.isFinite else {
-        throw SearchError.nonFiniteLoss(NonFiniteLoss(phase: .weightStep, epoch: epoch, step: step, loss: loss.item))
-      }
-      loss.backward()
+      loss.backward(shareOf: train.shard)
       let backwardEnd = Date()
+      let sums = dataParallel.allReduceGradients(
+        network.parameters(), scalars: [Double(loss.item) * Double(train.shard.rows.count), Double(correct)])
+      let trainLoss = Float(sums[0] / Double(train.shard.globalCount))
+      guard trainLoss.isFinite else {
+        throw SearchError.nonFiniteLoss(NonFiniteLoss(phase: .weightStep, epoch: epoch, step: step, loss: trainLoss))
+      }
       clipGradientNorm(network.parameters(), maxNorm: settings.gradClip)
       weightOptimizer.step()
       return IterationResult(
-        trainLoss: loss.item, correct: correct, validLoss: validLoss,
+        trainLoss: trainLoss, correct: Int(sums[1]), validLoss: validLoss,
         forwardSeconds: backwardStart.timeIntervalSince(forwardStart),
         backwardSeconds: backwardEnd.timeIntervalSince(backwardStart))
     }

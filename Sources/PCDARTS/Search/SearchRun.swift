@@ -139,13 +139,21 @@ public final class SearchRun {
   /// of it is recorded (a command sets it from SIGINT and SIGTERM).
   public var shouldStop: (() -> Bool)?
 
+  /// The ranks sharing each batch (one process unless the run was given a group).
+  public var dataParallel: DataParallel { iteration.dataParallel }
+
   /// Builds the network and data streams from `settings.seed`.
   ///
   /// - Parameters:
   ///   - data: the training set (its classes fix the classifier).
   ///   - space: the candidate operations.
+  ///   - dataParallel: the ranks that share each batch: every rank builds the same run and takes
+  ///     its rows of every batch (``BatchShard``) and its part of the evaluation.
   /// - Throws: ``SearchError/invalidSetting(_:_:)`` for settings that cannot work.
-  public init(settings: SearchSettings, data fullData: ImageDataset, space: SearchSpace = .darts) throws {
+  public init(
+    settings: SearchSettings, data fullData: ImageDataset, space: SearchSpace = .darts,
+    dataParallel: DataParallel = DataParallel()
+  ) throws {
     var settings = settings
     settings.network.classes = fullData.classCount
     try settings.validate()
@@ -159,7 +167,7 @@ public final class SearchRun {
       data = fullData.subset(Array(0..<subset))
     }
     self.data = data
-    iteration = try SearchIteration(settings: settings, space: space)
+    iteration = try SearchIteration(settings: settings, space: space, dataParallel: dataParallel)
     var splitRng = SeededGenerator(seed: settings.seed &+ 0x5EA2C4)
     guard Int(settings.trainPortion * Double(data.count)) >= 1,
       Int(settings.trainPortion * Double(data.count)) < data.count
@@ -168,13 +176,16 @@ public final class SearchRun {
         "trainPortion", "\(settings.trainPortion) of \(data.count) images leaves one side of the split empty")
     }
     let split = searchSplit(count: data.count, trainPortion: settings.trainPortion, rng: &splitRng)
+    try checkShards(images: split.train.count, batchSize: settings.batchSize, ranks: dataParallel.size, "search-train")
+    try checkShards(images: split.valid.count, batchSize: settings.batchSize, ranks: dataParallel.size, "search-validation")
     validIndices = split.valid
+    let (rank, ranks) = (dataParallel.rank, dataParallel.size)
     trainLoader = BatchLoader(
       dataset: data, indices: split.train, batchSize: settings.batchSize,
-      augment: true, seed: settings.seed &+ 1)
+      augment: true, seed: settings.seed &+ 1, rank: rank, ranks: ranks)
     archLoader = BatchLoader(
       dataset: data, indices: split.valid, batchSize: settings.batchSize,
-      augment: true, seed: settings.seed &+ 2)
+      augment: true, seed: settings.seed &+ 2, rank: rank, ranks: ranks)
   }
 
   /// Whether every epoch has run.
@@ -211,9 +222,9 @@ public final class SearchRun {
       let valid = settings.updatesArchitecture(epoch: epoch, step: step) ? LabeledBatch(archLoader.nextCycling()) : nil
       if valid != nil { archSteps += 1 }
       let result = try iteration.run(train: LabeledBatch(batch), valid: valid, epoch: epoch, step: step)
-      lossSum += Double(result.trainLoss) * Double(batch.count)
+      lossSum += Double(result.trainLoss) * Double(batch.shard.globalCount)
       correct += result.correct
-      seen += batch.count
+      seen += batch.shard.globalCount
       if shouldStop?() == true { throw SearchError.interrupted(epoch: epoch, step: step) }
       let elapsed = Date().timeIntervalSince(start)
       onStep?(
@@ -223,6 +234,7 @@ public final class SearchRun {
           epochSecondsLeft: elapsed / Double(step) * Double(steps - step)))
     }
     let trainSeconds = Date().timeIntervalSince(start)
+    try synchronizeRanks()
     let (validLoss, validAcc) = evaluate()
     guard validLoss.isFinite else {
       throw SearchError.nonFiniteLoss(
@@ -245,13 +257,27 @@ public final class SearchRun {
   }
 
   /// Loss and accuracy on the whole search-validation split, in evaluation mode (running
-  /// batch-norm statistics), without augmentation.
+  /// batch-norm statistics), without augmentation; data-parallel, each rank evaluates its part.
   public func evaluate() -> (loss: Double, accuracy: Double) {
     network.train(false)
     defer { network.train(true) }
-    return evaluateClassifier(on: data, indices: validIndices, batchSize: settings.batchSize, seed: settings.seed) {
-      network($0)
+    let result = evaluateClassifier(
+      on: data, indices: validIndices, batchSize: settings.batchSize, seed: settings.seed, dataParallel: dataParallel
+    ) { network($0) }
+    // The ranks ran different numbers of forwards, each drawing channels when sampling is random.
+    if let sampler = network.channelSampler {
+      network.channelSampler?.state = dataParallel.broadcastFromFirstRank(sampler.state)
     }
+    return result
+  }
+
+  /// Data-parallel, after an epoch's steps: gives every rank rank 0's batch-norm statistics
+  /// (each rank updated them from its own rows), then checks that the parameters and α, β are
+  /// the same on every rank.
+  /// - Throws: ``SearchError/ranksDiverged(_:)``.
+  private func synchronizeRanks() throws {
+    dataParallel.broadcastFromFirstRank(network.statisticBuffers)
+    try dataParallel.checkIdentical(network.weights + network.architectureParameters, what: "weights and α, β")
   }
 
   // MARK: - Checkpoints
@@ -366,20 +392,41 @@ func correctPredictions(_ logits: Tensor, _ labels: [Int32]) -> Int {
 /// Mean cross-entropy and accuracy of `logits` over `indices` of `data` (all when nil), in
 /// batches without augmentation and without recording a graph; the caller sets evaluation mode.
 ///
-/// - Parameter seed: fixes the order of the images (which changes only the rounding of the sums).
+/// - Parameters:
+///   - seed: fixes the order of the images (which changes only the rounding of the sums).
+///   - dataParallel: the ranks that share the work: each evaluates its contiguous part of the
+///     indices and the sums are added up, so every rank returns the result of all of them.
 public func evaluateClassifier(
-  on data: ImageDataset, indices: [Int]? = nil, batchSize: Int, seed: UInt64 = 0, logits: (Tensor) -> Tensor
+  on data: ImageDataset, indices: [Int]? = nil, batchSize: Int, seed: UInt64 = 0,
+  dataParallel: DataParallel = DataParallel(), logits: (Tensor) -> Tensor
 ) -> (loss: Double, accuracy: Double) {
-  let loader = BatchLoader(dataset: data, indices: indices, batchSize: batchSize, augment: false, seed: seed)
+  let all = indices ?? Array(0..<data.count)
+  let part = Array(all[dataParallel.shard(of: all.count).rows])
   var (lossSum, correct, seen) = (0.0, 0, 0)
-  withNoGrad {
-    while let batch = loader.nextBatch() {
-      let b = LabeledBatch(batch)
-      let out = logits(b.images)
-      lossSum += Double(crossEntropy(out, labels: b.labels).item) * Double(batch.count)
-      correct += correctPredictions(out, b.labels)
-      seen += batch.count
+  if !part.isEmpty {
+    let loader = BatchLoader(dataset: data, indices: part, batchSize: batchSize, augment: false, seed: seed)
+    withNoGrad {
+      while let batch = loader.nextBatch() {
+        let b = LabeledBatch(batch)
+        let out = logits(b.images)
+        lossSum += Double(crossEntropy(out, labels: b.labels).item) * Double(batch.count)
+        correct += correctPredictions(out, b.labels)
+        seen += batch.count
+      }
     }
   }
-  return (lossSum / Double(max(seen, 1)), Double(correct) / Double(max(seen, 1)))
+  let sums = dataParallel.allReduce([lossSum, Double(correct), Double(seen)])
+  return (sums[0] / max(sums[2], 1), sums[1] / max(sums[2], 1))
+}
+
+/// Checks that every batch of an epoch over `images` gives each of `ranks` ranks at least one
+/// row (the last batch holds the remainder).
+/// - Throws: ``SearchError/invalidConfiguration(_:)`` saying what to change.
+func checkShards(images: Int, batchSize: Int, ranks: Int, _ what: String) throws {
+  guard ranks > 1 else { return }
+  let last = images % batchSize == 0 ? min(batchSize, images) : images % batchSize
+  guard last < ranks else { return }
+  throw SearchError.invalidConfiguration(
+    "a batch of \(last) \(what) images cannot be shared by \(ranks) ranks (batch size \(batchSize), "
+      + "\(images) images): every rank needs at least one; use fewer ranks or another --batch-size or --subset")
 }

@@ -40,13 +40,17 @@ public struct SearchSettings: RunSettings {
   /// At most this many `skip_connect` edges in the derived normal cell (P-DARTS's cap), recorded
   /// beside the raw genotype; `nil` = no cap (the paper).
   public var maxSkipConnect: Int?
+  /// Data-parallel: normalise each batch norm's input over the global batch, the union of the
+  /// ranks' rows (`--sync-bn`), rather than over each rank's rows (DistributedDataParallel's
+  /// default). Nothing changes in a single process.
+  public var syncBatchNorm = false
 
   /// The paper's CIFAR-10 settings.
   public init() {}
 
   private enum CodingKeys: String, CodingKey {
     case network, batchSize, learningRate, learningRateMin, momentum, weightDecay, epochs, warmupEpochs
-    case gradClip, trainPortion, architect, seed, subset, archUpdateEvery, maxSkipConnect
+    case gradClip, trainPortion, architect, seed, subset, archUpdateEvery, maxSkipConnect, syncBatchNorm
   }
 
   /// Decodes settings; a field missing from the JSON (a checkpoint written before the field
@@ -69,6 +73,7 @@ public struct SearchSettings: RunSettings {
     subset = try c.decodeIfPresent(Int.self, forKey: .subset)
     archUpdateEvery = try c.decode(.archUpdateEvery, or: d.archUpdateEvery)
     maxSkipConnect = try c.decodeIfPresent(Int.self, forKey: .maxSkipConnect)
+    syncBatchNorm = try c.decode(.syncBatchNorm, or: d.syncBatchNorm)
   }
 
   /// Whether the architecture is updated at `step` (1-based) of `epoch`.
@@ -117,10 +122,11 @@ public struct SearchSettings: RunSettings {
   /// epochs): the schedules, the step sizes, the regularisation, clipping and what only the
   /// derived genotype reads. Every other setting defines the run — the network, the data and its
   /// split, the seed, the batch, the momentum, the order of the architecture step — and a
-  /// checkpoint written with another value is refused.
+  /// checkpoint written with another value is refused. The number of ranks is not a setting: a
+  /// run resumes on any number.
   public static let changeableOnResume: Set<String> = [
     "learningRate", "learningRateMin", "weightDecay", "architect.learningRate", "architect.weightDecay",
-    "epochs", "warmupEpochs", "gradClip", "archUpdateEvery", "maxSkipConnect",
+    "epochs", "warmupEpochs", "gradClip", "archUpdateEvery", "maxSkipConnect", "syncBatchNorm",
   ]
 }
 

@@ -186,6 +186,13 @@ public struct SafeTensorsFile: Equatable, Sendable {
     return try data.withUnsafeBytes { try parse($0, file: file) }
   }
 
+  /// Parses the bytes of a safetensors file read elsewhere (for example received from another
+  /// process); `file` names it in error messages.
+  /// - Throws: ``SafeTensorsError``, as ``read(from:)``.
+  public static func parse(_ data: Data, file: String) throws -> SafeTensorsFile {
+    try data.withUnsafeBytes { try parse($0, file: file) }
+  }
+
   /// Parses the bytes of a safetensors file; `file` is used in error messages.
   static func parse(_ bytes: UnsafeRawBufferPointer, file: String) throws -> SafeTensorsFile {
     guard bytes.count >= 8 else {

@@ -5,6 +5,12 @@
 // the biased variance, and update running_mean/var with momentum using the *unbiased* variance
 // M/(M−1)·var; in evaluation, normalise with the running statistics. Statistics are accumulated
 // in Double, one channel per task, so the result does not depend on how work is split.
+//
+// Synchronised batch norm (torch.nn.SyncBatchNorm): with a ``BatchNormState/group`` of several
+// ranks, the batch is the union of the ranks' batches. The forward adds up the per-channel
+// moments across the ranks, the backward the per-channel sums Σg and Σg·x̂, so that each rank's
+// input gradient is the one a single process would compute on the whole batch. The affine
+// parameters' gradients stay per rank (the training loop sums them with every other gradient).
 
 import _CKernels
 
@@ -18,13 +24,22 @@ public struct BatchNormState {
   public var momentum: Float
   /// Added to the variance before the square root.
   public var eps: Float
+  /// The ranks whose batches are normalised as one batch in training (a synchronised batch
+  /// norm), or `nil` for this process's batch alone. Every rank must run the same layers in the
+  /// same order.
+  public var group: ProcessGroup?
 
-  /// - Parameters: runningMean, runningVar: (C) buffers updated in place in training mode.
-  public init(runningMean: Tensor, runningVar: Tensor, momentum: Float = 0.1, eps: Float = 1e-5) {
+  /// - Parameters:
+  ///   - runningMean, runningVar: (C) buffers updated in place in training mode.
+  ///   - group: the ranks whose batches are normalised together, or `nil`.
+  public init(
+    runningMean: Tensor, runningVar: Tensor, momentum: Float = 0.1, eps: Float = 1e-5, group: ProcessGroup? = nil
+  ) {
     self.runningMean = runningMean
     self.runningVar = runningVar
     self.momentum = momentum
     self.eps = eps
+    self.group = group
   }
 }
 
@@ -41,55 +56,59 @@ public struct BatchNormState {
 public func batchNorm2d(
   _ x: Tensor, weight: Tensor?, bias: Tensor?, state: BatchNormState, training: Bool
 ) -> Tensor {
-  let (out, mean, invStd) = normalizedForward(
+  let (out, stats) = normalizedForward(
     x, weight: weight, bias: bias, state: state,
     training: training, "batchNorm2d"
   ) { dst, src, scale, shift, count in
     affine(count, src, scale, shift, dst)
   }
   let (n, c, hw) = (x.shape[0], x.shape[1], x.shape[2] * x.shape[3])
-  let m = n * hw
+  let m = stats.count
   let inputs = [x] + (weight.map { [$0, bias!] } ?? [])
   // A non-affine output is x̂ itself: keep the output's storage (which the next op saves anyway)
   // instead of the input, so the input can be freed.
   let saved = weight == nil ? out.storage : x.storage
-  let (shape, needsDx) = (x.shape, x.requiresGrad)
+  let (shape, needsDx, group) = (x.shape, x.requiresGrad, training ? state.group : nil)
+  let (mean, invStd) = (stats.mean, stats.invStd)
   return record(out, inputs: inputs) { [weight] g in
     let dx = needsDx ? Tensor.uninitialized(shape) : nil
     let dw = weight.map { _ in Tensor(zeros: [c]) }
     let db = weight.map { _ in Tensor(zeros: [c]) }
-    parallelFor(c) { ch in
-      let mu = mean.pointer[ch], inv = invStd.pointer[ch]
-      let gamma = weight?.pointer[ch] ?? 1
-      // x̂ = saved (non-affine: the output) or (saved − μ)/σ (affine: the input), so
-      // Σ g·x̂ = Σ g·saved, or (Σ g·saved − μ Σ g)/σ.
-      let affineInput = weight != nil
-      var sums = [0.0, 0.0]  // Σ g, Σ g·saved
-      for s in 0..<n {
-        let offset = (s * c + ch) * hw
-        var term: UnsafePointer<Float>? = UnsafePointer(saved.pointer + offset)
-        pcd_sum_and_dots(g.pointer + offset, &term, 1, hw, &sums)
-      }
-      let (sumG, sumGS) = (sums[0], sums[1])
-      let sumGX = affineInput ? (sumGS - Double(mu) * sumG) * Double(inv) : sumGS
-      dw?.pointer[ch] = Float(sumGX)
-      db?.pointer[ch] = Float(sumG)
-      guard let dx else { return }
-      let scale = gamma * inv
-      if training {
-        let (a, b, c0) = inputGradientCoefficients(
-          scale: scale, meanG: Float(sumG / Double(m)), meanGX: Float(sumGX / Double(m)),
-          xhatScale: affineInput ? inv : 1, xhatShift: affineInput ? -mu * inv : 0)
+    // x̂ = saved (non-affine: the output) or (saved − μ)/σ (affine: the input), so
+    // Σ g·x̂ = Σ g·saved, or (Σ g·saved − μ Σ g)/σ.
+    let affineInput = weight != nil
+    func sumGX(_ ch: Int, _ sums: UnsafePointer<Double>) -> Double {
+      affineInput ? (sums[1] - Double(mean.pointer[ch]) * sums[0]) * Double(invStd.pointer[ch]) : sums[1]
+    }
+    channelSums(
+      c, width: 2, group: group,
+      accumulate: { ch, sums in  // Σ g, Σ g·saved
         for s in 0..<n {
           let offset = (s * c + ch) * hw
-          linearCombination(hw, a, g.pointer + offset, b, saved.pointer + offset, c0, dx.pointer + offset)
+          var term: UnsafePointer<Float>? = UnsafePointer(saved.pointer + offset)
+          pcd_sum_and_dots(g.pointer + offset, &term, 1, hw, sums)
         }
-      } else {
-        for s in 0..<n {
-          affine(hw, g.pointer + (s * c + ch) * hw, scale, 0, dx.pointer + (s * c + ch) * hw)
+        dw?.pointer[ch] = Float(sumGX(ch, sums))
+        db?.pointer[ch] = Float(sums[0])
+      },
+      apply: { ch, sums in
+        guard let dx else { return }
+        let mu = mean.pointer[ch], inv = invStd.pointer[ch]
+        let scale = (weight?.pointer[ch] ?? 1) * inv
+        if training {
+          let (a, b, c0) = inputGradientCoefficients(
+            scale: scale, meanG: Float(sums[0] / Double(m)), meanGX: Float(sumGX(ch, sums) / Double(m)),
+            xhatScale: affineInput ? inv : 1, xhatShift: affineInput ? -mu * inv : 0)
+          for s in 0..<n {
+            let offset = (s * c + ch) * hw
+            linearCombination(hw, a, g.pointer + offset, b, saved.pointer + offset, c0, dx.pointer + offset)
+          }
+        } else {
+          for s in 0..<n {
+            affine(hw, g.pointer + (s * c + ch) * hw, scale, 0, dx.pointer + (s * c + ch) * hw)
+          }
         }
-      }
-    }
+      })
     return [dx] + (weight == nil ? [] : [dw, db])
   }
 }
@@ -108,49 +127,79 @@ public func batchNorm2d(
 public func batchNormReLU(
   _ x: Tensor, weight: Tensor?, bias: Tensor?, state: BatchNormState, training: Bool
 ) -> Tensor {
-  let (out, mean, invStd) = normalizedForward(
+  let (out, stats) = normalizedForward(
     x, weight: weight, bias: bias, state: state,
     training: training, "batchNormReLU"
   ) { dst, src, scale, shift, count in
     pcd_affine_relu(dst, src, scale, shift, count)
   }
   let (n, c, hw) = (x.shape[0], x.shape[1], x.shape[2] * x.shape[3])
-  let m = n * hw
+  let m = stats.count
   let inputs = [x] + (weight.map { [$0, bias!] } ?? [])
   let saved = out.storage
+  let (mean, invStd, group) = (stats.mean, stats.invStd, training ? state.group : nil)
   return record(out, inputs: inputs) { [weight] g in
     let dx = x.requiresGrad ? Tensor.uninitialized(x.shape) : nil
     let dw = weight.map { _ in Tensor(zeros: [c]) }
     let db = weight.map { _ in Tensor(zeros: [c]) }
-    parallelFor(c) { ch in
-      let mu = mean.pointer[ch], inv = invStd.pointer[ch]
-      // gm = g where the output is positive: the gradient reaching the batch norm's output.
-      var sums = [0.0, 0.0]  // Σ gm, Σ gm·x
-      for s in 0..<n {
-        let offset = (s * c + ch) * hw
-        pcd_masked_sum_and_dot(g.pointer + offset, saved.pointer + offset, x.pointer + offset, hw, &sums)
-      }
-      let sumG = sums[0]
-      let sumGX = (sums[1] - Double(mu) * sumG) * Double(inv)  // Σ gm·x̂
-      dw?.pointer[ch] = Float(sumGX)
-      db?.pointer[ch] = Float(sumG)
-      guard let dx else { return }
-      let scale = (weight?.pointer[ch] ?? 1) * inv
-      let (a, b, c0) =
-        training
-        ? inputGradientCoefficients(
-          scale: scale, meanG: Float(sumG / Double(m)), meanGX: Float(sumGX / Double(m)),
-          xhatScale: inv, xhatShift: -mu * inv)
-        : (scale, 0, 0)
-      for s in 0..<n {
-        let offset = (s * c + ch) * hw
-        pcd_masked_linear_combination(
-          dx.pointer + offset, g.pointer + offset, saved.pointer + offset,
-          x.pointer + offset, a, b, c0, hw)
-      }
+    func sumGX(_ ch: Int, _ sums: UnsafePointer<Double>) -> Double {  // Σ gm·x̂
+      (sums[1] - Double(mean.pointer[ch]) * sums[0]) * Double(invStd.pointer[ch])
     }
+    channelSums(
+      c, width: 2, group: group,
+      accumulate: { ch, sums in
+        // gm = g where the output is positive: the gradient reaching the batch norm's output.
+        // sums: Σ gm, Σ gm·x.
+        for s in 0..<n {
+          let offset = (s * c + ch) * hw
+          pcd_masked_sum_and_dot(g.pointer + offset, saved.pointer + offset, x.pointer + offset, hw, sums)
+        }
+        dw?.pointer[ch] = Float(sumGX(ch, sums))
+        db?.pointer[ch] = Float(sums[0])
+      },
+      apply: { ch, sums in
+        guard let dx else { return }
+        let mu = mean.pointer[ch], inv = invStd.pointer[ch]
+        let scale = (weight?.pointer[ch] ?? 1) * inv
+        let (a, b, c0) =
+          training
+          ? inputGradientCoefficients(
+            scale: scale, meanG: Float(sums[0] / Double(m)), meanGX: Float(sumGX(ch, sums) / Double(m)),
+            xhatScale: inv, xhatShift: -mu * inv)
+          : (scale, 0, 0)
+        for s in 0..<n {
+          let offset = (s * c + ch) * hw
+          pcd_masked_linear_combination(
+            dx.pointer + offset, g.pointer + offset, saved.pointer + offset,
+            x.pointer + offset, a, b, c0, hw)
+        }
+      })
     return [dx] + (weight == nil ? [] : [dw, db])
   }
+}
+
+/// Per channel, `accumulate` fills `width` sums (zeroed first) and `apply` uses them. With a group
+/// of several ranks the sums are added up across the ranks between the two (a synchronised batch
+/// norm's backward); otherwise each channel runs both in one task, while its data is in cache.
+private func channelSums(
+  _ channels: Int, width: Int, group: ProcessGroup?,
+  accumulate: (_ channel: Int, _ sums: UnsafeMutablePointer<Double>) -> Void,
+  apply: (_ channel: Int, _ sums: UnsafePointer<Double>) -> Void
+) {
+  let all = UnsafeMutableBufferPointer<Double>.allocate(capacity: channels * width)
+  all.initialize(repeating: 0)
+  defer { all.deallocate() }
+  let base = all.baseAddress!
+  guard let group, group.size > 1 else {
+    parallelFor(channels) { ch in
+      accumulate(ch, base + ch * width)
+      apply(ch, base + ch * width)
+    }
+    return
+  }
+  parallelFor(channels) { ch in accumulate(ch, base + ch * width) }
+  group.allReduceSum(all)
+  parallelFor(channels) { ch in apply(ch, base + ch * width) }
 }
 
 /// The forward shared by the batch-norm ops: checks the arguments, takes the statistics, and
@@ -159,10 +208,11 @@ public func batchNormReLU(
 private func normalizedForward(
   _ x: Tensor, weight: Tensor?, bias: Tensor?, state: BatchNormState, training: Bool, _ op: String,
   _ apply: (UnsafeMutablePointer<Float>, UnsafePointer<Float>, Float, Float, Int) -> Void
-) -> (out: Tensor, mean: Storage, invStd: Storage) {
+) -> (out: Tensor, statistics: NormalizationStatistics) {
   checkBatchNormArguments(x, weight: weight, bias: bias, state: state, training: training, op)
   let (n, c, hw) = (x.shape[0], x.shape[1], x.shape[2] * x.shape[3])
-  let (mean, invStd) = normalizationStatistics(x, state: state, training: training)
+  let statistics = normalizationStatistics(x, state: state, training: training)
+  let (mean, invStd) = (statistics.mean, statistics.invStd)
   let out = Tensor.uninitialized(x.shape)
   parallelFor(c) { ch in
     let scale = invStd.pointer[ch] * (weight?.pointer[ch] ?? 1)
@@ -171,7 +221,7 @@ private func normalizedForward(
       apply(out.pointer + (s * c + ch) * hw, x.pointer + (s * c + ch) * hw, scale, shift, hw)
     }
   }
-  return (out, mean, invStd)
+  return (out, statistics)
 }
 
 /// The preconditions shared by the batch-norm ops: x is (N, C, H, W), parameters and statistics
@@ -223,14 +273,13 @@ public func normalizedWeightedSum(
   checkNCHW(xs[0], "normalizedWeightedSum")
   for x in xs.dropFirst() { checkSameShape(xs[0], x, "normalizedWeightedSum") }
   let (n, c, hw) = (xs[0].shape[0], xs[0].shape[1], xs[0].shape[2] * xs[0].shape[3])
-  let m = n * hw
   for case let state? in norms {
     precondition(
       state.runningMean.shape == [c] && state.runningVar.shape == [c],
       "normalizedWeightedSum: running statistics must be [\(c)] for terms of shape \(xs[0].shape)")
   }
   precondition(
-    !training || m > 1,
+    !training || n * hw > 1,
     "normalizedWeightedSum: training needs more than 1 value per channel, terms \(xs[0].shape)")
 
   let terms = xs.count
@@ -260,41 +309,49 @@ public func normalizedWeightedSum(
 
   let normalized = norms.map { $0 != nil }
   let needsWeightGradient = weights.requiresGrad
+  // Every term normalised with batch statistics shares the batch's count (all ranks' with a group).
+  let m = stats.lazy.compactMap { $0?.count }.first ?? n * hw
+  let group = training ? norms.lazy.compactMap { $0?.group }.first : nil
   return record(out, inputs: xs + [weights]) { g in
     let dxs = xs.map { $0.requiresGrad ? Tensor.uninitialized($0.shape) : nil }
-    // Per channel: Σ g·x̂ₜ for each term (x̂ₜ = xₜ for an identity term).
+    // Per channel: this rank's Σ g·x̂ₜ for each term (x̂ₜ = xₜ for an identity term), for ∂/∂w.
     let sumGX = UnsafeMutableBufferPointer<Double>.allocate(capacity: c * terms)
     defer { sumGX.deallocate() }
-    parallelFor(c) { ch in
-      var sources = [UnsafePointer<Float>?](repeating: nil, count: terms)
-      var sums = [Double](repeating: 0, count: terms + 1)  // Σ g, then Σ g·xₜ per term
-      for s in 0..<n {
-        let plane = (s * c + ch) * hw
-        for t in 0..<terms { sources[t] = UnsafePointer(xs[t].pointer + plane) }
-        pcd_sum_and_dots(g.pointer + plane, sources, Int32(terms), hw, &sums)
-      }
-      let sumG = sums[0]
-      for t in 0..<terms {
-        let (mu, inv) = meanAndInverse(t, ch)
-        // x̂ = (x − μ)/σ, so Σ g·x̂ = (Σ g·x − μ Σ g)/σ.
-        let gx = normalized[t] ? (sums[1 + t] - Double(mu) * sumG) * Double(inv) : sums[1 + t]
-        sumGX[ch * terms + t] = gx
-        guard let dx = dxs[t] else { continue }
-        // d(wₜ·normₜ(x))/dx: with batch statistics, the batch-norm gradient of wₜ·g; with fixed
-        // statistics (or none) the affine map wₜ/σₜ·g.
-        let scale = w[idx[t]] * inv
-        let (a, b, c0) =
-          normalized[t] && training
-          ? inputGradientCoefficients(
-            scale: scale, meanG: Float(sumG / Double(m)),
-            meanGX: Float(gx / Double(m)), xhatScale: inv, xhatShift: -mu * inv)
-          : (scale, 0, 0)
+    // x̂ = (x − μ)/σ, so Σ g·x̂ = (Σ g·x − μ Σ g)/σ. sums: Σ g, then Σ g·xₜ per term.
+    func termSumGX(_ t: Int, _ ch: Int, _ sums: UnsafePointer<Double>) -> Double {
+      let (mu, inv) = meanAndInverse(t, ch)
+      return normalized[t] ? (sums[1 + t] - Double(mu) * sums[0]) * Double(inv) : sums[1 + t]
+    }
+    channelSums(
+      c, width: terms + 1, group: group,
+      accumulate: { ch, sums in
+        var sources = [UnsafePointer<Float>?](repeating: nil, count: terms)
         for s in 0..<n {
           let plane = (s * c + ch) * hw
-          linearCombination(hw, a, g.pointer + plane, b, xs[t].pointer + plane, c0, dx.pointer + plane)
+          for t in 0..<terms { sources[t] = UnsafePointer(xs[t].pointer + plane) }
+          pcd_sum_and_dots(g.pointer + plane, sources, Int32(terms), hw, sums)
         }
-      }
-    }
+        for t in 0..<terms { sumGX[ch * terms + t] = termSumGX(t, ch, sums) }
+      },
+      apply: { ch, sums in
+        for t in 0..<terms {
+          guard let dx = dxs[t] else { continue }
+          let (mu, inv) = meanAndInverse(t, ch)
+          // d(wₜ·normₜ(x))/dx: with batch statistics, the batch-norm gradient of wₜ·g; with fixed
+          // statistics (or none) the affine map wₜ/σₜ·g.
+          let scale = w[idx[t]] * inv
+          let (a, b, c0) =
+            normalized[t] && training
+            ? inputGradientCoefficients(
+              scale: scale, meanG: Float(sums[0] / Double(m)),
+              meanGX: Float(termSumGX(t, ch, sums) / Double(m)), xhatScale: inv, xhatShift: -mu * inv)
+            : (scale, 0, 0)
+          for s in 0..<n {
+            let plane = (s * c + ch) * hw
+            linearCombination(hw, a, g.pointer + plane, b, xs[t].pointer + plane, c0, dx.pointer + plane)
+          }
+        }
+      })
     var dweights: Tensor?
     if needsWeightGradient {
       let dw = Tensor(zeros: weights.shape)
@@ -310,46 +367,81 @@ public func normalizedWeightedSum(
   }
 }
 
+/// The per-channel statistics a batch norm normalises with, and the number of values per channel
+/// they were taken over.
+struct NormalizationStatistics {
+  /// (C) mean and 1/√(variance + ε).
+  let mean: Storage, invStd: Storage
+  /// M: N·H·W, or the sum over the ranks' batches for a synchronised batch norm.
+  let count: Int
+}
+
 /// The per-channel mean and 1/σ that normalise x (N, C, H, W): its batch statistics in training,
 /// which also updates the running statistics, else the running statistics.
 ///
 /// One pass over memory: each (n, c) plane yields its mean and Σ(x − mean)² from the cache, and
-/// the planes of a channel are merged with Chan et al.'s pairwise update in Double.
+/// the planes of a channel are merged with Chan et al.'s pairwise update in Double. With a group
+/// of several ranks, the ranks' moments are then merged the same way (two sums across the ranks).
 func normalizationStatistics(
   _ x: Tensor, state: BatchNormState, training: Bool
-) -> (mean: Storage, invStd: Storage) {
+) -> NormalizationStatistics {
   let (n, c, hw) = (x.shape[0], x.shape[1], x.shape[2] * x.shape[3])
-  let m = n * hw
   let mean = Storage(count: c, zeroed: false)
   let invStd = Storage(count: c, zeroed: false)
-  parallelFor(c) { ch in
-    var mu: Double, variance: Double
-    if training {
-      (mu, variance) = (0, 0)
-      var m2 = 0.0
-      for s in 0..<n {
-        var (planeMean, planeM2) = (0.0, 0.0)
-        pcd_plane_moments(x.pointer + (s * c + ch) * hw, hw, &planeMean, &planeM2)
-        // Merge s planes of hw values with one more: the mean moves by δ·hw/total and the
-        // squared deviations gain δ²·(s·hw)·hw/total.
-        let (seen, total) = (Double(s * hw), Double((s + 1) * hw))
-        let delta = planeMean - mu
-        mu += delta * Double(hw) / total
-        m2 += planeM2 + delta * delta * seen * Double(hw) / total
-      }
-      variance = m2 / Double(m)
-      let rm = state.runningMean.pointer, rv = state.runningVar.pointer
-      let k = Double(state.momentum)
-      rm[ch] = Float((1 - k) * Double(rm[ch]) + k * mu)
-      rv[ch] = Float((1 - k) * Double(rv[ch]) + k * variance * Double(m) / Double(m - 1))
-    } else {
-      mu = Double(state.runningMean.pointer[ch])
-      variance = Double(state.runningVar.pointer[ch])
+  guard training else {
+    for ch in 0..<c {
+      mean.pointer[ch] = state.runningMean.pointer[ch]
+      invStd.pointer[ch] = Float(1 / (Double(state.runningVar.pointer[ch]) + Double(state.eps)).squareRoot())
     }
+    return NormalizationStatistics(mean: mean, invStd: invStd, count: n * hw)
+  }
+  // moments[ch] = mean, moments[c + ch] = Σ(x − mean)² of the channel.
+  let moments = UnsafeMutableBufferPointer<Double>.allocate(capacity: 2 * c)
+  defer { moments.deallocate() }
+  parallelFor(c) { ch in
+    var (mu, m2) = (0.0, 0.0)
+    for s in 0..<n {
+      var (planeMean, planeM2) = (0.0, 0.0)
+      pcd_plane_moments(x.pointer + (s * c + ch) * hw, hw, &planeMean, &planeM2)
+      // Merge s planes of hw values with one more: the mean moves by δ·hw/total and the
+      // squared deviations gain δ²·(s·hw)·hw/total.
+      let (seen, total) = (Double(s * hw), Double((s + 1) * hw))
+      let delta = planeMean - mu
+      mu += delta * Double(hw) / total
+      m2 += planeM2 + delta * delta * seen * Double(hw) / total
+    }
+    (moments[ch], moments[c + ch]) = (mu, m2)
+  }
+  var m = n * hw
+  if let group = state.group, group.size > 1 { m = mergeMoments(moments, channels: c, count: m, over: group) }
+  let k = Double(state.momentum)
+  let rm = state.runningMean.pointer, rv = state.runningVar.pointer
+  for ch in 0..<c {
+    let (mu, variance) = (moments[ch], moments[c + ch] / Double(m))
+    rm[ch] = Float((1 - k) * Double(rm[ch]) + k * mu)
+    rv[ch] = Float((1 - k) * Double(rv[ch]) + k * variance * Double(m) / Double(m - 1))
     mean.pointer[ch] = Float(mu)
     invStd.pointer[ch] = Float(1 / (variance + Double(state.eps)).squareRoot())
   }
-  return (mean, invStd)
+  return NormalizationStatistics(mean: mean, invStd: invStd, count: m)
+}
+
+/// Replaces each rank's per-channel (mean, Σ(x − mean)²) of `count` values by those of the union
+/// of the ranks' batches: the mean from Σ count·mean, then Σ(x − mean)² from each rank's
+/// Σ(x − meanᵣ)² + countᵣ·(meanᵣ − mean)². Returns the union's count.
+private func mergeMoments(
+  _ moments: UnsafeMutableBufferPointer<Double>, channels c: Int, count: Int, over group: ProcessGroup
+) -> Int {
+  var sums = (0..<c).map { Double(count) * moments[$0] } + [Double(count)]
+  sums.withUnsafeMutableBufferPointer { group.allReduceSum($0) }
+  let total = sums[c]
+  var squares = (0..<c).map { ch in
+    let delta = moments[ch] - sums[ch] / total
+    return moments[c + ch] + Double(count) * delta * delta
+  }
+  squares.withUnsafeMutableBufferPointer { group.allReduceSum($0) }
+  for ch in 0..<c { (moments[ch], moments[c + ch]) = (sums[ch] / total, squares[ch]) }
+  return Int(total.rounded())
 }
 
 /// The batch-norm input gradient in training, dx = scale·(g − mean(g) − x̂·mean(g·x̂)), as the
