@@ -108,4 +108,151 @@ final class DistributedTests: XCTestCase {
     // process with 2 engine threads instead of 1 moves it by 1.4e-5 relative (2 ranks: 1.9e-5).
     XCTAssertLessThan(try relativeDifference(reference, distributed, prefix: "unrolled."), 5e-5)
   }
+
+  // MARK: - The commands under mpirun
+
+  private func searchFlags(out: URL, epochs: Int = 2) -> [String] {
+    [
+      "--data", scratch.appendingPathComponent("data").path, "--subset", "16", "--layers", "3", "--init-channels", "4",
+      "--K", "2", "--batch-size", "4", "--epochs", String(epochs), "--warmup-epochs", "1", "--sync-bn",
+      "--out", out.path,
+    ]
+  }
+
+  /// The numbers of two runs' log lines agree to `tolerance` (relative), their genotypes exactly.
+  private func assertLogsAgree(_ a: URL, _ b: URL, keys: [String], tolerance: Double, _ what: String) throws {
+    let (x, y) = (try logLines(a.path), try logLines(b.path))
+    XCTAssertEqual(x.count, y.count, what)
+    for (u, v) in zip(x, y) {
+      for key in keys {
+        let (p, q) = (try XCTUnwrap(u[key] as? Double, key), try XCTUnwrap(v[key] as? Double, key))
+        XCTAssertEqual(p, q, accuracy: tolerance * max(abs(p), 1e-3), "\(what): \(key) of epoch \(u["epoch"] ?? "?")")
+      }
+      XCTAssertEqual(u["genotype"] as? String, v["genotype"] as? String, what)
+    }
+  }
+
+  func testSearchOnTwoRanksWithSyncBNFollowsTheSingleProcessRun() throws {
+    try writeCIFAR10(at: scratch.appendingPathComponent("data"))
+    let (single, mpi) = (scratch.appendingPathComponent("single"), scratch.appendingPathComponent("mpi"))
+    let one = try run("search-cifar", searchFlags(out: single), ranks: nil)
+    XCTAssertEqual(one.code, 0, one.stderr)
+    let two = try run("search-cifar", searchFlags(out: mpi), ranks: 2)
+    XCTAssertEqual(two.code, 0, two.stderr)
+    XCTAssertTrue(two.stdout.contains("MPI: 2 ranks"), two.stdout)
+    // Rank 0 alone prints and writes.
+    XCTAssertEqual(two.stdout.components(separatedBy: "final genotype").count, 2, two.stdout)
+    for file in ["log.jsonl", "architecture.jsonl", "genotype.json", "checkpoint.safetensors", "report.html"] {
+      XCTAssertTrue(FileManager.default.fileExists(atPath: mpi.appendingPathComponent(file).path), file)
+    }
+    // The same global batches and, with synchronised batch norms, the same gradients up to rounding.
+    try assertLogsAgree(
+      single, mpi, keys: ["train_loss", "train_acc", "valid_loss", "valid_acc"], tolerance: 1e-5, "2 ranks vs 1")
+  }
+
+  func testARunResumesOnAnotherNumberOfRanks() throws {
+    try writeCIFAR10(at: scratch.appendingPathComponent("data"))
+    let single = scratch.appendingPathComponent("single")
+    XCTAssertEqual(try run("search-cifar", searchFlags(out: single), ranks: nil).code, 0)
+    // 2 ranks then 1, and 1 then 2: each ends where the uninterrupted single process ends.
+    for (first, second) in [(2, 1), (1, 2)] {
+      let folder = scratch.appendingPathComponent("resumed-\(first)-\(second)")
+      let start = try run("search-cifar", searchFlags(out: folder, epochs: 1), ranks: first == 1 ? nil : first)
+      XCTAssertEqual(start.code, 0, start.stderr)
+      let resumed = try run(
+        "search-cifar", searchFlags(out: folder) + ["--resume"], ranks: second == 1 ? nil : second)
+      XCTAssertEqual(resumed.code, 0, resumed.stderr)
+      XCTAssertTrue(resumed.stdout.contains("resumed at epoch 1 of 2"), resumed.stdout)
+      try assertLogsAgree(
+        single, folder, keys: ["train_loss", "train_acc", "valid_loss", "valid_acc"], tolerance: 1e-5,
+        "\(first) ranks, then \(second)")
+    }
+  }
+
+  func testTrainingOnTwoRanksWithSyncBNFollowsTheSingleProcessRun() throws {
+    try writeCIFAR10(at: scratch.appendingPathComponent("data"))
+    func flags(_ out: URL) -> [String] {
+      [
+        "--genotype", "PC_DARTS_cifar", "--data", scratch.appendingPathComponent("data").path, "--subset", "8",
+        "--layers", "3", "--init-channels", "4", "--batch-size", "4", "--epochs", "2", "--sync-bn", "--out", out.path,
+      ]
+    }
+    let (single, mpi) = (scratch.appendingPathComponent("single"), scratch.appendingPathComponent("mpi"))
+    let one = try run("train-cifar", flags(single), ranks: nil)
+    XCTAssertEqual(one.code, 0, one.stderr)
+    let two = try run("train-cifar", flags(mpi), ranks: 2)
+    XCTAssertEqual(two.code, 0, two.stderr)
+    for file in ["log.jsonl", "result.json", "weights.safetensors", "checkpoint.safetensors"] {
+      XCTAssertTrue(FileManager.default.fileExists(atPath: mpi.appendingPathComponent(file).path), file)
+    }
+    // Drop-path (epoch 2) draws the masks of the whole batch on every rank. The auxiliary head's
+    // last batch norm normalises 2 values per channel here, which magnifies rounding: 1.7e-5 measured.
+    let (x, y) = (try logLines(single.path), try logLines(mpi.path))
+    XCTAssertEqual(x.count, 2)
+    XCTAssertEqual(y.count, 2)
+    for (u, v) in zip(x, y) {
+      for key in ["train_loss", "test_loss", "test_acc", "drop_path_prob"] {
+        let (p, q) = (try XCTUnwrap(u[key] as? Double, key), try XCTUnwrap(v[key] as? Double, key))
+        XCTAssertEqual(p, q, accuracy: 1e-4 * max(abs(p), 1e-3), key)
+      }
+    }
+  }
+
+  func testAKilledRankEndsTheJobAndTheLastCheckpointResumes() throws {
+    try writeCIFAR10(at: scratch.appendingPathComponent("data"))
+    let folder = scratch.appendingPathComponent("killed")
+    let binary = products.appendingPathComponent("search-cifar")
+    try XCTSkipUnless(FileManager.default.isExecutableFile(atPath: binary.path), "no search-cifar")
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: mpirun!)
+    process.arguments = ["-np", "2", "--oversubscribe", binary.path] + searchFlags(out: folder, epochs: 3)
+    var environment = ProcessInfo.processInfo.environment
+    environment["OMPI_ALLOW_RUN_AS_ROOT"] = "1"
+    environment["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = "1"
+    process.environment = environment
+    let errors = Pipe()
+    process.standardError = errors
+    process.standardOutput = FileHandle.nullDevice
+    try process.run()
+    // Once epoch 2 runs (epoch 1's checkpoint is written), kill one rank.
+    var seen = Data()
+    while !String(decoding: seen, as: UTF8.self).contains("epoch 2/3 [") {
+      let chunk = errors.fileHandleForReading.availableData
+      if chunk.isEmpty { break }
+      seen += chunk
+    }
+    let ranks = try childProcesses(of: process.processIdentifier)
+    XCTAssertEqual(ranks.count, 2, "the ranks of mpirun \(process.processIdentifier)")
+    kill(try XCTUnwrap(ranks.last), SIGKILL)
+    seen += errors.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    XCTAssertNotEqual(process.terminationStatus, 0, String(decoding: seen, as: UTF8.self))
+    // The last checkpoint is whole, and the run continues from it.
+    XCTAssertEqual(try logLines(folder.path).count, 1)
+    _ = try SafeTensorsFile.read(from: folder.appendingPathComponent("checkpoint.safetensors"))
+    let resumed = try run("search-cifar", searchFlags(out: folder, epochs: 3) + ["--resume"], ranks: 2)
+    XCTAssertEqual(resumed.code, 0, resumed.stderr)
+    XCTAssertEqual(try logLines(folder.path).count, 3)
+  }
+
+  func testBadInputOnEveryRankIsReportedOnceAndEndsTheJobWithItsCode() throws {
+    try writeCIFAR10(at: scratch.appendingPathComponent("data"))
+    let folder = scratch.appendingPathComponent("bad")
+    let result = try run("search-cifar", searchFlags(out: folder) + ["--layers", "2"], ranks: 2)
+    XCTAssertEqual(result.code, 2, result.stderr)
+    XCTAssertEqual(result.stderr.components(separatedBy: "error: invalid --layers").count, 2, result.stderr)
+    XCTAssertFalse(result.stderr.contains("MPI_ABORT"), result.stderr)
+    XCTAssertFalse(FileManager.default.fileExists(atPath: folder.appendingPathComponent("log.jsonl").path))
+  }
+
+  /// The pids whose parent is `pid` (from /proc).
+  private func childProcesses(of pid: Int32) throws -> [Int32] {
+    try FileManager.default.contentsOfDirectory(atPath: "/proc").compactMap(Int32.init).filter { child in
+      guard let stat = try? String(contentsOfFile: "/proc/\(child)/stat", encoding: .utf8),
+        let close = stat.lastIndex(of: ")")
+      else { return false }
+      let fields = stat[stat.index(after: close)...].split(separator: " ")
+      return fields.count > 1 && Int32(fields[1]) == pid
+    }.sorted()
+  }
 }
