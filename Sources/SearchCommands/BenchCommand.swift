@@ -7,6 +7,10 @@
 // default settings (SearchSettings) but for K, the batch and the network size, on random data.
 // With --train, one training step of a genotype's evaluation network instead (TrainingIteration.run,
 // what train-cifar runs), with train-cifar's defaults: C = 36, 20 cells, batch 96, auxiliary head.
+//
+// Under mpirun the ranks measure the data-parallel step instead, in their own processes (an MPI
+// process does not start children): each rank takes its rows of the batch, and the figures add
+// the all-reduce's calls, bytes and time per step.
 
 import Foundation
 import NeuralNetwork
@@ -46,6 +50,11 @@ public struct BenchResult: Codable, Equatable, Sendable {
   public var peakRSSBytes: Int
   /// With `--train`: the genotype whose evaluation network was measured (`K` is then 0).
   public var genotype: String?
+  /// Under MPI: the ranks sharing the batch (the figures above are rank 0's, images/s the job's).
+  public var ranks: Int?
+  /// Under MPI, per step: all-reduce and broadcast calls, the bytes each rank sent into them,
+  /// and the wall time spent in them (waiting for the slowest rank included).
+  public var collectiveCalls: Double?, collectiveBytes: Double?, collectiveMilliseconds: Double?
 }
 
 /// Memory and throughput per K, printed as a table of ratios to K = 1.
@@ -93,6 +102,7 @@ public enum BenchCommand {
     let flags = arguments.contains("--train") ? flagsOfTrainingSettings : flagsOfSettings
     return runCommand(parser, arguments, flags: flags) { options in
       applyThreads(options)
+      if Launch.current.isDistributed { return try runDistributed(options) }
       if options.flag("train") { return try runTraining(options) }
       guard options.int("child") > 0 else { return try runAll(options) }
       let result = try measure(
@@ -182,16 +192,18 @@ public enum BenchCommand {
   /// One measurement of the training step, in this process: `warmup` untimed steps, then
   /// `iterations` timed ones on a fixed random batch (drop-path masks drawn per step).
   static func measureTraining(
-    settings: TrainingSettings, genotype: Genotype, iterations: Int, warmup: Int
+    settings: TrainingSettings, genotype: Genotype, iterations: Int, warmup: Int,
+    dataParallel: DataParallel = DataParallel()
   ) throws -> BenchResult {
-    let training = try TrainingIteration(settings: settings, genotype: genotype)
+    let training = try TrainingIteration(settings: settings, genotype: genotype, dataParallel: dataParallel)
     training.network.dropPathProbability = settings.dropPathProbability
     let config = settings.network
     var rng = SeededGenerator(seed: settings.seed &+ 1)
     let batch = LabeledBatch(
       images: Tensor.randomNormal([settings.batchSize, config.inputChannels, 32, 32], using: &rng),
-      labels: (0..<settings.batchSize).map { _ in Int32(rng.nextInt(below: config.classes)) })
-    return try timed(iterations: iterations, warmup: warmup) { step in
+      labels: (0..<settings.batchSize).map { _ in Int32(rng.nextInt(below: config.classes)) }
+    ).rows(of: dataParallel.shard(of: settings.batchSize))
+    return try timed(iterations: iterations, warmup: warmup, dataParallel: dataParallel) { step in
       try training.run(batch, epoch: 0, step: step)
     }.result(
       k: 0, batch: settings.batchSize, layers: config.layers, initChannels: config.initChannels,
@@ -201,13 +213,14 @@ public enum BenchCommand {
   /// The medians and memory of `warmup` untimed and `iterations` timed calls of `step` (given
   /// its 1-based number).
   private static func timed(
-    iterations: Int, warmup: Int, _ step: (Int) throws -> IterationResult
+    iterations: Int, warmup: Int, dataParallel: DataParallel, _ step: (Int) throws -> IterationResult
   ) rethrows -> Timings {
     var timings = Timings()
     var memory: MemoryMeasurement?
+    var traffic = dataParallel.traffic
     for iteration in 0..<(warmup + iterations) {
       let timed = iteration >= warmup
-      if timed && iteration == warmup { memory = MemoryMeasurement() }
+      if timed && iteration == warmup { (memory, traffic) = (MemoryMeasurement(), dataParallel.traffic) }
       let start = Date()
       let result = try step(iteration + 1)
       if timed {
@@ -217,6 +230,13 @@ public enum BenchCommand {
       }
     }
     (timings.peak, timings.resident) = (memory?.peakBytes ?? 0, memory?.startBytes ?? 0)
+    if dataParallel.isDistributed {
+      let (after, n) = (dataParallel.traffic, Double(iterations))
+      timings.collectives = (
+        dataParallel.size, Double(after.calls - traffic.calls) / n, Double(after.bytes - traffic.bytes) / n,
+        (after.seconds - traffic.seconds) / n * 1000
+      )
+    }
     return timings
   }
 
@@ -224,6 +244,8 @@ public enum BenchCommand {
   private struct Timings {
     var seconds: [Double] = [], forward: [Double] = [], backward: [Double] = []
     var peak = 0, resident = 0
+    /// Under MPI: the ranks, and per step the collective calls, bytes and milliseconds.
+    var collectives: (ranks: Int, calls: Double, bytes: Double, milliseconds: Double)?
 
     /// The figures as a result (peak RSS read now, at the end of the measurement).
     func result(k: Int, batch: Int, layers: Int, initChannels: Int, genotype: String? = nil) -> BenchResult {
@@ -234,7 +256,9 @@ public enum BenchCommand {
         K: k, batch: batch, layers: layers, initChannels: initChannels, secondsPerIteration: perIteration,
         imagesPerSecond: Double(batch) / perIteration, forwardMilliseconds: median(forward),
         backwardMilliseconds: median(backward), peakTensorBytes: peak, peakActivationBytes: peak - resident,
-        peakRSSBytes: Int(usage.ru_maxrss) * 1024, genotype: genotype)
+        peakRSSBytes: Int(usage.ru_maxrss) * 1024, genotype: genotype, ranks: collectives?.ranks,
+        collectiveCalls: collectives?.calls, collectiveBytes: collectives?.bytes,
+        collectiveMilliseconds: collectives?.milliseconds)
     }
   }
 
@@ -256,6 +280,61 @@ public enum BenchCommand {
     encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
     try writeAtomically(encoder.encode(results), to: URL(fileURLWithPath: options.string("json")))
     print("wrote \(options.string("json"))")
+  }
+
+  // MARK: - Under MPI
+
+  /// Under mpirun: every rank measures the data-parallel step in its own process, for each K (or
+  /// the training step with `--train`); rank 0 prints. The peak figures are rank 0's, and a K's
+  /// memory may hide in an earlier K's peak RSS (no fresh process per K here).
+  private static func runDistributed(_ options: ParsedOptions) throws {
+    let launch = Launch.current
+    let (iterations, warmup) = (options.int("iters"), options.int("warmup"))
+    var results: [BenchResult] = []
+    if options.flag("train") {
+      let (settings, genotype) = try launch.together { () throws -> (TrainingSettings, Genotype) in
+        let settings = trainingSettings(options)
+        try settings.validate()
+        try checkJSONPath(options)
+        let (genotype, _) = try Genotype.resolve(options.string("genotype"))
+        try genotype.validate()
+        try checkShards(images: settings.batchSize, batchSize: settings.batchSize, ranks: launch.group.size, "batch")
+        return (settings, genotype)
+      }
+      print(
+        "bench --train under MPI: \(launch.group.size) ranks × \(Engine.threadCount) threads, \(options.string("genotype")), "
+          + "\(settings.network.layers) cells, \(settings.network.initChannels) initial channels, global batch \(settings.batchSize)")
+      results.append(
+        try measureTraining(
+          settings: settings, genotype: genotype, iterations: iterations, warmup: warmup,
+          dataParallel: DataParallel(group: launch.group)))
+    } else {
+      let batch = options.int("batch")
+      try launch.together {
+        for k in options.intList("K") { try settings(options, k: k, batch: batch).validate() }
+        try checkJSONPath(options)
+        try checkShards(images: batch, batchSize: batch, ranks: launch.group.size, "batch")
+      }
+      print(
+        "bench under MPI: \(launch.group.size) ranks × \(Engine.threadCount) threads, \(options.int("layers")) cells, "
+          + "\(options.int("init-channels")) initial channels, global batch \(batch), "
+          + "\(options.flag("unrolled") ? "second" : "first")-order")
+      for k in options.intList("K") {
+        results.append(
+          try measure(
+            settings: settings(options, k: k, batch: batch), iterations: iterations, warmup: warmup,
+            dataParallel: DataParallel(group: launch.group)))
+      }
+    }
+    for r in results {
+      print(
+        String(
+          format: "  %@  %.3f s/step  %.1f img/s  all-reduce: %.1f calls, %@, %.1f ms per step  peak RSS (rank 0) %@",
+          (r.genotype == nil ? "K=\(r.K)" : "train") as NSString, r.secondsPerIteration, r.imagesPerSecond,
+          r.collectiveCalls ?? 0, formatBytes(Int(r.collectiveBytes ?? 0)) as NSString, r.collectiveMilliseconds ?? 0,
+          formatBytes(r.peakRSSBytes) as NSString))
+    }
+    if launch.isFirstRank { try writeJSON(results, options) }
   }
 
   // MARK: - The search iteration
@@ -344,17 +423,20 @@ public enum BenchCommand {
 
   /// One measurement, in this process: `warmup` untimed iterations, then `iterations` timed ones
   /// of the search's iteration on two fixed random batches.
-  static func measure(settings: SearchSettings, iterations: Int, warmup: Int) throws -> BenchResult {
-    let search = try SearchIteration(settings: settings)
+  static func measure(
+    settings: SearchSettings, iterations: Int, warmup: Int, dataParallel: DataParallel = DataParallel()
+  ) throws -> BenchResult {
+    let search = try SearchIteration(settings: settings, dataParallel: dataParallel)
     let (batch, config) = (settings.batchSize, settings.network)
     var rng = SeededGenerator(seed: settings.seed &+ 1)
     func randomBatch() -> LabeledBatch {
       LabeledBatch(
         images: Tensor.randomNormal([batch, config.inputChannels, 32, 32], using: &rng),
-        labels: (0..<batch).map { _ in Int32(rng.nextInt(below: config.classes)) })
+        labels: (0..<batch).map { _ in Int32(rng.nextInt(below: config.classes)) }
+      ).rows(of: dataParallel.shard(of: batch))
     }
     let (train, valid) = (randomBatch(), randomBatch())
-    return try timed(iterations: iterations, warmup: warmup) { step in
+    return try timed(iterations: iterations, warmup: warmup, dataParallel: dataParallel) { step in
       try search.run(train: train, valid: valid, epoch: 0, step: step)
     }.result(k: config.partialChannels, batch: batch, layers: config.layers, initChannels: config.initChannels)
   }

@@ -35,4 +35,17 @@ public struct LabeledBatch {
         data: batch.images),
       labels: batch.labels, shard: batch.shard)
   }
+
+  /// The rows of `shard` of this (whole) batch, for the rank that takes them.
+  /// - Precondition: this batch is whole and has `shard.globalCount` samples.
+  public func rows(of shard: BatchShard) -> LabeledBatch {
+    precondition(
+      self.shard == .whole(labels.count) && shard.globalCount == labels.count,
+      "LabeledBatch.rows(of:): \(shard) of a batch of \(labels.count) (\(self.shard))")
+    let size = images.count / max(labels.count, 1)
+    let values = UnsafeBufferPointer(start: images.pointer + shard.rows.lowerBound * size, count: shard.rows.count * size)
+    return LabeledBatch(
+      images: Tensor(shape: [shard.rows.count] + images.shape.dropFirst(), data: Array(values)),
+      labels: Array(labels[shard.rows]), shard: shard)
+  }
 }

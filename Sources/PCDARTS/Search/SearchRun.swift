@@ -422,7 +422,7 @@ public func evaluateClassifier(
 /// Checks that every batch of an epoch over `images` gives each of `ranks` ranks at least one
 /// row (the last batch holds the remainder).
 /// - Throws: ``SearchError/invalidConfiguration(_:)`` saying what to change.
-func checkShards(images: Int, batchSize: Int, ranks: Int, _ what: String) throws {
+public func checkShards(images: Int, batchSize: Int, ranks: Int, _ what: String) throws {
   guard ranks > 1 else { return }
   let last = images % batchSize == 0 ? min(batchSize, images) : images % batchSize
   guard last < ranks else { return }
