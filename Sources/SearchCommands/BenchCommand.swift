@@ -86,6 +86,7 @@ public enum BenchCommand {
         ChannelSampling(rawValue: $0) == nil ? "expected shuffle or random" : nil
       },
       threadsOption,
+      .flag("sync-bn", help: "under MPI: synchronised batch norms (each a few more all-reduce calls per layer)"),
       .string("json", default: "", help: "also write the results as a JSON array to this path"),
       .double(
         "budget-gb", default: 0, help: "also report the largest batch whose peak RSS fits in this many GiB (0 = skip)"
@@ -134,6 +135,7 @@ public enum BenchCommand {
     s.batchSize = batch
     s.architect.unrolled = options.flag("unrolled")
     s.network.channelSampling = ChannelSampling(rawValue: options.string("channel-sampling")) ?? .shuffle
+    s.syncBatchNorm = options.flag("sync-bn")
     s.seed = 0
     return s
   }
@@ -151,6 +153,7 @@ public enum BenchCommand {
     s.auxiliaryWeight = Float(options.double("auxiliary-weight"))
     s.network.auxiliary = s.auxiliaryWeight > 0
     s.dropPathProbability = Float(options.double("drop-path-prob"))
+    s.syncBatchNorm = options.flag("sync-bn")
     return s
   }
 
@@ -158,6 +161,7 @@ public enum BenchCommand {
   private static func runTraining(_ options: ParsedOptions) throws {
     let settings = trainingSettings(options)
     try settings.validate()
+    try settings.checkBatches(images: settings.batchSize, ranks: 1)
     let (genotype, _) = try Genotype.resolve(options.string("genotype"))
     try genotype.validate()
     if options.int("child") > 0 {
@@ -298,12 +302,13 @@ public enum BenchCommand {
         try checkJSONPath(options)
         let (genotype, _) = try Genotype.resolve(options.string("genotype"))
         try genotype.validate()
-        try checkShards(images: settings.batchSize, batchSize: settings.batchSize, ranks: launch.group.size, "batch")
+        try settings.checkBatches(images: settings.batchSize, ranks: launch.group.size)
         return (settings, genotype)
       }
       print(
-        "bench --train under MPI: \(launch.group.size) ranks × \(Engine.threadCount) threads, \(options.string("genotype")), "
-          + "\(settings.network.layers) cells, \(settings.network.initChannels) initial channels, global batch \(settings.batchSize)")
+        "bench --train under MPI: \(launch.group.size) ranks × \(Engine.threadCount) threads\(syncNote(options)), \(options.string("genotype")), "
+          + "\(settings.network.layers) cells, \(settings.network.initChannels) initial channels, global batch \(settings.batchSize)"
+      )
       results.append(
         try measureTraining(
           settings: settings, genotype: genotype, iterations: iterations, warmup: warmup,
@@ -313,10 +318,10 @@ public enum BenchCommand {
       try launch.together {
         for k in options.intList("K") { try settings(options, k: k, batch: batch).validate() }
         try checkJSONPath(options)
-        try checkShards(images: batch, batchSize: batch, ranks: launch.group.size, "batch")
+        try checkShards(images: batch, batchSize: batch, ranks: launch.group.size, "images")
       }
       print(
-        "bench under MPI: \(launch.group.size) ranks × \(Engine.threadCount) threads, \(options.int("layers")) cells, "
+        "bench under MPI: \(launch.group.size) ranks × \(Engine.threadCount) threads\(syncNote(options)), \(options.int("layers")) cells, "
           + "\(options.int("init-channels")) initial channels, global batch \(batch), "
           + "\(options.flag("unrolled") ? "second" : "first")-order")
       for k in options.intList("K") {
@@ -335,6 +340,10 @@ public enum BenchCommand {
           formatBytes(r.peakRSSBytes) as NSString))
     }
     if launch.isFirstRank { try writeJSON(results, options) }
+  }
+
+  private static func syncNote(_ options: ParsedOptions) -> String {
+    options.flag("sync-bn") ? ", synchronised batch norms" : ""
   }
 
   // MARK: - The search iteration

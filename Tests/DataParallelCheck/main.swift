@@ -50,12 +50,8 @@ let network = iteration.network
 /// A seeded global batch of 8 images; `shard` picks the rows.
 func batch(seed: UInt64, shard: BatchShard) -> LabeledBatch {
   var rng = SeededGenerator(seed: seed)
-  let size = 3 * 32 * 32
-  let pixels = (0..<8 * size).map { _ in Float(rng.nextUniform()) * 2 - 1 }
-  let labels = (0..<8).map { _ in Int32(rng.nextInt(below: 10)) }
-  return LabeledBatch(
-    images: Tensor(shape: [shard.rows.count, 3, 32, 32], data: Array(pixels[shard.rows.lowerBound * size..<shard.rows.upperBound * size])),
-    labels: Array(labels[shard.rows]), shard: shard)
+  let images = Tensor(shape: [8, 3, 32, 32], data: (0..<8 * 3 * 32 * 32).map { _ in Float(rng.nextUniform()) * 2 - 1 })
+  return LabeledBatch(images: images, labels: (0..<8).map { _ in Int32(rng.nextInt(below: 10)) }).rows(of: shard)
 }
 
 let tensors = network.weights + network.architectureParameters
@@ -97,7 +93,8 @@ for t in tensors { t.zeroGrad() }
 if syncBatchNorm {
   let shard = distributed ? dataParallel.shard(of: 8) : .whole(8)
   iteration.architect.unrolledGradients(
-    train: batch(seed: 2, shard: shard), valid: batch(seed: 3, shard: shard), weightOptimizer: iteration.weightOptimizer)
+    train: batch(seed: 2, shard: shard), valid: batch(seed: 3, shard: shard), weightOptimizer: iteration.weightOptimizer
+  )
   save("unrolled.", network.architectureParameters, names: architectureNames)
 }
 
@@ -105,10 +102,13 @@ if syncBatchNorm {
 if distributed {
   for step in 1...3 {
     let shard = dataParallel.shard(of: 8)
-    try iteration.run(train: batch(seed: 10 + UInt64(step), shard: shard), valid: batch(seed: 20 + UInt64(step), shard: shard), epoch: 0, step: step)
+    try iteration.run(
+      train: batch(seed: 10 + UInt64(step), shard: shard), valid: batch(seed: 20 + UInt64(step), shard: shard),
+      epoch: 0, step: step)
   }
   var sums = [Double](repeating: 0, count: ranks)
-  sums[group.rank] = Double(tensors.reduce(0.0) { total, t in (0..<t.count).reduce(total) { $0 + Double(t.pointer[$1]) } })
+  sums[group.rank] = Double(
+    tensors.reduce(0.0) { total, t in (0..<t.count).reduce(total) { $0 + Double(t.pointer[$1]) } })
   sums = dataParallel.allReduce(sums)
   results["checksums"] = SafeTensor(shape: [ranks], floats: sums.map(Float.init))
   try dataParallel.checkIdentical(tensors, what: "weights and α, β")

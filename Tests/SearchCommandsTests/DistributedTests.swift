@@ -45,7 +45,9 @@ final class DistributedTests: XCTestCase {
     environment["OMPI_ALLOW_RUN_AS_ROOT"] = "1"
     environment["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = "1"
     process.environment = environment
-    let (out, err) = (scratch.appendingPathComponent("stdout-\(UUID())"), scratch.appendingPathComponent("stderr-\(UUID())"))
+    let (out, err) = (
+      scratch.appendingPathComponent("stdout-\(UUID())"), scratch.appendingPathComponent("stderr-\(UUID())")
+    )
     FileManager.default.createFile(atPath: out.path, contents: nil)
     FileManager.default.createFile(atPath: err.path, contents: nil)
     process.standardOutput = try FileHandle(forWritingTo: out)
@@ -53,7 +55,8 @@ final class DistributedTests: XCTestCase {
     try process.run()
     process.waitUntilExit()
     return (
-      process.terminationStatus, try String(contentsOf: out, encoding: .utf8), try String(contentsOf: err, encoding: .utf8)
+      process.terminationStatus, try String(contentsOf: out, encoding: .utf8),
+      try String(contentsOf: err, encoding: .utf8)
     )
   }
 
@@ -90,7 +93,9 @@ final class DistributedTests: XCTestCase {
     let (reference, distributed) = try checkGradients(syncBatchNorm: false)
     // The weights' and α/β's gradients, each rank's batch norms on its own rows.
     XCTAssertLessThan(try relativeDifference(reference, distributed, prefix: "grad."), 1e-6)
-    let loss = (try XCTUnwrap(reference.tensors["loss"]?.floats?[0]), try XCTUnwrap(distributed.tensors["loss"]?.floats?[0]))
+    let loss = (
+      try XCTUnwrap(reference.tensors["loss"]?.floats?[0]), try XCTUnwrap(distributed.tensors["loss"]?.floats?[0])
+    )
     XCTAssertEqual(loss.0, loss.1, accuracy: 1e-6 * abs(loss.0))
     // Three search iterations later, every rank holds the same bits (the check also throws otherwise).
     let sums = try XCTUnwrap(distributed.tensors["checksums"]?.floats)
@@ -101,7 +106,9 @@ final class DistributedTests: XCTestCase {
   func testWithSyncBNTwoRanksComputeTheWholeBatchsLossAndGradients() throws {
     let (reference, distributed) = try checkGradients(syncBatchNorm: true)
     XCTAssertLessThan(try relativeDifference(reference, distributed, prefix: "grad."), 1e-6)
-    let loss = (try XCTUnwrap(reference.tensors["loss"]?.floats?[0]), try XCTUnwrap(distributed.tensors["loss"]?.floats?[0]))
+    let loss = (
+      try XCTUnwrap(reference.tensors["loss"]?.floats?[0]), try XCTUnwrap(distributed.tensors["loss"]?.floats?[0])
+    )
     XCTAssertEqual(loss.0, loss.1, accuracy: 1e-6 * abs(loss.0))
     // The second-order α/β gradient goes through three more backward passes, a virtual step and a
     // finite difference ((∇⁺ − ∇⁻)/2r with r = 0.01/‖v‖), which magnifies the sums' rounding: one

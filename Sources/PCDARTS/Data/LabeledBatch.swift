@@ -21,7 +21,8 @@ public struct LabeledBatch {
       "LabeledBatch: images \(images.shape) need one label per sample, got \(labels.count)")
     let shard = shard ?? .whole(labels.count)
     precondition(
-      shard.rows.count == labels.count, "LabeledBatch: \(labels.count) samples for the \(shard.rows.count) rows of \(shard)")
+      shard.rows.count == labels.count,
+      "LabeledBatch: \(labels.count) samples for the \(shard.rows.count) rows of \(shard)")
     (self.images, self.labels, self.shard) = (images, labels, shard)
   }
 
@@ -43,7 +44,8 @@ public struct LabeledBatch {
       self.shard == .whole(labels.count) && shard.globalCount == labels.count,
       "LabeledBatch.rows(of:): \(shard) of a batch of \(labels.count) (\(self.shard))")
     let size = images.count / max(labels.count, 1)
-    let values = UnsafeBufferPointer(start: images.pointer + shard.rows.lowerBound * size, count: shard.rows.count * size)
+    let values = UnsafeBufferPointer(
+      start: images.pointer + shard.rows.lowerBound * size, count: shard.rows.count * size)
     return LabeledBatch(
       images: Tensor(shape: [shard.rows.count] + images.shape.dropFirst(), data: Array(values)),
       labels: Array(labels[shard.rows]), shard: shard)

@@ -47,19 +47,21 @@ public struct CollectiveTraffic: Equatable, Sendable {
 
 /// The ranks of a ``ProcessGroup`` training one model on shards of each batch.
 public final class DataParallel {
-  /// The ranks.
-  public let group: ProcessGroup
+  /// The ranks; every collective call made through it (the synchronised batch norms' included)
+  /// is counted in ``traffic``.
+  public var group: ProcessGroup { counted }
   /// The largest gradient bucket, in elements: gradients are copied into buckets of at most this
   /// size and each bucket is summed with one all-reduce call (PyTorch's `bucket_cap_mb`, 25 MiB).
   public let bucketElements: Int
   /// The collective calls so far (zero in a single process, which makes none).
-  public private(set) var traffic = CollectiveTraffic()
+  public var traffic: CollectiveTraffic { counted.traffic }
+  private let counted: CountedGroup
 
   /// - Parameters:
   ///   - group: the ranks (``SingleProcess/shared`` for one process).
   ///   - bucketMiB: the gradient bucket's size.
   public init(group: ProcessGroup = SingleProcess.shared, bucketMiB: Double = 25) {
-    self.group = group
+    counted = CountedGroup(group)
     bucketElements = max(1, Int(bucketMiB * 1_048_576) / MemoryLayout<Float>.size)
   }
 
@@ -79,7 +81,6 @@ public final class DataParallel {
   @discardableResult
   public func allReduceGradients(_ tensors: [Tensor], scalars: [Double] = []) -> [Double] {
     guard isDistributed else { return scalars }
-    let start = Date()
     var bucket: [Tensor] = []
     var filled = 0
     func flush() {
@@ -102,8 +103,6 @@ public final class DataParallel {
         t.grad!.pointer.update(from: buffer.baseAddress! + offset, count: t.count)
         offset += t.count
       }
-      traffic.calls += 1
-      traffic.bytes += filled * MemoryLayout<Float>.size
       (bucket, filled) = ([], 0)
     }
     for t in tensors {
@@ -112,24 +111,19 @@ public final class DataParallel {
       filled += t.count
     }
     flush()
-    traffic.seconds += Date().timeIntervalSince(start)
     return scalars.isEmpty ? [] : allReduce(scalars)
   }
 
   /// `values` summed over the ranks.
   public func allReduce(_ values: [Double]) -> [Double] {
     guard isDistributed else { return values }
-    let start = Date()
-    let sums = group.allReduceSum(values)
-    record(bytes: values.count * MemoryLayout<Double>.size, since: start)
-    return sums
+    return group.allReduceSum(values)
   }
 
   /// Gives every rank rank 0's values of `tensors` (batch-norm running statistics, which each
   /// rank updates from its own rows; DistributedDataParallel broadcasts them the same way).
   public func broadcastFromFirstRank(_ tensors: [Tensor]) {
     guard isDistributed else { return }
-    let start = Date()
     let count = tensors.reduce(0) { $0 + $1.count }
     let buffer = UnsafeMutableBufferPointer<Float>.allocate(capacity: count)
     defer { buffer.deallocate() }
@@ -144,7 +138,6 @@ public final class DataParallel {
       t.pointer.update(from: buffer.baseAddress! + offset, count: t.count)
       offset += t.count
     }
-    record(bytes: count * MemoryLayout<Float>.size, since: start)
   }
 
   /// Gives every rank rank 0's words (a generator's state).
@@ -172,7 +165,28 @@ public final class DataParallel {
     }
   }
 
-  private func record(bytes: Int, since start: Date) {
+}
+
+/// A group that counts the calls, bytes and time of every collective call it passes on.
+private final class CountedGroup: ProcessGroup {
+  let base: ProcessGroup
+  var traffic = CollectiveTraffic()
+  init(_ base: ProcessGroup) { self.base = base }
+  var rank: Int { base.rank }
+  var size: Int { base.size }
+  func allReduceSum(_ values: UnsafeMutableBufferPointer<Float>) {
+    counting(values.count * MemoryLayout<Float>.size) { base.allReduceSum(values) }
+  }
+  func allReduceSum(_ values: UnsafeMutableBufferPointer<Double>) {
+    counting(values.count * MemoryLayout<Double>.size) { base.allReduceSum(values) }
+  }
+  func broadcast(_ bytes: UnsafeMutableRawBufferPointer, root: Int) {
+    counting(bytes.count) { base.broadcast(bytes, root: root) }
+  }
+  private func counting(_ bytes: Int, _ call: () -> Void) {
+    guard base.size > 1 else { return call() }
+    let start = Date()
+    call()
     traffic.calls += 1
     traffic.bytes += bytes
     traffic.seconds += Date().timeIntervalSince(start)

@@ -202,7 +202,7 @@ public final class TrainingRun {
     trainData = try prefix(fullTrain, settings.subset, "subset", "training")
     testData = try prefix(fullTest, settings.testSubset, "testSubset", "test")
     self.settings = settings
-    try checkShards(images: trainData.count, batchSize: settings.batchSize, ranks: dataParallel.size, "training")
+    try settings.checkBatches(images: trainData.count, ranks: dataParallel.size)
     iteration = try TrainingIteration(settings: settings, genotype: genotype, space: space, dataParallel: dataParallel)
     trainLoader = BatchLoader(
       dataset: trainData, batchSize: settings.batchSize, augment: true, cutoutLength: settings.cutoutLength,

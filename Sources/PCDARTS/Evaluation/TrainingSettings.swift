@@ -110,6 +110,23 @@ public struct TrainingSettings: RunSettings {
     if let testSubset, testSubset < 1 { try fail("testSubset", "must be at least 1 image, got \(testSubset)") }
   }
 
+  /// Checks that every batch of an epoch over `images` can be shared by `ranks` ranks: each rank
+  /// needs a row, and the auxiliary head's batch norms, which see one value per image (its
+  /// features are 1×1), need two images: on each rank, or in all with ``syncBatchNorm``.
+  /// - Throws: ``SearchError/invalidConfiguration(_:)`` saying what to change.
+  public func checkBatches(images: Int, ranks: Int) throws {
+    let head = "the auxiliary head's batch norm, whose features are 1×1, needs two images"
+    if network.auxiliary && !syncBatchNorm {
+      try checkShards(
+        images: images, batchSize: batchSize, ranks: ranks, rowsPerRank: 2, "training images", reason: head)
+    } else {
+      try checkShards(images: images, batchSize: batchSize, ranks: ranks, "training images")
+      if network.auxiliary {
+        try checkShards(images: images, batchSize: batchSize, ranks: 1, rowsPerRank: 2, "training images", reason: head)
+      }
+    }
+  }
+
   /// The settings a resumed run may change: the schedules' ends and length, the regularisation
   /// and clipping. The network, the data, the seed, the batch and the momentum define the run.
   public static let changeableOnResume: Set<String> = [

@@ -32,7 +32,8 @@ public final class SearchIteration {
   /// Builds the network from `settings.seed` and both optimizers from `settings`.
   /// - Parameter dataParallel: the ranks sharing each batch; every rank builds the same network.
   /// - Throws: ``SearchError/invalidSetting(_:_:)`` for settings that cannot work.
-  public init(settings: SearchSettings, space: SearchSpace = .darts, dataParallel: DataParallel = DataParallel()) throws {
+  public init(settings: SearchSettings, space: SearchSpace = .darts, dataParallel: DataParallel = DataParallel()) throws
+  {
     try settings.validate()
     self.settings = settings
     self.dataParallel = dataParallel

@@ -176,8 +176,10 @@ public final class SearchRun {
         "trainPortion", "\(settings.trainPortion) of \(data.count) images leaves one side of the split empty")
     }
     let split = searchSplit(count: data.count, trainPortion: settings.trainPortion, rng: &splitRng)
-    try checkShards(images: split.train.count, batchSize: settings.batchSize, ranks: dataParallel.size, "search-train")
-    try checkShards(images: split.valid.count, batchSize: settings.batchSize, ranks: dataParallel.size, "search-validation")
+    for (images, what) in [(split.train.count, "search-train images"), (split.valid.count, "search-validation images")]
+    {
+      try checkShards(images: images, batchSize: settings.batchSize, ranks: dataParallel.size, what)
+    }
     validIndices = split.valid
     let (rank, ranks) = (dataParallel.rank, dataParallel.size)
     trainLoader = BatchLoader(
@@ -419,14 +421,23 @@ public func evaluateClassifier(
   return (sums[0] / max(sums[2], 1), sums[1] / max(sums[2], 1))
 }
 
-/// Checks that every batch of an epoch over `images` gives each of `ranks` ranks at least one
-/// row (the last batch holds the remainder).
+/// Checks that every batch of an epoch over `images` gives each of `ranks` ranks at least
+/// `rowsPerRank` rows (the last batch holds the remainder; the smallest shard of n rows is ⌊n/ranks⌋).
+///
+/// - Parameters:
+///   - what: the images, in the message ("search-train images").
+///   - reason: why more than one row is needed, in the message.
 /// - Throws: ``SearchError/invalidConfiguration(_:)`` saying what to change.
-public func checkShards(images: Int, batchSize: Int, ranks: Int, _ what: String) throws {
-  guard ranks > 1 else { return }
+public func checkShards(
+  images: Int, batchSize: Int, ranks: Int, rowsPerRank: Int = 1, _ what: String, reason: String? = nil
+) throws {
   let last = images % batchSize == 0 ? min(batchSize, images) : images % batchSize
-  guard last < ranks else { return }
+  guard last < ranks * rowsPerRank else { return }
+  let sizes = "(\(images) \(what), batch size \(batchSize))"
   throw SearchError.invalidConfiguration(
-    "a batch of \(last) \(what) images cannot be shared by \(ranks) ranks (batch size \(batchSize), "
-      + "\(images) images): every rank needs at least one; use fewer ranks or another --batch-size or --subset")
+    ranks == 1
+      ? "a batch of \(last) \(what) is too small: \(reason ?? "it needs \(rowsPerRank)") \(sizes); "
+        + "use another --batch-size or --subset"
+      : "a batch of \(last) \(what) cannot be shared by \(ranks) ranks \(sizes): every rank needs at least "
+        + "\(rowsPerRank)\(reason.map { " (\($0))" } ?? ""); use fewer ranks or another --batch-size or --subset")
 }

@@ -238,9 +238,6 @@ private func checkBatchNormArguments(
     if let t { precondition(t.shape == [c], "\(op): \(name) must be [\(c)] for input \(x.shape), got \(t.shape)") }
   }
   precondition((weight == nil) == (bias == nil), "\(op): weight and bias must both be given or both nil")
-  precondition(
-    !training || x.shape[0] * x.shape[2] * x.shape[3] > 1,
-    "\(op): training needs more than 1 value per channel, input \(x.shape)")
 }
 
 /// Σₜ weights[indices[t]] · normₜ(xs[t]), where normₜ is a non-affine batch norm with the
@@ -278,9 +275,6 @@ public func normalizedWeightedSum(
       state.runningMean.shape == [c] && state.runningVar.shape == [c],
       "normalizedWeightedSum: running statistics must be [\(c)] for terms of shape \(xs[0].shape)")
   }
-  precondition(
-    !training || n * hw > 1,
-    "normalizedWeightedSum: training needs more than 1 value per channel, terms \(xs[0].shape)")
 
   let terms = xs.count
   // Per term t: its per-channel mean μₜ and 1/σₜ (μ = 0, 1/σ = 1 for an identity term), so that
@@ -378,6 +372,7 @@ struct NormalizationStatistics {
 
 /// The per-channel mean and 1/σ that normalise x (N, C, H, W): its batch statistics in training,
 /// which also updates the running statistics, else the running statistics.
+/// - Precondition: training has more than one value per channel (over all ranks of a group).
 ///
 /// One pass over memory: each (n, c) plane yields its mean and Σ(x − mean)² from the cache, and
 /// the planes of a channel are merged with Chan et al.'s pairwise update in Double. With a group
@@ -414,6 +409,7 @@ func normalizationStatistics(
   }
   var m = n * hw
   if let group = state.group, group.size > 1 { m = mergeMoments(moments, channels: c, count: m, over: group) }
+  precondition(m > 1, "batch norm: training needs more than 1 value per channel, input \(x.shape)")
   let k = Double(state.momentum)
   let rm = state.runningMean.pointer, rv = state.runningVar.pointer
   for ch in 0..<c {
