@@ -8,7 +8,7 @@ SWIFT ?= $(shell command -v swift 2>/dev/null || echo /opt/swift/usr/bin/swift)
 # Debian packages the build, the tests and the main job need.
 PACKAGES := pkg-config libopenblas-dev liblapacke-dev zlib1g-dev libopenmpi-dev openmpi-bin dataset-fashion-mnist graphviz
 # What the tests need besides: headless Chromium renders a run's report.html to a PNG.
-TEST_PACKAGES := chromium
+TEST_PACKAGES := chromium iproute2
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Each `make search` (and `make train`) writes a new folder, as the official code's
 # search-EXP-<time> (eval-EXP-<time>) does.

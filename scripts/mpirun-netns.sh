@@ -3,7 +3,9 @@
 # address (10.231.0.1, .2, …) and a veth link to a bridge in a switch namespace, so the ranks
 # talk over TCP exactly as on a cluster (Open MPI's tcp transport; shared memory is not used
 # between hosts). mpirun runs in the first host and starts the others through an rsh agent that
-# enters their namespace. Needs root (CAP_NET_ADMIN and CAP_SYS_ADMIN) and iproute2's `ip`.
+# enters their namespace. The "hosts" share this machine's cores, so ranks are not bound to cores
+# (each host would bind its first rank to core 0). Needs root (CAP_NET_ADMIN and CAP_SYS_ADMIN)
+# and iproute2's `ip`.
 #
 #   scripts/mpirun-netns.sh HOSTS RANKS_PER_HOST program [arguments…]
 #
@@ -54,6 +56,6 @@ exec ip netns exec "${prefix}h\$((\${host##*.} - 1))" sh -c "\$*"
 AGENT
 chmod +x "$work/agent"
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-ip netns exec "${prefix}h0" mpirun --hostfile "$work/hostfile" -np $((hosts * per_host)) \
+ip netns exec "${prefix}h0" mpirun --hostfile "$work/hostfile" -np $((hosts * per_host)) --bind-to none \
   --mca plm_rsh_agent "$work/agent" --mca btl tcp,self \
   --mca btl_tcp_if_include 10.231.0.0/24 --mca oob_tcp_if_include 10.231.0.0/24 "$@"

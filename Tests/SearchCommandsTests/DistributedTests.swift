@@ -25,16 +25,22 @@ final class DistributedTests: XCTestCase {
     ["/usr/bin/mpirun", "/usr/local/bin/mpirun"].first { FileManager.default.isExecutableFile(atPath: $0) }
   }
 
-  /// Runs `program` with `arguments`, under `mpirun -np ranks` unless `ranks` is nil; returns the
-  /// exit code, stdout and stderr.
+  /// Runs `program` with `arguments`, under `mpirun -np ranks` unless `ranks` is nil, or with one
+  /// rank on each of `hosts` network namespaces (scripts/mpirun-netns.sh); returns the exit code,
+  /// stdout and stderr.
   @discardableResult
   private func run(
-    _ program: String, _ arguments: [String], ranks: Int?
+    _ program: String, _ arguments: [String], ranks: Int?, hosts: Int? = nil
   ) throws -> (code: Int32, stdout: String, stderr: String) {
     let binary = products.appendingPathComponent(program)
     try XCTSkipUnless(FileManager.default.isExecutableFile(atPath: binary.path), "no \(program) at \(binary.path)")
     let process = Process()
-    if let ranks {
+    if let hosts {
+      let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent().appendingPathComponent("scripts/mpirun-netns.sh")
+      process.executableURL = URL(fileURLWithPath: "/bin/bash")
+      process.arguments = [script.path, String(hosts), "1", binary.path] + arguments
+    } else if let ranks {
       process.executableURL = URL(fileURLWithPath: mpirun!)
       process.arguments = ["-np", String(ranks), "--oversubscribe", binary.path] + arguments
     } else {
@@ -114,6 +120,29 @@ final class DistributedTests: XCTestCase {
     // finite difference ((∇⁺ − ∇⁻)/2r with r = 0.01/‖v‖), which magnifies the sums' rounding: one
     // process with 2 engine threads instead of 1 moves it by 1.4e-5 relative (2 ranks: 1.9e-5).
     XCTAssertLessThan(try relativeDifference(reference, distributed, prefix: "unrolled."), 5e-5)
+  }
+
+  func testRanksOnTwoHostsOfTheirOwnTalkOverTCPAndSumTheSameGradients() throws {
+    // Two network namespaces with their own addresses, joined by veth pairs: the ranks reach
+    // each other only over TCP, as on a cluster. Needs root and a kernel that allows namespaces.
+    try XCTSkipUnless(
+      FileManager.default.isExecutableFile(atPath: "/usr/sbin/ip")
+        || FileManager.default.isExecutableFile(atPath: "/sbin/ip"), "no ip (iproute2)")
+    let (reference, distributed) = (scratch.appendingPathComponent("reference"), scratch.appendingPathComponent("tcp"))
+    // Per-rank batch norms: a few all-reduce calls per step (synchronised ones make thousands of
+    // small calls, each a round trip through the namespaces' TCP stacks: over a minute here).
+    let single = try run("data-parallel-check", ["reference", reference.path], ranks: nil)
+    XCTAssertEqual(single.code, 0, single.stderr)
+    let hosts = try run("data-parallel-check", ["distributed", distributed.path], ranks: nil, hosts: 2)
+    if hosts.code != 0 && hosts.stderr.contains("cannot create network namespaces") {
+      throw XCTSkip("this machine does not allow network namespaces: \(hosts.stderr)")
+    }
+    XCTAssertEqual(hosts.code, 0, hosts.stderr)
+    let (a, b) = (try SafeTensorsFile.read(from: reference), try SafeTensorsFile.read(from: distributed))
+    XCTAssertLessThan(try relativeDifference(a, b, prefix: "grad."), 1e-6)
+    let sums = try XCTUnwrap(b.tensors["checksums"]?.floats)
+    XCTAssertEqual(sums.count, 2)
+    XCTAssertEqual(sums[0], sums[1])
   }
 
   // MARK: - The commands under mpirun

@@ -209,3 +209,19 @@ let (testLoss, testAccuracy) = evaluateClassifier(on: data, batchSize: trainedWi
   trained($0).logits
 }
 print(testLoss, testAccuracy == trainer.history.last?.testAcc)
+
+let single = DataParallel()  // DataParallel(group: SingleProcess.shared)
+print(single.rank, single.size, single.shard(of: 10).rows)  // 0 1 0..<10
+let shard = BatchShard(rank: 1, of: 4, count: 10)  // rank 1 of 4 takes rows 2..<5 of 10
+print(shard.rows, shard.share)  // 2..<5 0.3
+var shardedSettings = settings
+shardedSettings.syncBatchNorm = true  // under MPI: the same loss and gradients as one process
+let shardedRun = try SearchRun(settings: shardedSettings, data: data, space: space, dataParallel: single)
+_ = try shardedRun.runEpoch()
+print(shardedRun.dataParallel.traffic.calls)  // 0: the group of one makes no collective call
+// Under mpirun, in a client that also depends on the MPIProcessGroup product:
+//   import MPIProcessGroup
+//   let group = MPIProcessGroup.initialize()  // MPI_Init_thread; rank and size from mpirun
+//   let run = try SearchRun(settings: settings, data: data, dataParallel: DataParallel(group: group))
+//   ... every rank runs the same loop; rank 0 alone writes (group.rank == 0)
+//   group.finalize()
