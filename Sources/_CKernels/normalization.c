@@ -21,20 +21,10 @@ INLINE void plane_moments(const float *restrict x, long n, double *mean, double 
   *m2 = total;
 }
 
-INLINE void sum_and_dots(const float *restrict g, const float *const *xs, const float *shifts,
-                         int terms, long n, double *sums) {
+INLINE void sum_and_dots(const float *restrict g, const float *const *xs, int terms, long n,
+                         double *sums) {
   sums[0] += sum8(g, n);
-  for (int t = 0; t < terms; t++) {
-    const float *restrict x = xs[t];
-    const float shift = shifts ? shifts[t] : 0;
-    float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    long i = 0;
-    for (; i + 8 <= n; i += 8)
-      for (int l = 0; l < 8; l++) acc[l] += g[i + l] * (x[i + l] - shift);
-    float total = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
-    for (; i < n; i++) total += g[i] * (x[i] - shift);
-    sums[1 + t] += total;
-  }
+  for (int t = 0; t < terms; t++) sums[1 + t] += dot8(g, xs[t], n, 1);
 }
 
 INLINE void combine(float *restrict out, const float *const *xs, const float *a, int terms,
@@ -57,12 +47,12 @@ INLINE void affine_relu(float *restrict out, const float *restrict x, float a, f
 }
 
 INLINE void masked_sum_and_dot(const float *restrict g, const float *restrict r,
-                               const float *restrict x, float shift, long n, double *sums) {
+                               const float *restrict x, long n, double *sums) {
   float sg = 0, sgx = 0;
   for (long i = 0; i < n; i++) {
     const float gm = r[i] <= 0 ? 0 : g[i];
     sg += gm;
-    sgx += gm * (x[i] - shift);
+    sgx += gm * x[i];
   }
   sums[0] += sg;
   sums[1] += sgx;
@@ -77,20 +67,19 @@ INLINE void masked_linear_combination(float *restrict dx, const float *restrict 
 #if HAVE_AVX2_BUILD
 // The mask is a compare of r with zero, and-ed into g; two accumulators per sum.
 AVX2 static void masked_sum_and_dot_simd(const float *restrict g, const float *restrict r,
-                                         const float *restrict x, float shift, long n,
-                                         double *sums) {
+                                         const float *restrict x, long n, double *sums) {
   const long vec = n & ~7L;
-  const __m256 zero = _mm256_setzero_ps(), m = _mm256_set1_ps(shift);
+  const __m256 zero = _mm256_setzero_ps();
   __m256 sg = zero, sgx = zero;
   for (long i = 0; i < vec; i += 8) {
     // Not r ≤ 0, so that a NaN passes its gradient as in the portable build (and torch).
     const __m256 keep = _mm256_cmp_ps(_mm256_loadu_ps(r + i), zero, _CMP_NLE_UQ);
     const __m256 gm = _mm256_and_ps(keep, _mm256_loadu_ps(g + i));
     sg = _mm256_add_ps(sg, gm);
-    sgx = _mm256_fmadd_ps(gm, _mm256_sub_ps(_mm256_loadu_ps(x + i), m), sgx);
+    sgx = _mm256_fmadd_ps(gm, _mm256_loadu_ps(x + i), sgx);
   }
   double tail[2] = {0, 0};
-  masked_sum_and_dot(g + vec, r + vec, x + vec, shift, n - vec, tail);
+  masked_sum_and_dot(g + vec, r + vec, x + vec, n - vec, tail);
   sums[0] += hsum256(sg) + tail[0];
   sums[1] += hsum256(sgx) + tail[1];
 }
@@ -122,31 +111,25 @@ AVX2 static void plane_moments_simd(const float *restrict x, long n, double *mea
 
 // g is loaded once per 8 values and feeds the running sum and up to six dot products, whose
 // accumulators stay in registers; more terms take further passes of six.
-AVX2 static void sum_and_dots_simd(const float *restrict g, const float *const *xs,
-                                   const float *shifts, int terms, long n, double *sums) {
+AVX2 static void sum_and_dots_simd(const float *restrict g, const float *const *xs, int terms,
+                                   long n, double *sums) {
   const long vec = n & ~7L;
   int first = 0;
   do {
     const int count = terms - first < 6 ? terms - first : 6;
     const int withSum = first == 0;
-    __m256 sg = _mm256_setzero_ps(), acc[6], shift[6];
-    float s[6];
-    for (int t = 0; t < 6; t++) {
-      acc[t] = _mm256_setzero_ps();
-      s[t] = shifts && t < count ? shifts[first + t] : 0;
-      shift[t] = _mm256_set1_ps(s[t]);
-    }
+    __m256 sg = _mm256_setzero_ps(), acc[6];
+    for (int t = 0; t < 6; t++) acc[t] = _mm256_setzero_ps();
     for (long i = 0; i < vec; i += 8) {
       const __m256 gv = _mm256_loadu_ps(g + i);
       if (withSum) sg = _mm256_add_ps(sg, gv);
       for (int t = 0; t < count; t++)
-        acc[t] = _mm256_fmadd_ps(gv, _mm256_sub_ps(_mm256_loadu_ps(xs[first + t] + i), shift[t]),
-                                 acc[t]);
+        acc[t] = _mm256_fmadd_ps(gv, _mm256_loadu_ps(xs[first + t] + i), acc[t]);
     }
     float tg = 0, tail[6] = {0, 0, 0, 0, 0, 0};
     for (long i = vec; i < n; i++) {
       tg += g[i];
-      for (int t = 0; t < count; t++) tail[t] += g[i] * (xs[first + t][i] - s[t]);
+      for (int t = 0; t < count; t++) tail[t] += g[i] * xs[first + t][i];
     }
     if (withSum) sums[0] += hsum256(sg) + tg;
     for (int t = 0; t < count; t++) sums[1 + first + t] += hsum256(acc[t]) + tail[t];
@@ -186,14 +169,11 @@ DISPATCH(affine_relu, (float *out, const float *x, float a, float b, long n), (o
 DISPATCH(masked_linear_combination,
          (float *dx, const float *g, const float *r, const float *x, float a, float b, float c, long n),
          (dx, g, r, x, a, b, c, n))
-DISPATCH_SIMD(masked_sum_and_dot,
-              (const float *g, const float *r, const float *x, float shift, long n, double *sums),
-              (g, r, x, shift, n, sums))
+DISPATCH_SIMD(masked_sum_and_dot, (const float *g, const float *r, const float *x, long n, double *sums),
+              (g, r, x, n, sums))
 DISPATCH_SIMD(plane_moments, (const float *x, long n, double *mean, double *m2), (x, n, mean, m2))
-DISPATCH_SIMD(sum_and_dots,
-              (const float *g, const float *const *xs, const float *shifts, int terms, long n,
-               double *sums),
-              (g, xs, shifts, terms, n, sums))
+DISPATCH_SIMD(sum_and_dots, (const float *g, const float *const *xs, int terms, long n, double *sums),
+              (g, xs, terms, n, sums))
 DISPATCH_SIMD(combine, (float *out, const float *const *xs, const float *a, int terms, float b, long n),
               (out, xs, a, terms, b, n))
 
@@ -201,9 +181,8 @@ void pcd_affine_relu(float *out, const float *x, float a, float b, long n) {
   affine_relu_any(out, x, a, b, n);
 }
 
-void pcd_masked_sum_and_dot(const float *g, const float *r, const float *x, float shift, long n,
-                            double *sums) {
-  masked_sum_and_dot_any(g, r, x, shift, n, sums);
+void pcd_masked_sum_and_dot(const float *g, const float *r, const float *x, long n, double *sums) {
+  masked_sum_and_dot_any(g, r, x, n, sums);
 }
 
 void pcd_masked_linear_combination(float *dx, const float *g, const float *r, const float *x,
@@ -215,9 +194,8 @@ void pcd_plane_moments(const float *x, long n, double *mean, double *m2) {
   plane_moments_any(x, n, mean, m2);
 }
 
-void pcd_sum_and_dots(const float *g, const float *const *xs, const float *shifts, int terms, long n,
-                      double *sums) {
-  sum_and_dots_any(g, xs, shifts, terms, n, sums);
+void pcd_sum_and_dots(const float *g, const float *const *xs, int terms, long n, double *sums) {
+  sum_and_dots_any(g, xs, terms, n, sums);
 }
 
 void pcd_combine(float *out, const float *const *xs, const float *a, int terms, float b, long n) {

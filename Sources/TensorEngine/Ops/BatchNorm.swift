@@ -75,19 +75,18 @@ public func batchNorm2d(
     let dw = weight.map { _ in Tensor(zeros: [c]) }
     let db = weight.map { _ in Tensor(zeros: [c]) }
     // x̂ = saved (non-affine: the output) or (saved − μ)/σ (affine: the input), so
-    // Σ g·x̂ = Σ g·saved, or Σ g·(saved − μ)/σ (centred in the kernel, where it is exact enough).
+    // Σ g·x̂ = Σ g·saved, or (Σ g·saved − μ Σ g)/σ.
     let affineInput = weight != nil
     func sumGX(_ ch: Int, _ sums: UnsafePointer<Double>) -> Double {
-      affineInput ? sums[1] * Double(invStd.pointer[ch]) : sums[1]
+      affineInput ? (sums[1] - Double(mean.pointer[ch]) * sums[0]) * Double(invStd.pointer[ch]) : sums[1]
     }
     channelSums(
       c, width: 2, group: group,
-      accumulate: { ch, sums in  // Σ g, Σ g·(saved − μ) (affine) or Σ g·saved
-        var shift = affineInput ? mean.pointer[ch] : 0
+      accumulate: { ch, sums in  // Σ g, Σ g·saved
         for s in 0..<n {
           let offset = (s * c + ch) * hw
           var term: UnsafePointer<Float>? = UnsafePointer(saved.pointer + offset)
-          pcd_sum_and_dots(g.pointer + offset, &term, &shift, 1, hw, sums)
+          pcd_sum_and_dots(g.pointer + offset, &term, 1, hw, sums)
         }
         dw?.pointer[ch] = Float(sumGX(ch, sums))
         db?.pointer[ch] = Float(sums[0])
@@ -144,17 +143,16 @@ public func batchNormReLU(
     let dw = weight.map { _ in Tensor(zeros: [c]) }
     let db = weight.map { _ in Tensor(zeros: [c]) }
     func sumGX(_ ch: Int, _ sums: UnsafePointer<Double>) -> Double {  // Σ gm·x̂
-      sums[1] * Double(invStd.pointer[ch])
+      (sums[1] - Double(mean.pointer[ch]) * sums[0]) * Double(invStd.pointer[ch])
     }
     channelSums(
       c, width: 2, group: group,
       accumulate: { ch, sums in
         // gm = g where the output is positive: the gradient reaching the batch norm's output.
-        // sums: Σ gm, Σ gm·(x − μ).
-        let mu = mean.pointer[ch]
+        // sums: Σ gm, Σ gm·x.
         for s in 0..<n {
           let offset = (s * c + ch) * hw
-          pcd_masked_sum_and_dot(g.pointer + offset, saved.pointer + offset, x.pointer + offset, mu, hw, sums)
+          pcd_masked_sum_and_dot(g.pointer + offset, saved.pointer + offset, x.pointer + offset, hw, sums)
         }
         dw?.pointer[ch] = Float(sumGX(ch, sums))
         db?.pointer[ch] = Float(sums[0])
@@ -313,20 +311,19 @@ public func normalizedWeightedSum(
     // Per channel: this rank's Σ g·x̂ₜ for each term (x̂ₜ = xₜ for an identity term), for ∂/∂w.
     let sumGX = UnsafeMutableBufferPointer<Double>.allocate(capacity: c * terms)
     defer { sumGX.deallocate() }
-    // x̂ = (x − μ)/σ, so Σ g·x̂ = Σ g·(x − μ)/σ, centred in the kernel: as Σ g·x − μ Σ g it
-    // would cancel when |μ| ≫ σ. sums: Σ g, then Σ g·(xₜ − μₜ) per term (μₜ = 0 unnormalised).
+    // x̂ = (x − μ)/σ, so Σ g·x̂ = (Σ g·x − μ Σ g)/σ. sums: Σ g, then Σ g·xₜ per term.
     func termSumGX(_ t: Int, _ ch: Int, _ sums: UnsafePointer<Double>) -> Double {
-      normalized[t] ? sums[1 + t] * Double(meanAndInverse(t, ch).1) : sums[1 + t]
+      let (mu, inv) = meanAndInverse(t, ch)
+      return normalized[t] ? (sums[1 + t] - Double(mu) * sums[0]) * Double(inv) : sums[1 + t]
     }
     channelSums(
       c, width: terms + 1, group: group,
       accumulate: { ch, sums in
         var sources = [UnsafePointer<Float>?](repeating: nil, count: terms)
-        let shifts = (0..<terms).map { normalized[$0] ? meanAndInverse($0, ch).0 : 0 }
         for s in 0..<n {
           let plane = (s * c + ch) * hw
           for t in 0..<terms { sources[t] = UnsafePointer(xs[t].pointer + plane) }
-          pcd_sum_and_dots(g.pointer + plane, sources, shifts, Int32(terms), hw, sums)
+          pcd_sum_and_dots(g.pointer + plane, sources, Int32(terms), hw, sums)
         }
         for t in 0..<terms { sumGX[ch * terms + t] = termSumGX(t, ch, sums) }
       },

@@ -140,7 +140,7 @@ private func partialChannelSum(
           if needsWeightGradient {
             planes.gather(sample, o)
             for e in 0...edges { sums[e] = 0 }
-            pcd_sum_and_dots(gp, planes.sources, nil, Int32(edges), ohw, &sums)
+            pcd_sum_and_dots(gp, planes.sources, Int32(edges), ohw, &sums)
             for e in 0..<edges { dots[plane * edges + e] = sums[1 + e] }
           }
           for e in 0..<edges {
