@@ -46,6 +46,16 @@ Conventions
   `_concat` of every weight's buffer in `named_parameters()` order, listed in
   metadata `param_names`; per-name buffers would add ~100 KB of header),
   `grad_unrolled.<arch>`, `grad_first_order.<arch>` and `valid_loss_unrolled`.
+* trained_network_K{1,2}.safetensors: the search Network at K=1 (C=8) and K=2
+  (C=16), 5 layers, TRAINED for 30 first-order search steps in float32 on
+  Fashion-MNIST test images (see make_trained).  Holds the weights under their
+  named_parameters() names (no running statistics: training mode), the arch
+  params, `input` [16, 3, 32, 32] and `target` I64 [16], and `grad<i>.<arch>`:
+  the float64 α/β gradients of the batch scaled by 1 + nearby_scales[i] in
+  float32.  Metadata: `network`, `training` (the hyper-parameters and
+  nearby_scales), `param_names`, `param_count`, and `torch_float32_errors`:
+  PyTorch's own float32 error on each input (largest |float32 − float64| over
+  the four arch tensors, relative to each tensor's largest gradient).
 * eval_network_pcdarts_{cifar,image}.safetensors: the evaluation network
   (scripts/darts_eval_torch.py = the official NetworkCIFAR; genotypes
   PC_DARTS_cifar / PC_DARTS_image) at C=8, layers=5, 10 classes, auxiliary
@@ -707,6 +717,98 @@ def make_eval_network(out_dir, genotype_name, file_tag, seed):
     return os.path.getsize(path)
 
 
+# --------------------------------------------------------------------------
+# trained_network_K{1,2}.safetensors
+# --------------------------------------------------------------------------
+
+TRAINED = {"num_classes": 10, "batch": 16, "train_steps": 30, "train_batch": 32,
+           "lr": 0.05, "momentum": 0.9, "weight_decay": 3e-4, "grad_clip": 5.0,
+           "arch_lr": 6e-3, "arch_betas": (0.5, 0.999), "arch_weight_decay": 1e-3,
+           "nearby_scales": [0.0, 1e-7, 3e-7]}
+
+
+def arch_gradients(net, arch, dtype, x, y):
+    """d(mean CE)/d(α, β) of `net` (training mode) with its arch params set to `arch`, in dtype."""
+    net = copy.deepcopy(net).to(dtype)
+    leaves = [a.detach().to(dtype).clone().requires_grad_(True) for a in arch]
+    net.alphas_normal, net.alphas_reduce, net.betas_normal, net.betas_reduce = leaves
+    net._arch_parameters = leaves
+    return torch.autograd.grad(F.cross_entropy(net(x.to(dtype)), y), leaves)
+
+
+def make_trained(out_dir, k, c, layers, seed):
+    """α/β gradients of a TRAINED search network (not a fresh one): its feature maps have the
+    means and spreads of a real run, where float32 sums lose most. The network is trained here
+    in float32 for a few first-order search steps on Fashion-MNIST test images (weights: SGD as
+    train_search.py; α, β: Adam at 10x the paper's rate, so they move), then the gradients on a
+    fixed batch of 16 are evaluated in float64 on the stored float32 values, and in float32 by
+    PyTorch itself: its error is the bar the engine has to meet. float32 gradients of a ReLU and
+    max-pool network jump where a mask or a max sits within rounding of its boundary, so both are
+    also measured on the batch scaled by 1 + 1e-7 and 1 + 3e-7 (benchmarks/gradient_sensitivity.py)."""
+    from load_into_official import fashion_test
+    # Two threads, as the committed files were made: the thread count changes float32 sums, and
+    # with them the trained weights (the other fixtures do not train).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    torch.manual_seed(seed)
+    t = TRAINED
+    net = Network(c, t["num_classes"], layers, k=k)
+    net.train()
+    images, labels = fashion_test(t["batch"] + 2 * t["train_steps"] * t["train_batch"])
+    w_opt = torch.optim.SGD(net.parameters(), lr=t["lr"], momentum=t["momentum"],
+                            weight_decay=t["weight_decay"])
+    a_opt = torch.optim.Adam(net.arch_parameters(), lr=t["arch_lr"], betas=t["arch_betas"],
+                             weight_decay=t["arch_weight_decay"])
+    for step in range(t["train_steps"]):
+        lo = t["batch"] + 2 * step * t["train_batch"]
+        for opt, (a, b) in [(a_opt, (lo, lo + t["train_batch"])),
+                            (w_opt, (lo + t["train_batch"], lo + 2 * t["train_batch"]))]:
+            net.zero_grad()
+            for p in net.arch_parameters():
+                p.grad = None
+            F.cross_entropy(net(images[a:b]), labels[a:b]).backward()
+            if opt is w_opt:
+                torch.nn.utils.clip_grad_norm_(net.parameters(), t["grad_clip"])
+            opt.step()
+    # Fashion-MNIST's black background makes whole windows identical: max-pool windows and ReLUs
+    # tie exactly, and exact arithmetic (float64 here) gives the max-pool gradient to the first
+    # of equal values. A float32 engine keeps those ties only if its convolutions round alike at
+    # every position (see Sources/_CKernels/matmul.c).
+    x, y = images[:t["batch"]].contiguous(), labels[:t["batch"]].contiguous()
+    arch = [a.detach().clone() for a in net.arch_parameters()]
+
+    tensors = {name: p.detach().clone() for name, p in net.named_parameters()}
+    for name, value in zip(ARCH_NAMES, arch):
+        tensors[name] = value
+    tensors["input"], tensors["target"] = x, y
+    errors = []
+    for i, scale in enumerate(t["nearby_scales"]):
+        nearby = (x * (1 + scale)).float()  # float32 multiply, as the Swift test repeats it
+        reference = arch_gradients(net, arch, DT, nearby, y)
+        single = arch_gradients(net, arch, torch.float32, nearby, y)
+        for name, r in zip(ARCH_NAMES, reference):
+            tensors["grad%d.%s" % (i, name)] = f32(r)
+        errors.append(max(float((s.double() - r).abs().max() / r.abs().max())
+                          for s, r in zip(single, reference)))
+    meta = {
+        "generator": GENERATOR,
+        "network": json.dumps(dict(C=c, layers=layers, K=k, seed=seed, num_classes=t["num_classes"],
+                                   mode="train", input_hw=32), sort_keys=True),
+        "training": json.dumps(t, sort_keys=True),
+        "param_names": json.dumps([name for name, _ in net.named_parameters()]),
+        "param_count": str(count_parameters(net)),
+        "torch_float32_errors": json.dumps(errors),
+    }
+    torch.set_num_threads(threads)
+    path = os.path.join(out_dir, "trained_network_K%d.safetensors" % k)
+    safetensors_io.save(path, tensors, meta)
+    print("wrote %s (%d tensors, %d bytes) K=%d C=%d layers=%d; PyTorch float32 vs float64 "
+          "(largest α/β error relative to the largest gradient, per input): %s"
+          % (path, len(tensors), os.path.getsize(path), k, c, layers,
+             ", ".join("%.2e" % e for e in errors)))
+    return os.path.getsize(path)
+
+
 def main():
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -720,6 +822,8 @@ def main():
     make_unrolled(args.out, seed=44)
     make_eval_network(args.out, "PC_DARTS_cifar", "pcdarts_cifar", seed=71)
     make_eval_network(args.out, "PC_DARTS_image", "pcdarts_image", seed=72)
+    make_trained(args.out, 1, 8, 5, seed=81)
+    make_trained(args.out, 2, 16, 5, seed=82)
 
 
 if __name__ == "__main__":

@@ -6,9 +6,13 @@
 // Three paths, chosen per call:
 // - depthwise (G = C = O): a direct kernel (`DepthwiseConvolution.swift` over
 //   `_CKernels/depthwise.c`), where sgemm would multiply 1×KK matrices;
-// - 1×1, stride 1, no padding: sgemm straight on the input planes, no im2col copy;
-// - everything else: im2col into a per-core scratch matrix, then sgemm.
-// Work is split over samples, at most Engine.threadCount chunks, with single-threaded sgemm inside.
+// - 1×1, stride 1, no padding: the product straight on the input planes, no im2col copy;
+// - everything else: im2col into a per-core scratch matrix, then the product.
+// The forward product is `pcd_matmul_rows`, which rounds alike at every position (sgemm does
+// not); the backward products are sgemm. Work is split over samples, at most
+// Engine.threadCount chunks, single-threaded inside.
+
+import _CKernels
 
 /// The geometry of one 2-D convolution or pooling window.
 public struct ConvGeometry: Equatable, Sendable {
@@ -122,10 +126,9 @@ func convForward(
         } else {
           b = xg
         }
-        sgemm(
-          transA: false, transB: false, m: og, n: ohw, k: cg * kk,
-          alpha: 1, a: weight + gi * og * cg * kk, lda: cg * kk, b: b, ldb: ohw,
-          beta: 0, c: out + (s * o + gi * og) * ohw, ldc: ohw)
+        // Not sgemm: its rounding depends on the position, and ties in the pools and ReLUs that
+        // follow must be decided as in exact arithmetic (see _CKernels/matmul.c).
+        pcd_matmul_rows(out + (s * o + gi * og) * ohw, weight + gi * og * cg * kk, b, og, cg * kk, ohw)
       }
       if let bias {
         for oc in 0..<o {
