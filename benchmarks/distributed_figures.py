@@ -247,29 +247,20 @@ def main():
         "| run | cores | ranks × threads | network | projected wall time |",
         "|---|---|---|---|---|",
     ]
-    base_search = None
-    for cores in [1] + [32, 128]:
-        for network in NETWORKS if cores > 1 else ["—"]:
-            net = network if cores > 1 else "10 Gb/s"
-            full, weight, rate = step(PAPER[0], 256, cores, 1, net) if cores > 1 else (None, None, None)
-            if cores == 1:
-                r = compute[(PAPER[0], 256, 1)]
-                full = r["secondsPerIteration"]
-                weight = (r["forwardMilliseconds"] + r["backwardMilliseconds"]) / 1000
-                rate = 256 / (r["forwardMilliseconds"] / 1000)
-            steps = math.ceil(25_000 / 256)
-            seconds = 15 * steps * weight + 35 * steps * full + 50 * 25_000 / (rate * cores)
-            base_search = base_search or seconds
-            lines.append(f"| search (K = 4, first order) | {cores} | {cores} × 1 | {network} | {fmt_time(seconds)} |")
+    # One core: step() with one rank is the measured whole-batch step, no all-reduce.
+    layouts = {1: (1, 1), 32: (32, 1), 128: (128, 1)}
+    train_layouts = {1: (1, 1), 32: (32, 1), 128: (48, 2)}
     for cores in [1, 32, 128]:
-        ranks, threads = {1: (1, 1), 32: (32, 1), 128: (48, 2)}[cores]
         for network in NETWORKS if cores > 1 else ["—"]:
-            net = network if cores > 1 else "10 Gb/s"
-            if cores == 1:
-                r = compute[(TRAIN[0], 96, 1)]
-                full, rate = r["secondsPerIteration"], 96 / (r["forwardMilliseconds"] / 1000)
-            else:
-                full, _, rate = step(TRAIN[0], 96, ranks, threads, net)
+            ranks, threads = layouts[cores]
+            full, weight, rate = step(PAPER[0], 256, ranks, threads, network if cores > 1 else "10 Gb/s")
+            steps = math.ceil(25_000 / 256)
+            seconds = 15 * steps * weight + 35 * steps * full + 50 * 25_000 / (rate * ranks)
+            lines.append(f"| search (K = 4, first order) | {cores} | {ranks} × {threads} | {network} | {fmt_time(seconds)} |")
+    for cores in [1, 32, 128]:
+        for network in NETWORKS if cores > 1 else ["—"]:
+            ranks, threads = train_layouts[cores]
+            full, _, rate = step(TRAIN[0], 96, ranks, threads, network if cores > 1 else "10 Gb/s")
             seconds = 600 * (math.ceil(50_000 / 96) * full + 10_000 / (rate * ranks))
             lines.append(f"| evaluation (600 epochs) | {cores} | {ranks} × {threads} | {network} | {fmt_time(seconds)} |")
     lines.append("")

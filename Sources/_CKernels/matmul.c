@@ -6,9 +6,9 @@
 // Why not sgemm: OpenBLAS rounds the same dot product differently at different positions (its
 // kernels block and order the k loop by where a position falls in a tile). Identical windows, such
 // as the constant background of an image, then give outputs an ulp apart, so max-pool windows
-// and ReLUs that tie exactly in exact arithmetic (and in PyTorch, whose convolutions are
-// position-invariant) are decided by rounding noise: the architecture gradients jumped by up to
-// 6e-4 relative on Fashion-MNIST (TrainedNetworkPrecisionTests). Here every output is
+// and ReLUs that tie exactly in exact arithmetic (and in PyTorch's float64 convolutions) are
+// decided by rounding noise: the architecture gradients jumped by up to 6e-4 relative on
+// Fashion-MNIST (TrainedNetworkPrecisionTests). Here every output is
 // 0 + w[0]·b[0] + w[1]·b[1] + … in k order, each step one fused multiply-add (AVX2 build) or
 // one multiply and one add (portable build, contraction off), whichever lane or tail computes it.
 #include "dispatch.h"
