@@ -4,6 +4,7 @@ import PackageDescription
 // The layers, each importing only the ones above it in this list (SwiftPM refuses any other
 // import, because a target sees only the modules it depends on):
 //   _CKernels       C kernels (private)
+//   _CImageCodecs   JPEG and PNG decoding, Pillow's bilinear resize (private)
 //   TensorEngine    tensors, autograd, ops, worker pool, BLAS, random numbers, safetensors
 //   NeuralNetwork   Module, layers, optimizers, schedules, gradient clipping
 //   PCDARTS         search space, super-net, architect, genotype, data, the search run
@@ -31,17 +32,24 @@ let package = Package(
       name: "CZlib", path: "Modules/CZlib", pkgConfig: "zlib",
       providers: [.apt(["zlib1g-dev"])]),
     .systemLibrary(
+      name: "CJPEG", path: "Modules/CJPEG", pkgConfig: "libjpeg",
+      providers: [.apt(["libjpeg62-turbo-dev"])]),
+    .systemLibrary(
+      name: "CPNG", path: "Modules/CPNG", pkgConfig: "libpng",
+      providers: [.apt(["libpng-dev"])]),
+    .systemLibrary(
       name: "CMPI", path: "Modules/CMPI", pkgConfig: "ompi-c",
       providers: [.apt(["libopenmpi-dev", "openmpi-bin"])]),
 
     // MARK: - Layers: engine, neural-network modules, the search
     .target(name: "TensorEngine", dependencies: ["COpenBLAS", "_CKernels"]),
     .target(name: "NeuralNetwork", dependencies: ["TensorEngine"]),
-    .target(name: "PCDARTS", dependencies: ["NeuralNetwork", "TensorEngine", "CZlib"]),
+    .target(name: "PCDARTS", dependencies: ["NeuralNetwork", "TensorEngine", "CZlib", "_CImageCodecs"]),
     .target(name: "MPIProcessGroup", dependencies: ["TensorEngine", "CMPI"]),
 
     // MARK: - Implementation details
     .target(name: "_CKernels", path: "Sources/_CKernels"),
+    .target(name: "_CImageCodecs", dependencies: ["CJPEG", "CPNG"], path: "Sources/_CImageCodecs"),
     .target(
       name: "SearchCommands", dependencies: ["PCDARTS", "NeuralNetwork", "TensorEngine", "MPIProcessGroup"]),
 

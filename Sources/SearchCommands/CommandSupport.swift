@@ -138,8 +138,8 @@ final class StopSignals: @unchecked Sendable {
 
 /// Refuses settings whose estimated peak memory exceeds this machine's physical memory, before
 /// anything is allocated (``NetworkConfig/estimatedPeakTensorBytes(batchSize:)``).
-func checkMemory(_ settings: SearchSettings, batchFlag: String) throws {
-  let estimate = settings.network.estimatedPeakTensorBytes(batchSize: settings.batchSize)
+func checkMemory(_ settings: SearchSettings, batchFlag: String, imageSide: Int = ImageDataset.cifarSide) throws {
+  let estimate = settings.network.estimatedPeakTensorBytes(batchSize: settings.batchSize, imageSide: imageSide)
   let physical = Double(sysconf(Int32(_SC_PHYS_PAGES))) * Double(sysconf(Int32(_SC_PAGESIZE)))
   guard physical > 0, estimate > physical else { return }
   func gib(_ bytes: Double) -> String { String(format: "%.1f GiB", bytes / 1_073_741_824) }
@@ -161,8 +161,38 @@ struct CommandFailure: Error {
 }
 
 /// `--dataset`, shared by the commands (read with ``datasetOptions(_:)``).
-let datasetOption = OptionSpec.string("dataset", default: "cifar10", help: "cifar10, cifar100 or fashion-mnist") {
-  DatasetName(rawValue: $0) == nil ? "expected cifar10, cifar100 or fashion-mnist" : nil
+let datasetOption = OptionSpec.string(
+  "dataset", default: "cifar10",
+  help: "cifar10, cifar100, fashion-mnist, or folder (JPEG/PNG files, one folder per class)"
+) {
+  DatasetName(rawValue: $0) == nil ? "expected cifar10, cifar100, fashion-mnist or folder" : nil
+}
+
+/// The options of `--dataset folder`, shared by the commands (read with ``datasetOptions(_:)``).
+let imageFolderOptions: [OptionSpec] = [
+  .int(
+    "image-size", default: ImageDataset.cifarSide,
+    help: "--dataset folder: images resized and centre-cropped to this side"
+  ) {
+    (1...4096).contains($0) ? nil : "expected 1 to 4096"
+  },
+  .flag("skip-bad-images", help: "--dataset folder: leave out unreadable or non-image files, each listed as a warning"),
+  .string("mean", default: "", help: "--dataset folder: per-channel mean R,G,B of pixels in [0, 1] (empty: computed)") {
+    channelTriple($0, positive: false) == nil ? "expected three numbers R,G,B" : nil
+  },
+  .string("std", default: "", help: "--dataset folder: per-channel standard deviation R,G,B (empty: computed)") {
+    channelTriple($0, positive: true) == nil ? "expected three positive numbers R,G,B" : nil
+  },
+]
+
+/// Three comma-separated numbers (empty text: `[]`); `nil` when the text is not that.
+private func channelTriple(_ text: String, positive: Bool) -> [Float]? {
+  if text.isEmpty { return [] }
+  let values = text.split(separator: ",").compactMap { Float($0.trimmingCharacters(in: .whitespaces)) }
+  guard values.count == 3, text.split(separator: ",").count == 3,
+    values.allSatisfy({ $0.isFinite && (!positive || $0 > 0) })
+  else { return nil }
+  return values
 }
 
 /// `--data`, shared by the commands (read with ``datasetOptions(_:)``).
@@ -277,10 +307,13 @@ func commandDataParallel(syncBatchNorm: Bool) -> (DataParallel, String?) {
 
 /// Loads a dataset for a command; a missing dataset's message names the flags that fix it, and
 /// the data's warnings go to stderr.
-func loadCommandData(_ name: DatasetName, from path: String, train: Bool) throws -> ImageDataset {
+func loadCommandData(
+  _ name: DatasetName, from path: String, train: Bool, folder: ImageFolderOptions = ImageFolderOptions()
+) throws -> ImageDataset {
   let data: ImageDataset
+  let start = Date()
   do {
-    data = try loadDataset(name, from: path, train: train)
+    data = try loadDataset(name, from: path, train: train, folder: folder)
   } catch let error as DataError {
     guard case .missingData = error else { throw error }
     throw CommandFailure(
@@ -288,14 +321,40 @@ func loadCommandData(_ name: DatasetName, from path: String, train: Bool) throws
   }
   if Launch.current.isFirstRank {
     for warning in data.warnings { FileHandle.standardError.write(Data("warning: \(warning)\n".utf8)) }
+    if name == .folder {
+      // Decoding is the folder's cost: its pace, beside the step's images/s of the epoch lines.
+      let seconds = Date().timeIntervalSince(start)
+      print(
+        String(
+          format: "decoded %d images of %d classes from %@ in %.1fs (%.0f images/s), %d × %d pixels", data.count,
+          data.classCount, path, seconds, Double(data.count) / max(seconds, 1e-9), data.height, data.width))
+    }
   }
   return data
 }
 
-/// The dataset and folder of `--dataset` and `--data` (empty: the dataset's default folder).
-func datasetOptions(_ options: ParsedOptions) -> (name: DatasetName, path: String) {
+/// The dataset and folder of `--dataset` and `--data` (empty: the dataset's default folder), and
+/// how an image folder is read (`--image-size`, `--skip-bad-images`, `--mean`, `--std`).
+/// - Throws: a usage failure for folder options given with another dataset, or only one of
+///   `--mean` and `--std`.
+func datasetOptions(_ options: ParsedOptions) throws -> (name: DatasetName, path: String, folder: ImageFolderOptions) {
   let dataset = DatasetName(rawValue: options.string("dataset"))!
-  return (dataset, options.string("data").isEmpty ? defaultDataPath(for: dataset) : options.string("data"))
+  let mean = channelTriple(options.string("mean"), positive: false) ?? []
+  let std = channelTriple(options.string("std"), positive: true) ?? []
+  let folder = ImageFolderOptions(
+    imageSize: options.int("image-size"), skipBadFiles: options.flag("skip-bad-images"),
+    mean: mean.isEmpty ? nil : mean,
+    std: std.isEmpty ? nil : std)
+  if dataset != .folder && folder != ImageFolderOptions() {
+    throw CommandFailure(
+      message:
+        "--image-size, --skip-bad-images, --mean and --std apply to --dataset folder only, not \(dataset.rawValue)",
+      exitCode: 2)
+  }
+  if mean.isEmpty != std.isEmpty {
+    throw CommandFailure(message: "pass --mean and --std together (or neither, to compute both)", exitCode: 2)
+  }
+  return (dataset, options.string("data").isEmpty ? defaultDataPath(for: dataset) : options.string("data"), folder)
 }
 
 /// The failure that ends a run stopped by a signal or by a non-finite loss, in words that say

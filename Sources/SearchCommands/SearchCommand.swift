@@ -13,9 +13,11 @@ public enum SearchCommand {
   /// Every option with its default; the defaults are the paper's CIFAR-10 search.
   public static let parser = CommandLineParser(
     commandName: "search-cifar",
-    abstract: "PC-DARTS architecture search (Xu et al., ICLR 2020) on CIFAR-10, CIFAR-100 or Fashion-MNIST.",
+    abstract:
+      "PC-DARTS architecture search (Xu et al., ICLR 2020) on CIFAR-10, CIFAR-100, Fashion-MNIST or a folder of images.",
     options: [
       datasetOption, dataOption,
+    ] + imageFolderOptions + [
       .int("batch-size", default: 256, help: "images per batch"),
       .double("lr", default: 0.1, help: "initial weight learning rate (SGD)"),
       .double("lr-min", default: 0, help: "final learning rate of the cosine schedule"),
@@ -125,10 +127,10 @@ public enum SearchCommand {
       applyThreads(options)
       let settings = Self.settings(from: options)
       try settings.validate()
-      try checkMemory(settings, batchFlag: "--batch-size")
+      let (dataset, path, folder) = try datasetOptions(options)
+      try checkMemory(settings, batchFlag: "--batch-size", imageSide: folder.imageSize)
       let (directory, earlier) = try openRunDirectoryOnFirstRank(options, layout: .search)
-      let (dataset, path) = datasetOptions(options)
-      let data = try loadCommandData(dataset, from: path, train: true)
+      let data = try loadCommandData(dataset, from: path, train: true, folder: folder)
       let (dataParallel, mpiLine) = commandDataParallel(syncBatchNorm: settings.syncBatchNorm)
       let run = try SearchRun(settings: settings, data: data, dataParallel: dataParallel)
       return (settings, directory, earlier, data, run, mpiLine)

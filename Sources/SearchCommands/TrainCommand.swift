@@ -23,6 +23,7 @@ public enum TrainCommand {
           "the architecture: a search run's folder, its genotype.json, a Genotype(...) string, or PC_DARTS_cifar, "
           + "PC_DARTS_image, DARTS_V1, DARTS_V2"),
       datasetOption, dataOption,
+    ] + imageFolderOptions + [
       .int("batch-size", default: 96, help: "images per batch"),
       .double("lr", default: 0.025, help: "initial learning rate (SGD)"),
       .double("lr-min", default: 0, help: "final learning rate of the cosine schedule"),
@@ -116,9 +117,11 @@ public enum TrainCommand {
       let (genotype, source) = try Genotype.resolve(options.string("genotype"))
       try genotype.validate()
       let (directory, earlier) = try openRunDirectoryOnFirstRank(options, layout: .training)
-      let (dataset, path) = datasetOptions(options)
-      let trainData = try loadCommandData(dataset, from: path, train: true)
-      let testData = try loadCommandData(dataset, from: path, train: false)
+      let (dataset, path, folder) = try datasetOptions(options)
+      let trainData = try loadCommandData(dataset, from: path, train: true, folder: folder)
+      var testFolder = folder  // tested with the training images' normalisation
+      (testFolder.mean, testFolder.std) = (trainData.mean, trainData.std)
+      let testData = try loadCommandData(dataset, from: path, train: false, folder: testFolder)
       let (dataParallel, mpiLine) = commandDataParallel(syncBatchNorm: settings.syncBatchNorm)
       let run = try TrainingRun(
         settings: settings, genotype: genotype, trainData: trainData, testData: testData, dataParallel: dataParallel)
@@ -175,8 +178,8 @@ public enum TrainCommand {
           exitCode: 1)
       }
       let (network, settings) = try EvaluationNetwork.load(from: SafeTensorsFile.read(from: URL(fileURLWithPath: path)))
-      let (dataset, dataPath) = datasetOptions(options)
-      var testData = try loadCommandData(dataset, from: dataPath, train: false)
+      let (dataset, dataPath, folder) = try datasetOptions(options)
+      var testData = try loadCommandData(dataset, from: dataPath, train: false, folder: folder)
       guard testData.classCount == network.config.classes else {
         throw CommandFailure(
           message: "\(path) classifies \(network.config.classes) classes, the test set of \(testData.name) has "

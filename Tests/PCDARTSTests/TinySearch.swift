@@ -6,7 +6,7 @@ import TensorEngine
 /// `count` random 32×32 images over 4 classes.
 func tinyDataset(count: Int, seed: UInt64, name: String = "tiny") -> ImageDataset {
   var rng = SeededGenerator(seed: seed)
-  let pixels = (0..<count * ImageDataset.imageSize).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
+  let pixels = (0..<count * 3 * 32 * 32).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
   return ImageDataset(
     name: name, images: pixels, labels: (0..<count).map { Int32($0 % 4) }, classCount: 4,
     mean: [0.5, 0.5, 0.5], std: [0.25, 0.25, 0.25])

@@ -1,7 +1,7 @@
 // Mini-batches for the search: seeded reshuffles per epoch, the reference augmentation, a
 // background thread that prepares the next batch, and a state that resumes exactly.
 //
-// Dimension legend: N images in a batch, C = 3 channels, H = W = 32 pixels.
+// Dimension legend: N images in a batch, C = 3 channels, H × W pixels (32 × 32 for CIFAR).
 //
 // Determinism: the loader's generator is only touched on the calling thread, once per epoch, to
 // draw that epoch's seed. The permutation and every batch's augmentation come from generators
@@ -20,6 +20,8 @@ public struct Batch: Sendable {
   public var labels: [Int32]
   /// Number of images, N (the last batch of an epoch may be smaller than the batch size).
   public var count: Int
+  /// Image height H and width W in pixels.
+  public var height: Int, width: Int
   /// Positions in the dataset of the images, shape (N); for logs and tests.
   public var indices: [Int]
   /// The rows of the global batch these are (all of them unless the loader is sharded).
@@ -27,7 +29,7 @@ public struct Batch: Sendable {
 }
 
 /// The random choices of the reference training transform for one image:
-/// `RandomCrop(32, padding=4)` then `RandomHorizontalFlip(p=0.5)`, and for training a genotype
+/// `RandomCrop(size, padding=4)` (size 32 for CIFAR) then `RandomHorizontalFlip(p=0.5)`, and for training a genotype
 /// DARTS's `Cutout(16)` after normalising.
 public struct AugmentationDraw: Equatable, Sendable {
   /// Top row of the crop in the zero-padded 40×40 image, in `0...2 × padding`.
@@ -42,7 +44,7 @@ public struct AugmentationDraw: Equatable, Sendable {
 
   /// A cutout square (DeVries and Taylor 2017, as DARTS's utils.py applies it).
   public struct Cutout: Equatable, Sendable {
-    /// The centre, in 0..<32 each.
+    /// The centre, in 0..<H and 0..<W.
     public var row: Int, column: Int
     /// The side of the square before clipping.
     public var length: Int
@@ -66,52 +68,56 @@ public struct AugmentationDraw: Equatable, Sendable {
 
   /// Draws in torchvision's order: crop row, crop column (each uniform over the
   /// `2 × padding + 1` positions), then a flip with probability 0.5; then, with a cutout, its
-  /// centre row and column (each uniform over the 32 positions, as `np.random.randint(h)`).
+  /// centre row and column (each uniform over the H and W positions, as `np.random.randint(h)`).
   ///
   /// - Parameters:
   ///   - padding: Zero pixels added on each side before cropping (4 in the reference).
   ///   - cutoutLength: The cutout's side, or `nil` for none.
+  ///   - height, width: The image size H × W the cutout's centre is drawn in.
   ///   - rng: The generator; it advances by three draws, five with a cutout.
   public static func random(
-    padding: Int, cutoutLength: Int? = nil, using rng: inout SeededGenerator
+    padding: Int, cutoutLength: Int? = nil, height: Int = ImageDataset.cifarSide,
+    width: Int = ImageDataset.cifarSide, using rng: inout SeededGenerator
   ) -> AugmentationDraw {
     let top = rng.nextInt(below: 2 * padding + 1)
     let left = rng.nextInt(below: 2 * padding + 1)
     let flip = rng.nextUniform() < 0.5
     let cutout = cutoutLength.map { length in
-      let row = rng.nextInt(below: ImageDataset.height)
-      return Cutout(row: row, column: rng.nextInt(below: ImageDataset.width), length: length)
+      let row = rng.nextInt(below: height)
+      return Cutout(row: row, column: rng.nextInt(below: width), length: length)
     }
     return AugmentationDraw(top: top, left: left, flip: flip, cutout: cutout)
   }
 }
 
-/// Crops, flips and normalises one (3, 32, 32) byte image into floats.
+/// Crops, flips and normalises one (3, H, W) byte image into floats.
 ///
 /// The image is treated as padded with `padding` zero pixels on every side (as
-/// `transforms.RandomCrop(32, padding=4)` pads with 0), the 32×32 window at (`draw.top`,
+/// `transforms.RandomCrop(32, padding=4)` pads with 0), the H × W window at (`draw.top`,
 /// `draw.left`) of the padded image is taken, mirrored if `draw.flip`, scaled by 1/255
 /// (`ToTensor`) and normalised per channel (`Normalize(mean, std)`). A padding pixel therefore
 /// becomes `(0 − mean[c]) / std[c]`.
 ///
 /// - Parameters:
-///   - image: Pixels of one image, shape (3, 32, 32) flattened.
+///   - image: Pixels of one image, shape (3, H, W) flattened.
 ///   - draw: Crop offsets and flip; `AugmentationDraw(top: padding, left: padding, flip: false)`
 ///     is the identity crop used for evaluation.
 ///   - padding: Zero pixels on each side of the virtual padded image.
 ///   - mean: Per-channel mean, shape (3).
 ///   - std: Per-channel standard deviation, shape (3).
-///   - output: Destination, shape (3, 32, 32) flattened.
-/// - Precondition: `image.count == 3072`, `output.count == 3072`, offsets in `0...2 × padding`.
+///   - output: Destination, shape (3, H, W) flattened.
+///   - height, width: The image size H × W (32 × 32 for CIFAR).
+/// - Precondition: `image.count` and `output.count` are 3 × H × W, offsets in `0...2 × padding`.
 public func transformImage(
   _ image: UnsafeBufferPointer<UInt8>, draw: AugmentationDraw, padding: Int, mean: [Float],
-  std: [Float], into output: UnsafeMutableBufferPointer<Float>
+  std: [Float], into output: UnsafeMutableBufferPointer<Float>, height: Int = ImageDataset.cifarSide,
+  width: Int = ImageDataset.cifarSide
 ) {
-  let (channels, height, width) = (ImageDataset.channels, ImageDataset.height, ImageDataset.width)
+  let channels = ImageDataset.channels
   precondition(
-    image.count == ImageDataset.imageSize && output.count == ImageDataset.imageSize,
-    "transformImage: image and output need 3 × 32 × 32 = 3072 values, got \(image.count) and "
-      + "\(output.count)")
+    image.count == channels * height * width && output.count == channels * height * width,
+    "transformImage: image and output need 3 × \(height) × \(width) = \(channels * height * width) values, "
+      + "got \(image.count) and \(output.count)")
   precondition(
     (0...2 * padding).contains(draw.top) && (0...2 * padding).contains(draw.left),
     "transformImage: crop offsets (\(draw.top), \(draw.left)) must lie in 0...\(2 * padding)")
@@ -412,7 +418,11 @@ public final class BatchLoader {
     dataset: ImageDataset, indices global: [Int], shard: BatchShard, augmentSeed: UInt64, augment: Bool,
     padding: Int, cutoutLength: Int?
   ) -> Batch {
-    let size = ImageDataset.imageSize
+    if let files = dataset.files {
+      return assembleFromFiles(
+        dataset: dataset, files: files, indices: global, shard: shard, augmentSeed: augmentSeed, augment: augment)
+    }
+    let size = dataset.imageSize
     let indices = Array(global[shard.rows])
     var images = [Float](repeating: 0, count: indices.count * size)
     var labels = [Int32](repeating: 0, count: indices.count)
@@ -420,22 +430,97 @@ public final class BatchLoader {
     let identity = AugmentationDraw(top: padding, left: padding, flip: false)
     if augment {
       for _ in 0..<shard.rows.lowerBound {
-        _ = AugmentationDraw.random(padding: padding, cutoutLength: cutoutLength, using: &rng)
+        _ = AugmentationDraw.random(
+          padding: padding, cutoutLength: cutoutLength, height: dataset.height, width: dataset.width, using: &rng)
       }
     }
     dataset.images.withUnsafeBufferPointer { source in
       images.withUnsafeMutableBufferPointer { target in
         for (k, index) in indices.enumerated() {
           let draw =
-            augment ? AugmentationDraw.random(padding: padding, cutoutLength: cutoutLength, using: &rng) : identity
+            augment
+            ? AugmentationDraw.random(
+              padding: padding, cutoutLength: cutoutLength, height: dataset.height, width: dataset.width,
+              using: &rng) : identity
           transformImage(
             UnsafeBufferPointer(rebasing: source[index * size..<(index + 1) * size]), draw: draw,
             padding: padding, mean: dataset.mean, std: dataset.std,
-            into: UnsafeMutableBufferPointer(rebasing: target[k * size..<(k + 1) * size]))
+            into: UnsafeMutableBufferPointer(rebasing: target[k * size..<(k + 1) * size]), height: dataset.height,
+            width: dataset.width)
           labels[k] = dataset.labels[index]
         }
       }
     }
-    return Batch(images: images, labels: labels, count: indices.count, indices: indices, shard: shard)
+    return Batch(
+      images: images, labels: labels, count: indices.count, height: dataset.height, width: dataset.width,
+      indices: indices, shard: shard)
   }
+
+  /// ``assemble(dataset:indices:shard:augmentSeed:augment:padding:cutoutLength:)`` for a dataset
+  /// decoded per batch: the draws (a resized crop and a flip per image, which depend on each image's
+  /// size) are made in row order after decoding, and the images are decoded on every core.
+  private static func assembleFromFiles(
+    dataset: ImageDataset, files: ImageFiles, indices global: [Int], shard: BatchShard, augmentSeed: UInt64,
+    augment: Bool
+  ) -> Batch {
+    let side = dataset.height
+    let size = dataset.imageSize
+    // Every rank decodes the rows before its shard only to keep the draws of the global batch.
+    let decodeRows = augment ? 0..<shard.rows.upperBound : shard.rows
+    let decoded = DecodedImages(count: decodeRows.count)
+    DispatchQueue.concurrentPerform(iterations: decodeRows.count) { k in
+      let path = files.paths[global[decodeRows.lowerBound + k]]
+      do {
+        decoded.set(k, try DecodedImage(decoding: try readDataFile(path), file: path))
+      } catch {
+        // Checked by signature when loaded; a file that fails here changed or is corrupt inside.
+        fatalError(
+          "cannot decode '\(path)' for a batch: \(error). Remove or replace the file and continue with --resume")
+      }
+    }
+    var rng = SeededGenerator(seed: augmentSeed)
+    var images = [Float](repeating: 0, count: shard.rows.count * size)
+    var labels = [Int32](repeating: 0, count: shard.rows.count)
+    for row in decodeRows {
+      let image = decoded.get(row - decodeRows.lowerBound)
+      let planes =
+        augment
+        ? image.resizedCropPlanes(
+          ResizedCropDraw.random(imageWidth: image.width, imageHeight: image.height, using: &rng), size: side)
+        : image.resizedCentreCropPlanes(resize: files.evaluationResize, size: side)
+      guard shard.rows.contains(row) else { continue }
+      let k = row - shard.rows.lowerBound
+      planes.withUnsafeBufferPointer { source in
+        images.withUnsafeMutableBufferPointer { target in
+          transformImage(
+            source, draw: AugmentationDraw(top: 0, left: 0, flip: false), padding: 0, mean: dataset.mean,
+            std: dataset.std, into: UnsafeMutableBufferPointer(rebasing: target[k * size..<(k + 1) * size]),
+            height: side, width: side)
+        }
+      }
+      labels[k] = dataset.labels[global[row]]
+    }
+    let indices = Array(global[shard.rows])
+    return Batch(
+      images: images, labels: labels, count: indices.count, height: side, width: side, indices: indices, shard: shard)
+  }
+}
+
+/// Decoded images written by the decoding threads, each to its own slot.
+private final class DecodedImages: @unchecked Sendable {
+  // A fixed buffer, not an array property: concurrent writes to distinct slots need no exclusive
+  // access to the whole.
+  private let slots: UnsafeMutablePointer<DecodedImage?>
+  private let count: Int
+  init(count: Int) {
+    self.count = count
+    slots = .allocate(capacity: count)
+    slots.initialize(repeating: nil, count: count)
+  }
+  deinit {
+    slots.deinitialize(count: count)
+    slots.deallocate()
+  }
+  func set(_ k: Int, _ image: DecodedImage) { slots[k] = image }
+  func get(_ k: Int) -> DecodedImage { slots[k]! }
 }

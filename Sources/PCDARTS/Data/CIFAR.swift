@@ -82,7 +82,7 @@ private func readCIFARRecords(
   _ files: [String], labelBytes: Int, labelIndex: Int, classCount: Int, dataset: DatasetName,
   officialRecords: Int
 ) throws -> (images: [UInt8], labels: [Int32], warnings: [String]) {
-  let size = ImageDataset.imageSize
+  let size = ImageDataset.channels * ImageDataset.cifarSide * ImageDataset.cifarSide
   let recordSize = labelBytes + size
   var contents: [Data] = []
   for file in files {

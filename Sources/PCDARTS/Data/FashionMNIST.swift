@@ -48,7 +48,8 @@ func fashionMNISTDataset(
   imageIDX: [UInt8], imagesFile: String, labelIDX: [UInt8], labelsFile: String, name: String
 ) throws -> ImageDataset {
   let side = 28
-  let pad = (ImageDataset.width - side) / 2  // 2 pixels each side: 2 + 28 + 2 = 32
+  let target = ImageDataset.cifarSide
+  let pad = (target - side) / 2  // 2 pixels each side: 2 + 28 + 2 = 32
 
   let imageHeader = try idxHeader(imageIDX, file: imagesFile, magic: 2051, dimensions: 3)
   let (count, rows, columns) = (imageHeader[0], imageHeader[1], imageHeader[2])
@@ -64,8 +65,9 @@ func fashionMNISTDataset(
 
   let imageStart = 16  // magic + 3 dimensions, 4 bytes each
   let labelStart = 8  // magic + 1 dimension
-  let planeSize = ImageDataset.height * ImageDataset.width
-  var images = [UInt8](repeating: 0, count: count * ImageDataset.imageSize)
+  let planeSize = target * target
+  let imageSize = ImageDataset.channels * planeSize
+  var images = [UInt8](repeating: 0, count: count * imageSize)
   var labels = [Int32](repeating: 0, count: count)
   for n in 0..<count {
     let label = Int(labelIDX[labelStart + n])
@@ -74,13 +76,13 @@ func fashionMNISTDataset(
     }
     labels[n] = Int32(label)
   }
-  images.withUnsafeMutableBufferPointer { target in
+  images.withUnsafeMutableBufferPointer { pixels in
     imageIDX.withUnsafeBufferPointer { source in
       for n in 0..<count {
-        let image = target.baseAddress! + n * ImageDataset.imageSize
+        let image = pixels.baseAddress! + n * imageSize
         let grey = source.baseAddress! + imageStart + n * side * side
         for y in 0..<side {
-          (image + (y + pad) * ImageDataset.width + pad).update(from: grey + y * side, count: side)
+          (image + (y + pad) * target + pad).update(from: grey + y * side, count: side)
         }
         // Channels G and B repeat the grey plane R.
         (image + planeSize).update(from: image, count: planeSize)

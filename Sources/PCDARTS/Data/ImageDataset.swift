@@ -1,31 +1,43 @@
 // Image datasets for the search: a common in-memory form, the loader errors, loading by name and
 // the search-time train/validation split.
 //
-// Dimension legend: N images, C = 3 channels (R, G, B planes), H = W = 32 pixels.
+// Dimension legend: N images, C = 3 channels (R, G, B planes), H × W pixels (32 × 32 for CIFAR).
 import Foundation
 import NeuralNetwork
 import TensorEngine
 
-/// A labelled set of 32×32 RGB images held as raw bytes, with the constants that normalise it.
+/// A labelled set of H × W RGB images, all of one size, held as raw bytes, with the constants that
+/// normalise it.
 ///
-/// Every dataset is brought to the CIFAR shape (3, 32, 32) when it is loaded, so the search code
-/// handles one layout: Fashion-MNIST is padded from 28×28 and repeated on the three channels.
+/// Every dataset is brought to one layout when it is loaded, (3, H, W) bytes per image, so the
+/// search code handles one form: CIFAR is (3, 32, 32) as it is stored, Fashion-MNIST is padded
+/// from 28×28 and repeated on the three channels, an image folder is resized and centre-cropped
+/// to its `--image-size`.
 public struct ImageDataset: Sendable {
   /// Channels per image (R, G, B planes).
   public static let channels = 3
-  /// Image height in pixels.
-  public static let height = 32
-  /// Image width in pixels.
-  public static let width = 32
-  /// Bytes per image: C × H × W = 3072.
-  public static let imageSize = channels * height * width
+  /// The side of CIFAR's images, and of every dataset unless it says otherwise.
+  public static let cifarSide = 32
 
-  /// Pixels, shape (N, C, H, W) flattened, each image CHW with planes R, G, B in row-major order.
+  /// Image height H in pixels.
+  public let height: Int
+  /// Image width W in pixels.
+  public let width: Int
+  /// Bytes per image: C × H × W (3072 for CIFAR).
+  public var imageSize: Int { ImageDataset.channels * height * width }
+
+  /// Pixels, shape (N, C, H, W) flattened, each image CHW with planes R, G, B in row-major order;
+  /// empty when the images are decoded per batch from ``files``.
   public var images: [UInt8]
+  /// The image files of a dataset decoded per batch (the ImageNet setting), or `nil` when the
+  /// pixels are held in ``images``.
+  public var files: ImageFiles?
   /// Class labels, shape (N), each in `0..<classCount`.
   public var labels: [Int32]
   /// Number of classes the labels range over.
   public var classCount: Int
+  /// The classes' names by label (an image folder's class folders), or empty.
+  public var classNames: [String] = []
   /// A short name for logs, such as `cifar10-train`.
   public var name: String
   /// Per-channel mean of the pixel values scaled to [0, 1], shape (C); used by `Normalize`.
@@ -40,30 +52,36 @@ public struct ImageDataset: Sendable {
   /// Number of images, N.
   public var count: Int { labels.count }
 
-  /// Wraps images and labels that are already in the (N, 3, 32, 32) byte layout.
+  /// Wraps images and labels that are already in the (N, 3, H, W) byte layout.
   ///
   /// - Parameters:
   ///   - name: A short name for logs.
-  ///   - images: Pixels, shape (N, 3, 32, 32) flattened.
+  ///   - images: Pixels, shape (N, 3, H, W) flattened.
   ///   - labels: Labels, shape (N), each in `0..<classCount`.
   ///   - classCount: Number of classes.
   ///   - mean: Per-channel mean, shape (3).
   ///   - std: Per-channel standard deviation, shape (3), all positive.
-  /// - Precondition: `images.count == labels.count * 3072`, `mean` and `std` have 3 entries,
-  ///   every `std` entry is positive.
+  ///   - height: H, the image height in pixels.
+  ///   - width: W, the image width in pixels.
+  /// - Precondition: `images.count == labels.count * 3 * height * width`, `mean` and `std` have
+  ///   3 entries, every `std` entry is positive, `height` and `width` are positive.
   public init(
-    name: String, images: [UInt8], labels: [Int32], classCount: Int, mean: [Float], std: [Float]
+    name: String, images: [UInt8], labels: [Int32], classCount: Int, mean: [Float], std: [Float],
+    height: Int = ImageDataset.cifarSide, width: Int = ImageDataset.cifarSide
   ) {
+    precondition(height > 0 && width > 0, "ImageDataset \(name): image size \(height) × \(width) must be positive")
+    let size = ImageDataset.channels * height * width
     precondition(
-      images.count == labels.count * ImageDataset.imageSize,
+      images.count == labels.count * size,
       "ImageDataset \(name): \(images.count) pixel bytes for \(labels.count) labels; "
-        + "expected labels.count × 3072 = \(labels.count * ImageDataset.imageSize)")
+        + "expected labels.count × 3 × \(height) × \(width) = \(labels.count * size)")
     precondition(
       mean.count == ImageDataset.channels && std.count == ImageDataset.channels,
       "ImageDataset \(name): mean and std need 3 entries (R, G, B), got \(mean.count) and \(std.count)"
     )
     precondition(
       std.allSatisfy { $0 > 0 }, "ImageDataset \(name): std must be positive, got \(std)")
+    (self.height, self.width) = (height, width)
     self.name = name
     self.images = images
     self.labels = labels
@@ -72,13 +90,40 @@ public struct ImageDataset: Sendable {
     self.std = std
   }
 
+  /// A dataset whose images are decoded from `files` when a batch is made, H = W = `imageSize`:
+  /// training batches are `RandomResizedCrop(imageSize)` and a flip of each file, evaluation
+  /// batches `Resize(files.evaluationResize)` then `CenterCrop(imageSize)` (the ImageNet setting).
+  ///
+  /// - Precondition: one label per file, `mean` and `std` of 3 entries, `std` positive.
+  public init(
+    name: String, files: ImageFiles, labels: [Int32], classCount: Int, mean: [Float], std: [Float], imageSize: Int
+  ) {
+    precondition(
+      files.paths.count == labels.count, "ImageDataset \(name): \(files.paths.count) files for \(labels.count) labels")
+    self.init(
+      name: name, images: [], labels: [], classCount: classCount, mean: mean, std: std, height: imageSize,
+      width: imageSize)
+    self.labels = labels
+    self.files = files
+  }
+
   /// The images at `indices`, in that order, with the same classes and normalisation constants.
   ///
   /// - Parameter indices: Positions in `0..<count`; repeats are allowed.
   /// - Returns: A dataset with `indices.count` images.
   /// - Precondition: every index is in `0..<count`.
   public func subset(_ indices: [Int]) -> ImageDataset {
-    let size = ImageDataset.imageSize
+    if var files {
+      for index in indices where index < 0 || index >= count {
+        preconditionFailure("ImageDataset.subset: index \(index) is outside 0..<\(count) of \(name)")
+      }
+      files.paths = indices.map { files.paths[$0] }
+      var subset = self
+      subset.files = files
+      subset.labels = indices.map { labels[$0] }
+      return subset
+    }
+    let size = imageSize
     var newImages = [UInt8](repeating: 0, count: indices.count * size)
     var newLabels = [Int32](repeating: 0, count: indices.count)
     images.withUnsafeBufferPointer { source in
@@ -95,9 +140,22 @@ public struct ImageDataset: Sendable {
     }
     var subset = ImageDataset(
       name: name, images: newImages, labels: newLabels, classCount: classCount, mean: mean,
-      std: std)
+      std: std, height: height, width: width)
     subset.warnings = warnings
     return subset
+  }
+}
+
+/// The files of a dataset decoded per batch, and the evaluation transform's resize.
+public struct ImageFiles: Sendable {
+  /// One path per image, shape (N).
+  public var paths: [String]
+  /// The shorter side evaluation batches are resized to before the centre crop (256 for 224).
+  public var evaluationResize: Int
+
+  /// Files and the evaluation resize.
+  public init(paths: [String], evaluationResize: Int) {
+    (self.paths, self.evaluationResize) = (paths, evaluationResize)
   }
 }
 
@@ -126,6 +184,10 @@ public enum DataError: Error, CustomStringConvertible, Equatable {
   case countMismatch(imagesFile: String, images: Int, labelsFile: String, labels: Int)
   /// A saved loader state that does not fit the loader it is restored into.
   case stateMismatch(problem: String)
+  /// An image file that is not a JPEG or PNG, or that does not decode.
+  case badImage(file: String, problem: String)
+  /// An image folder laid out in a way that cannot be read as classes of images.
+  case badFolder(folder: String, problem: String)
 
   /// A message naming the file, the problem and what to do.
   public var description: String {
@@ -148,6 +210,12 @@ public enum DataError: Error, CustomStringConvertible, Equatable {
           folder cifar-100-binary holds train.bin and test.bin; pass that folder or its parent \
           as the data path (or set PCDARTS_DATA). To run with no download, use the \
           fashion-mnist dataset of Debian's dataset-fashion-mnist package.
+          """
+      case .folder:
+        return """
+          Image folder '\(path)' not found. Pass a folder laid out as torchvision's ImageFolder: \
+          PATH/train/<class>/*.jpg|png (and PATH/val/<class>/… to evaluate), or PATH/<class>/… \
+          alone for a search; scripts/fashion_mnist_folder.py writes one from Debian's Fashion-MNIST.
           """
       case .fashionMNIST:
         return """
@@ -187,6 +255,13 @@ public enum DataError: Error, CustomStringConvertible, Equatable {
         '\(imagesFile)' holds \(images) images but '\(labelsFile)' holds \(labels) labels; the \
         two files must come from the same release. Reinstall the data.
         """
+    case .badImage(let file, let problem):
+      return """
+        Cannot read the image '\(file)': \(problem). Replace or remove the file, or skip such files \
+        (search-cifar and train-cifar: --skip-bad-images, which lists each skipped file as a warning).
+        """
+    case .badFolder(let folder, let problem):
+      return "Image folder '\(folder)': \(problem)."
     case .stateMismatch(let problem):
       return """
         Cannot restore the batch loader state: \(problem). Resume with the same dataset, split \
@@ -206,6 +281,8 @@ public enum DatasetName: String, CaseIterable, Sendable {
   case cifar100
   /// Fashion-MNIST as Debian's dataset-fashion-mnist ships it: 60 000 + 10 000 images, 10 classes.
   case fashionMNIST = "fashion-mnist"
+  /// A folder of JPEG and PNG files, one sub-folder per class (``loadImageFolder(from:train:options:)``).
+  case folder
 }
 
 /// Loads the training or test part of a dataset.
@@ -213,15 +290,21 @@ public enum DatasetName: String, CaseIterable, Sendable {
 /// - Parameters:
 ///   - name: Which dataset.
 ///   - path: For CIFAR, the folder `cifar-10-batches-bin` / `cifar-100-binary` or its parent;
-///     for Fashion-MNIST, the folder holding the four `.gz` IDX files.
+///     for Fashion-MNIST, the folder holding the four `.gz` IDX files; for an image folder, the
+///     folder (see ``loadImageFolder(from:train:options:)``).
 ///   - train: `true` for the training images, `false` for the test images.
-/// - Returns: Images of shape (N, 3, 32, 32) with their labels and normalisation constants.
+///   - folder: How an image folder is read (ignored by the other datasets).
+/// - Returns: Images of shape (N, 3, H, W) (32 × 32 but for image folders) with their labels and
+///   normalisation constants.
 /// - Throws: ``DataError`` naming the file and the problem.
-public func loadDataset(_ name: DatasetName, from path: String, train: Bool) throws -> ImageDataset {
+public func loadDataset(
+  _ name: DatasetName, from path: String, train: Bool, folder: ImageFolderOptions = ImageFolderOptions()
+) throws -> ImageDataset {
   switch name {
   case .cifar10: return try loadCIFAR10(from: path, train: train)
   case .cifar100: return try loadCIFAR100(from: path, train: train)
   case .fashionMNIST: return try loadFashionMNIST(from: path, train: train)
+  case .folder: return try loadImageFolder(from: path, train: train, options: folder)
   }
 }
 
@@ -230,7 +313,8 @@ public func loadDataset(_ name: DatasetName, from path: String, train: Bool) thr
 /// The environment variable `PCDARTS_DATA` if it is set and not empty; otherwise `./data` for
 /// CIFAR-10 and CIFAR-100 (the folder that contains `cifar-10-batches-bin` or
 /// `cifar-100-binary`) and `/usr/share/datasets/fashion-mnist` (where Debian's
-/// dataset-fashion-mnist package installs it) for Fashion-MNIST.
+/// dataset-fashion-mnist package installs it) for Fashion-MNIST, `./data/images` for an image
+/// folder.
 ///
 /// - Parameters:
 ///   - name: Which dataset.
@@ -243,6 +327,7 @@ public func defaultDataPath(
   switch name {
   case .cifar10, .cifar100: return "./data"
   case .fashionMNIST: return "/usr/share/datasets/fashion-mnist"
+  case .folder: return "./data/images"
   }
 }
 

@@ -26,13 +26,13 @@ public struct LabeledBatch {
     (self.images, self.labels, self.shard) = (images, labels, shard)
   }
 
-  /// The tensor form of a batch from a ``BatchLoader``: images (N, 3, 32, 32), labels (N).
+  /// The tensor form of a batch from a ``BatchLoader``: images (N, 3, H, W), labels (N).
   ///
   /// - Parameter batch: normalised (and possibly augmented) pixels and their labels.
   public init(_ batch: Batch) {
     self.init(
       images: Tensor(
-        shape: [batch.count, ImageDataset.channels, ImageDataset.height, ImageDataset.width],
+        shape: [batch.count, ImageDataset.channels, batch.height, batch.width],
         data: batch.images),
       labels: batch.labels, shard: batch.shard)
   }

@@ -188,6 +188,13 @@ public final class TrainingRun {
     var settings = settings
     settings.network.classes = fullTrain.classCount
     try settings.validate()
+    for data in [fullTrain, fullTest] {
+      if let problem = inputSizeProblem(
+        height: data.height, width: data.width, auxiliaryHead: settings.network.auxiliary)
+      {
+        throw SearchError.invalidConfiguration("\(data.name): \(problem)")
+      }
+    }
     guard fullTest.classCount == fullTrain.classCount else {
       throw SearchError.invalidConfiguration(
         "the test set of \(fullTest.name) has \(fullTest.classCount) classes, the training set \(fullTrain.classCount)")

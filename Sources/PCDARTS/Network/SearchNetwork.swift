@@ -139,8 +139,9 @@ extension NetworkConfig {
   /// constants a = 56 and b = 1003 bytes per image, channel and pixel come from `bench` at commit
   /// 70cabdf (8 cells, 16 channels, batch 64, peak tensor bytes at K = 1, 2, 4, 8 within 3% of
   /// a + b/K); other shapes are extrapolated, so treat it as a guide to ±30%.
-  public func estimatedPeakTensorBytes(batchSize: Int) -> Double {
-    var (c, side, units) = (initChannels, 32, 0.0)
+  /// `imageSide` is the input's height and width (32 for CIFAR); activations scale with its square.
+  public func estimatedPeakTensorBytes(batchSize: Int, imageSide: Int = 32) -> Double {
+    var (c, side, units) = (initChannels, imageSide, 0.0)
     for i in 0..<layers {
       if isReduction(i) { (c, side) = (c * 2, side / 2) }
       units += Double(c) * Double(side * side)
@@ -148,6 +149,24 @@ extension NetworkConfig {
     let activations = Double(batchSize) * units * (56 + 1003 / Double(partialChannels))
     return activations + 12 * Double(dartsWeightCount)
   }
+}
+
+/// Why images of `height` × `width` cannot pass through the DARTS networks, or `nil` if they can.
+///
+/// The two reduction cells halve the feature maps, and their FactorizedReduce concatenates the
+/// halves of an even side only (as in the official code), so both sides must be multiples of 4;
+/// the evaluation network's auxiliary head (5 × 5 pooling with stride 3, then a 2 × 2
+/// convolution) needs at least 8 × 8 after the reductions, so 32 × 32 images.
+public func inputSizeProblem(height: Int, width: Int, auxiliaryHead: Bool = false) -> String? {
+  if height % 4 != 0 || width % 4 != 0 || height < 4 || width < 4 {
+    return "images of \(height) × \(width) pixels cannot be halved by the two reduction cells: "
+      + "use an image size that is a multiple of 4 (32, say)"
+  }
+  if auxiliaryHead && (height < 32 || width < 32) {
+    return "the auxiliary head needs images of at least 32 × 32 pixels, these are \(height) × \(width): "
+      + "use a larger image size or no auxiliary head"
+  }
+  return nil
 }
 
 /// How a mixed op picks the C/K channels of its edge input that go through its candidates.

@@ -157,6 +157,9 @@ public final class SearchRun {
     var settings = settings
     settings.network.classes = fullData.classCount
     try settings.validate()
+    if let problem = inputSizeProblem(height: fullData.height, width: fullData.width) {
+      throw SearchError.invalidConfiguration("\(fullData.name): \(problem)")
+    }
     self.settings = settings
     var data = fullData
     if let subset = settings.subset {

@@ -143,7 +143,7 @@ print(parsed == genotype, parsedJSON == genotype)
 print(cellDOT(name: "normal", edges: genotype.normal, concat: genotype.normalConcat))  // Graphviz
 
 // A tiny generated dataset: 12 images of (3, 32, 32) bytes over 4 classes.
-let pixels = (0..<12 * ImageDataset.imageSize).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
+let pixels = (0..<12 * 3 * 32 * 32).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
 let data = ImageDataset(
   name: "tiny", images: pixels, labels: (0..<12).map { Int32($0 % 4) }, classCount: 4,
   mean: [0.5, 0.5, 0.5], std: [0.25, 0.25, 0.25])
