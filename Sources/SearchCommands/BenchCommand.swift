@@ -93,6 +93,14 @@ public enum BenchCommand {
       ) {
         $0 >= 0 ? nil : "expected a value ≥ 0"
       },
+      .string(
+        "decode", default: "",
+        help:
+          "measure decoding instead: batches of --batch images of the folder PATH (PATH/train/<class>/… or "
+          + "PATH/<class>/…) with the ImageNet setting's training transform at --image-size, on every core"),
+      .int("image-size", default: 224, help: "with --decode: the side of the decoded crops") {
+        (1...4096).contains($0) ? nil : "expected 1 to 4096"
+      },
       .int("child", default: 0, help: "internal: measure this K in this process and print JSON") {
         $0 >= 0 ? nil : "expected a value ≥ 0"
       },
@@ -103,6 +111,7 @@ public enum BenchCommand {
     let flags = arguments.contains("--train") ? flagsOfTrainingSettings : flagsOfSettings
     return runCommand(parser, arguments, flags: flags) { options in
       applyThreads(options)
+      if !options.string("decode").isEmpty { return try runDecode(options) }
       if Launch.current.isDistributed { return try runDistributed(options) }
       if options.flag("train") { return try runTraining(options) }
       guard options.int("child") > 0 else { return try runAll(options) }
@@ -138,6 +147,33 @@ public enum BenchCommand {
     s.syncBatchNorm = options.flag("sync-bn")
     s.seed = 0
     return s
+  }
+
+  // MARK: - Decoding (--decode)
+
+  /// `--decode PATH`: how fast the loader makes training batches of an image folder decoded per
+  /// batch (RandomResizedCrop and flip of each file, normalised), to set beside a step's images/s.
+  private static func runDecode(_ options: ParsedOptions) throws {
+    var folder = ImageFolderOptions(
+      imageSize: options.int("image-size"), mean: [0.5, 0.5, 0.5], std: [0.25, 0.25, 0.25])
+    folder.decodePerBatch = true
+    let data = try loadCommandData(.folder, from: options.string("decode"), train: true, folder: folder)
+    let batch = min(options.int("batch"), data.count)
+    let loader = BatchLoader(dataset: data, batchSize: batch, augment: true, seed: 0, prefetch: false)
+    for _ in 0..<options.int("warmup") { _ = loader.nextCycling() }
+    var (images, seconds) = (0, 0.0)
+    for _ in 0..<options.int("iters") {
+      let start = Date()
+      let made = loader.nextCycling()
+      seconds += Date().timeIntervalSince(start)
+      images += made.count
+    }
+    print(
+      String(
+        format:
+          "decode: %d batches of %d images from %@ at %d × %d, %d decoding threads: %.1f images/s (%.1f ms per image)",
+        options.int("iters"), batch, options.string("decode"), data.height, data.width,
+        ProcessInfo.processInfo.activeProcessorCount, Double(images) / seconds, 1000 * seconds / Double(images)))
   }
 
   // MARK: - The training step (--train)

@@ -321,7 +321,11 @@ func loadCommandData(
   }
   if Launch.current.isFirstRank {
     for warning in data.warnings { FileHandle.standardError.write(Data("warning: \(warning)\n".utf8)) }
-    if name == .folder {
+    if name == .folder, data.files != nil {
+      print(
+        "found \(data.count) images of \(data.classCount) classes in \(path), decoded per batch at "
+          + "\(data.height) × \(data.width)")
+    } else if name == .folder {
       // Decoding is the folder's cost: its pace, beside the step's images/s of the epoch lines.
       let seconds = Date().timeIntervalSince(start)
       print(

@@ -360,6 +360,36 @@ public func searchSplit(count: Int, trainPortion: Double, rng: inout SeededGener
   return (Array(indices[..<trainCount]), Array(indices[trainCount...]))
 }
 
+/// Disjoint samples of every class, one per portion: of each class's n images (shuffled with
+/// `rng`), the first ⌊portions[0] · n⌋ go to the first sample, the next ⌊portions[1] · n⌋ to the
+/// second, and so on — the 10% and 2.5% per class that train_search_imagenet.py's data preparation
+/// draws from ImageNet's training set.
+///
+/// - Parameters:
+///   - labels: The class of each image, shape (N).
+///   - portions: Shares in (0, 1) adding up to at most 1.
+///   - rng: The generator; it advances by one shuffle per class.
+/// - Returns: One list of indices per portion, classes in label order.
+public func classBalancedSample(labels: [Int32], portions: [Double], rng: inout SeededGenerator) -> [[Int]] {
+  precondition(
+    portions.allSatisfy { $0 > 0 } && portions.reduce(0, +) <= 1,
+    "classBalancedSample: portions \(portions) must be positive and add up to at most 1")
+  var byClass: [Int32: [Int]] = [:]
+  for (index, label) in labels.enumerated() { byClass[label, default: []].append(index) }
+  var samples = [[Int]](repeating: [], count: portions.count)
+  for label in byClass.keys.sorted() {
+    var members = byClass[label]!
+    seededShuffle(&members, using: &rng)
+    var start = 0
+    for (k, portion) in portions.enumerated() {
+      let take = Int(portion * Double(members.count))
+      samples[k] += members[start..<start + take]
+      start += take
+    }
+  }
+  return samples
+}
+
 /// Fisher–Yates shuffle drawing from `rng`, written out so that the order depends only on the
 /// generator (the standard library's `shuffle(using:)` algorithm is not promised to stay fixed).
 func seededShuffle(_ values: inout [Int], using rng: inout SeededGenerator) {

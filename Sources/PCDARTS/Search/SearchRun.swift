@@ -196,12 +196,8 @@ public final class SearchRun {
   /// Whether every epoch has run.
   public var isFinished: Bool { nextEpoch >= settings.epochs }
 
-  /// The learning rate of epoch `epoch` (cosine annealing from `lr` to `lr-min`).
-  public func learningRate(epoch: Int) -> Float {
-    cosineAnnealingLearningRate(
-      epoch: epoch, totalEpochs: settings.epochs,
-      initial: settings.learningRate, minimum: settings.learningRateMin)
-  }
+  /// The learning rate of epoch `epoch` (``SearchSettings/learningRate(epoch:)``).
+  public func learningRate(epoch: Int) -> Float { settings.learningRate(epoch: epoch) }
 
   /// Trains one epoch, evaluates, and returns its record.
   /// - Throws: ``SearchError/nonFiniteLoss(_:)`` when a loss becomes NaN or infinite (no update

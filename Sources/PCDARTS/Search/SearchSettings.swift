@@ -44,6 +44,10 @@ public struct SearchSettings: RunSettings {
   /// ranks' rows (`--sync-bn`), rather than over each rank's rows (DistributedDataParallel's
   /// default). Nothing changes in a single process.
   public var syncBatchNorm = false
+  /// Epochs of linear learning-rate warm-up: epoch e < N uses `learningRate` · (e + 1) / N instead
+  /// of the cosine schedule's value, as train_search_imagenet.py does (N = 5) for batches over 256.
+  /// 0 (the CIFAR setting) = none.
+  public var learningRateWarmupEpochs = 0
 
   /// The paper's CIFAR-10 settings.
   public init() {}
@@ -51,6 +55,7 @@ public struct SearchSettings: RunSettings {
   private enum CodingKeys: String, CodingKey {
     case network, batchSize, learningRate, learningRateMin, momentum, weightDecay, epochs, warmupEpochs
     case gradClip, trainPortion, architect, seed, subset, archUpdateEvery, maxSkipConnect, syncBatchNorm
+    case learningRateWarmupEpochs
   }
 
   /// Decodes settings; a field missing from the JSON (a checkpoint written before the field
@@ -74,6 +79,7 @@ public struct SearchSettings: RunSettings {
     archUpdateEvery = try c.decode(.archUpdateEvery, or: d.archUpdateEvery)
     maxSkipConnect = try c.decodeIfPresent(Int.self, forKey: .maxSkipConnect)
     syncBatchNorm = try c.decode(.syncBatchNorm, or: d.syncBatchNorm)
+    learningRateWarmupEpochs = try c.decode(.learningRateWarmupEpochs, or: d.learningRateWarmupEpochs)
   }
 
   /// Whether the architecture is updated at `step` (1-based) of `epoch`.
@@ -116,6 +122,19 @@ public struct SearchSettings: RunSettings {
       try fail("archUpdateEvery", "must lie in 1...1000000, got \(archUpdateEvery)")
     }
     if let cap = maxSkipConnect, cap < 0 { try fail("maxSkipConnect", "must be ≥ 0, got \(cap)") }
+    if learningRateWarmupEpochs < 0 || learningRateWarmupEpochs > epochs {
+      try fail("learningRateWarmupEpochs", "must lie in 0...epochs (\(epochs)), got \(learningRateWarmupEpochs)")
+    }
+  }
+
+  /// The weights' learning rate of `epoch`: the warm-up's while it lasts, then cosine annealing
+  /// from `learningRate` to `learningRateMin` over all epochs.
+  public func learningRate(epoch: Int) -> Float {
+    if epoch < learningRateWarmupEpochs {
+      return learningRate * Float(epoch + 1) / Float(learningRateWarmupEpochs)
+    }
+    return cosineAnnealingLearningRate(
+      epoch: epoch, totalEpochs: epochs, initial: learningRate, minimum: learningRateMin)
   }
 
   /// The settings a resumed run may change (a lower learning rate after a divergence, more
@@ -127,6 +146,7 @@ public struct SearchSettings: RunSettings {
   public static let changeableOnResume: Set<String> = [
     "learningRate", "learningRateMin", "weightDecay", "architect.learningRate", "architect.weightDecay",
     "epochs", "warmupEpochs", "gradClip", "archUpdateEvery", "maxSkipConnect", "syncBatchNorm",
+    "learningRateWarmupEpochs",
   ]
 }
 
