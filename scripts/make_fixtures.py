@@ -36,6 +36,9 @@ Conventions
   metadata: `network` (JSON of the constructor arguments etc.), `genotype`
   (str of the official Genotype namedtuple), `param_count`, `grad_names`,
   `after_names`.
+* tiny_network_imagenet_K2.safetensors: the same with model_search_imagenet.py's
+  three-convolution stem (`stem0.*`, `stem1.*`; the first cell reduces stem0's map)
+  at K=2 on an input [2, 3, 128, 128]; metadata `network` has `stem: imagenet`.
 * tiny_network_unrolled_K4.safetensors: the second-order (unrolled) DARTS
   architecture gradient of the same network shape (K=4, seed 44), computed like
   quark0/darts cnn/architect.py (see make_unrolled and its `description`
@@ -409,17 +412,21 @@ NET = {"C": 8, "num_classes": 10, "layers": 5, "steps": 4, "multiplier": 4,
        "stem_multiplier": 3, "arch_init_scale": 0.5}
 
 
-def make_network(out_dir, k, seed):
+def make_network(out_dir, k, seed, imagenet_stem=False):
     torch.manual_seed(seed)
     net = Network(NET["C"], NET["num_classes"], NET["layers"], steps=NET["steps"],
                   multiplier=NET["multiplier"], stem_multiplier=NET["stem_multiplier"],
-                  k=k, arch_init_scale=NET["arch_init_scale"])
+                  k=k, arch_init_scale=NET["arch_init_scale"], imagenet_stem=imagenet_stem)
+    # The ImageNet stem divides the side by 8 and the cells by 4: at 128 the last cells hold 4 × 4
+    # maps (at 64, 2 × 2 maps make the batch norms so ill-conditioned that PyTorch float32 itself
+    # differs from float64 by 1e-4).
+    side = 128 if imagenet_stem else 16
     net.train()
     tensors = {name: value.detach().clone() for name, value in net.state_dict().items()}
     arch_names = ["alphas_normal", "alphas_reduce", "betas_normal", "betas_reduce"]
     for name, value in zip(arch_names, net.arch_parameters()):
         tensors[name] = value.detach().clone()
-    x = randn(2, 3, 16, 16)
+    x = randn(2, 3, side, side)
     target = torch.randint(0, NET["num_classes"], (2,), dtype=torch.int64)
     tensors["input"], tensors["target"] = x, target
     genotype = str(net.genotype())  # from the float32 arch params, as the official code
@@ -437,25 +444,38 @@ def make_network(out_dir, k, seed):
     tensors["loss"] = scalar(loss)
 
     named = dict(net.named_parameters())
-    grad_names = ["stem.0.weight", "stem.1.weight", "classifier.weight", "classifier.bias",
+    stem_grads = (["stem0.0.weight", "stem0.1.weight", "stem0.3.weight", "stem1.1.weight", "stem1.2.bias"]
+                  if imagenet_stem else ["stem.0.weight", "stem.1.weight"])
+    grad_names = stem_grads + ["classifier.weight", "classifier.bias",
                   "cells.0.preprocess0.op.1.weight", "cells.2.preprocess0.conv_1.weight",
                   "cells.0._ops.3._ops.4.op.1.weight", "cells.0._ops.3._ops.4.op.6.weight",
                   "cells.1._ops.0._ops.3.conv_2.weight", "cells.4._ops.13._ops.7.op.2.weight"]
+    if imagenet_stem:
+        grad_names = [n.replace("cells.0.preprocess0.op.1.weight", "cells.0.preprocess0.conv_1.weight")
+                      for n in grad_names]
     for name, value in zip(arch_names, doubled):
         tensors["grad." + name] = f32(value.grad)
     for name in grad_names:
         tensors["grad." + name] = f32(named[name].grad)
     buffers = dict(net.named_buffers())
-    after_names = ["stem.1.running_mean", "stem.1.running_var",
+    stem_after = (["stem0.1.running_mean", "stem0.4.running_var", "stem1.2.running_mean"]
+                  if imagenet_stem else ["stem.1.running_mean", "stem.1.running_var"])
+    after_names = stem_after + [
                    "cells.0.preprocess0.op.2.running_var",
                    "cells.0._ops.0._ops.1.1.running_mean",
                    "cells.1._ops.0._ops.2.1.running_var"]
+    if imagenet_stem:  # the first cell's preprocess0 is a FactorizedReduce of stem0's map
+        rename = {"cells.0.preprocess0.op.1.weight": "cells.0.preprocess0.conv_1.weight",
+                  "cells.0.preprocess0.op.2.running_var": "cells.0.preprocess0.bn.running_var"}
+        grad_names = [rename.get(n, n) for n in grad_names]
+        after_names = [rename.get(n, n) for n in after_names]
     for name in after_names:
         tensors["after." + name] = f32(buffers[name])
 
     meta = {
         "generator": GENERATOR,
-        "network": json.dumps(dict(NET, K=k, seed=seed, batch=2, input_hw=16, mode="train",
+        "network": json.dumps(dict(NET, K=k, seed=seed, batch=2, input_hw=side, mode="train",
+                                   stem="imagenet" if imagenet_stem else "cifar",
                                    loss="cross_entropy mean", compute_dtype="float64"),
                               sort_keys=True),
         "genotype": genotype,
@@ -463,7 +483,7 @@ def make_network(out_dir, k, seed):
         "grad_names": json.dumps(["grad." + n for n in arch_names + grad_names]),
         "after_names": json.dumps(["after." + n for n in after_names]),
     }
-    path = os.path.join(out_dir, "tiny_network_K%d.safetensors" % k)
+    path = os.path.join(out_dir, "tiny_network_%sK%d.safetensors" % ("imagenet_" if imagenet_stem else "", k))
     safetensors_io.save(path, tensors, meta)
     print("wrote %s (%d tensors, %d bytes) K=%d params=%d loss=%.6f" %
           (path, len(tensors), os.path.getsize(path), k, param_count, float(loss)))
@@ -581,7 +601,8 @@ def make_unrolled(out_dir, seed):
     so_vs_fo = float((so - fo).abs().max() / so.abs().max())
     meta = {
         "generator": GENERATOR,
-        "network": json.dumps(dict(NET, K=k, seed=seed, batch=2, input_hw=16, mode="train",
+        "network": json.dumps(dict(NET, K=k, seed=seed, batch=2, input_hw=side, mode="train",
+                                   stem="imagenet" if imagenet_stem else "cifar",
                                    loss="cross_entropy mean", compute_dtype="float64"),
                               sort_keys=True),
         "unrolled": json.dumps(dict(UNROLLED, r_over_norm=float(r), vector_norm=float(vnorm),
@@ -819,6 +840,7 @@ def main():
     make_ops(args.out)
     make_network(args.out, 1, seed=11)
     make_network(args.out, 4, seed=14)
+    make_network(args.out, 2, seed=12, imagenet_stem=True)
     make_unrolled(args.out, seed=44)
     make_eval_network(args.out, "PC_DARTS_cifar", "pcdarts_cifar", seed=71)
     make_eval_network(args.out, "PC_DARTS_image", "pcdarts_image", seed=72)

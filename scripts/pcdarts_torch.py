@@ -246,7 +246,7 @@ def edge_normalize(betas, steps):
 
 class Network(nn.Module):
     def __init__(self, C, num_classes, layers, criterion=None, steps=4, multiplier=4,
-                 stem_multiplier=3, k=4, arch_init_scale=1e-3):
+                 stem_multiplier=3, k=4, arch_init_scale=1e-3, imagenet_stem=False):
         super().__init__()
         self._C = C
         self._num_classes = num_classes
@@ -257,15 +257,32 @@ class Network(nn.Module):
         self._stem_multiplier = stem_multiplier
         self._k = k
         self._arch_init_scale = arch_init_scale
+        self._imagenet_stem = imagenet_stem
 
         C_curr = stem_multiplier * C
-        self.stem = nn.Sequential(
-            nn.Conv2d(3, C_curr, 3, padding=1, bias=False),
-            nn.BatchNorm2d(C_curr),
-        )
+        if imagenet_stem:
+            # model_search_imagenet.py: 224 -> 112 -> 56 (stem0) -> 28 (stem1); the first cell
+            # reads stem0's map through a FactorizedReduce (reduction_prev = True).
+            self.stem0 = nn.Sequential(
+                nn.Conv2d(3, C_curr // 2, 3, stride=2, padding=1, bias=False),
+                nn.BatchNorm2d(C_curr // 2),
+                nn.ReLU(),
+                nn.Conv2d(C_curr // 2, C_curr, 3, stride=2, padding=1, bias=False),
+                nn.BatchNorm2d(C_curr),
+            )
+            self.stem1 = nn.Sequential(
+                nn.ReLU(),
+                nn.Conv2d(C_curr, C_curr, 3, stride=2, padding=1, bias=False),
+                nn.BatchNorm2d(C_curr),
+            )
+        else:
+            self.stem = nn.Sequential(
+                nn.Conv2d(3, C_curr, 3, padding=1, bias=False),
+                nn.BatchNorm2d(C_curr),
+            )
         C_prev_prev, C_prev, C_curr = C_curr, C_curr, C
         self.cells = nn.ModuleList()
-        reduction_prev = False
+        reduction_prev = imagenet_stem
         for i in range(layers):
             reduction = i in (layers // 3, 2 * layers // 3)
             if reduction:
@@ -297,7 +314,7 @@ class Network(nn.Module):
     def new(self):
         clone = Network(self._C, self._num_classes, self._layers, self._criterion,
                         self._steps, self._multiplier, self._stem_multiplier, self._k,
-                        self._arch_init_scale)
+                        self._arch_init_scale, self._imagenet_stem)
         for x, y in zip(clone.arch_parameters(), self.arch_parameters()):
             x.data.copy_(y.data)
         return clone
@@ -307,7 +324,11 @@ class Network(nn.Module):
         w_reduce = F.softmax(self.alphas_reduce, dim=-1)
         b_normal = edge_normalize(self.betas_normal, self._steps)
         b_reduce = edge_normalize(self.betas_reduce, self._steps)
-        s0 = s1 = self.stem(input)
+        if self._imagenet_stem:
+            s0 = self.stem0(input)
+            s1 = self.stem1(s0)
+        else:
+            s0 = s1 = self.stem(input)
         for cell in self.cells:
             if cell.reduction:
                 s0, s1 = s1, cell(s0, s1, w_reduce, b_reduce)

@@ -70,6 +70,11 @@ public enum BenchCommand {
       .int("batch", default: 64, help: "images per batch (96 with --train)"),
       .int("layers", default: 8, help: "cells in the super-net (20 with --train)"),
       .int("init-channels", default: 16, help: "channels of the first cells (36 with --train)"),
+      .string(
+        "setting", default: "cifar",
+        help:
+          "cifar (32 × 32 images, 10 classes) or imagenet (the three-convolution stem, --image-size 224, 1000 classes)"
+      ) { ["cifar", "imagenet"].contains($0) ? nil : "expected cifar or imagenet" },
       .flag("train", help: "measure a training step of a genotype's evaluation network (train-cifar) instead"),
       .string("genotype", default: "PC_DARTS_cifar", help: "with --train: the genotype (as train-cifar --genotype)"),
       .double(
@@ -98,7 +103,7 @@ public enum BenchCommand {
         help:
           "measure decoding instead: batches of --batch images of the folder PATH (PATH/train/<class>/… or "
           + "PATH/<class>/…) with the ImageNet setting's training transform at --image-size, on every core"),
-      .int("image-size", default: 224, help: "with --decode: the side of the decoded crops") {
+      .int("image-size", default: 224, help: "with --decode or --setting imagenet: the image side") {
         (1...4096).contains($0) ? nil : "expected 1 to 4096"
       },
       .int("child", default: 0, help: "internal: measure this K in this process and print JSON") {
@@ -117,7 +122,7 @@ public enum BenchCommand {
       guard options.int("child") > 0 else { return try runAll(options) }
       let result = try measure(
         settings: settings(options, k: options.int("child"), batch: options.int("batch")),
-        iterations: options.int("iters"), warmup: options.int("warmup"))
+        imageSide: imageSide(options), iterations: options.int("iters"), warmup: options.int("warmup"))
       print(String(decoding: try JSONEncoder().encode(result), as: UTF8.self))
     }
   }
@@ -134,6 +139,11 @@ public enum BenchCommand {
     "auxiliaryWeight": "--auxiliary-weight", "dropPathProbability": "--drop-path-prob",
   ]
 
+  /// The side of the measured images: 32, or `--image-size` with `--setting imagenet`.
+  static func imageSide(_ options: ParsedOptions) -> Int {
+    options.string("setting") == "imagenet" ? options.int("image-size") : ImageDataset.cifarSide
+  }
+
   /// The search's settings for one measurement: the defaults of `search-cifar` but for K, the
   /// batch, the network size and the order of the architecture step.
   static func settings(_ options: ParsedOptions, k: Int, batch: Int) -> SearchSettings {
@@ -146,6 +156,9 @@ public enum BenchCommand {
     s.network.channelSampling = ChannelSampling(rawValue: options.string("channel-sampling")) ?? .shuffle
     s.syncBatchNorm = options.flag("sync-bn")
     s.seed = 0
+    if options.string("setting") == "imagenet" {
+      (s.network.stem, s.network.classes) = (.imagenet, 1000)
+    }
     return s
   }
 
@@ -363,8 +376,8 @@ public enum BenchCommand {
       for k in options.intList("K") {
         results.append(
           try measure(
-            settings: settings(options, k: k, batch: batch), iterations: iterations, warmup: warmup,
-            dataParallel: DataParallel(group: launch.group)))
+            settings: settings(options, k: k, batch: batch), imageSide: imageSide(options), iterations: iterations,
+            warmup: warmup, dataParallel: DataParallel(group: launch.group)))
       }
     }
     for r in results {
@@ -390,12 +403,14 @@ public enum BenchCommand {
     for k in options.intList("K") {
       let s = settings(options, k: k, batch: batch)
       try s.validate()
-      try checkMemory(s, batchFlag: "--batch")
+      try checkMemory(s, batchFlag: "--batch", imageSide: imageSide(options))
     }
     try checkJSONPath(options)
     var results: [BenchResult] = []
     print(
       "bench: \(options.int("layers")) cells, \(options.int("init-channels")) initial channels, batch \(batch), "
+        + (options.string("setting") == "imagenet"
+          ? "ImageNet stem at \(imageSide(options)) × \(imageSide(options)), 1000 classes, " : "")
         + "\(options.flag("unrolled") ? "second" : "first")-order, \(options.int("iters")) timed iterations after \(options.int("warmup")) warm-up, "
         + "\(Engine.threadCount) threads")
     for k in options.intList("K") {
@@ -421,6 +436,7 @@ public enum BenchCommand {
       options,
       arguments: [
         "--child", String(k), "--batch", String(batch), "--layers", String(options.int("layers")),
+        "--setting", options.string("setting"), "--image-size", String(options.int("image-size")),
         "--init-channels", String(options.int("init-channels")),
         "--channel-sampling", options.string("channel-sampling"),
       ] + (options.flag("unrolled") ? ["--unrolled"] : []),
@@ -469,14 +485,15 @@ public enum BenchCommand {
   /// One measurement, in this process: `warmup` untimed iterations, then `iterations` timed ones
   /// of the search's iteration on two fixed random batches.
   static func measure(
-    settings: SearchSettings, iterations: Int, warmup: Int, dataParallel: DataParallel = DataParallel()
+    settings: SearchSettings, imageSide: Int = ImageDataset.cifarSide, iterations: Int, warmup: Int,
+    dataParallel: DataParallel = DataParallel()
   ) throws -> BenchResult {
     let search = try SearchIteration(settings: settings, dataParallel: dataParallel)
     let (batch, config) = (settings.batchSize, settings.network)
     var rng = SeededGenerator(seed: settings.seed &+ 1)
     func randomBatch() -> LabeledBatch {
       LabeledBatch(
-        images: Tensor.randomNormal([batch, config.inputChannels, 32, 32], using: &rng),
+        images: Tensor.randomNormal([batch, config.inputChannels, imageSide, imageSide], using: &rng),
         labels: (0..<batch).map { _ in Int32(rng.nextInt(below: config.classes)) }
       ).rows(of: dataParallel.shard(of: batch))
     }

@@ -18,6 +18,23 @@ public enum SearchCommand {
     options: [
       datasetOption, dataOption,
     ] + imageFolderOptions + [
+      .string(
+        "setting", default: "cifar",
+        help:
+          "cifar (train_search.py) or imagenet (train_search_imagenet.py: a --dataset folder decoded per batch at "
+          + "224 × 224, the three-convolution stem, K 2, batch 1024, lr 0.5 after 5 warm-up epochs, arch lr 6e-3, "
+          + "architecture steps from epoch 35, 10% + 2.5% of each class); flags given override its values"
+      ) { ["cifar", "imagenet"].contains($0) ? nil : "expected cifar or imagenet" },
+      .double(
+        "train-subset-portion", default: 0.1, help: "--setting imagenet: share of each class that trains the weights"
+      ) { $0 > 0 && $0 < 1 ? nil : "expected a share in (0, 1)" },
+      .double(
+        "arch-subset-portion", default: 0.025,
+        help: "--setting imagenet: share of each class that trains the architecture"
+      ) { $0 > 0 && $0 < 1 ? nil : "expected a share in (0, 1)" },
+      .int(
+        "lr-warmup-epochs", default: 0,
+        help: "epochs of linear learning-rate warm-up, lr·(e+1)/N (--setting imagenet: 5 when the batch exceeds 256)"),
       .int("batch-size", default: 256, help: "images per batch"),
       .double("lr", default: 0.1, help: "initial weight learning rate (SGD)"),
       .double("lr-min", default: 0, help: "final learning rate of the cosine schedule"),
@@ -77,25 +94,37 @@ public enum SearchCommand {
     "architect.weightDecay": "--arch-weight-decay", "seed": "--seed", "subset": "--subset",
     "archUpdateEvery": "--arch-update-every", "maxSkipConnect": "--max-skip-connect",
     "network.channelSampling": "--channel-sampling", "syncBatchNorm": "--sync-bn",
+    "learningRateWarmupEpochs": "--lr-warmup-epochs",
   ]
+
+  /// The values `--setting imagenet` gives the options not set on the command line
+  /// (train_search_imagenet.py); `--image-size` and the normalisation are in ``imageNetFolder(_:)``.
+  static let imageNetDefaults: [String: Double] = [
+    "batch-size": 1024, "lr": 0.5, "arch-lr": 6e-3, "warmup-epochs": 35, "K": 2,
+  ]
+
+  /// Whether `--setting imagenet` is chosen.
+  static func isImageNet(_ o: ParsedOptions) -> Bool { o.string("setting") == "imagenet" }
 
   /// The settings the options describe.
   public static func settings(from o: ParsedOptions) -> SearchSettings {
     var s = SearchSettings()
-    s.batchSize = o.int("batch-size")
-    s.learningRate = Float(o.double("lr"))
+    let imageNet = isImageNet(o)
+    func value(_ name: String) -> Double? { imageNet && !o.isSet(name) ? imageNetDefaults[name] : nil }
+    s.batchSize = value("batch-size").map { Int($0) } ?? o.int("batch-size")
+    s.learningRate = Float(value("lr") ?? o.double("lr"))
     s.learningRateMin = Float(o.double("lr-min"))
     s.momentum = Float(o.double("momentum"))
     s.weightDecay = Float(o.double("weight-decay"))
     s.epochs = o.int("epochs")
-    s.warmupEpochs = o.int("warmup-epochs")
+    s.warmupEpochs = value("warmup-epochs").map { Int($0) } ?? o.int("warmup-epochs")
     s.network.initChannels = o.int("init-channels")
     s.network.layers = o.int("layers")
-    s.network.partialChannels = o.int("K")
+    s.network.partialChannels = value("K").map { Int($0) } ?? o.int("K")
     s.gradClip = Float(o.double("grad-clip"))
     s.trainPortion = o.double("train-portion")
     s.architect = ArchitectSettings(
-      learningRate: Float(o.double("arch-lr")),
+      learningRate: Float(value("arch-lr") ?? o.double("arch-lr")),
       weightDecay: Float(o.double("arch-weight-decay")),
       unrolled: o.flag("unrolled"))
     s.seed = UInt64(o.int("seed"))
@@ -104,7 +133,37 @@ public enum SearchCommand {
     s.archUpdateEvery = o.int("arch-update-every")
     s.maxSkipConnect = o.int("max-skip-connect") == -1 ? nil : o.int("max-skip-connect")
     s.syncBatchNorm = o.flag("sync-bn")
+    s.learningRateWarmupEpochs =
+      imageNet && !o.isSet("lr-warmup-epochs") ? (s.batchSize > 256 ? 5 : 0) : o.int("lr-warmup-epochs")
+    if imageNet {
+      s.network.stem = .imagenet
+      let (weights, architecture) = (o.double("train-subset-portion"), o.double("arch-subset-portion"))
+      s.trainPortion = weights / (weights + architecture)
+    }
     return s
+  }
+
+  /// The folder options of `--setting imagenet`: decoded per batch at 224 (or `--image-size`),
+  /// normalised with ImageNet's constants (train_search_imagenet.py) unless `--mean`/`--std` are given.
+  /// - Throws: a usage failure for a dataset other than a folder, or subset portions over 1.
+  static func imageNetFolder(_ o: ParsedOptions, dataset: DatasetName, folder: ImageFolderOptions) throws
+    -> ImageFolderOptions
+  {
+    guard dataset == .folder else {
+      throw CommandFailure(
+        message:
+          "--setting imagenet reads a folder of images: pass --dataset folder --data PATH (PATH/train/<class>/…)",
+        exitCode: 2)
+    }
+    guard o.double("train-subset-portion") + o.double("arch-subset-portion") <= 1 else {
+      throw CommandFailure(
+        message: "--train-subset-portion and --arch-subset-portion add up to more than 1", exitCode: 2)
+    }
+    var folder = folder
+    folder.decodePerBatch = true
+    if !o.isSet("image-size") { folder.imageSize = 224 }
+    if folder.mean == nil { (folder.mean, folder.std) = ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]) }
+    return folder
   }
 
   /// Runs the command with `arguments` (without the program name); returns the exit code.
@@ -127,10 +186,20 @@ public enum SearchCommand {
       applyThreads(options)
       let settings = Self.settings(from: options)
       try settings.validate()
-      let (dataset, path, folder) = try datasetOptions(options)
+      var (dataset, path, folder) = try datasetOptions(options)
+      if isImageNet(options) { folder = try imageNetFolder(options, dataset: dataset, folder: folder) }
       try checkMemory(settings, batchFlag: "--batch-size", imageSide: folder.imageSize)
       let (directory, earlier) = try openRunDirectoryOnFirstRank(options, layout: .search)
-      let data = try loadCommandData(dataset, from: path, train: true, folder: folder)
+      var data = try loadCommandData(dataset, from: path, train: true, folder: folder)
+      if isImageNet(options) {
+        // The official search reads 10% and 2.5% of each class, prepared offline; the run's split
+        // then divides their union in that ratio (settings.trainPortion).
+        var rng = SeededGenerator(seed: settings.seed &+ 0x1A6E)
+        let sample = classBalancedSample(
+          labels: data.labels,
+          portions: [options.double("train-subset-portion"), options.double("arch-subset-portion")], rng: &rng)
+        data = data.subset(sample.flatMap { $0 })
+      }
       let (dataParallel, mpiLine) = commandDataParallel(syncBatchNorm: settings.syncBatchNorm)
       let run = try SearchRun(settings: settings, data: data, dataParallel: dataParallel)
       return (settings, directory, earlier, data, run, mpiLine)
@@ -144,6 +213,7 @@ public enum SearchCommand {
       })
     print(
       "search-cifar: \(data.name), \(run.trainLoader.indices.count) search-train / \(run.validIndices.count) search-val images, "
+        + (settings.network.stem == .imagenet ? "ImageNet stem, " : "")
         + "K=\(settings.network.partialChannels), \(settings.network.layers) cells of \(settings.network.initChannels) channels, "
         + "\(run.network.weightCount) weights, batch \(settings.batchSize), \(settings.epochs) epochs "
         + "(\(settings.warmupEpochs) warm-up), \(settings.architect.unrolled ? "second" : "first")-order")

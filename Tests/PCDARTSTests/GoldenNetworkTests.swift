@@ -1,4 +1,5 @@
-// The whole search network against PyTorch: Tests/Fixtures/tiny_network_K{1,4}.safetensors hold
+// The whole search network against PyTorch: Tests/Fixtures/tiny_network_K{1,4}.safetensors (and
+// tiny_network_imagenet_K2, with the ImageNet stem on a 128 × 128 input) hold
 // the official model_search.py Network (C = 8, 5 layers, 10 classes, training mode) with its
 // state_dict and architecture parameters, a (2, 3, 16, 16) input, its logits and loss, selected
 // gradients (`grad_names`), running statistics after the forward (`after_names`), the genotype
@@ -22,16 +23,17 @@ final class GoldenNetworkTests: XCTestCase {
   private static let dataNames: Set<String> = ["input", "target", "logits", "loss"]
 
   /// The fixture and a network holding exactly its state and architecture parameters.
-  private func loadNetwork(k: Int) throws -> (GoldenFixture, SearchNetwork) {
-    let fixture = try GoldenFixture("tiny_network_K\(k).safetensors")
+  private func loadNetwork(k: Int, stem: NetworkStem = .cifar) throws -> (GoldenFixture, SearchNetwork) {
+    let fixture = try GoldenFixture("tiny_network_\(stem == .imagenet ? "imagenet_" : "")K\(k).safetensors")
     let config = try fixture.parameters("network")
     XCTAssertEqual(try config.int("K"), k)
     XCTAssertEqual(try config.string("mode"), "train")
     var rng = SeededGenerator(seed: 1234)  // every value is overwritten from the fixture
-    let net = try SearchNetwork(
-      config: NetworkConfig(
-        initChannels: try config.int("C"), layers: try config.int("layers"),
-        classes: try config.int("num_classes"), partialChannels: k), rng: &rng)
+    var networkConfig = NetworkConfig(
+      initChannels: try config.int("C"), layers: try config.int("layers"), classes: try config.int("num_classes"),
+      partialChannels: k)
+    networkConfig.stem = stem
+    let net = try SearchNetwork(config: networkConfig, rng: &rng)
     let stateNames = fixture.names.filter {
       !Self.dataNames.contains($0) && !$0.hasPrefix("grad.") && !$0.hasPrefix("after.")
     }
@@ -47,9 +49,13 @@ final class GoldenNetworkTests: XCTestCase {
 
   func testTinyNetworkMatchesPyTorchK1() throws { try checkNetwork(k: 1) }
   func testTinyNetworkMatchesPyTorchK4() throws { try checkNetwork(k: 4) }
+  /// model_search_imagenet.py's three-convolution stem (stem0, stem1; the first cell reduces
+  /// stem0's map) at K = 2 on a (2, 3, 128, 128) input.
+  func testTinyNetworkWithTheImageNetStemMatchesPyTorchK2() throws { try checkNetwork(k: 2, stem: .imagenet) }
 
-  private func checkNetwork(k: Int) throws {
-    let (fixture, net) = try loadNetwork(k: k)
+  private func checkNetwork(k: Int, stem: NetworkStem = .cifar) throws {
+    let (fixture, net) = try loadNetwork(k: k, stem: stem)
+    XCTAssertEqual(net.config.dartsWeightCount, net.weightCount, "K=\(k): the weight count from the shape alone")
     XCTAssertEqual(net.weightCount, Int(try fixture.metadataString("param_count")), "K=\(k): weight count")
     // The genotype of the loaded α, β (before any update).
     XCTAssertEqual(net.genotype().pythonDescription, try fixture.metadataString("genotype"), "K=\(k): genotype")
@@ -93,7 +99,7 @@ final class GoldenNetworkTests: XCTestCase {
       try compare(grad, key, tolerance: 1e-5)
     }
     print(
-      "golden tiny_network_K\(k): max relative error "
+      "golden \(fixture.fileName): max relative error "
         + report.map { "\($0.0) \(String(format: "%.2e", $0.1))" }.joined(separator: ", "))
   }
 

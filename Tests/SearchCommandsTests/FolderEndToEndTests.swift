@@ -2,6 +2,7 @@
 // from the fixture images of Tests/Fixtures/images: a tiny run of each writes its outputs, and
 // bad folders, bad files and sizes the network cannot take fail with a message and an exit code.
 import Foundation
+import TensorEngine
 import XCTest
 
 @testable import SearchCommands
@@ -80,6 +81,28 @@ final class FolderEndToEndTests: XCTestCase {
     XCTAssertEqual(evaluateCode, 0, evaluateError)
   }
 
+  func testTheImageNetSettingSearchesAFolderDecodedPerBatch() throws {
+    let data = try makeFolder("imagenet")
+    let flags = [
+      "--setting", "imagenet", "--dataset", "folder", "--data", data, "--image-size", "32", "--layers", "3",
+      "--init-channels", "4", "--batch-size", "4", "--epochs", "2", "--warmup-epochs", "1", "--lr-warmup-epochs", "1",
+      "--train-subset-portion", "0.5", "--arch-subset-portion", "0.5", "--out", out("search"),
+    ]
+    let (code, stderr) = try runCapturingStderr(SearchCommand.main, flags, scratch: root)
+    XCTAssertEqual(code, 0, stderr)
+    let checkpoint = try SafeTensorsFile.read(from: URL(fileURLWithPath: out("search") + "/checkpoint.safetensors"))
+    let settings = try XCTUnwrap(
+      JSONSerialization.jsonObject(with: Data(XCTUnwrap(checkpoint.metadata["settings"]).utf8)) as? [String: Any])
+    let network = try XCTUnwrap(settings["network"] as? [String: Any])
+    XCTAssertEqual(network["stem"] as? String, "imagenet")
+    XCTAssertEqual(network["partialChannels"] as? Int, 2)
+    XCTAssertEqual(settings["learningRate"] as? Double, 0.5)
+    XCTAssertEqual(settings["learningRateWarmupEpochs"] as? Int, 1)
+    let log = try logLines(out("search"))
+    // Epoch 0 warms up (0.5 · 1/1), epoch 1 follows the cosine schedule at 1 of 2 epochs.
+    XCTAssertEqual(log.map { $0["lr"] as? Double }, [0.5, 0.25])
+  }
+
   func testBadFoldersFilesAndSizesFailWithAMessage() throws {
     let jpeg = try Data(contentsOf: Self.images.appendingPathComponent("rgb_37x23.jpg"))
     let data = try makeFolder(
@@ -106,6 +129,14 @@ final class FolderEndToEndTests: XCTestCase {
     (code, message) = try search(searchFlags(data: good, out: out("d")) + ["--image-size", "30"])
     XCTAssertEqual(code, 2, message)
     XCTAssertTrue(message.contains("multiple of 4"), message)
+
+    (code, message) = try search(["--setting", "imagenet", "--dataset", "cifar10", "--out", out("h")])
+    XCTAssertEqual(code, 2, message)
+    XCTAssertTrue(message.contains("--setting imagenet reads a folder"), message)
+    (code, message) = try search(
+      searchFlags(data: good, out: out("i")) + ["--setting", "imagenet", "--image-size", "48"])
+    XCTAssertEqual(code, 2, message)
+    XCTAssertTrue(message.contains("multiple of 32"), message)
 
     (code, message) = try search(["--dataset", "cifar10", "--image-size", "64", "--out", out("e")])
     XCTAssertEqual(code, 2, message)

@@ -5,6 +5,18 @@ import Foundation
 import NeuralNetwork
 import TensorEngine
 
+/// The stem that turns the image into the first cells' inputs.
+public enum NetworkStem: String, Codable, Sendable, CaseIterable {
+  /// model_search.py: a 3 × 3 convolution to 3C channels and a batch norm, at the image's size;
+  /// both inputs of the first cell are its output.
+  case cifar
+  /// model_search_imagenet.py: `stem0` (3 × 3 convolutions with stride 2 to 3C/2 and to 3C
+  /// channels, batch norms, a ReLU between) and `stem1` (ReLU, 3 × 3 convolution with stride 2,
+  /// batch norm), so the first cell sees 1/8 of the image's side (224 → 28); its inputs are
+  /// `stem0`'s output (at 1/4, reduced by the cell's FactorizedReduce) and `stem1`'s.
+  case imagenet
+}
+
 /// The shape of a search network; the defaults are the paper's CIFAR-10 settings.
 public struct NetworkConfig: Codable, Equatable, Sendable {
   /// C: channels of the first cells (the stem has 3·C).
@@ -25,6 +37,8 @@ public struct NetworkConfig: Codable, Equatable, Sendable {
   public var inputChannels = 3
   /// How each edge picks the channels that go through its candidates.
   public var channelSampling = ChannelSampling.shuffle
+  /// The stem: CIFAR's one convolution, or the ImageNet setting's three.
+  public var stem = NetworkStem.cifar
 
   /// A configuration; each parameter sets the property of the same name.
   public init(
@@ -42,7 +56,7 @@ public struct NetworkConfig: Codable, Equatable, Sendable {
 
   private enum CodingKeys: String, CodingKey {
     case initChannels, layers, classes, steps, multiplier, stemMultiplier, partialChannels, inputChannels
-    case channelSampling
+    case channelSampling, stem
   }
 
   /// Decodes a configuration; a field missing from the JSON (a checkpoint written before the
@@ -59,6 +73,7 @@ public struct NetworkConfig: Codable, Equatable, Sendable {
     partialChannels = try c.decode(.partialChannels, or: d.partialChannels)
     inputChannels = try c.decode(.inputChannels, or: d.inputChannels)
     channelSampling = try c.decode(.channelSampling, or: d.channelSampling)
+    stem = try c.decode(.stem, or: d.stem)
   }
 
   /// Edges per cell: 2 + 3 + … + (steps + 1).
@@ -118,7 +133,16 @@ extension NetworkConfig {
   /// The weights of the super-net over DARTS's search space, counted from the shape alone (no
   /// network is built): what ``SearchNetwork/weightCount`` gives for ``SearchSpace/darts``.
   public var dartsWeightCount: Int {
-    var total = 9 * inputChannels * stemMultiplier * initChannels + 2 * stemMultiplier * initChannels
+    let stemChannels = stemMultiplier * initChannels
+    var total = 0
+    switch stem {
+    case .cifar:
+      total += 9 * inputChannels * stemChannels + 2 * stemChannels
+    case .imagenet:
+      let half = stemChannels / 2
+      total += 9 * inputChannels * half + 2 * half + 9 * half * stemChannels + 2 * stemChannels
+      total += 9 * stemChannels * stemChannels + 2 * stemChannels
+    }
     var (previousPrevious, previous, c) = (stemMultiplier * initChannels, stemMultiplier * initChannels, initChannels)
     for i in 0..<layers {
       if isReduction(i) { c *= 2 }
@@ -140,13 +164,23 @@ extension NetworkConfig {
   /// 70cabdf (8 cells, 16 channels, batch 64, peak tensor bytes at K = 1, 2, 4, 8 within 3% of
   /// a + b/K); other shapes are extrapolated, so treat it as a guide to ±30%.
   /// `imageSide` is the input's height and width (32 for CIFAR); activations scale with its square.
+  /// With the ImageNet stem the cells start at 1/8 of the side, and the stem's own maps (at 1/2,
+  /// 1/4 and 1/8, about three float tensors each) are added.
   public func estimatedPeakTensorBytes(batchSize: Int, imageSide: Int = 32) -> Double {
     var (c, side, units) = (initChannels, imageSide, 0.0)
+    var stemBytes = 0.0
+    if stem == .imagenet {
+      let (s, stemChannels) = (Double(imageSide), Double(stemMultiplier * initChannels))
+      stemBytes =
+        12
+        * (stemChannels / 2 * (s / 2) * (s / 2) + stemChannels * (s / 4) * (s / 4) + stemChannels * (s / 8) * (s / 8))
+      side = imageSide / 8
+    }
     for i in 0..<layers {
       if isReduction(i) { (c, side) = (c * 2, side / 2) }
       units += Double(c) * Double(side * side)
     }
-    let activations = Double(batchSize) * units * (56 + 1003 / Double(partialChannels))
+    let activations = Double(batchSize) * (units * (56 + 1003 / Double(partialChannels)) + stemBytes)
     return activations + 12 * Double(dartsWeightCount)
   }
 }
@@ -155,12 +189,18 @@ extension NetworkConfig {
 ///
 /// The two reduction cells halve the feature maps, and their FactorizedReduce concatenates the
 /// halves of an even side only (as in the official code), so both sides must be multiples of 4;
-/// the evaluation network's auxiliary head (5 × 5 pooling with stride 3, then a 2 × 2
-/// convolution) needs at least 8 × 8 after the reductions, so 32 × 32 images.
-public func inputSizeProblem(height: Int, width: Int, auxiliaryHead: Bool = false) -> String? {
-  if height % 4 != 0 || width % 4 != 0 || height < 4 || width < 4 {
-    return "images of \(height) × \(width) pixels cannot be halved by the two reduction cells: "
-      + "use an image size that is a multiple of 4 (32, say)"
+/// the ImageNet stem halves them three times before (and its first cell reduces the stem's
+/// 1/4-size map again), so multiples of 32 there. The evaluation network's auxiliary head (5 × 5
+/// pooling with stride 3, then a 2 × 2 convolution) needs at least 8 × 8 after the reductions, so
+/// 32 × 32 images.
+public func inputSizeProblem(
+  height: Int, width: Int, auxiliaryHead: Bool = false, stem: NetworkStem = .cifar
+) -> String? {
+  let factor = stem == .imagenet ? 32 : 4
+  if height % factor != 0 || width % factor != 0 || height < factor || width < factor {
+    return "images of \(height) × \(width) pixels cannot be halved by the "
+      + (stem == .imagenet ? "ImageNet stem and the two reduction cells" : "two reduction cells")
+      + ": use an image size that is a multiple of \(factor) (\(stem == .imagenet ? 224 : 32), say)"
   }
   if auxiliaryHead && (height < 32 || width < 32) {
     return "the auxiliary head needs images of at least 32 × 32 pixels, these are \(height) × \(width): "
@@ -216,8 +256,13 @@ public final class SearchNetwork: Module {
   public let config: NetworkConfig
   /// The candidate operations, in α-column order.
   public let space: SearchSpace
-  /// Conv 3×3 (3 → 3C) and an affine batch norm (`stem.0`, `stem.1`).
+  /// With the CIFAR stem: conv 3×3 (3 → 3C) and an affine batch norm (`stem.0`, `stem.1`). With
+  /// the ImageNet stem its `stem0`: conv 3×3 stride 2 (3 → 3C/2), batch norm, ReLU, conv 3×3
+  /// stride 2 (→ 3C), batch norm (`stem0.0`, `stem0.1`, `stem0.3`, `stem0.4`).
   public let stem: Sequential
+  /// With the ImageNet stem: ReLU, conv 3×3 stride 2 (3C → 3C), batch norm (`stem1.1`, `stem1.2`);
+  /// `nil` with the CIFAR stem.
+  public let stem1: Sequential?
   /// The search cells (`cells.<i>`); reduction cells at ⌊layers/3⌋ and ⌊2·layers/3⌋.
   public let cells: ModuleList<Cell>
   /// Linear (multiplier·C of the last cell → classes) after global average pooling.
@@ -238,12 +283,30 @@ public final class SearchNetwork: Module {
     self.space = space
     let c = config.initChannels
     let stemChannels = config.stemMultiplier * c
-    stem = Sequential([
-      Conv2d(inChannels: config.inputChannels, outChannels: stemChannels, kernelSize: 3, padding: 1, rng: &rng),
-      BatchNorm2d(channels: stemChannels),
-    ])
+    switch config.stem {
+    case .cifar:
+      stem = Sequential([
+        Conv2d(inChannels: config.inputChannels, outChannels: stemChannels, kernelSize: 3, padding: 1, rng: &rng),
+        BatchNorm2d(channels: stemChannels),
+      ])
+      stem1 = nil
+    case .imagenet:
+      let half = stemChannels / 2
+      stem = Sequential([
+        Conv2d(inChannels: config.inputChannels, outChannels: half, kernelSize: 3, stride: 2, padding: 1, rng: &rng),
+        BatchNorm2d(channels: half), ReLU(),
+        Conv2d(inChannels: half, outChannels: stemChannels, kernelSize: 3, stride: 2, padding: 1, rng: &rng),
+        BatchNorm2d(channels: stemChannels),
+      ])
+      stem1 = Sequential([
+        ReLU(),
+        Conv2d(inChannels: stemChannels, outChannels: stemChannels, kernelSize: 3, stride: 2, padding: 1, rng: &rng),
+        BatchNorm2d(channels: stemChannels),
+      ])
+    }
     var (prevPrev, prev) = (stemChannels, stemChannels)
-    var reductionPrev = false
+    // The ImageNet stem's first cell takes stem0's map at twice its side: a FactorizedReduce.
+    var reductionPrev = config.stem == .imagenet
     var built: [Cell] = []
     for (i, channels) in config.cellChannels.enumerated() {
       let reduction = config.isReduction(i)
@@ -264,13 +327,14 @@ public final class SearchNetwork: Module {
     }
   }
 
-  /// `stem`, `cells` and `classifier`, the official attribute names.
+  /// `stem` (or `stem0` and `stem1`), `cells` and `classifier`, the official attribute names.
   public override var children: [(String, Module)] {
-    [("stem", stem), ("cells", cells), ("classifier", classifier)]
+    let stems: [(String, Module)] = stem1.map { [("stem0", stem), ("stem1", $0)] } ?? [("stem", stem)]
+    return stems + [("cells", cells), ("classifier", classifier)]
   }
 
   /// The class scores of a batch.
-  /// - Parameter x: (N, 3, H, W), H and W divisible by 4.
+  /// - Parameter x: (N, 3, H, W), H and W divisible by 4 (by 32 with the ImageNet stem).
   /// - Returns: (N, classes).
   public func callAsFunction(_ x: Tensor) -> Tensor {
     let opNormal = softmax(arch.alphasNormal)
@@ -279,9 +343,15 @@ public final class SearchNetwork: Module {
     let edgeReduce = normalizedEdgeWeights(arch.betasReduce)
     // Every cell output feeds the ReLU at the start of two later cells' preprocessing; compute it
     // once (the stem output feeds both inputs of cell 0).
-    var r0 = relu(stem(x))
-    var r1 = r0
-    var output = r0
+    var r0: Tensor, r1: Tensor
+    if let stem1 {
+      r0 = relu(stem(x))
+      r1 = relu(stem1.apply(stem1.layers.dropFirst(), to: r0))  // stem1's ReLU is r0's
+    } else {
+      r0 = relu(stem(x))
+      r1 = r0
+    }
+    var output = r1
     for (i, cell) in cells.modules.enumerated() {
       let (ops, edges) = cell.reduction ? (opReduce, edgeReduce) : (opNormal, edgeNormal)
       output = cell(activated: r0, r1, opWeights: ops, edgeWeights: edges, channelSubsets: drawChannelSubsets(cell))

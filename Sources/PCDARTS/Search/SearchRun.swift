@@ -157,7 +157,7 @@ public final class SearchRun {
     var settings = settings
     settings.network.classes = fullData.classCount
     try settings.validate()
-    if let problem = inputSizeProblem(height: fullData.height, width: fullData.width) {
+    if let problem = inputSizeProblem(height: fullData.height, width: fullData.width, stem: settings.network.stem) {
       throw SearchError.invalidConfiguration("\(fullData.name): \(problem)")
     }
     self.settings = settings
