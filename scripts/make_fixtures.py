@@ -643,26 +643,30 @@ EVAL_NET = {"C": 8, "num_classes": 10, "layers": 5, "auxiliary": True, "auxiliar
             "drop_path_prob": 0.3, "batch": 4, "input_hw": 32}
 
 
-def eval_network_case(saved, x, target, drop_path_prob, masks=None):
+def eval_network_case(saved, x, target, drop_path_prob, masks=None, label_smoothing=0.0):
     """One training-mode forward/backward in float64 on a fresh deep copy of `saved`."""
     net = copy.deepcopy(saved)
     net.double().train()
     net.drop_path_prob = drop_path_prob
     logits, logits_aux = net(x.to(DT), masks=masks)
-    loss = F.cross_entropy(logits, target) + \
-        EVAL_NET["auxiliary_weight"] * F.cross_entropy(logits_aux, target)
+    loss = F.cross_entropy(logits, target, label_smoothing=label_smoothing) + \
+        EVAL_NET["auxiliary_weight"] * F.cross_entropy(logits_aux, target, label_smoothing=label_smoothing)
     loss.backward()
     return net, logits, logits_aux, loss
 
 
-def make_eval_network(out_dir, genotype_name, file_tag, seed):
+def make_eval_network(out_dir, genotype_name, file_tag, seed, imagenet=False):
     """The DARTS/PC-DARTS evaluation network (scripts/darts_eval_torch.py, the official
-    NetworkCIFAR) in training mode, with the auxiliary head, without and with drop path."""
+    NetworkCIFAR, or NetworkImageNet with `imagenet`: 224 x 224 input, label smoothing 0.1) in
+    training mode, with the auxiliary head, without and with drop path."""
     ev = darts_eval_torch
     genotype = ev.GENOTYPES[genotype_name]
     torch.manual_seed(seed)
-    net = ev.NetworkCIFAR(EVAL_NET["C"], EVAL_NET["num_classes"], EVAL_NET["layers"],
-                          EVAL_NET["auxiliary"], genotype)
+    network_class = ev.NetworkImageNet if imagenet else ev.NetworkCIFAR
+    net = network_class(EVAL_NET["C"], EVAL_NET["num_classes"], EVAL_NET["layers"],
+                        EVAL_NET["auxiliary"], genotype)
+    side = 224 if imagenet else EVAL_NET["input_hw"]  # the ImageNet head needs a 7x7 map
+    smoothing = 0.1 if imagenet else 0.0
     with torch.no_grad():  # non-trivial affine parameters and running statistics
         for module in net.modules():
             if isinstance(module, torch.nn.BatchNorm2d):
@@ -673,8 +677,8 @@ def make_eval_network(out_dir, genotype_name, file_tag, seed):
                 module.running_var.copy_(1 + 0.1 * torch.rand(n))
     net.train()
     state = {name: value.detach().clone() for name, value in net.state_dict().items()}
-    batch = EVAL_NET["batch"]
-    x = randn(batch, 3, EVAL_NET["input_hw"], EVAL_NET["input_hw"])
+    batch = 2 if imagenet else EVAL_NET["batch"]  # 2 x 224 x 224 keeps the file near the others
+    x = randn(batch, 3, side, side)
     target = torch.randint(0, EVAL_NET["num_classes"], (batch,), dtype=torch.int64)
     keep = 1.0 - EVAL_NET["drop_path_prob"]
     masks = {name: torch.empty(batch).bernoulli_(keep) for name in ev.drop_path_ops(net)}
@@ -687,7 +691,7 @@ def make_eval_network(out_dir, genotype_name, file_tag, seed):
     summary = []
     for prefix, prob, case_masks in (("nodrop", 0.0, None),
                                      ("drop", EVAL_NET["drop_path_prob"], masks)):
-        model, logits, logits_aux, loss = eval_network_case(net, x, target, prob, case_masks)
+        model, logits, logits_aux, loss = eval_network_case(net, x, target, prob, case_masks, smoothing)
         tensors[prefix + ".logits"] = f32(logits)
         tensors[prefix + ".logits_aux"] = f32(logits_aux)
         tensors[prefix + ".loss"] = scalar(loss)
@@ -696,6 +700,8 @@ def make_eval_network(out_dir, genotype_name, file_tag, seed):
             # drop-path changes only its input, whose gradient the cells' gradients check.
             if prefix == "drop" and name.startswith("auxiliary_head."):
                 continue
+            if imagenet and name == "auxiliary_head.features.5.weight":
+                continue  # 0.4 M values; the head's other gradients pass through it
             tensors["%s.grad.%s" % (prefix, name)] = f32(p.grad)
         if prefix == "nodrop":
             for name, b in model.named_buffers():
@@ -709,23 +715,28 @@ def make_eval_network(out_dir, genotype_name, file_tag, seed):
         single = copy.deepcopy(net).float().train()
         single.drop_path_prob = prob
         logits32, aux32 = single(x, masks=case_masks)
-        (F.cross_entropy(logits32, target) + EVAL_NET["auxiliary_weight"] * F.cross_entropy(aux32, target)).backward()
+        (F.cross_entropy(logits32, target, label_smoothing=smoothing)
+         + EVAL_NET["auxiliary_weight"] * F.cross_entropy(aux32, target, label_smoothing=smoothing)).backward()
         worst = max(float((p32.grad.double() - p64.grad).abs().max() / p64.grad.abs().max())
                     for p32, p64 in zip(single.parameters(), model.parameters()))
         summary.append("%s loss %.6f (PyTorch float32: gradients within %.2e of float64)"
                        % (prefix, float(loss), worst))
 
-    big = ev.NetworkCIFAR(36, EVAL_NET["num_classes"], 20, True, genotype)
+    big = (ev.NetworkImageNet(48, 1000, 14, True, genotype) if imagenet
+           else ev.NetworkCIFAR(36, EVAL_NET["num_classes"], 20, True, genotype))
     meta = {
         "generator": GENERATOR,
         "network": json.dumps(dict(EVAL_NET, mode="train", compute_dtype="float64",
-                                   genotype_name=genotype_name, seed=seed,
+                                   genotype_name=genotype_name, seed=seed, input_hw=side,
+                                   stem="imagenet" if imagenet else "cifar", label_smoothing=smoothing,
                                    loss="cross_entropy(logits) + auxiliary_weight * "
-                                        "cross_entropy(logits_aux), mean"),
+                                        "cross_entropy(logits_aux), mean, label_smoothing"),
                               sort_keys=True),
         "genotype": str(genotype),
         "param_count": str(ev.count_parameters(net, include_auxiliary=False)),
         "param_count_total": str(ev.count_parameters(net)),
+        # count_parameters_in_MB of the paper's network: C=36, 20 layers (CIFAR); C=48, 14
+        # layers, 1000 classes (ImageNet)
         "mb_c36_l20": "%.6f" % ev.count_parameters_in_MB(big),
     }
     path = os.path.join(out_dir, "eval_network_%s.safetensors" % file_tag)
@@ -844,6 +855,7 @@ def main():
     make_unrolled(args.out, seed=44)
     make_eval_network(args.out, "PC_DARTS_cifar", "pcdarts_cifar", seed=71)
     make_eval_network(args.out, "PC_DARTS_image", "pcdarts_image", seed=72)
+    make_eval_network(args.out, "PC_DARTS_image", "imagenet_pcdarts_image", seed=73, imagenet=True)
     make_trained(args.out, 1, 8, 5, seed=81)
     make_trained(args.out, 2, 16, 5, seed=82)
 

@@ -35,6 +35,9 @@ public enum TrainCommand {
       .flag("auxiliary", help: "train.py's spelling, accepted as is: the auxiliary head is on unless --no-auxiliary"),
       .flag("no-auxiliary", help: "train without the auxiliary head"),
       .double("auxiliary-weight", default: 0.4, help: "weight of the auxiliary loss"),
+      .double(
+        "label-smoothing", default: 0,
+        help: "ε of the label-smoothed cross-entropy of both losses (train_imagenet.py: 0.1)"),
       .flag("cutout", help: "train.py's spelling, accepted as is: cutout is on unless --no-cutout"),
       .flag("no-cutout", help: "no cutout"),
       .int("cutout-length", default: 16, help: "side of the cutout square"),
@@ -63,7 +66,8 @@ public enum TrainCommand {
   static let flagsOfSettings: [String: String] = [
     "batchSize": "--batch-size", "learningRate": "--lr", "learningRateMin": "--lr-min", "momentum": "--momentum",
     "weightDecay": "--weight-decay", "epochs": "--epochs", "network.initChannels": "--init-channels",
-    "network.layers": "--layers", "auxiliaryWeight": "--auxiliary-weight", "cutoutLength": "--cutout-length",
+    "network.layers": "--layers", "auxiliaryWeight": "--auxiliary-weight", "labelSmoothing": "--label-smoothing",
+    "cutoutLength": "--cutout-length",
     "dropPathProbability": "--drop-path-prob", "gradClip": "--grad-clip", "seed": "--seed", "subset": "--subset",
     "testSubset": "--test-subset", "syncBatchNorm": "--sync-bn",
   ]
@@ -85,6 +89,7 @@ public enum TrainCommand {
     s.network.layers = o.int("layers")
     s.network.auxiliary = !o.flag("no-auxiliary")
     s.auxiliaryWeight = Float(o.double("auxiliary-weight"))
+    s.labelSmoothing = Float(o.double("label-smoothing"))
     s.cutoutLength = o.flag("no-cutout") ? nil : o.int("cutout-length")
     s.dropPathProbability = Float(o.double("drop-path-prob"))
     s.gradClip = Float(o.double("grad-clip"))

@@ -357,6 +357,18 @@ final class GradientCheckTests: XCTestCase {
     checkGradients("softmax rows", inputs: [x]) { softmax($0[0]) }
     checkGradients("softmax vector", inputs: [b]) { softmax($0[0]) }
     checkGradients("cross entropy", inputs: [x]) { crossEntropy($0[0], labels: [4, 0, 2]) }
+    checkGradients("cross entropy, label smoothing 0.1", inputs: [x]) {
+      crossEntropy($0[0], labels: [4, 0, 2], labelSmoothing: 0.1)
+    }
+  }
+
+  /// train_imagenet.py's CrossEntropyLabelSmooth(ε = 0.1), the value PyTorch 1.13 gives for
+  /// `F.cross_entropy(x, y, label_smoothing=0.1)` in float64.
+  func testLabelSmoothingMatchesPyTorch() {
+    let x = Tensor(shape: [2, 4], data: [0.5, -1.25, 2.0, 0.0, 1.5, 0.25, -0.75, 3.0])
+    XCTAssertEqual(crossEntropy(x, labels: [2, 0], labelSmoothing: 0.1).item, 1.1618575851062556, accuracy: 1e-6)
+    XCTAssertEqual(
+      crossEntropy(x, labels: [2, 0], labelSmoothing: 0).item, crossEntropy(x, labels: [2, 0]).item)
   }
 
   func testZeroOpHasShapeAndNoGradient() {

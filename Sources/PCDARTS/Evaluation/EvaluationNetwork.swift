@@ -17,14 +17,39 @@ public struct EvaluationConfig: Codable, Equatable, Sendable {
   public var auxiliary = true
   /// Image channels (3; Fashion-MNIST is repeated to 3).
   public var inputChannels = 3
+  /// The stem: `NetworkCIFAR`'s convolution to 3·C channels, or `NetworkImageNet`'s three
+  /// stride-2 convolutions (stem0 to C/2 and C, stem1 to C; 224 → 28) with the ImageNet
+  /// auxiliary head.
+  public var stem = NetworkStem.cifar
 
   /// A configuration; each parameter sets the property of the same name.
-  public init(initChannels: Int = 36, layers: Int = 20, classes: Int = 10, auxiliary: Bool = true) {
+  public init(
+    initChannels: Int = 36, layers: Int = 20, classes: Int = 10, auxiliary: Bool = true, stem: NetworkStem = .cifar
+  ) {
     (self.initChannels, self.layers, self.classes, self.auxiliary) = (initChannels, layers, classes, auxiliary)
+    self.stem = stem
   }
 
-  /// The stem outputs 3·C channels, as in DARTS.
+  private enum CodingKeys: String, CodingKey { case initChannels, layers, classes, auxiliary, inputChannels, stem }
+
+  /// Decodes a configuration; a field missing from the JSON (a checkpoint written before the
+  /// field existed) keeps its default.
+  public init(from decoder: Decoder) throws {
+    let c = try decoder.container(keyedBy: CodingKeys.self)
+    let d = EvaluationConfig()
+    initChannels = try c.decode(.initChannels, or: d.initChannels)
+    layers = try c.decode(.layers, or: d.layers)
+    classes = try c.decode(.classes, or: d.classes)
+    auxiliary = try c.decode(.auxiliary, or: d.auxiliary)
+    inputChannels = try c.decode(.inputChannels, or: d.inputChannels)
+    stem = try c.decode(.stem, or: d.stem)
+  }
+
+  /// The CIFAR stem outputs 3·C channels, as in DARTS (the ImageNet stem C).
   public static let stemMultiplier = 3
+
+  /// The channels of the stem's output: 3·C, or C with the ImageNet stem.
+  public var stemChannels: Int { stem == .imagenet ? initChannels : EvaluationConfig.stemMultiplier * initChannels }
 
   /// Whether cell `i` halves the resolution and doubles the channels.
   public func isReduction(_ i: Int) -> Bool { i == layers / 3 || i == 2 * layers / 3 }
@@ -51,36 +76,40 @@ public struct EvaluationConfig: Codable, Equatable, Sendable {
 /// 8×8 output of the second reduction cell: ReLU, 5×5 average pool with stride 3 (to 2×2), 1×1
 /// convolution to 128 channels, batch norm, ReLU, 2×2 convolution to 768, batch norm, ReLU,
 /// then a linear classifier. Its loss, weighted, joins the main loss in training only.
+///
+/// The ImageNet variant (`AuxiliaryHeadImageNet`) reads a 7×7 map: its pool has stride 2, and
+/// the batch norm after the 768-channel convolution is left out, as in the paper's experiments
+/// (the official code comments it out).
 public final class AuxiliaryHead: Module {
-  /// The eight layers (`features.0` … `features.7`).
+  /// The eight layers (`features.0` … `features.7`; seven for the ImageNet variant).
   public let features: Sequential
   /// 768 → classes.
   public let classifier: Linear
 
   /// A head on `channels` input channels for `classes` classes.
-  public init(channels: Int, classes: Int, rng: inout SeededGenerator) {
-    features = Sequential([
+  public init(channels: Int, classes: Int, imagenet: Bool = false, rng: inout SeededGenerator) {
+    let head: [Layer] = [
       ReLU(),
-      AvgPool2d(kernel: 5, stride: 3, padding: 0, countIncludePad: false),
+      AvgPool2d(kernel: 5, stride: imagenet ? 2 : 3, padding: 0, countIncludePad: false),
       Conv2d(inChannels: channels, outChannels: 128, kernelSize: 1, rng: &rng),
       BatchNorm2d(channels: 128),
       ReLU(),
       Conv2d(inChannels: 128, outChannels: 768, kernelSize: 2, rng: &rng),
-      BatchNorm2d(channels: 768),
-      ReLU(),
-    ])
+    ]
+    features = Sequential(head + (imagenet ? [] : [BatchNorm2d(channels: 768)]) + [ReLU()])
     classifier = Linear(inFeatures: 768, outFeatures: classes, rng: &rng)
   }
 
   /// `features`, `classifier`, the official attribute names.
   public override var children: [(String, Module)] { [("features", features), ("classifier", classifier)] }
 
-  /// The head applied to `r` = ReLU(x), x of shape (N, C, 8, 8); returns (N, classes).
+  /// The head applied to `r` = ReLU(x), x of shape (N, C, 8, 8) (7×7 for the ImageNet variant);
+  /// returns (N, classes).
   public func callAsFunction(afterReLU r: Tensor) -> Tensor {
     let f = features.apply(features.layers.dropFirst(), to: r)
     precondition(
       f.shape[2] == 1 && f.shape[3] == 1,
-      "AuxiliaryHead: expects an 8×8 input (a 32×32 image after two reductions), got \(r.shape)")
+      "AuxiliaryHead: expects an 8×8 input (a 32×32 image after two reductions; 7×7 for ImageNet's), got \(r.shape)")
     return classifier(reshape(f, [f.shape[0], f.shape[1]]))
   }
 }
@@ -189,8 +218,11 @@ public final class EvaluationNetwork: Module {
   public let config: EvaluationConfig
   /// The architecture the cells are built from.
   public let genotype: Genotype
-  /// 3×3 convolution (3 → 3·C) and batch norm.
+  /// 3×3 convolution (3 → 3·C) and batch norm; with the ImageNet stem its `stem0`: conv 3×3
+  /// stride 2 (3 → C/2), batch norm, ReLU, conv 3×3 stride 2 (→ C), batch norm.
   public let stem: Sequential
+  /// With the ImageNet stem: ReLU, conv 3×3 stride 2 (C → C), batch norm; `nil` otherwise.
+  public let stem1: Sequential?
   /// The cells.
   public let cells: ModuleList<EvaluationCell>
   /// The auxiliary classifier, when ``EvaluationConfig/auxiliary`` is set.
@@ -228,13 +260,31 @@ public final class EvaluationNetwork: Module {
     self.config = config
     self.genotype = genotype
     dropPathGenerator = SeededGenerator(seed: dropPathSeed)
-    let stemChannels = EvaluationConfig.stemMultiplier * config.initChannels
-    stem = Sequential([
-      Conv2d(inChannels: config.inputChannels, outChannels: stemChannels, kernelSize: 3, padding: 1, rng: &rng),
-      BatchNorm2d(channels: stemChannels),
-    ])
+    let stemChannels = config.stemChannels
+    switch config.stem {
+    case .cifar:
+      stem = Sequential([
+        Conv2d(inChannels: config.inputChannels, outChannels: stemChannels, kernelSize: 3, padding: 1, rng: &rng),
+        BatchNorm2d(channels: stemChannels),
+      ])
+      stem1 = nil
+    case .imagenet:
+      let half = stemChannels / 2
+      stem = Sequential([
+        Conv2d(inChannels: config.inputChannels, outChannels: half, kernelSize: 3, stride: 2, padding: 1, rng: &rng),
+        BatchNorm2d(channels: half), ReLU(),
+        Conv2d(inChannels: half, outChannels: stemChannels, kernelSize: 3, stride: 2, padding: 1, rng: &rng),
+        BatchNorm2d(channels: stemChannels),
+      ])
+      stem1 = Sequential([
+        ReLU(),
+        Conv2d(inChannels: stemChannels, outChannels: stemChannels, kernelSize: 3, stride: 2, padding: 1, rng: &rng),
+        BatchNorm2d(channels: stemChannels),
+      ])
+    }
     var (previousPrevious, previous, c) = (stemChannels, stemChannels, config.initChannels)
-    var reductionPrevious = false
+    // NetworkImageNet's first cell reads stem0's map at twice its side: a FactorizedReduce.
+    var reductionPrevious = config.stem == .imagenet
     var built: [EvaluationCell] = []
     var auxiliaryChannels = previous
     for i in 0..<config.layers {
@@ -252,25 +302,35 @@ public final class EvaluationNetwork: Module {
     }
     cells = ModuleList(built)
     auxiliaryHead =
-      config.auxiliary ? AuxiliaryHead(channels: auxiliaryChannels, classes: config.classes, rng: &rng) : nil
+      config.auxiliary
+      ? AuxiliaryHead(
+        channels: auxiliaryChannels, classes: config.classes, imagenet: config.stem == .imagenet, rng: &rng) : nil
     classifier = Linear(inFeatures: previous, outFeatures: config.classes, rng: &rng)
   }
 
-  /// `stem`, `cells`, `auxiliary_head` (when built) and `classifier`, in the official order.
+  /// `stem` (or `stem0`, `stem1`), `cells`, `auxiliary_head` (when built) and `classifier`, in
+  /// the official order.
   public override var children: [(String, Module)] {
-    [("stem", stem), ("cells", cells)] + (auxiliaryHead.map { [("auxiliary_head", $0)] } ?? [])
+    let stems: [(String, Module)] = stem1.map { [("stem0", stem), ("stem1", $0)] } ?? [("stem", stem)]
+    return stems + [("cells", cells)] + (auxiliaryHead.map { [("auxiliary_head", $0)] } ?? [])
       + [("classifier", classifier)]
   }
 
   /// The logits of a batch, and in training mode with an auxiliary head its logits too.
-  /// - Parameter x: (N, 3, 32, 32).
+  /// - Parameter x: (N, 3, 32, 32) (N, 3, 224, 224 with the ImageNet stem).
   /// - Returns: (N, classes) each.
   public func callAsFunction(_ x: Tensor) -> (logits: Tensor, auxiliaryLogits: Tensor?) {
     // Every cell output feeds the ReLU at the start of two later cells' preprocessing (and of the
-    // auxiliary head); compute it once. The stem output feeds both inputs of cell 0.
-    var r0 = relu(stem(x))
-    var r1 = r0
-    var output = r0
+    // auxiliary head); compute it once. The CIFAR stem's output feeds both inputs of cell 0.
+    var r0: Tensor, r1: Tensor
+    if let stem1 {
+      r0 = relu(stem(x))
+      r1 = relu(stem1.apply(stem1.layers.dropFirst(), to: r0))  // stem1's ReLU is r0's
+    } else {
+      r0 = relu(stem(x))
+      r1 = r0
+    }
+    var output = r1
     var auxiliaryLogits: Tensor?
     let dropping = isTraining && dropPathProbability > 0
     for (i, cell) in cells.modules.enumerated() {
@@ -284,12 +344,16 @@ public final class EvaluationNetwork: Module {
   }
 
   /// The training loss: cross-entropy of the logits plus `auxiliaryWeight` times that of the
-  /// auxiliary logits when there are some (train.py's `loss += auxiliary_weight * loss_aux`).
-  public func loss(_ x: Tensor, labels: [Int32], auxiliaryWeight: Float) -> (loss: Tensor, logits: Tensor) {
+  /// auxiliary logits when there are some (train.py's `loss += auxiliary_weight * loss_aux`),
+  /// both with `labelSmoothing` (train_imagenet.py's `CrossEntropyLabelSmooth`, 0.1 there).
+  public func loss(
+    _ x: Tensor, labels: [Int32], auxiliaryWeight: Float, labelSmoothing: Float = 0
+  ) -> (loss: Tensor, logits: Tensor) {
     let (logits, auxiliaryLogits) = self(x)
-    var loss = crossEntropy(logits, labels: labels)
+    var loss = crossEntropy(logits, labels: labels, labelSmoothing: labelSmoothing)
     if let auxiliaryLogits, auxiliaryWeight != 0 {
-      loss = add(loss, scale(crossEntropy(auxiliaryLogits, labels: labels), by: auxiliaryWeight))
+      loss = add(
+        loss, scale(crossEntropy(auxiliaryLogits, labels: labels, labelSmoothing: labelSmoothing), by: auxiliaryWeight))
     }
     return (loss, logits)
   }

@@ -57,7 +57,9 @@ public final class TrainingIteration {
     let forwardStart = Date()
     let (loss, correct): (Tensor, Int) = {
       // The logits die here: backward needs only what the loss recorded.
-      let (loss, logits) = network.loss(batch.images, labels: batch.labels, auxiliaryWeight: settings.auxiliaryWeight)
+      let (loss, logits) = network.loss(
+        batch.images, labels: batch.labels, auxiliaryWeight: settings.auxiliaryWeight,
+        labelSmoothing: settings.labelSmoothing)
       return (loss, correctPredictions(logits, batch.labels))
     }()
     let backwardStart = Date()
@@ -190,7 +192,7 @@ public final class TrainingRun {
     try settings.validate()
     for data in [fullTrain, fullTest] {
       if let problem = inputSizeProblem(
-        height: data.height, width: data.width, auxiliaryHead: settings.network.auxiliary)
+        height: data.height, width: data.width, auxiliaryHead: settings.network.auxiliary, stem: settings.network.stem)
       {
         throw SearchError.invalidConfiguration("\(data.name): \(problem)")
       }

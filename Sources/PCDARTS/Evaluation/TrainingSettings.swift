@@ -23,6 +23,8 @@ public struct TrainingSettings: RunSettings {
   public var epochs = 600
   /// The weight of the auxiliary head's loss (used when ``EvaluationConfig/auxiliary`` is set).
   public var auxiliaryWeight: Float = 0.4
+  /// ε of the label-smoothed cross-entropy of both losses (train_imagenet.py's 0.1); 0 = plain.
+  public var labelSmoothing: Float = 0
   /// The side of the cutout square of each training image, or `nil` for no cutout.
   public var cutoutLength: Int? = 16
   /// The drop-path probability of the last epoch; epoch e uses `dropPathProbability · e / epochs`.
@@ -44,7 +46,7 @@ public struct TrainingSettings: RunSettings {
 
   private enum CodingKeys: String, CodingKey {
     case network, batchSize, learningRate, learningRateMin, momentum, weightDecay, epochs, auxiliaryWeight
-    case cutoutLength, dropPathProbability, gradClip, seed, subset, testSubset, syncBatchNorm
+    case cutoutLength, dropPathProbability, gradClip, seed, subset, testSubset, syncBatchNorm, labelSmoothing
   }
 
   /// Decodes settings; a field missing from the JSON (a checkpoint written before the field
@@ -67,6 +69,7 @@ public struct TrainingSettings: RunSettings {
     subset = try c.decodeIfPresent(Int.self, forKey: .subset)
     testSubset = try c.decodeIfPresent(Int.self, forKey: .testSubset)
     syncBatchNorm = try c.decode(.syncBatchNorm, or: d.syncBatchNorm)
+    labelSmoothing = try c.decode(.labelSmoothing, or: d.labelSmoothing)
   }
 
   /// The learning rate of epoch `epoch` (cosine annealing from `learningRate` to `learningRateMin`).
@@ -98,6 +101,9 @@ public struct TrainingSettings: RunSettings {
     if epochs < 1 || epochs > 100_000 { try fail("epochs", "must lie in 1...100000, got \(epochs)") }
     if !(auxiliaryWeight >= 0 && auxiliaryWeight.isFinite) {
       try fail("auxiliaryWeight", "must be ≥ 0, got \(auxiliaryWeight)")
+    }
+    if !(labelSmoothing >= 0 && labelSmoothing < 1) {
+      try fail("labelSmoothing", "must lie in [0, 1), got \(labelSmoothing)")
     }
     if let length = cutoutLength, length < 1 || length > 64 {
       try fail("cutoutLength", "must lie in 1...64, got \(length)")
@@ -131,6 +137,6 @@ public struct TrainingSettings: RunSettings {
   /// and clipping. The network, the data, the seed, the batch and the momentum define the run.
   public static let changeableOnResume: Set<String> = [
     "learningRate", "learningRateMin", "weightDecay", "epochs", "gradClip", "dropPathProbability",
-    "auxiliaryWeight", "syncBatchNorm",
+    "auxiliaryWeight", "syncBatchNorm", "labelSmoothing",
   ]
 }

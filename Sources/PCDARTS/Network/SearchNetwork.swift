@@ -192,7 +192,7 @@ extension NetworkConfig {
 /// the ImageNet stem halves them three times before (and its first cell reduces the stem's
 /// 1/4-size map again), so multiples of 32 there. The evaluation network's auxiliary head (5 × 5
 /// pooling with stride 3, then a 2 × 2 convolution) needs at least 8 × 8 after the reductions, so
-/// 32 × 32 images.
+/// 32 × 32 images; ImageNet's (stride 2) 7 × 7, so 224 × 224 images.
 public func inputSizeProblem(
   height: Int, width: Int, auxiliaryHead: Bool = false, stem: NetworkStem = .cifar
 ) -> String? {
@@ -202,9 +202,10 @@ public func inputSizeProblem(
       + (stem == .imagenet ? "ImageNet stem and the two reduction cells" : "two reduction cells")
       + ": use an image size that is a multiple of \(factor) (\(stem == .imagenet ? 224 : 32), say)"
   }
-  if auxiliaryHead && (height < 32 || width < 32) {
-    return "the auxiliary head needs images of at least 32 × 32 pixels, these are \(height) × \(width): "
-      + "use a larger image size or no auxiliary head"
+  let auxiliaryMinimum = stem == .imagenet ? 224 : 32  // 8 × 8 after the reductions (7 × 7 for ImageNet's head)
+  if auxiliaryHead && (height < auxiliaryMinimum || width < auxiliaryMinimum) {
+    return "the auxiliary head needs images of at least \(auxiliaryMinimum) × \(auxiliaryMinimum) pixels, these are "
+      + "\(height) × \(width): use a larger image size or no auxiliary head"
   }
   return nil
 }

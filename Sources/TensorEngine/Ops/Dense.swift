@@ -82,14 +82,22 @@ func softmaxRow(_ dst: UnsafeMutablePointer<Float>, _ src: UnsafePointer<Float>,
 
 /// The mean cross-entropy of `logits` against integer class `labels`, like
 /// `torch.nn.functional.cross_entropy` (reduction = mean).
+///
+/// With `labelSmoothing` ε > 0 the target of a row is (1 − ε)·onehot(label) + ε/O, the loss of
+/// train_imagenet.py's `CrossEntropyLabelSmooth` (and of PyTorch's `label_smoothing=ε`):
+/// (1 − ε)·(−log p_label) + ε·mean over the O classes of (−log p).
 /// - Parameters:
 ///   - logits: (N, O).
 ///   - labels: N class indices in 0..<O.
+///   - labelSmoothing: ε in [0, 1).
 /// - Returns: a scalar tensor.
-public func crossEntropy(_ logits: Tensor, labels: [Int32]) -> Tensor {
+/// - Precondition: one label per row, each in 0..<O; ε in [0, 1).
+public func crossEntropy(_ logits: Tensor, labels: [Int32], labelSmoothing: Float = 0) -> Tensor {
   precondition(
     logits.rank == 2 && logits.shape[0] == labels.count,
     "crossEntropy: logits \(logits.shape) need one label per row, got \(labels.count) labels")
+  precondition(
+    labelSmoothing >= 0 && labelSmoothing < 1, "crossEntropy: label smoothing \(labelSmoothing) is outside [0, 1)")
   let (n, k) = (logits.shape[0], logits.shape[1])
   for (r, label) in labels.enumerated() {
     precondition(label >= 0 && Int(label) < k, "crossEntropy: label \(label) of row \(r) is outside 0..<\(k)")
@@ -104,16 +112,27 @@ public func crossEntropy(_ logits: Tensor, labels: [Int32]) -> Tensor {
     for i in 0..<k { top = max(top, row[i]) }
     var total: Double = 0
     for i in 0..<k { total += Foundation.exp(Double(row[i] - top)) }
-    loss += Double(top) + Foundation.log(total) - Double(row[Int(labels[r])])
+    let logSum = Double(top) + Foundation.log(total)
+    if labelSmoothing == 0 {
+      loss += logSum - Double(row[Int(labels[r])])
+    } else {
+      var meanLogit: Double = 0
+      for i in 0..<k { meanLogit += Double(row[i]) }
+      meanLogit /= Double(k)
+      let eps = Double(labelSmoothing)
+      loss += (1 - eps) * (logSum - Double(row[Int(labels[r])])) + eps * (logSum - meanLogit)
+    }
   }
   let out = Tensor(scalar: Float(loss / Double(n)))
   let shape = logits.shape
   return record(out, inputs: [logits]) { g in
     let dx = Tensor.uninitialized(shape)
     let s = g.pointer[0] / Float(n)
+    // d/dlogit_i = p_i − target_i, target = (1 − ε)·onehot + ε/O.
+    let (onLabel, uniform) = ((1 - labelSmoothing) * s, labelSmoothing / Float(k) * s)
     for r in 0..<n {
-      for i in 0..<k { dx.pointer[r * k + i] = probs.pointer[r * k + i] * s }
-      dx.pointer[r * k + Int(labels[r])] -= s
+      for i in 0..<k { dx.pointer[r * k + i] = probs.pointer[r * k + i] * s - uniform }
+      dx.pointer[r * k + Int(labels[r])] -= onLabel
     }
     return [dx]
   }

@@ -210,6 +210,20 @@ let (testLoss, testAccuracy) = evaluateClassifier(on: data, batchSize: trainedWi
 }
 print(testLoss, testAccuracy == trainer.history.last?.testAcc)
 
+// The ImageNet search stem: a 64 × 64 input reaches the cells at 8 × 8.
+var imagenetConfig = NetworkConfig(initChannels: 4, layers: 3, classes: 5, partialChannels: 2)
+imagenetConfig.stem = .imagenet
+let imagenetSearch = try SearchNetwork(config: imagenetConfig, rng: &rng)
+print(imagenetSearch(Tensor.randomNormal([2, 3, 64, 64], using: &rng)).shape)  // [2, 5]
+
+// NetworkImageNet and the label-smoothed loss (its auxiliary head needs 224 × 224 inputs).
+let mobile = try EvaluationNetwork(
+  config: EvaluationConfig(initChannels: 8, layers: 3, classes: 5, auxiliary: false, stem: .imagenet),
+  genotype: Genotype.published["PC_DARTS_image"]!, rng: &rng)
+let (mobileLoss, _) = mobile.loss(
+  Tensor.randomNormal([2, 3, 64, 64], using: &rng), labels: [1, 4], auxiliaryWeight: 0, labelSmoothing: 0.1)
+print(mobileLoss.item)
+
 let single = DataParallel()  // DataParallel(group: SingleProcess.shared)
 print(single.rank, single.size, single.shard(of: 10).rows)  // 0 1 0..<10
 let shard = BatchShard(rank: 1, of: 4, count: 10)  // rank 1 of 4 takes rows 2..<5 of 10
