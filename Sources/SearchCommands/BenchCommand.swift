@@ -48,6 +48,11 @@ public struct BenchResult: Codable, Equatable, Sendable {
   public var peakActivationBytes: Int
   /// Peak resident set size of the child process.
   public var peakRSSBytes: Int
+  /// The tensor bytes alive at the peak, by what allocated them (``MemoryStats/attributing(to:_:)``:
+  /// the stem, preprocessing, each candidate operation, node sums, cell outputs, the backward
+  /// pass, and the rest: weights, gradients, optimizer state, data); they add up to
+  /// ``peakTensorBytes``. `nil` from results written before it existed.
+  public var peakTensorBreakdown: [String: Int]?
   /// With `--train`: the genotype whose evaluation network was measured (`K` is then 0).
   public var genotype: String?
   /// Under MPI: the ranks sharing the batch (the figures above are rank 0's, images/s the job's).
@@ -273,7 +278,7 @@ public enum BenchCommand {
     var traffic = dataParallel.traffic
     for iteration in 0..<(warmup + iterations) {
       let timed = iteration >= warmup
-      if timed && iteration == warmup { (memory, traffic) = (MemoryMeasurement(), dataParallel.traffic) }
+      if timed && iteration == warmup { (memory, traffic) = (MemoryMeasurement(breakdown: true), dataParallel.traffic) }
       let start = Date()
       let result = try step(iteration + 1)
       if timed {
@@ -283,6 +288,7 @@ public enum BenchCommand {
       }
     }
     (timings.peak, timings.resident) = (memory?.peakBytes ?? 0, memory?.startBytes ?? 0)
+    timings.breakdown = Dictionary(uniqueKeysWithValues: (memory?.peakBreakdown ?? []).map { ($0.name, $0.bytes) })
     if dataParallel.isDistributed {
       let (after, n) = (dataParallel.traffic, Double(iterations))
       timings.collectives = (
@@ -297,6 +303,8 @@ public enum BenchCommand {
   private struct Timings {
     var seconds: [Double] = [], forward: [Double] = [], backward: [Double] = []
     var peak = 0, resident = 0
+    /// The tensor bytes at the peak by what allocated them (MemoryMeasurement.peakBreakdown).
+    var breakdown: [String: Int] = [:]
     /// Under MPI: the ranks, and per step the collective calls, bytes and milliseconds.
     var collectives: (ranks: Int, calls: Double, bytes: Double, milliseconds: Double)?
 
@@ -309,7 +317,8 @@ public enum BenchCommand {
         K: k, batch: batch, layers: layers, initChannels: initChannels, secondsPerIteration: perIteration,
         imagesPerSecond: Double(batch) / perIteration, forwardMilliseconds: median(forward),
         backwardMilliseconds: median(backward), peakTensorBytes: peak, peakActivationBytes: peak - resident,
-        peakRSSBytes: Int(usage.ru_maxrss) * 1024, genotype: genotype, ranks: collectives?.ranks,
+        peakRSSBytes: Int(usage.ru_maxrss) * 1024, peakTensorBreakdown: breakdown, genotype: genotype,
+        ranks: collectives?.ranks,
         collectiveCalls: collectives?.calls, collectiveBytes: collectives?.bytes,
         collectiveMilliseconds: collectives?.milliseconds)
     }
@@ -422,6 +431,8 @@ public enum BenchCommand {
           result.imagesPerSecond, formatBytes(result.peakRSSBytes)))
     }
     print(table(results))
+    print("")
+    print(peakBreakdownTable(results))
     let budget = options.double("budget-gb")
     if budget > 0 {
       print("")
@@ -509,6 +520,24 @@ public enum BenchCommand {
   }
 
   /// The results with each figure's ratio to the first K (K = 1 when measured).
+  /// What the tensor bytes at each K's peak were allocated by, largest first: the `top` largest
+  /// attributions with their share of the peak, the rest summed.
+  public static func peakBreakdownTable(_ results: [BenchResult], top: Int = 8) -> String {
+    var lines = ["what the peak tensor bytes were allocated by (MemoryStats attributions):"]
+    for r in results {
+      guard let parts = r.peakTensorBreakdown, !parts.isEmpty else { continue }
+      let sorted = parts.sorted { $0.value != $1.value ? $0.value > $1.value : $0.key < $1.key }
+      let total = Double(max(r.peakTensorBytes, 1))
+      var shown = sorted.prefix(top).map { name, bytes in
+        String(format: "%@ %@ (%.0f%%)", name, formatBytes(bytes), 100 * Double(bytes) / total)
+      }
+      let rest = sorted.dropFirst(top).reduce(0) { $0 + $1.value }
+      if rest != 0 { shown.append("the rest \(formatBytes(rest))") }
+      lines.append("  K=\(r.K) (\(formatBytes(r.peakTensorBytes))): " + shown.joined(separator: ", "))
+    }
+    return lines.joined(separator: "\n")
+  }
+
   public static func table(_ results: [BenchResult]) -> String {
     guard let base = results.first(where: { $0.K == 1 }) ?? results.first else { return "" }
     var lines = [

@@ -130,7 +130,7 @@ extension Tensor {
       current.backward = nil
       current.edges = []
       guard let g, let body else { continue }
-      let grads = withNoGrad { body(g) }
+      let grads = MemoryStats.attributing(to: "backward: gradients") { withNoGrad { body(g) } }
       // Gradients are accumulated in place later, so one buffer must not land in two places
       // (an add hands the same gradient to both of its inputs).
       var owned = Set<ObjectIdentifier>()

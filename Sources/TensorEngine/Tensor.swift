@@ -13,6 +13,8 @@ public final class Storage: @unchecked Sendable {
   public let pointer: UnsafeMutablePointer<Float>
   /// The number of elements.
   public let count: Int
+  /// What the bytes are attributed to (``MemoryStats/attributing(to:_:)``), as an index.
+  private let tag: Int
 
   /// Allocates `count` elements, zeroed when `zeroed` is true.
   init(count: Int, zeroed: Bool) {
@@ -21,12 +23,12 @@ public final class Storage: @unchecked Sendable {
     self.count = count
     pointer = UnsafeMutablePointer<Float>.allocate(capacity: max(count, 1))
     if zeroed { pointer.initialize(repeating: 0, count: count) }
-    MemoryStats.allocated(bytes: count * MemoryLayout<Float>.stride)
+    tag = MemoryStats.allocated(bytes: count * MemoryLayout<Float>.stride)
   }
 
   deinit {
     pointer.deallocate()
-    MemoryStats.released(bytes: count * MemoryLayout<Float>.stride)
+    MemoryStats.released(bytes: count * MemoryLayout<Float>.stride, tag: tag)
   }
 
   /// The elements as a buffer pointer.
@@ -40,25 +42,74 @@ public final class Storage: @unchecked Sendable {
 /// Tests check that a forward+backward pass returns ``liveBytes`` to where it started (nothing
 /// leaked, every saved activation released); a ``MemoryMeasurement`` gives the peak of a stretch
 /// of work without disturbing any other measurement.
+///
+/// Every buffer is also attributed to what was running when it was allocated (``attributing(to:_:)``:
+/// a search network names its stem, preprocessing, each candidate operation, node sums; autograd
+/// names the backward pass), so a measurement can tell which tensors make its peak.
 public enum MemoryStats {
   private static let lock = NSLock()
   nonisolated(unsafe) private static var live = 0
   nonisolated(unsafe) private static var peak = 0
   /// The measurements running now; each allocation raises their peaks.
   nonisolated(unsafe) private static var measurements: [MemoryMeasurement] = []
+  /// Attribution names by index (0: none given) and the live bytes of each.
+  nonisolated(unsafe) private static var tagNames = [unattributed]
+  nonisolated(unsafe) private static var tagIndex = [unattributed: 0]
+  nonisolated(unsafe) private static var liveByTag = [0]
+  /// The attribution of allocations now (process wide: the worker threads of an op allocate on
+  /// behalf of the thread that runs it).
+  nonisolated(unsafe) private static var currentTag = 0
 
-  static func allocated(bytes: Int) {
+  /// The name of bytes allocated outside every ``attributing(to:_:)``: weights, gradients,
+  /// optimizer state, batches.
+  public static let unattributed = "other (weights, gradients, optimizer state, data)"
+
+  static func allocated(bytes: Int) -> Int {
     lock.lock()
+    defer { lock.unlock() }
     live += bytes
+    liveByTag[currentTag] += bytes
     if live > peak { peak = live }
-    for m in measurements where live > m.peak { m.peak = live }
+    for m in measurements where live > m.peak {
+      m.peak = live
+      if m.recordsBreakdown { m.peakByTag = liveByTag }
+    }
+    return currentTag
+  }
+
+  static func released(bytes: Int, tag: Int) {
+    lock.lock()
+    live -= bytes
+    liveByTag[tag] -= bytes
     lock.unlock()
   }
 
-  static func released(bytes: Int) {
+  /// Runs `body` with the tensor buffers it allocates attributed to `name` (the innermost name
+  /// wins when calls nest), for ``MemoryMeasurement/peakBreakdown``.
+  public static func attributing<T>(to name: String, _ body: () throws -> T) rethrows -> T {
     lock.lock()
-    live -= bytes
+    let previous = currentTag
+    if let index = tagIndex[name] {
+      currentTag = index
+    } else {
+      currentTag = tagNames.count
+      tagIndex[name] = currentTag
+      tagNames.append(name)
+      liveByTag.append(0)
+    }
     lock.unlock()
+    defer {
+      lock.lock()
+      currentTag = previous
+      lock.unlock()
+    }
+    return try body()
+  }
+
+  fileprivate static func names(_ byTag: [Int]) -> [(name: String, bytes: Int)] {
+    lock.lock()
+    defer { lock.unlock() }
+    return zip(tagNames, byTag).map { ($0, $1) }
   }
 
   /// Bytes of tensor storage alive now.
@@ -86,6 +137,7 @@ public enum MemoryStats {
     lock.lock()
     defer { lock.unlock() }
     m.peak = live
+    if m.recordsBreakdown { m.peakByTag = liveByTag }
     measurements.append(m)
     return live
   }
@@ -101,6 +153,12 @@ public enum MemoryStats {
     defer { lock.unlock() }
     return m.peak
   }
+
+  fileprivate static func readBreakdown(_ m: MemoryMeasurement) -> [Int] {
+    lock.lock()
+    defer { lock.unlock() }
+    return m.peakByTag
+  }
 }
 
 /// The peak of tensor bytes from the moment it is created until ``stop()``: measurements nest and
@@ -110,10 +168,24 @@ public final class MemoryMeasurement: @unchecked Sendable {
   public private(set) var startBytes = 0
   /// Guarded by MemoryStats' lock.
   fileprivate var peak = 0
+  /// The live bytes per attribution at the peak (guarded by MemoryStats' lock).
+  fileprivate var peakByTag: [Int] = []
+  /// Whether ``peakBreakdown`` is kept (a copy of a few counters at every new peak).
+  fileprivate let recordsBreakdown: Bool
   private var running = true
 
-  /// Starts measuring now.
-  public init() { startBytes = MemoryStats.start(self) }
+  /// Starts measuring now; with `breakdown`, also what the live bytes at the peak were
+  /// attributed to (``peakBreakdown``).
+  public init(breakdown: Bool = false) {
+    recordsBreakdown = breakdown
+    startBytes = MemoryStats.start(self)
+  }
+
+  /// With `breakdown`: the live bytes at the peak per attribution (``MemoryStats/attributing(to:_:)``),
+  /// largest first, zeros left out; they add up to ``peakBytes``.
+  public var peakBreakdown: [(name: String, bytes: Int)] {
+    MemoryStats.names(MemoryStats.readBreakdown(self)).filter { $0.bytes != 0 }.sorted { $0.bytes > $1.bytes }
+  }
 
   deinit { if running { MemoryStats.stop(self) } }
 

@@ -98,6 +98,25 @@ final class AutogradTests: XCTestCase {
     XCTAssertGreaterThanOrEqual(MemoryStats.peakBytes, stopped)
   }
 
+  func testAPeakBreakdownAttributesTheBytesAliveAtThePeak() {
+    let measurement = MemoryMeasurement(breakdown: true)
+    var kept: [Tensor] = []
+    MemoryStats.attributing(to: "test: a") {
+      kept.append(Tensor(zeros: [1 << 14]))  // 64 KiB
+      MemoryStats.attributing(to: "test: b") { kept.append(Tensor(zeros: [1 << 12])) }  // 16 KiB, innermost wins
+      kept.append(Tensor(zeros: [1 << 12]))  // 16 KiB more of a
+    }
+    kept = []
+    // Below the peak: changes nothing.
+    MemoryStats.attributing(to: "test: b") { _ = Tensor(zeros: [1 << 10]) }
+    measurement.stop()
+    let parts = Dictionary(uniqueKeysWithValues: measurement.peakBreakdown.map { ($0.name, $0.bytes) })
+    XCTAssertEqual(parts["test: a"], 80 << 10)
+    XCTAssertEqual(parts["test: b"], 16 << 10)
+    XCTAssertEqual(parts.values.reduce(0, +), measurement.peakBytes, "the parts add up to the peak")
+    XCTAssertTrue(MemoryMeasurement().peakBreakdown.isEmpty, "no breakdown unless asked for")
+  }
+
   func testGradModeBelongsToTheCallingThread() {
     let x = Tensor(shape: [2], data: [1, -1], requiresGrad: true)
     let inside = DispatchSemaphore(value: 0), done = DispatchSemaphore(value: 0)

@@ -77,7 +77,9 @@ public final class Cell: Module {
   public func callAsFunction(
     activated r0: Tensor, _ r1: Tensor, opWeights: Tensor, edgeWeights: Tensor, channelSubsets: [[Int]]? = nil
   ) -> Tensor {
-    var states = [preprocess0(afterReLU: r0), preprocess1(afterReLU: r1)]
+    var states = MemoryStats.attributing(to: "forward: preprocessing") {
+      [preprocess0(afterReLU: r0), preprocess1(afterReLU: r1)]
+    }
     // Each node's partial channels and their ReLU, shared by every edge that leaves it (with
     // random subsets, each edge has its own).
     var inputs: [EdgeInput] = []
@@ -91,27 +93,27 @@ public final class Cell: Module {
         }
       } else {
         for h in states.dropFirst(inputs.count) {
-          inputs.append(EdgeInput(h, partialChannels: partialChannels))
+          inputs.append(
+            MemoryStats.attributing(to: "forward: edge inputs") { EdgeInput(h, partialChannels: partialChannels) })
         }
         processed = zip(edges, inputs).map { e, input in ops[e].processed(input, weights: row(opWeights, e)) }
       }
-      if partialChannels == 1 {
-        states.append(weightedSum(processed, weights: edgeWeights, indices: Array(edges)))
-      } else if let channelSubsets {
-        states.append(
-          partialChannelSum(
+      let sum = MemoryStats.attributing(to: "forward: node sums") { () -> Tensor in
+        if partialChannels == 1 { return weightedSum(processed, weights: edgeWeights, indices: Array(edges)) }
+        if let channelSubsets {
+          return partialChannelSum(
             processed: processed, inputs: states, strides: edges.map { ops[$0].stride },
-            weights: edgeWeights, indices: Array(edges), processedChannels: edges.map { channelSubsets[$0] }))
-      } else {
+            weights: edgeWeights, indices: Array(edges), processedChannels: edges.map { channelSubsets[$0] })
+        }
         // The bypass channels join inside the node sum, so no C-channel edge output is kept.
-        states.append(
-          partialChannelSum(
-            processed: processed, inputs: states, strides: edges.map { ops[$0].stride },
-            weights: edgeWeights, indices: Array(edges), groups: partialChannels))
+        return partialChannelSum(
+          processed: processed, inputs: states, strides: edges.map { ops[$0].stride },
+          weights: edgeWeights, indices: Array(edges), groups: partialChannels)
       }
+      states.append(sum)
       edge += states.count - 1
     }
-    return concatChannels(Array(states.suffix(multiplier)))
+    return MemoryStats.attributing(to: "forward: cell outputs") { concatChannels(Array(states.suffix(multiplier))) }
   }
 }
 

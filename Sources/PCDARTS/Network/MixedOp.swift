@@ -14,6 +14,8 @@ public final class MixedOp: Module {
   /// Which entries of ``ops`` run (all but `none`, which contributes exactly zero), and what each
   /// declares it offers for fusion (`nil`: it runs as a plain layer).
   private let active: [(index: Int, fusable: FusableCandidate?)]
+  /// The primitives' names, for the attribution of their memory (``MemoryStats``).
+  private let names: [String]
   /// C (the edge's channels), the stride (2 on a reduction cell's edges from its inputs, else 1)
   /// and K.
   public let channels: Int, stride: Int, partialChannels: Int
@@ -25,6 +27,7 @@ public final class MixedOp: Module {
     var made: [Layer] = []
     for primitive in space.primitives { made.append(primitive.make(channels / k, stride, &rng)) }
     ops = ModuleList(made)
+    names = space.primitives.map { "forward: " + $0.name }
     active = space.primitives.indices.filter { space.primitives[$0].name != Primitive.noneName }
       .map { ($0, made[$0] as? FusableCandidate) }
   }
@@ -68,7 +71,8 @@ public final class MixedOp: Module {
     // A non-affine final batch norm is fused into the weighted sum (see FusableCandidate).
     var terms: [Tensor] = [], norms: [BatchNormState?] = []
     for (i, fusable) in active {
-      switch fusable?.output(on: input) ?? .complete(ops[i](input.part)) {
+      let result = MemoryStats.attributing(to: names[i]) { fusable?.output(on: input) ?? .complete(ops[i](input.part)) }
+      switch result {
       case .complete(let output):
         terms.append(output)
         norms.append(nil)
@@ -80,7 +84,8 @@ public final class MixedOp: Module {
         norms.append(nil)
       }
     }
-    return normalizedWeightedSum(
-      terms, norms: norms, training: isTraining, weights: weights, indices: active.map(\.index))
+    return MemoryStats.attributing(to: "forward: mixed-op sums") {
+      normalizedWeightedSum(terms, norms: norms, training: isTraining, weights: weights, indices: active.map(\.index))
+    }
   }
 }

@@ -344,19 +344,16 @@ public final class SearchNetwork: Module {
     let edgeReduce = normalizedEdgeWeights(arch.betasReduce)
     // Every cell output feeds the ReLU at the start of two later cells' preprocessing; compute it
     // once (the stem output feeds both inputs of cell 0).
-    var r0: Tensor, r1: Tensor
-    if let stem1 {
-      r0 = relu(stem(x))
-      r1 = relu(stem1.apply(stem1.layers.dropFirst(), to: r0))  // stem1's ReLU is r0's
-    } else {
-      r0 = relu(stem(x))
-      r1 = r0
+    var (r0, r1) = MemoryStats.attributing(to: "forward: stem") { () -> (Tensor, Tensor) in
+      let r0 = relu(stem(x))
+      guard let stem1 else { return (r0, r0) }
+      return (r0, relu(stem1.apply(stem1.layers.dropFirst(), to: r0)))  // stem1's ReLU is r0's
     }
     var output = r1
     for (i, cell) in cells.modules.enumerated() {
       let (ops, edges) = cell.reduction ? (opReduce, edgeReduce) : (opNormal, edgeNormal)
       output = cell(activated: r0, r1, opWeights: ops, edgeWeights: edges, channelSubsets: drawChannelSubsets(cell))
-      if i + 1 < cells.count { (r0, r1) = (r1, relu(output)) }
+      if i + 1 < cells.count { (r0, r1) = (r1, MemoryStats.attributing(to: "forward: cell outputs") { relu(output) }) }
     }
     return classifier(globalAvgPool2d(output))
   }
