@@ -261,27 +261,7 @@ public final class EvaluationNetwork: Module {
     self.genotype = genotype
     dropPathGenerator = SeededGenerator(seed: dropPathSeed)
     let stemChannels = config.stemChannels
-    switch config.stem {
-    case .cifar:
-      stem = Sequential([
-        Conv2d(inChannels: config.inputChannels, outChannels: stemChannels, kernelSize: 3, padding: 1, rng: &rng),
-        BatchNorm2d(channels: stemChannels),
-      ])
-      stem1 = nil
-    case .imagenet:
-      let half = stemChannels / 2
-      stem = Sequential([
-        Conv2d(inChannels: config.inputChannels, outChannels: half, kernelSize: 3, stride: 2, padding: 1, rng: &rng),
-        BatchNorm2d(channels: half), ReLU(),
-        Conv2d(inChannels: half, outChannels: stemChannels, kernelSize: 3, stride: 2, padding: 1, rng: &rng),
-        BatchNorm2d(channels: stemChannels),
-      ])
-      stem1 = Sequential([
-        ReLU(),
-        Conv2d(inChannels: stemChannels, outChannels: stemChannels, kernelSize: 3, stride: 2, padding: 1, rng: &rng),
-        BatchNorm2d(channels: stemChannels),
-      ])
-    }
+    (stem, stem1) = config.stem.makeLayers(inputChannels: config.inputChannels, channels: stemChannels, rng: &rng)
     var (previousPrevious, previous, c) = (stemChannels, stemChannels, config.initChannels)
     // NetworkImageNet's first cell reads stem0's map at twice its side: a FactorizedReduce.
     var reductionPrevious = config.stem == .imagenet
@@ -322,14 +302,7 @@ public final class EvaluationNetwork: Module {
   public func callAsFunction(_ x: Tensor) -> (logits: Tensor, auxiliaryLogits: Tensor?) {
     // Every cell output feeds the ReLU at the start of two later cells' preprocessing (and of the
     // auxiliary head); compute it once. The CIFAR stem's output feeds both inputs of cell 0.
-    var r0: Tensor, r1: Tensor
-    if let stem1 {
-      r0 = relu(stem(x))
-      r1 = relu(stem1.apply(stem1.layers.dropFirst(), to: r0))  // stem1's ReLU is r0's
-    } else {
-      r0 = relu(stem(x))
-      r1 = r0
-    }
+    var (r0, r1) = stemActivations(x, stem: stem, stem1: stem1)
     var output = r1
     var auxiliaryLogits: Tensor?
     let dropping = isTraining && dropPathProbability > 0

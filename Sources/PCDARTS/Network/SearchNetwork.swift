@@ -17,6 +17,49 @@ public enum NetworkStem: String, Codable, Sendable, CaseIterable {
   case imagenet
 }
 
+extension NetworkStem {
+  /// The stem's layers for `channels` output channels: CIFAR's `stem` (conv, batch norm) and no
+  /// `stem1`, or ImageNet's `stem0` (conv stride 2 to channels/2, batch norm, ReLU, conv stride 2,
+  /// batch norm) and `stem1` (ReLU, conv stride 2, batch norm), with the official layer indices.
+  func makeLayers(inputChannels: Int, channels: Int, rng: inout SeededGenerator) -> (
+    stem: Sequential, stem1: Sequential?
+  ) {
+    switch self {
+    case .cifar:
+      return (
+        Sequential([
+          Conv2d(inChannels: inputChannels, outChannels: channels, kernelSize: 3, padding: 1, rng: &rng),
+          BatchNorm2d(channels: channels),
+        ]), nil
+      )
+    case .imagenet:
+      let half = channels / 2
+      let stem0 = Sequential([
+        Conv2d(inChannels: inputChannels, outChannels: half, kernelSize: 3, stride: 2, padding: 1, rng: &rng),
+        BatchNorm2d(channels: half), ReLU(),
+        Conv2d(inChannels: half, outChannels: channels, kernelSize: 3, stride: 2, padding: 1, rng: &rng),
+        BatchNorm2d(channels: channels),
+      ])
+      let stem1 = Sequential([
+        ReLU(),
+        Conv2d(inChannels: channels, outChannels: channels, kernelSize: 3, stride: 2, padding: 1, rng: &rng),
+        BatchNorm2d(channels: channels),
+      ])
+      return (stem0, stem1)
+    }
+  }
+}
+
+/// The ReLUs of the first cell's two inputs: both the CIFAR stem's output, or ImageNet's stem0
+/// and stem1 outputs (stem1's leading ReLU is stem0's, computed once).
+func stemActivations(_ x: Tensor, stem: Sequential, stem1: Sequential?) -> (Tensor, Tensor) {
+  MemoryStats.attributing(to: "forward: stem") {
+    let r0 = relu(stem(x))
+    guard let stem1 else { return (r0, r0) }
+    return (r0, relu(stem1.apply(stem1.layers.dropFirst(), to: r0)))
+  }
+}
+
 /// The shape of a search network; the defaults are the paper's CIFAR-10 settings.
 public struct NetworkConfig: Codable, Equatable, Sendable {
   /// C: channels of the first cells (the stem has 3·C).
@@ -284,27 +327,7 @@ public final class SearchNetwork: Module {
     self.space = space
     let c = config.initChannels
     let stemChannels = config.stemMultiplier * c
-    switch config.stem {
-    case .cifar:
-      stem = Sequential([
-        Conv2d(inChannels: config.inputChannels, outChannels: stemChannels, kernelSize: 3, padding: 1, rng: &rng),
-        BatchNorm2d(channels: stemChannels),
-      ])
-      stem1 = nil
-    case .imagenet:
-      let half = stemChannels / 2
-      stem = Sequential([
-        Conv2d(inChannels: config.inputChannels, outChannels: half, kernelSize: 3, stride: 2, padding: 1, rng: &rng),
-        BatchNorm2d(channels: half), ReLU(),
-        Conv2d(inChannels: half, outChannels: stemChannels, kernelSize: 3, stride: 2, padding: 1, rng: &rng),
-        BatchNorm2d(channels: stemChannels),
-      ])
-      stem1 = Sequential([
-        ReLU(),
-        Conv2d(inChannels: stemChannels, outChannels: stemChannels, kernelSize: 3, stride: 2, padding: 1, rng: &rng),
-        BatchNorm2d(channels: stemChannels),
-      ])
-    }
+    (stem, stem1) = config.stem.makeLayers(inputChannels: config.inputChannels, channels: stemChannels, rng: &rng)
     var (prevPrev, prev) = (stemChannels, stemChannels)
     // The ImageNet stem's first cell takes stem0's map at twice its side: a FactorizedReduce.
     var reductionPrev = config.stem == .imagenet
@@ -344,11 +367,7 @@ public final class SearchNetwork: Module {
     let edgeReduce = normalizedEdgeWeights(arch.betasReduce)
     // Every cell output feeds the ReLU at the start of two later cells' preprocessing; compute it
     // once (the stem output feeds both inputs of cell 0).
-    var (r0, r1) = MemoryStats.attributing(to: "forward: stem") { () -> (Tensor, Tensor) in
-      let r0 = relu(stem(x))
-      guard let stem1 else { return (r0, r0) }
-      return (r0, relu(stem1.apply(stem1.layers.dropFirst(), to: r0)))  // stem1's ReLU is r0's
-    }
+    var (r0, r1) = stemActivations(x, stem: stem, stem1: stem1)
     var output = r1
     for (i, cell) in cells.modules.enumerated() {
       let (ops, edges) = cell.reduction ? (opReduce, edgeReduce) : (opNormal, edgeNormal)
