@@ -19,6 +19,9 @@ It writes, from a seeded numpy generator:
     the boxes are in `<name>.crop<k>.box` (top, left, height, width, flip);
   - `<name>.eval16`   (3, 16, 16): `Resize(18)` then `CenterCrop(16)`, the evaluation transform
     of the ImageNet setting at 16 (⌊16 · 256 / 224⌋ = 18), for the images of CROP_IMAGES.
+  - `jitter.<case>`   (3, 16, 16): torchvision's colour-jitter functions on `rgb_progressive_61x47.s16`
+    (the image after Resize(16) + CenterCrop(16)) with the factors of JITTER_CASES, one adjustment
+    each and, as `jitter.sequence`, all four in the order of JITTER_SEQUENCE (ColorJitter.forward);
   All values are pixel bytes stored as I64 (scripts/safetensors_io.py writes integers so).
   Metadata: the Pillow and torchvision versions.
 
@@ -41,6 +44,13 @@ OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "Tests", "F
 SIZES = (32, 16)
 # (top, left, height, width, flip) boxes for the resized crops, inside every image of CROP_IMAGES.
 CROPS = [(0, 0, 23, 37, 0), (3, 5, 11, 17, 1), (10, 20, 13, 7, 0), (1, 2, 20, 15, 1)]
+# (name, function, factor): each of torchvision's four ColorJitter adjustments, both directions.
+JITTER_CASES = [("brightness_up", "brightness", 1.3), ("brightness_down", "brightness", 0.7),
+                ("contrast_up", "contrast", 1.35), ("contrast_down", "contrast", 0.65),
+                ("saturation_up", "saturation", 1.2), ("saturation_down", "saturation", 0.6),
+                ("hue_up", "hue", 0.15), ("hue_down", "hue", -0.17)]
+# ColorJitter's order (0 brightness, 1 contrast, 2 saturation, 3 hue) and factors, as one draw.
+JITTER_SEQUENCE = ([2, 0, 3, 1], {"brightness": 1.1, "contrast": 0.8, "saturation": 1.3, "hue": -0.05})
 CROP_IMAGES = ["rgb_37x23.jpg", "rgb_progressive_61x47.jpg", "rgba_64x40.png", "grey_50x41.jpg"]
 
 
@@ -93,6 +103,18 @@ def main():
                 tensors["%s.crop%d.box" % (stem, k)] = np.array([top, left, height, width, flip])
             evaluation = transforms.Compose([transforms.Resize(16 * 256 // 224), transforms.CenterCrop(16)])
             tensors[stem + ".eval16"] = np.asarray(evaluation(decoded)).transpose(2, 0, 1)
+    jitter_source = transforms.Compose([transforms.Resize(16), transforms.CenterCrop(16)])(
+        Image.open(os.path.join(OUT, "rgb_progressive_61x47.jpg")).convert("RGB"))
+    adjust = {"brightness": F.adjust_brightness, "contrast": F.adjust_contrast,
+              "saturation": F.adjust_saturation, "hue": F.adjust_hue}
+    for case, function, factor in JITTER_CASES:
+        tensors["jitter." + case] = np.asarray(adjust[function](jitter_source, factor)).transpose(2, 0, 1)
+    order, factors = JITTER_SEQUENCE
+    image = jitter_source
+    for step in order:
+        function = ["brightness", "contrast", "saturation", "hue"][step]
+        image = adjust[function](image, factors[function])
+    tensors["jitter.sequence"] = np.asarray(image).transpose(2, 0, 1)
     meta = {"pillow": PIL.__version__, "torchvision": torchvision.__version__, "sizes": ",".join(map(str, SIZES))}
     safetensors_io.save(os.path.join(OUT, "expected.safetensors"), tensors, meta)
     print("wrote", len(tensors), "tensors to", os.path.normpath(OUT))

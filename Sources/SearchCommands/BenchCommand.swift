@@ -75,11 +75,7 @@ public enum BenchCommand {
       .int("batch", default: 64, help: "images per batch (96 with --train)"),
       .int("layers", default: 8, help: "cells in the super-net (20 with --train)"),
       .int("init-channels", default: 16, help: "channels of the first cells (36 with --train)"),
-      .string(
-        "setting", default: "cifar",
-        help:
-          "cifar (32 × 32 images, 10 classes) or imagenet (the three-convolution stem, --image-size 224, 1000 classes)"
-      ) { ["cifar", "imagenet"].contains($0) ? nil : "expected cifar or imagenet" },
+      settingOption("the search network with the ImageNet stem and 1000 classes, on random --image-size images"),
       .flag("train", help: "measure a training step of a genotype's evaluation network (train-cifar) instead"),
       .string("genotype", default: "PC_DARTS_cifar", help: "with --train: the genotype (as train-cifar --genotype)"),
       .double(
@@ -146,7 +142,7 @@ public enum BenchCommand {
 
   /// The side of the measured images: 32, or `--image-size` with `--setting imagenet`.
   static func imageSide(_ options: ParsedOptions) -> Int {
-    options.string("setting") == "imagenet" ? options.int("image-size") : ImageDataset.cifarSide
+    isImageNetSetting(options) ? options.int("image-size") : ImageDataset.cifarSide
   }
 
   /// The search's settings for one measurement: the defaults of `search-cifar` but for K, the
@@ -161,7 +157,7 @@ public enum BenchCommand {
     s.network.channelSampling = ChannelSampling(rawValue: options.string("channel-sampling")) ?? .shuffle
     s.syncBatchNorm = options.flag("sync-bn")
     s.seed = 0
-    if options.string("setting") == "imagenet" {
+    if isImageNetSetting(options) {
       (s.network.stem, s.network.classes) = (.imagenet, 1000)
     }
     return s
@@ -418,7 +414,7 @@ public enum BenchCommand {
     var results: [BenchResult] = []
     print(
       "bench: \(options.int("layers")) cells, \(options.int("init-channels")) initial channels, batch \(batch), "
-        + (options.string("setting") == "imagenet"
+        + (isImageNetSetting(options)
           ? "ImageNet stem at \(imageSide(options)) × \(imageSide(options)), 1000 classes, " : "")
         + "\(options.flag("unrolled") ? "second" : "first")-order, \(options.int("iters")) timed iterations after \(options.int("warmup")) warm-up, "
         + "\(Engine.threadCount) threads")

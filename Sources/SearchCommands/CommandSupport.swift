@@ -185,6 +185,38 @@ let imageFolderOptions: [OptionSpec] = [
   },
 ]
 
+/// `--setting`, shared by the commands: `cifar` (the default) or `imagenet`.
+func settingOption(_ imageNetHelp: String) -> OptionSpec {
+  .string(
+    "setting", default: "cifar", help: "cifar or imagenet (" + imageNetHelp + "); flags given override its values"
+  ) {
+    ["cifar", "imagenet"].contains($0) ? nil : "expected cifar or imagenet"
+  }
+}
+
+/// Whether `--setting imagenet` is chosen.
+func isImageNetSetting(_ o: ParsedOptions) -> Bool { o.string("setting") == "imagenet" }
+
+/// The folder options of `--setting imagenet`: decoded per batch at 224 (or `--image-size`),
+/// normalised with ImageNet's constants (the official scripts) unless `--mean`/`--std` are given,
+/// training batches colour-jittered with `colorJitter`.
+/// - Throws: a usage failure for a dataset other than a folder.
+func imageNetFolderOptions(
+  _ o: ParsedOptions, dataset: DatasetName, folder: ImageFolderOptions, colorJitter: ColorJitter?
+) throws -> ImageFolderOptions {
+  guard dataset == .folder else {
+    throw CommandFailure(
+      message: "--setting imagenet reads a folder of images: pass --dataset folder --data PATH (PATH/train/<class>/…)",
+      exitCode: 2)
+  }
+  var folder = folder
+  folder.decodePerBatch = true
+  folder.colorJitter = colorJitter
+  if !o.isSet("image-size") { folder.imageSize = 224 }
+  if folder.mean == nil { (folder.mean, folder.std) = ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]) }
+  return folder
+}
+
 /// Three comma-separated numbers (empty text: `[]`); `nil` when the text is not that.
 private func channelTriple(_ text: String, positive: Bool) -> [Float]? {
   if text.isEmpty { return [] }

@@ -18,13 +18,10 @@ public enum SearchCommand {
     options: [
       datasetOption, dataOption,
     ] + imageFolderOptions + [
-      .string(
-        "setting", default: "cifar",
-        help:
-          "cifar (train_search.py) or imagenet (train_search_imagenet.py: a --dataset folder decoded per batch at "
-          + "224 × 224, the three-convolution stem, K 2, batch 1024, lr 0.5 after 5 warm-up epochs, arch lr 6e-3, "
-          + "architecture steps from epoch 35, 10% + 2.5% of each class); flags given override its values"
-      ) { ["cifar", "imagenet"].contains($0) ? nil : "expected cifar or imagenet" },
+      settingOption(
+        "train_search_imagenet.py: a --dataset folder decoded per batch at 224 × 224, the three-convolution stem, "
+          + "K 2, batch 1024, lr 0.5 after 5 warm-up epochs, arch lr 6e-3, architecture steps from epoch 35, "
+          + "10% + 2.5% of each class"),
       .double(
         "train-subset-portion", default: 0.1, help: "--setting imagenet: share of each class that trains the weights"
       ) { $0 > 0 && $0 < 1 ? nil : "expected a share in (0, 1)" },
@@ -103,13 +100,10 @@ public enum SearchCommand {
     "batch-size": 1024, "lr": 0.5, "arch-lr": 6e-3, "warmup-epochs": 35, "K": 2,
   ]
 
-  /// Whether `--setting imagenet` is chosen.
-  static func isImageNet(_ o: ParsedOptions) -> Bool { o.string("setting") == "imagenet" }
-
   /// The settings the options describe.
   public static func settings(from o: ParsedOptions) -> SearchSettings {
     var s = SearchSettings()
-    let imageNet = isImageNet(o)
+    let imageNet = isImageNetSetting(o)
     func value(_ name: String) -> Double? { imageNet && !o.isSet(name) ? imageNetDefaults[name] : nil }
     s.batchSize = value("batch-size").map { Int($0) } ?? o.int("batch-size")
     s.learningRate = Float(value("lr") ?? o.double("lr"))
@@ -143,27 +137,16 @@ public enum SearchCommand {
     return s
   }
 
-  /// The folder options of `--setting imagenet`: decoded per batch at 224 (or `--image-size`),
-  /// normalised with ImageNet's constants (train_search_imagenet.py) unless `--mean`/`--std` are given.
-  /// - Throws: a usage failure for a dataset other than a folder, or subset portions over 1.
+  /// The folder options of `--setting imagenet` (``imageNetFolderOptions(_:dataset:folder:colorJitter:)``).
+  /// - Throws: as that does, and a usage failure for subset portions over 1.
   static func imageNetFolder(_ o: ParsedOptions, dataset: DatasetName, folder: ImageFolderOptions) throws
     -> ImageFolderOptions
   {
-    guard dataset == .folder else {
-      throw CommandFailure(
-        message:
-          "--setting imagenet reads a folder of images: pass --dataset folder --data PATH (PATH/train/<class>/…)",
-        exitCode: 2)
-    }
     guard o.double("train-subset-portion") + o.double("arch-subset-portion") <= 1 else {
       throw CommandFailure(
         message: "--train-subset-portion and --arch-subset-portion add up to more than 1", exitCode: 2)
     }
-    var folder = folder
-    folder.decodePerBatch = true
-    if !o.isSet("image-size") { folder.imageSize = 224 }
-    if folder.mean == nil { (folder.mean, folder.std) = ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]) }
-    return folder
+    return try imageNetFolderOptions(o, dataset: dataset, folder: folder, colorJitter: nil)
   }
 
   /// Runs the command with `arguments` (without the program name); returns the exit code.
@@ -187,11 +170,11 @@ public enum SearchCommand {
       let settings = Self.settings(from: options)
       try settings.validate()
       var (dataset, path, folder) = try datasetOptions(options)
-      if isImageNet(options) { folder = try imageNetFolder(options, dataset: dataset, folder: folder) }
+      if isImageNetSetting(options) { folder = try imageNetFolder(options, dataset: dataset, folder: folder) }
       try checkMemory(settings, batchFlag: "--batch-size", imageSide: folder.imageSize)
       let (directory, earlier) = try openRunDirectoryOnFirstRank(options, layout: .search)
       var data = try loadCommandData(dataset, from: path, train: true, folder: folder)
-      if isImageNet(options) {
+      if isImageNetSetting(options) {
         // The official search reads 10% and 2.5% of each class, prepared offline; the run's split
         // then divides their union in that ratio (settings.trainPortion).
         var rng = SeededGenerator(seed: settings.seed &+ 0x1A6E)

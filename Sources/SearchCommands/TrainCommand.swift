@@ -24,6 +24,14 @@ public enum TrainCommand {
           + "PC_DARTS_image, DARTS_V1, DARTS_V2"),
       datasetOption, dataOption,
     ] + imageFolderOptions + [
+      settingOption(
+        "train_imagenet.py: NetworkImageNet, 14 cells of 48 channels, on a --dataset folder decoded per batch at "
+          + "224 × 224 with colour jitter, batch 1024, lr 0.5 decaying linearly after 5 warm-up epochs, weight "
+          + "decay 3e-5, 250 epochs, label smoothing 0.1, no cutout, no drop-path"),
+      .string("lr-schedule", default: "cosine", help: "cosine (train.py) or linear (train_imagenet.py)") {
+        TrainingSettings.LearningRateSchedule(rawValue: $0) == nil ? "expected cosine or linear" : nil
+      },
+      .int("lr-warmup-epochs", default: 0, help: "epochs of linear learning-rate warm-up, lr·(e+1)/N"),
       .int("batch-size", default: 96, help: "images per batch"),
       .double("lr", default: 0.025, help: "initial learning rate (SGD)"),
       .double("lr-min", default: 0, help: "final learning rate of the cosine schedule"),
@@ -69,7 +77,14 @@ public enum TrainCommand {
     "network.layers": "--layers", "auxiliaryWeight": "--auxiliary-weight", "labelSmoothing": "--label-smoothing",
     "cutoutLength": "--cutout-length",
     "dropPathProbability": "--drop-path-prob", "gradClip": "--grad-clip", "seed": "--seed", "subset": "--subset",
-    "testSubset": "--test-subset", "syncBatchNorm": "--sync-bn",
+    "testSubset": "--test-subset", "syncBatchNorm": "--sync-bn", "learningRateSchedule": "--lr-schedule",
+    "learningRateWarmupEpochs": "--lr-warmup-epochs",
+  ]
+
+  /// The values `--setting imagenet` gives the options not set on the command line (train_imagenet.py).
+  static let imageNetDefaults: [String: Double] = [
+    "batch-size": 1024, "lr": 0.5, "weight-decay": 3e-5, "epochs": 250, "init-channels": 48, "layers": 14,
+    "drop-path-prob": 0, "label-smoothing": 0.1,
   ]
 
   /// The settings the options describe.
@@ -79,24 +94,38 @@ public enum TrainCommand {
       throw CommandFailure(message: "--\(name) and --no-\(name) contradict each other: pass one", exitCode: 2)
     }
     var s = TrainingSettings()
-    s.batchSize = o.int("batch-size")
-    s.learningRate = Float(o.double("lr"))
+    let imageNet = isImageNetSetting(o)
+    func double(_ name: String) -> Double {
+      imageNet && !o.isSet(name) ? imageNetDefaults[name] ?? o.double(name) : o.double(name)
+    }
+    func int(_ name: String) -> Int {
+      imageNet && !o.isSet(name) ? imageNetDefaults[name].map { Int($0) } ?? o.int(name) : o.int(name)
+    }
+    s.batchSize = int("batch-size")
+    s.learningRate = Float(double("lr"))
     s.learningRateMin = Float(o.double("lr-min"))
     s.momentum = Float(o.double("momentum"))
-    s.weightDecay = Float(o.double("weight-decay"))
-    s.epochs = o.int("epochs")
-    s.network.initChannels = o.int("init-channels")
-    s.network.layers = o.int("layers")
+    s.weightDecay = Float(double("weight-decay"))
+    s.epochs = int("epochs")
+    s.network.initChannels = int("init-channels")
+    s.network.layers = int("layers")
     s.network.auxiliary = !o.flag("no-auxiliary")
     s.auxiliaryWeight = Float(o.double("auxiliary-weight"))
-    s.labelSmoothing = Float(o.double("label-smoothing"))
-    s.cutoutLength = o.flag("no-cutout") ? nil : o.int("cutout-length")
-    s.dropPathProbability = Float(o.double("drop-path-prob"))
+    s.labelSmoothing = Float(double("label-smoothing"))
+    // The ImageNet setting has no cutout unless --cutout asks for it.
+    s.cutoutLength = o.flag("no-cutout") || (imageNet && !o.flag("cutout")) ? nil : o.int("cutout-length")
+    s.dropPathProbability = Float(double("drop-path-prob"))
     s.gradClip = Float(o.double("grad-clip"))
     s.seed = UInt64(o.int("seed"))
     s.subset = o.int("subset") > 0 ? o.int("subset") : nil
     s.testSubset = o.int("test-subset") > 0 ? o.int("test-subset") : nil
     s.syncBatchNorm = o.flag("sync-bn")
+    s.learningRateSchedule =
+      imageNet && !o.isSet("lr-schedule")
+      ? .linear : TrainingSettings.LearningRateSchedule(rawValue: o.string("lr-schedule"))!
+    s.learningRateWarmupEpochs =
+      imageNet && !o.isSet("lr-warmup-epochs") ? (s.batchSize > 256 ? 5 : 0) : o.int("lr-warmup-epochs")
+    if imageNet { s.network.stem = .imagenet }
     return s
   }
 
@@ -122,7 +151,10 @@ public enum TrainCommand {
       let (genotype, source) = try Genotype.resolve(options.string("genotype"))
       try genotype.validate()
       let (directory, earlier) = try openRunDirectoryOnFirstRank(options, layout: .training)
-      let (dataset, path, folder) = try datasetOptions(options)
+      var (dataset, path, folder) = try datasetOptions(options)
+      if isImageNetSetting(options) {
+        folder = try imageNetFolderOptions(options, dataset: dataset, folder: folder, colorJitter: .imageNet)
+      }
       let trainData = try loadCommandData(dataset, from: path, train: true, folder: folder)
       var testFolder = folder  // tested with the training images' normalisation
       (testFolder.mean, testFolder.std) = (trainData.mean, trainData.std)
@@ -183,7 +215,10 @@ public enum TrainCommand {
           exitCode: 1)
       }
       let (network, settings) = try EvaluationNetwork.load(from: SafeTensorsFile.read(from: URL(fileURLWithPath: path)))
-      let (dataset, dataPath, folder) = try datasetOptions(options)
+      var (dataset, dataPath, folder) = try datasetOptions(options)
+      if isImageNetSetting(options) {
+        folder = try imageNetFolderOptions(options, dataset: dataset, folder: folder, colorJitter: nil)
+      }
       var testData = try loadCommandData(dataset, from: dataPath, train: false, folder: folder)
       guard testData.classCount == network.config.classes else {
         throw CommandFailure(

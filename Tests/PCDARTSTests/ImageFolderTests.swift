@@ -105,6 +105,39 @@ final class ImageFolderTests: XCTestCase {
     }
   }
 
+  func testColourJitterEqualsTorchvisionOnPillow() throws {
+    let golden = try expected()
+    let source = try bytes(golden, "rgb_progressive_61x47.s16")
+    let cases: [(String, ColorJitter.Draw)] = [
+      ("brightness_up", .init(order: [0], brightness: 1.3, contrast: nil, saturation: nil, hue: nil)),
+      ("brightness_down", .init(order: [0], brightness: 0.7, contrast: nil, saturation: nil, hue: nil)),
+      ("contrast_up", .init(order: [1], brightness: nil, contrast: 1.35, saturation: nil, hue: nil)),
+      ("contrast_down", .init(order: [1], brightness: nil, contrast: 0.65, saturation: nil, hue: nil)),
+      ("saturation_up", .init(order: [2], brightness: nil, contrast: nil, saturation: 1.2, hue: nil)),
+      ("saturation_down", .init(order: [2], brightness: nil, contrast: nil, saturation: 0.6, hue: nil)),
+      ("hue_up", .init(order: [3], brightness: nil, contrast: nil, saturation: nil, hue: 0.15)),
+      ("hue_down", .init(order: [3], brightness: nil, contrast: nil, saturation: nil, hue: -0.17)),
+      ("sequence", .init(order: [2, 0, 3, 1], brightness: 1.1, contrast: 0.8, saturation: 1.3, hue: -0.05)),
+    ]
+    for (name, draw) in cases {
+      var planes = source
+      ColorJitter.apply(draw, to: &planes)
+      let want = try bytes(golden, "jitter." + name)
+      let differing = zip(planes, want).filter { $0 != $1 }.count
+      XCTAssertEqual(differing, 0, "\(name): \(differing) of \(want.count) bytes differ from torchvision's")
+    }
+    // Every colour through HSV and back, against the conversions' own round trip on greys.
+    XCTAssertTrue((0...255).allSatisfy { v in ColorJitter.rgbToHSV(UInt8(v), UInt8(v), UInt8(v)) == (0, 0, UInt8(v)) })
+    // The draws: a permutation of the four, factors in range, none for a strength of 0.
+    var rng = SeededGenerator(seed: 2)
+    for _ in 0..<200 {
+      let draw = ColorJitter(brightness: 0.4, contrast: 0, saturation: 0.4, hue: 0.2).draw(using: &rng)
+      XCTAssertEqual(draw.order.sorted(), [0, 1, 2, 3])
+      XCTAssertNil(draw.contrast)
+      XCTAssertTrue((0.6...1.4).contains(draw.brightness!) && (-0.2...0.2).contains(draw.hue!))
+    }
+  }
+
   func testRandomResizedCropDrawsStayInTorchvisionsRanges() {
     var rng = SeededGenerator(seed: 5)
     var flips = 0

@@ -1,5 +1,6 @@
 // The pieces of the paper's ImageNet search setting that are not the network: the learning-rate
 // warm-up of train_search_imagenet.py and the per-class subsets it searches on.
+import Foundation
 import TensorEngine
 import XCTest
 
@@ -23,6 +24,26 @@ final class ImageNetSettingTests: XCTestCase {
     // Settings written before the field existed decode without it.
     let old = try JSONDecoder().decode(SearchSettings.self, from: Data(#"{"epochs": 7}"#.utf8))
     XCTAssertEqual(old.learningRateWarmupEpochs, 0)
+  }
+
+  func testTheTrainingScheduleOfTrainImagenetIsLinearAfterItsWarmUp() throws {
+    var settings = TrainingSettings()
+    (settings.learningRate, settings.epochs) = (0.5, 250)
+    settings.learningRateSchedule = .linear
+    settings.learningRateWarmupEpochs = 5
+    try settings.validate()
+    XCTAssertEqual((0..<5).map { settings.learningRate(epoch: $0) }, [0.1, 0.2, 0.3, 0.4, 0.5].map { Float($0) })
+    // adjust_lr: lr·(E − 5 − e)/(E − 5) while more than 5 epochs remain, then lr·(E − e)/(5·(E − 5)).
+    XCTAssertEqual(settings.learningRate(epoch: 5), 0.5 * 240 / 245, accuracy: 1e-7)
+    XCTAssertEqual(settings.learningRate(epoch: 244), 0.5 * 1 / 245, accuracy: 1e-7)
+    XCTAssertEqual(settings.learningRate(epoch: 245), 0.5 * 5 / 1225, accuracy: 1e-7)
+    XCTAssertEqual(settings.learningRate(epoch: 249), 0.5 * 1 / 1225, accuracy: 1e-7)
+    settings.epochs = 5
+    XCTAssertThrowsError(try settings.validate()) { XCTAssertTrue("\($0)".contains("learningRateSchedule")) }
+    let old = try JSONDecoder().decode(TrainingSettings.self, from: Data(#"{"epochs": 7}"#.utf8))
+    XCTAssertEqual(old.learningRateSchedule, .cosine)
+    XCTAssertEqual(old.learningRateWarmupEpochs, 0)
+    XCTAssertEqual(old.network.stem, .cifar)
   }
 
   func testClassBalancedSamplesAreDisjointAndTakeTheirShareOfEveryClass() {

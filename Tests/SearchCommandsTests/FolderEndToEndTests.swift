@@ -103,6 +103,31 @@ final class FolderEndToEndTests: XCTestCase {
     XCTAssertEqual(log.map { $0["lr"] as? Double }, [0.5, 0.25])
   }
 
+  func testTheImageNetTrainingSettingTrainsNetworkImageNetOnAFolder() throws {
+    let data = try makeFolder("imagenet-train")
+    let flags = [
+      "--setting", "imagenet", "--dataset", "folder", "--data", data, "--genotype", "PC_DARTS_image", "--image-size",
+      "32",
+      "--no-auxiliary", "--init-channels", "8", "--layers", "3", "--batch-size", "4", "--epochs", "6",
+      "--lr-warmup-epochs", "2", "--out", out("train"),
+    ]
+    let (code, stderr) = try runCapturingStderr(TrainCommand.main, flags, scratch: root)
+    XCTAssertEqual(code, 0, stderr)
+    let checkpoint = try SafeTensorsFile.read(from: URL(fileURLWithPath: out("train") + "/checkpoint.safetensors"))
+    let settings = try XCTUnwrap(
+      JSONSerialization.jsonObject(with: Data(XCTUnwrap(checkpoint.metadata["settings"]).utf8)) as? [String: Any])
+    XCTAssertEqual((settings["network"] as? [String: Any])?["stem"] as? String, "imagenet")
+    XCTAssertEqual(settings["learningRateSchedule"] as? String, "linear")
+    XCTAssertEqual(settings["labelSmoothing"] as? Double ?? 0, 0.1, accuracy: 1e-7)
+    XCTAssertNil(settings["cutoutLength"], "no cutout in the ImageNet setting")
+    XCTAssertEqual(settings["weightDecay"] as? Double ?? 0, 3e-5, accuracy: 1e-9)
+    // Two warm-up epochs (0.25, 0.5), then the linear decay: 0.5·(6 − 5 − e)/1 while more than 5
+    // epochs remain (none here), then 0.5·(6 − e)/5.
+    let lrs = try logLines(out("train")).map { try XCTUnwrap($0["lr"] as? Double) }
+    XCTAssertEqual(lrs.count, 6)
+    for (lr, want) in zip(lrs, [0.25, 0.5, 0.4, 0.3, 0.2, 0.1]) { XCTAssertEqual(lr, want, accuracy: 1e-6) }
+  }
+
   func testBadFoldersFilesAndSizesFailWithAMessage() throws {
     let jpeg = try Data(contentsOf: Self.images.appendingPathComponent("rgb_37x23.jpg"))
     let data = try makeFolder(

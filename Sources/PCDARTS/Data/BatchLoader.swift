@@ -483,11 +483,12 @@ public final class BatchLoader {
     var labels = [Int32](repeating: 0, count: shard.rows.count)
     for row in decodeRows {
       let image = decoded.get(row - decodeRows.lowerBound)
-      let planes =
+      var planes =
         augment
         ? image.resizedCropPlanes(
           ResizedCropDraw.random(imageWidth: image.width, imageHeight: image.height, using: &rng), size: side)
         : image.resizedCentreCropPlanes(resize: files.evaluationResize, size: side)
+      if augment, let jitter = files.colorJitter { ColorJitter.apply(jitter.draw(using: &rng), to: &planes) }
       guard shard.rows.contains(row) else { continue }
       let k = row - shard.rows.lowerBound
       planes.withUnsafeBufferPointer { source in

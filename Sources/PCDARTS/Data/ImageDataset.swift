@@ -153,9 +153,13 @@ public struct ImageFiles: Sendable {
   /// The shorter side evaluation batches are resized to before the centre crop (256 for 224).
   public var evaluationResize: Int
 
-  /// Files and the evaluation resize.
-  public init(paths: [String], evaluationResize: Int) {
-    (self.paths, self.evaluationResize) = (paths, evaluationResize)
+  /// The colour jitter training batches get after their crop and flip (train_imagenet.py's), or
+  /// `nil` for none (the search's).
+  public var colorJitter: ColorJitter?
+
+  /// Files, the evaluation resize and the training batches' colour jitter.
+  public init(paths: [String], evaluationResize: Int, colorJitter: ColorJitter? = nil) {
+    (self.paths, self.evaluationResize, self.colorJitter) = (paths, evaluationResize, colorJitter)
   }
 }
 

@@ -33,6 +33,9 @@ public struct ImageFolderOptions: Equatable, Sendable {
   /// With `decodePerBatch`: the shorter side of the evaluation transform's resize (256 for 224);
   /// 0 means ⌊imageSize · 256 / 224⌋.
   public var evaluationResize = 0
+  /// With `decodePerBatch`: the colour jitter of training batches (``ColorJitter/imageNet`` for
+  /// train_imagenet.py), or `nil`.
+  public var colorJitter: ColorJitter?
   /// With `decodePerBatch` and no `mean`/`std`: the statistics come from this many training images
   /// (a seeded sample), resized and centre-cropped.
   public var statisticsSample = 2000
@@ -155,7 +158,8 @@ private func fileBackedFolder(
   let resize = options.evaluationResize > 0 ? options.evaluationResize : size * 256 / 224
   var dataset = ImageDataset(
     name: "folder-\(URL(fileURLWithPath: path).lastPathComponent)-\(train ? "train" : "val")-\(size)px",
-    files: ImageFiles(paths: kept.map(\.path), evaluationResize: resize), labels: kept.map(\.label),
+    files: ImageFiles(paths: kept.map(\.path), evaluationResize: resize, colorJitter: options.colorJitter),
+    labels: kept.map(\.label),
     classCount: listing.classes.count, mean: [0, 0, 0], std: [1, 1, 1], imageSize: size)
   dataset.classNames = listing.classes
   if let mean = options.mean, let std = options.std {
@@ -505,5 +509,138 @@ extension DecodedImage {
   /// (256 and 224 in the official code). - Returns: Planes, shape (3, size, size) flattened.
   public func resizedCentreCropPlanes(resize: Int, size: Int) -> [UInt8] {
     resized(shorterSide: resize).centreCropPlanes(size)
+  }
+}
+
+// MARK: - Colour jitter (the ImageNet evaluation's training transform)
+
+/// torchvision's `ColorJitter(brightness, contrast, saturation, hue)` on a Pillow RGB image, bit
+/// for bit: in a random order, brightness (blend with black), contrast (blend with the grey of the
+/// image's mean luma), saturation (blend with the image's luma) and hue (a shift of Pillow's 8-bit
+/// HSV hue), each by a factor drawn uniformly from [1 − v, 1 + v] ([−v, v] for the hue). Pillow's
+/// blend computes `in1 + α·(in2 − in1)` in float and truncates (clamping when it extrapolates).
+public struct ColorJitter: Equatable, Sendable {
+  /// The strengths v; 0 leaves that adjustment out (and draws nothing for it).
+  public var brightness: Float, contrast: Float, saturation: Float, hue: Float
+
+  /// train_imagenet.py's `ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4, hue=0.2)`.
+  public static let imageNet = ColorJitter(brightness: 0.4, contrast: 0.4, saturation: 0.4, hue: 0.2)
+
+  /// The strengths of each adjustment.
+  /// - Precondition: brightness, contrast, saturation ≥ 0; hue in [0, 0.5].
+  public init(brightness: Float, contrast: Float, saturation: Float, hue: Float) {
+    precondition(
+      brightness >= 0 && contrast >= 0 && saturation >= 0 && (0...0.5).contains(hue),
+      "ColorJitter: strengths must be ≥ 0 and the hue's at most 0.5")
+    (self.brightness, self.contrast, self.saturation, self.hue) = (brightness, contrast, saturation, hue)
+  }
+
+  /// One image's choices: the order of the four adjustments (0 brightness, 1 contrast,
+  /// 2 saturation, 3 hue) and their factors (`nil` for a strength of 0).
+  public struct Draw: Equatable, Sendable {
+    public var order: [Int]
+    public var brightness: Float?, contrast: Float?, saturation: Float?, hue: Float?
+    /// Given choices.
+    public init(order: [Int], brightness: Float?, contrast: Float?, saturation: Float?, hue: Float?) {
+      (self.order, self.brightness, self.contrast, self.saturation, self.hue) =
+        (order, brightness, contrast, saturation, hue)
+    }
+  }
+
+  /// Draws as `ColorJitter.get_params`: a random order of the four, then each factor present.
+  public func draw(using rng: inout SeededGenerator) -> Draw {
+    var order = Array(0..<4)
+    seededShuffle(&order, using: &rng)
+    func factor(_ v: Float, around centre: Float) -> Float? {
+      v == 0 ? nil : centre - v + 2 * v * rng.nextUniform()
+    }
+    let b = factor(brightness, around: 1), c = factor(contrast, around: 1), s = factor(saturation, around: 1)
+    return Draw(order: order, brightness: b, contrast: c, saturation: s, hue: factor(hue, around: 0))
+  }
+
+  /// Applies `draw` to an RGB image held as planes, shape (3, H, W) flattened.
+  public static func apply(_ draw: Draw, to planes: inout [UInt8]) {
+    for step in draw.order {
+      switch step {
+      case 0: if let f = draw.brightness { blend(&planes, with: { _ in 0 }, alpha: f) }
+      case 1:
+        if let f = draw.contrast {
+          let plane = planes.count / 3
+          var total = 0
+          for i in 0..<plane { total += luma(planes, i, plane) }
+          let mean = UInt8(Int(Double(total) / Double(plane) + 0.5))
+          blend(&planes, with: { _ in mean }, alpha: f)
+        }
+      case 2:
+        if let f = draw.saturation {
+          let plane = planes.count / 3
+          let grey = (0..<plane).map { UInt8(luma(planes, $0, plane)) }
+          blend(&planes, with: { grey[$0 % plane] }, alpha: f)
+        }
+      default: if let h = draw.hue { shiftHue(&planes, by: h) }
+      }
+    }
+  }
+
+  /// Pillow's luma of pixel `i` (ITU-R 601-2 in 16-bit fixed point, rounded).
+  private static func luma(_ planes: [UInt8], _ i: Int, _ plane: Int) -> Int {
+    (Int(planes[i]) * 19595 + Int(planes[plane + i]) * 38470 + Int(planes[2 * plane + i]) * 7471 + 0x8000) >> 16
+  }
+
+  /// Pillow's `Image.blend(degenerate, image, alpha)`, `degenerate(k)` the first image's byte k.
+  private static func blend(_ planes: inout [UInt8], with degenerate: (Int) -> UInt8, alpha: Float) {
+    let interpolates = alpha >= 0 && alpha <= 1
+    for k in planes.indices {
+      let from = Int(degenerate(k))
+      let value = Float(from) + alpha * Float(Int(planes[k]) - from)
+      planes[k] = interpolates ? UInt8(value) : value <= 0 ? 0 : value >= 255 ? 255 : UInt8(value)
+    }
+  }
+
+  /// torchvision's `adjust_hue` on Pillow: to 8-bit HSV, the hue byte plus ⌊h · 255⌋ (wrapping),
+  /// back to RGB, with Pillow's conversions.
+  private static func shiftHue(_ planes: inout [UInt8], by h: Float) {
+    let shift = UInt8(truncatingIfNeeded: Int(Double(h) * 255))
+    let plane = planes.count / 3
+    for i in 0..<plane {
+      let (r, g, b) = (planes[i], planes[plane + i], planes[2 * plane + i])
+      var (hue, saturation, value) = rgbToHSV(r, g, b)
+      hue &+= shift
+      (planes[i], planes[plane + i], planes[2 * plane + i]) = hsvToRGB(hue, saturation, value)
+    }
+  }
+
+  /// Pillow's RGB → HSV (colorsys's formulas in float, each channel scaled to a byte).
+  static func rgbToHSV(_ r: UInt8, _ g: UInt8, _ b: UInt8) -> (UInt8, UInt8, UInt8) {
+    let maxc = max(r, g, b), minc = min(r, g, b)
+    guard maxc != minc else { return (0, 0, maxc) }
+    let range = Float(maxc - minc)
+    let s = range / Float(maxc)
+    let rc = Float(maxc - r) / range, gc = Float(maxc - g) / range, bc = Float(maxc - b) / range
+    let h: Float =
+      r == maxc ? bc - gc : g == maxc ? Float(2.0 + Double(rc) - Double(bc)) : Float(4.0 + Double(gc) - Double(rc))
+    let wrapped = Float(fmod(Double(h) / 6.0 + 1.0, 1.0))
+    func byte(_ x: Double) -> UInt8 { UInt8(max(0, min(255, Int(x)))) }
+    return (byte(Double(wrapped) * 255.0), byte(Double(s) * 255.0), maxc)
+  }
+
+  /// Pillow's HSV → RGB.
+  static func hsvToRGB(_ h: UInt8, _ s: UInt8, _ v: UInt8) -> (UInt8, UInt8, UInt8) {
+    guard s != 0 else { return (v, v, v) }
+    let sector = Int(floor(Double(Float(h)) * 6.0 / 255.0))
+    let f = Float(Double(Float(h)) * 6.0 / 255.0 - Double(Float(sector)))
+    let fs = Float(Double(Float(s)) / 255.0)
+    func byte(_ x: Double) -> UInt8 { UInt8(max(0, min(255, Int(x.rounded(.toNearestOrAwayFromZero))))) }
+    let p = byte(Double(Float(v)) * (1.0 - Double(fs)))
+    let q = byte(Double(Float(v)) * (1.0 - Double(fs * f)))
+    let t = byte(Double(Float(v)) * (1.0 - Double(fs) * (1.0 - Double(f))))
+    switch sector % 6 {
+    case 0: return (v, t, p)
+    case 1: return (q, v, p)
+    case 2: return (p, v, t)
+    case 3: return (p, q, v)
+    case 4: return (t, p, v)
+    default: return (v, p, q)
+    }
   }
 }

@@ -25,6 +25,21 @@ public struct TrainingSettings: RunSettings {
   public var auxiliaryWeight: Float = 0.4
   /// ε of the label-smoothed cross-entropy of both losses (train_imagenet.py's 0.1); 0 = plain.
   public var labelSmoothing: Float = 0
+  /// How the learning rate falls over the epochs: train.py's cosine annealing, or
+  /// train_imagenet.py's linear decay.
+  public var learningRateSchedule = LearningRateSchedule.cosine
+  /// Epochs of linear warm-up: epoch e < N uses `learningRate` · (e + 1) / N (train_imagenet.py,
+  /// N = 5, for batches over 256); 0 = none.
+  public var learningRateWarmupEpochs = 0
+
+  /// The learning-rate schedules of the official training scripts.
+  public enum LearningRateSchedule: String, Codable, Sendable, CaseIterable {
+    /// `CosineAnnealingLR` from `learningRate` to `learningRateMin` (train.py).
+    case cosine
+    /// train_imagenet.py's `adjust_lr`: `learningRate` · (E − 5 − e) / (E − 5) while more than 5
+    /// epochs remain, then a smaller slope, `learningRate` · (E − e) / (5 · (E − 5)), to the end.
+    case linear
+  }
   /// The side of the cutout square of each training image, or `nil` for no cutout.
   public var cutoutLength: Int? = 16
   /// The drop-path probability of the last epoch; epoch e uses `dropPathProbability · e / epochs`.
@@ -47,6 +62,7 @@ public struct TrainingSettings: RunSettings {
   private enum CodingKeys: String, CodingKey {
     case network, batchSize, learningRate, learningRateMin, momentum, weightDecay, epochs, auxiliaryWeight
     case cutoutLength, dropPathProbability, gradClip, seed, subset, testSubset, syncBatchNorm, labelSmoothing
+    case learningRateSchedule, learningRateWarmupEpochs
   }
 
   /// Decodes settings; a field missing from the JSON (a checkpoint written before the field
@@ -70,11 +86,22 @@ public struct TrainingSettings: RunSettings {
     testSubset = try c.decodeIfPresent(Int.self, forKey: .testSubset)
     syncBatchNorm = try c.decode(.syncBatchNorm, or: d.syncBatchNorm)
     labelSmoothing = try c.decode(.labelSmoothing, or: d.labelSmoothing)
+    learningRateSchedule = try c.decode(.learningRateSchedule, or: d.learningRateSchedule)
+    learningRateWarmupEpochs = try c.decode(.learningRateWarmupEpochs, or: d.learningRateWarmupEpochs)
   }
 
   /// The learning rate of epoch `epoch` (cosine annealing from `learningRate` to `learningRateMin`).
   public func learningRate(epoch: Int) -> Float {
-    cosineAnnealingLearningRate(epoch: epoch, totalEpochs: epochs, initial: learningRate, minimum: learningRateMin)
+    if epoch < learningRateWarmupEpochs { return learningRate * Float(epoch + 1) / Float(learningRateWarmupEpochs) }
+    switch learningRateSchedule {
+    case .cosine:
+      return cosineAnnealingLearningRate(
+        epoch: epoch, totalEpochs: epochs, initial: learningRate, minimum: learningRateMin)
+    case .linear:
+      let (e, total) = (Float(epoch), Float(epochs))
+      return epochs - epoch > 5
+        ? learningRate * (total - 5 - e) / (total - 5) : learningRate * (total - e) / ((total - 5) * 5)
+    }
   }
 
   /// The drop-path probability of epoch `epoch` (0-based): the official linear ramp
@@ -101,6 +128,12 @@ public struct TrainingSettings: RunSettings {
     if epochs < 1 || epochs > 100_000 { try fail("epochs", "must lie in 1...100000, got \(epochs)") }
     if !(auxiliaryWeight >= 0 && auxiliaryWeight.isFinite) {
       try fail("auxiliaryWeight", "must be ≥ 0, got \(auxiliaryWeight)")
+    }
+    if learningRateWarmupEpochs < 0 || learningRateWarmupEpochs > epochs {
+      try fail("learningRateWarmupEpochs", "must lie in 0...epochs (\(epochs)), got \(learningRateWarmupEpochs)")
+    }
+    if learningRateSchedule == .linear && epochs <= 5 {
+      try fail("learningRateSchedule", "the linear schedule needs more than 5 epochs, got \(epochs)")
     }
     if !(labelSmoothing >= 0 && labelSmoothing < 1) {
       try fail("labelSmoothing", "must lie in [0, 1), got \(labelSmoothing)")
@@ -137,6 +170,6 @@ public struct TrainingSettings: RunSettings {
   /// and clipping. The network, the data, the seed, the batch and the momentum define the run.
   public static let changeableOnResume: Set<String> = [
     "learningRate", "learningRateMin", "weightDecay", "epochs", "gradClip", "dropPathProbability",
-    "auxiliaryWeight", "syncBatchNorm", "labelSmoothing",
+    "auxiliaryWeight", "syncBatchNorm", "labelSmoothing", "learningRateWarmupEpochs",
   ]
 }
