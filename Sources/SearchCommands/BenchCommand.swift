@@ -196,6 +196,11 @@ public enum BenchCommand {
   /// the sizes given, the auxiliary weight (0: no head) and a fixed drop-path probability.
   static func trainingSettings(_ options: ParsedOptions) -> TrainingSettings {
     var s = TrainingSettings()
+    let imageNet = isImageNetSetting(options)
+    if imageNet {  // train_imagenet.py's network and loss (its batch of 1024 is left to --batch)
+      (s.network.stem, s.network.classes, s.network.initChannels, s.network.layers) = (.imagenet, 1000, 48, 14)
+      s.labelSmoothing = 0.1
+    }
     func given(_ name: String, else fallback: Int) -> Int { options.isSet(name) ? options.int(name) : fallback }
     s.batchSize = given("batch", else: s.batchSize)
     s.network.layers = given("layers", else: s.network.layers)
@@ -216,13 +221,16 @@ public enum BenchCommand {
     try genotype.validate()
     if options.int("child") > 0 {
       let result = try measureTraining(
-        settings: settings, genotype: genotype, iterations: options.int("iters"), warmup: options.int("warmup"))
+        settings: settings, genotype: genotype, imageSide: imageSide(options), iterations: options.int("iters"),
+        warmup: options.int("warmup"))
       print(String(decoding: try JSONEncoder().encode(result), as: UTF8.self))
       return
     }
     try checkJSONPath(options)
     print(
-      "bench --train: \(options.string("genotype")), \(settings.network.layers) cells, \(settings.network.initChannels) "
+      "bench --train: \(options.string("genotype")), "
+        + (isImageNetSetting(options) ? "NetworkImageNet at \(imageSide(options)) × \(imageSide(options)), " : "")
+        + "\(settings.network.layers) cells, \(settings.network.initChannels) "
         + "initial channels, batch \(settings.batchSize), auxiliary \(settings.network.auxiliary ? "\(settings.auxiliaryWeight)" : "off"), "
         + "drop-path \(settings.dropPathProbability), \(options.int("iters")) timed steps after \(options.int("warmup")) warm-up, "
         + "\(Engine.threadCount) threads")
@@ -232,6 +240,7 @@ public enum BenchCommand {
         "--train", "--child", "1", "--genotype", options.string("genotype"), "--batch", String(settings.batchSize),
         "--layers", String(settings.network.layers), "--init-channels", String(settings.network.initChannels),
         "--auxiliary-weight", String(options.double("auxiliary-weight")),
+        "--setting", options.string("setting"), "--image-size", String(options.int("image-size")),
         "--drop-path-prob", String(options.double("drop-path-prob")),
       ], what: "the training step at batch \(settings.batchSize)", remedy: "lower --batch or --init-channels")
     print(
@@ -246,15 +255,15 @@ public enum BenchCommand {
   /// One measurement of the training step, in this process: `warmup` untimed steps, then
   /// `iterations` timed ones on a fixed random batch (drop-path masks drawn per step).
   static func measureTraining(
-    settings: TrainingSettings, genotype: Genotype, iterations: Int, warmup: Int,
-    dataParallel: DataParallel = DataParallel()
+    settings: TrainingSettings, genotype: Genotype, imageSide: Int = ImageDataset.cifarSide, iterations: Int,
+    warmup: Int, dataParallel: DataParallel = DataParallel()
   ) throws -> BenchResult {
     let training = try TrainingIteration(settings: settings, genotype: genotype, dataParallel: dataParallel)
     training.network.dropPathProbability = settings.dropPathProbability
     let config = settings.network
     var rng = SeededGenerator(seed: settings.seed &+ 1)
     let batch = LabeledBatch(
-      images: Tensor.randomNormal([settings.batchSize, config.inputChannels, 32, 32], using: &rng),
+      images: Tensor.randomNormal([settings.batchSize, config.inputChannels, imageSide, imageSide], using: &rng),
       labels: (0..<settings.batchSize).map { _ in Int32(rng.nextInt(below: config.classes)) }
     ).rows(of: dataParallel.shard(of: settings.batchSize))
     return try timed(iterations: iterations, warmup: warmup, dataParallel: dataParallel) { step in
@@ -365,7 +374,7 @@ public enum BenchCommand {
       )
       results.append(
         try measureTraining(
-          settings: settings, genotype: genotype, iterations: iterations, warmup: warmup,
+          settings: settings, genotype: genotype, imageSide: imageSide(options), iterations: iterations, warmup: warmup,
           dataParallel: DataParallel(group: launch.group)))
     } else {
       let batch = options.int("batch")
