@@ -42,6 +42,21 @@ public final class Conv2d: Layer {
   public override func callAsFunction(_ x: Tensor) -> Tensor {
     conv2d(x, weight: weight, bias: bias, stride: stride, padding: padding, dilation: dilation, groups: groups)
   }
+
+  /// `pointwise(self(x))` as one op that recomputes this layer's output in its backward pass
+  /// instead of keeping it (``depthwisePointwiseConv2d(_:depthwiseWeight:pointwiseWeight:stride:padding:dilation:)``),
+  /// when this layer is a depthwise convolution and `pointwise` a 1×1 one, both without bias;
+  /// `nil` otherwise. Values and gradients are the two layers', bit for bit.
+  public func followedByPointwise(_ pointwise: Conv2d, on x: Tensor) -> Tensor? {
+    let c = weight.shape[0]
+    guard bias == nil, pointwise.bias == nil, groups == c, weight.shape[1] == 1, x.rank == 4, x.shape[1] == c,
+      pointwise.groups == 1, pointwise.stride == 1, pointwise.padding == 0, pointwise.weight.shape[1] == c,
+      pointwise.weight.shape[2] == 1, pointwise.weight.shape[3] == 1
+    else { return nil }
+    return depthwisePointwiseConv2d(
+      x, depthwiseWeight: weight, pointwiseWeight: pointwise.weight, stride: stride, padding: padding,
+      dilation: dilation)
+  }
 }
 
 /// Batch normalisation over (N, H, W), like `torch.nn.BatchNorm2d` (momentum 0.1, eps 1e-5).

@@ -139,6 +139,48 @@ final class GradientCheckTests: XCTestCase {
     }
   }
 
+  func testDepthwiseThenPointwiseEqualsTheTwoConvolutionsBitForBitAndKeepsLess() {
+    forEachKernelBuild { build in
+      for (stride, padding, dilation, kernel) in [(1, 1, 1, 3), (2, 2, 1, 5), (1, 2, 2, 3), (2, 4, 2, 5)] {
+        let x = randomInput([2, 4, 9, 8], seed: 70, std: 1)
+        let dw = randomInput([4, 1, kernel, kernel], seed: 71), pw = randomInput([6, 4, 1, 1], seed: 72)
+        for t in [x, dw, pw] { t.requiresGrad = true }
+        let what = "\(build) stride \(stride) dilation \(dilation) kernel \(kernel)"
+        checkGradients(what, inputs: [x, dw, pw]) {
+          depthwisePointwiseConv2d(
+            $0[0], depthwiseWeight: $0[1], pointwiseWeight: $0[2], stride: stride, padding: padding, dilation: dilation)
+        }
+        // Against the two convolutions: the same kernels in the same order, so equal bits.
+        for t in [x, dw, pw] { t.zeroGrad() }
+        let fused = depthwisePointwiseConv2d(
+          x, depthwiseWeight: dw, pointwiseWeight: pw, stride: stride, padding: padding, dilation: dilation)
+        let middle = conv2d(x, weight: dw, stride: stride, padding: padding, dilation: dilation, groups: 4)
+        let plain = conv2d(middle, weight: pw)
+        XCTAssertEqual(fused.scalars, plain.scalars, what)
+        let projection = randomInput(fused.shape, seed: 73)
+        fused.backward(gradient: projection)
+        let fusedGrads = [x, dw, pw].map { $0.grad!.scalars }
+        for t in [x, dw, pw] { t.zeroGrad() }
+        plain.backward(gradient: projection)
+        for (k, t) in [x, dw, pw].enumerated() {
+          XCTAssertEqual(fusedGrads[k], t.grad!.scalars, "\(what): gradient \(k)")
+        }
+        for t in [x, dw, pw] { t.zeroGrad() }
+      }
+      // Between the forward and the backward pass it keeps x, not the depthwise output.
+      let x = randomInput([2, 4, 16, 16], seed: 74)
+      let dw = randomInput([4, 1, 3, 3], seed: 75), pw = randomInput([4, 4, 1, 1], seed: 76)
+      for t in [x, dw, pw] { t.requiresGrad = true }
+      let before = MemoryStats.liveBytes
+      let fused = depthwisePointwiseConv2d(x, depthwiseWeight: dw, pointwiseWeight: pw, padding: 1)
+      let keptFused = MemoryStats.liveBytes - before
+      let plain = conv2d(conv2d(x, weight: dw, padding: 1, groups: 4), weight: pw)
+      let keptPlain = MemoryStats.liveBytes - before - keptFused
+      XCTAssertEqual(keptFused, fused.count * 4, "\(build): the output alone")
+      XCTAssertEqual(keptPlain, 2 * plain.count * 4, "\(build): the output and the depthwise output")
+    }
+  }
+
   func testNormalizedWeightedSumHasExactGradients() {
     // Two normalised terms and one identity term; 20 values per plane leave a vector tail.
     let xs = (0..<3).map { randomInput([3, 2, 4, 5], seed: 30 + UInt64($0)) }

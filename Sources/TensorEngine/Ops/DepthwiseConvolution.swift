@@ -80,3 +80,74 @@ func depthwiseBackward(
     }
   }
 }
+
+// MARK: - Depthwise then pointwise, the depthwise output recomputed
+
+/// A depthwise convolution followed by a 1×1 convolution (the two halves of DARTS's separable
+/// and dilated convolutions), with the same values and gradients as
+/// `conv2d(conv2d(x, weight: depthwiseWeight, …, groups: C), weight: pointwiseWeight)`, bit for
+/// bit, but without keeping the depthwise output for the backward pass: it is recomputed there
+/// from `x`, which the depthwise half keeps anyway. One (N, C, Ho, Wo) tensor less per pair is
+/// alive between the forward and the backward pass, for one more depthwise forward pass.
+///
+/// - Parameters:
+///   - x: (N, C, H, W).
+///   - depthwiseWeight: (C, 1, K, K).
+///   - pointwiseWeight: (O, C, 1, 1).
+///   - stride, padding, dilation: of the depthwise convolution.
+/// - Returns: (N, O, Ho, Wo), Ho and Wo as for ``conv2d(_:weight:bias:stride:padding:dilation:groups:)``.
+/// - Precondition: the weights' shapes fit `x`; the output is not empty.
+public func depthwisePointwiseConv2d(
+  _ x: Tensor, depthwiseWeight: Tensor, pointwiseWeight: Tensor, stride: Int = 1, padding: Int = 0,
+  dilation: Int = 1
+) -> Tensor {
+  checkNCHW(x, "depthwisePointwiseConv2d")
+  let (n, c, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
+  precondition(
+    depthwiseWeight.rank == 4 && depthwiseWeight.shape[0] == c && depthwiseWeight.shape[1] == 1
+      && depthwiseWeight.shape[2] == depthwiseWeight.shape[3],
+    "depthwisePointwiseConv2d: depthwise weight \(depthwiseWeight.shape) does not fit input \(x.shape)")
+  precondition(
+    pointwiseWeight.rank == 4 && pointwiseWeight.shape[1] == c && pointwiseWeight.shape[2] == 1
+      && pointwiseWeight.shape[3] == 1,
+    "depthwisePointwiseConv2d: pointwise weight \(pointwiseWeight.shape) must be (O, \(c), 1, 1)")
+  precondition(
+    stride >= 1 && dilation >= 1 && padding >= 0,
+    "depthwisePointwiseConv2d: stride \(stride) and dilation \(dilation) must be ≥ 1, padding \(padding) ≥ 0")
+  let geo = ConvGeometry(
+    kernelH: depthwiseWeight.shape[2], kernelW: depthwiseWeight.shape[3], stride: stride, padding: padding,
+    dilation: dilation, inH: h, inW: w)
+  precondition(geo.outH > 0 && geo.outW > 0, "depthwisePointwiseConv2d: input \(x.shape) too small for the kernel")
+  let o = pointwiseWeight.shape[0]
+  let pointwise = ConvGeometry(
+    kernelH: 1, kernelW: 1, stride: 1, padding: 0, dilation: 1, inH: geo.outH, inW: geo.outW)
+  func middle() -> Tensor {
+    let mid = Tensor.uninitialized([n, c, geo.outH, geo.outW])
+    depthwiseForward(out: mid.pointer, x: x.pointer, weight: depthwiseWeight.pointer, bias: nil, n: n, c: c, geo: geo)
+    return mid
+  }
+  let out = Tensor.uninitialized([n, o, geo.outH, geo.outW])
+  do {
+    let mid = middle()  // dies here, not kept for the backward pass
+    convForward(
+      out: out.pointer, x: mid.pointer, weight: pointwiseWeight.pointer, bias: nil, n: n, c: c, o: o, groups: 1,
+      geo: pointwise)
+  }
+  return record(out, inputs: [x, depthwiseWeight, pointwiseWeight]) { g in
+    let mid = middle()
+    let needsMiddle = x.requiresGrad || depthwiseWeight.requiresGrad
+    let dmid = needsMiddle ? Tensor.uninitialized(mid.shape) : nil
+    let dpw = pointwiseWeight.requiresGrad ? Tensor(zeros: pointwiseWeight.shape) : nil
+    convBackward(
+      dx: dmid?.pointer, dweight: dpw?.pointer, dbias: nil, dout: g.pointer, x: mid.pointer,
+      weight: pointwiseWeight.pointer, n: n, c: c, o: o, groups: 1, geo: pointwise)
+    let dx = x.requiresGrad ? Tensor.uninitialized(x.shape) : nil
+    let ddw = depthwiseWeight.requiresGrad ? Tensor(zeros: depthwiseWeight.shape) : nil
+    if let dmid {
+      depthwiseBackward(
+        dx: dx?.pointer, dweight: ddw?.pointer, dbias: nil, dout: dmid.pointer, x: x.pointer,
+        weight: depthwiseWeight.pointer, n: n, c: c, geo: geo)
+    }
+    return [dx, ddw, dpw]
+  }
+}
