@@ -97,15 +97,16 @@ public final class Sequential: Layer {
 
   /// Applies a run of this Sequential's layers in order; a batch norm directly followed by a
   /// ReLU runs as one fused op (``batchNormReLU(_:weight:bias:state:training:)``), and so does a
-  /// depthwise convolution directly followed by a 1×1 one (``Conv2d/followedByPointwise(_:on:)``,
-  /// which keeps less for the backward pass).
+  /// depthwise convolution directly followed by a 1×1 one when ``Engine/recomputesDepthwiseOutputs``
+  /// is set (``Conv2d/followedByPointwise(_:on:)``, which keeps less for the backward pass).
   public func apply(_ run: ArraySlice<Layer>, to x: Tensor) -> Tensor {
     var (out, i) = (x, run.startIndex)
     while i < run.endIndex {
       if let norm = run[i] as? BatchNorm2d, i + 1 < run.endIndex, run[i + 1] is ReLU {
         out = norm.followedByReLU(out)
         i += 2
-      } else if let depthwise = run[i] as? Conv2d, i + 1 < run.endIndex, let pointwise = run[i + 1] as? Conv2d,
+      } else if Engine.recomputesDepthwiseOutputs, let depthwise = run[i] as? Conv2d, i + 1 < run.endIndex,
+        let pointwise = run[i + 1] as? Conv2d,
         let fused = depthwise.followedByPointwise(pointwise, on: out)
       {
         out = fused

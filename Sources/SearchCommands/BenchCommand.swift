@@ -91,7 +91,7 @@ public enum BenchCommand {
       .string("channel-sampling", default: "shuffle", help: "shuffle (the paper) or random channel sampling") {
         ChannelSampling(rawValue: $0) == nil ? "expected shuffle or random" : nil
       },
-      threadsOption,
+      threadsOption, recomputeOption,
       .flag("sync-bn", help: "under MPI: synchronised batch norms (each a few more all-reduce calls per layer)"),
       .string("json", default: "", help: "also write the results as a JSON array to this path"),
       .double(
@@ -121,6 +121,7 @@ public enum BenchCommand {
       if Launch.current.isDistributed { return try runDistributed(options) }
       if options.flag("train") { return try runTraining(options) }
       guard options.int("child") > 0 else { return try runAll(options) }
+      applyRecomputation(options, partialChannels: options.int("child"))
       let result = try measure(
         settings: settings(options, k: options.int("child"), batch: options.int("batch")),
         imageSide: imageSide(options), iterations: options.int("iters"), warmup: options.int("warmup"))
@@ -214,6 +215,7 @@ public enum BenchCommand {
 
   /// `--train`: the parent checks everything and runs one child; the child (`--child 1`) measures.
   private static func runTraining(_ options: ParsedOptions) throws {
+    applyRecomputation(options, partialChannels: nil)
     let settings = trainingSettings(options)
     try settings.validate()
     try settings.checkBatches(images: settings.batchSize, ranks: 1)
@@ -241,6 +243,7 @@ public enum BenchCommand {
         "--layers", String(settings.network.layers), "--init-channels", String(settings.network.initChannels),
         "--auxiliary-weight", String(options.double("auxiliary-weight")),
         "--setting", options.string("setting"), "--image-size", String(options.int("image-size")),
+        "--recompute-depthwise", options.string("recompute-depthwise"),
         "--drop-path-prob", String(options.double("drop-path-prob")),
       ], what: "the training step at batch \(settings.batchSize)", remedy: "lower --batch or --init-channels")
     print(
@@ -388,6 +391,7 @@ public enum BenchCommand {
           + "\(options.int("init-channels")) initial channels, global batch \(batch), "
           + "\(options.flag("unrolled") ? "second" : "first")-order")
       for k in options.intList("K") {
+        applyRecomputation(options, partialChannels: k)
         results.append(
           try measure(
             settings: settings(options, k: k, batch: batch), imageSide: imageSide(options), iterations: iterations,
@@ -417,6 +421,7 @@ public enum BenchCommand {
     for k in options.intList("K") {
       let s = settings(options, k: k, batch: batch)
       try s.validate()
+      applyRecomputation(options, partialChannels: k)
       try checkMemory(s, batchFlag: "--batch", imageSide: imageSide(options))
     }
     try checkJSONPath(options)
@@ -453,6 +458,7 @@ public enum BenchCommand {
       arguments: [
         "--child", String(k), "--batch", String(batch), "--layers", String(options.int("layers")),
         "--setting", options.string("setting"), "--image-size", String(options.int("image-size")),
+        "--recompute-depthwise", options.string("recompute-depthwise"),
         "--init-channels", String(options.int("init-channels")),
         "--channel-sampling", options.string("channel-sampling"),
       ] + (options.flag("unrolled") ? ["--unrolled"] : []),

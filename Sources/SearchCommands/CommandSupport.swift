@@ -237,6 +237,23 @@ let threadsOption = OptionSpec.int(
   "threads", default: 0, help: "threads of the engine's loops (0 = one per core, \(Engine.defaultThreadCount) here)"
 ) { (0...Engine.maximumThreadCount).contains($0) ? nil : "expected 0 to \(Engine.maximumThreadCount)" }
 
+/// `--recompute-depthwise`, shared by the commands (applied by ``applyRecomputation(_:partialChannels:)``).
+let recomputeOption = OptionSpec.string(
+  "recompute-depthwise", default: "auto",
+  help: "recompute depthwise outputs in backward (about a quarter less memory): on, off, or auto (on for a search "
+    + "at K 2 and 4, where bench measured it no slower; off otherwise)"
+) { ["auto", "on", "off"].contains($0) ? nil : "expected auto, on or off" }
+
+/// Sets ``Engine/recomputesDepthwiseOutputs`` from `--recompute-depthwise`; `auto` turns it on for
+/// a search network at K = 2 or 4 (`partialChannels`; `nil` for other networks).
+func applyRecomputation(_ options: ParsedOptions, partialChannels k: Int?) {
+  switch options.string("recompute-depthwise") {
+  case "on": Engine.recomputesDepthwiseOutputs = true
+  case "off": Engine.recomputesDepthwiseOutputs = false
+  default: Engine.recomputesDepthwiseOutputs = k.map { [2, 4].contains($0) } ?? false
+  }
+}
+
 /// Sets ``Engine/threadCount`` from `--threads`; 0 keeps the default, or under MPI shares this
 /// machine's cores among its ranks.
 func applyThreads(_ options: ParsedOptions) {

@@ -71,7 +71,7 @@ public enum SearchCommand {
         "report", default: "",
         help: "write report.html of the run folder DIR again from its files, then exit (no search)"),
       .flag("overwrite", help: "move the outputs of an earlier run in --out into --out/previous-<time> and start anew"),
-      threadsOption,
+      threadsOption, recomputeOption,
       .flag(
         "sync-bn",
         help: "under MPI: batch norms normalise over the global batch, all ranks' rows (default: each rank's rows)"),
@@ -169,6 +169,7 @@ public enum SearchCommand {
       applyThreads(options)
       let settings = Self.settings(from: options)
       try settings.validate()
+      applyRecomputation(options, partialChannels: settings.network.partialChannels)
       var (dataset, path, folder) = try datasetOptions(options)
       if isImageNetSetting(options) { folder = try imageNetFolder(options, dataset: dataset, folder: folder) }
       try checkMemory(settings, batchFlag: "--batch-size", imageSide: folder.imageSize)

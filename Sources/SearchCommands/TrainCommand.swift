@@ -58,7 +58,7 @@ public enum TrainCommand {
       .string(
         "evaluate", default: "",
         help: "print the test accuracy of a trained checkpoint or weights file, then exit (no training)"),
-      threadsOption,
+      threadsOption, recomputeOption,
       .flag(
         "sync-bn",
         help: "under MPI: batch norms normalise over the global batch, all ranks' rows (default: each rank's rows)"),
@@ -148,6 +148,7 @@ public enum TrainCommand {
       }
       let settings = try Self.settings(from: options)
       try settings.validate()
+      applyRecomputation(options, partialChannels: nil)
       let (genotype, source) = try Genotype.resolve(options.string("genotype"))
       try genotype.validate()
       let (directory, earlier) = try openRunDirectoryOnFirstRank(options, layout: .training)

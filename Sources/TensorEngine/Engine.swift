@@ -60,6 +60,17 @@ public enum Engine {
   /// Applies the default ``blasThreadCount`` unless one was set; the first matrix product calls it.
   @inline(__always) static func applyDefaultBLASSettings() { _ = defaultBLASSettings }
 
+  // MARK: - Recomputation
+
+  /// Whether a depthwise convolution followed by a 1×1 one (the halves of DARTS's separable and
+  /// dilated convolutions, in a `Sequential`) runs as
+  /// ``depthwisePointwiseConv2d(_:depthwiseWeight:pointwiseWeight:stride:padding:dilation:)``,
+  /// which recomputes the depthwise output in the backward pass instead of keeping it. The values
+  /// and gradients are the same bit for bit; the peak memory of a search step falls by about a
+  /// quarter, and the speed changes with the shape (docs/benchmarks.md: at batch 64 faster at
+  /// K = 2 and 4, slower at K = 1 and 8). Off unless set; the commands choose per K.
+  nonisolated(unsafe) public static var recomputesDepthwiseOutputs = false
+
   // MARK: - Allocator
 
   nonisolated(unsafe) private static var retainsFreed: Bool?

@@ -203,14 +203,16 @@ extension NetworkConfig {
   /// An estimate of the peak tensor bytes of one search iteration at `batchSize` on 32×32
   /// images: the weights with their gradients and momentum, plus the activations, which grow
   /// with the batch and with each cell's channels × pixels and shrink with K as a + b/K. The
-  /// constants a = 60 and b = 666 bytes per image, channel and pixel come from `bench` with the
-  /// depthwise convolutions' outputs recomputed (8 cells, 16 channels, batch 64, peak tensor bytes
-  /// at K = 1, 2, 4, 8 within 3% of
-  /// a + b/K); other shapes are extrapolated, so treat it as a guide to ±30%.
+  /// constants come from `bench` (8 cells, 16 channels, batch 64, peak tensor bytes at K = 1, 2, 4,
+  /// 8 within 3% of a + b/K): a = 56 and b = 1003 bytes per image, channel and pixel (at 70cabdf),
+  /// a = 60 and b = 666 with `recomputesDepthwise` (``Engine/recomputesDepthwiseOutputs``); other
+  /// shapes are extrapolated, so treat it as a guide to ±30%.
   /// `imageSide` is the input's height and width (32 for CIFAR); activations scale with its square.
   /// With the ImageNet stem the cells start at 1/8 of the side, and the stem's own maps (at 1/2,
   /// 1/4 and 1/8, about three float tensors each) are added.
-  public func estimatedPeakTensorBytes(batchSize: Int, imageSide: Int = 32) -> Double {
+  public func estimatedPeakTensorBytes(
+    batchSize: Int, imageSide: Int = 32, recomputesDepthwise: Bool = Engine.recomputesDepthwiseOutputs
+  ) -> Double {
     var (c, side, units) = (initChannels, imageSide, 0.0)
     var stemBytes = 0.0
     if stem == .imagenet {
@@ -224,7 +226,10 @@ extension NetworkConfig {
       if isReduction(i) { (c, side) = (c * 2, side / 2) }
       units += Double(c) * Double(side * side)
     }
-    let activations = Double(batchSize) * (units * (60 + 666 / Double(partialChannels)) + stemBytes)
+    let activations =
+      Double(batchSize)
+      * (units * (recomputesDepthwise ? 60 + 666 / Double(partialChannels) : 56 + 1003 / Double(partialChannels))
+        + stemBytes)
     return activations + 12 * Double(dartsWeightCount)
   }
 }
