@@ -89,24 +89,28 @@ final class ArchitectTests: XCTestCase {
     XCTAssertGreaterThan(firstOrderError, 0.2)
   }
 
+  /// With either stem (the ImageNet stem's network on 32 × 32 inputs, the least it takes).
   func testUnrolledStepOnTheSearchNetworkRestoresWeightsAndStatistics() throws {
-    var rng = SeededGenerator(seed: 4)
-    let net = try SearchNetwork(
-      config: NetworkConfig(initChannels: 4, layers: 3, classes: 3, partialChannels: 2, steps: 2, multiplier: 2),
-      rng: &rng)
-    let train = LabeledBatch(images: Tensor.randomNormal([2, 3, 8, 8], using: &rng), labels: [0, 1])
-    let valid = LabeledBatch(images: Tensor.randomNormal([2, 3, 8, 8], using: &rng), labels: [2, 0])
-    let sgd = SGD(parameters: net.parameters(), learningRate: 0.1, momentum: 0.9, weightDecay: 3e-4)
-    let weightsBefore = net.parameters().map(\.scalars)
-    let alphaBefore = net.arch.alphasNormal.scalars
-    let architect = Architect(network: net, settings: ArchitectSettings(unrolled: true))
-    architect.step(train: train, valid: valid, weightOptimizer: sgd)
-    XCTAssertEqual(net.parameters().map(\.scalars), weightsBefore, "weights restored after the virtual step")
-    XCTAssertTrue(net.parameters().allSatisfy { $0.requiresGrad }, "weights unfrozen again")
-    XCTAssertNotEqual(net.arch.alphasNormal.scalars, alphaBefore, "Adam moved α")
-    // Adam's first step moves every parameter with a non-zero gradient by ≈ lr.
-    let moved = zip(net.arch.alphasNormal.scalars, alphaBefore).map { abs($0 - $1) }.max()!
-    XCTAssertEqual(moved, 6e-4, accuracy: 1e-4)
+    for (stem, side) in [(NetworkStem.cifar, 8), (.imagenet, 32)] {
+      var rng = SeededGenerator(seed: 4)
+      var config = NetworkConfig(initChannels: 4, layers: 3, classes: 3, partialChannels: 2, steps: 2, multiplier: 2)
+      config.stem = stem
+      let net = try SearchNetwork(config: config, rng: &rng)
+      let train = LabeledBatch(images: Tensor.randomNormal([2, 3, side, side], using: &rng), labels: [0, 1])
+      let valid = LabeledBatch(images: Tensor.randomNormal([2, 3, side, side], using: &rng), labels: [2, 0])
+      let sgd = SGD(parameters: net.parameters(), learningRate: 0.1, momentum: 0.9, weightDecay: 3e-4)
+      let weightsBefore = net.parameters().map(\.scalars)
+      let alphaBefore = net.arch.alphasNormal.scalars
+      let architect = Architect(network: net, settings: ArchitectSettings(unrolled: true))
+      architect.step(train: train, valid: valid, weightOptimizer: sgd)
+      XCTAssertEqual(net.parameters().map(\.scalars), weightsBefore, "\(stem): weights restored after the virtual step")
+      XCTAssertTrue(net.parameters().allSatisfy { $0.requiresGrad }, "\(stem): weights unfrozen again")
+      XCTAssertNotEqual(net.arch.alphasNormal.scalars, alphaBefore, "\(stem): Adam moved α")
+      // Adam's first step moves every parameter with a non-zero gradient by ≈ lr.
+      let moved = zip(net.arch.alphasNormal.scalars, alphaBefore).map { abs($0 - $1) }.max()!
+      XCTAssertEqual(moved, 6e-4, accuracy: 1e-4, "\(stem)")
+      XCTAssertEqual(net.genotype().normal.count, 2 * config.steps, "\(stem): a genotype derives")
+    }
   }
 }
 

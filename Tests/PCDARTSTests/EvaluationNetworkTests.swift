@@ -143,6 +143,38 @@ final class EvaluationNetworkTests: XCTestCase {
     XCTAssertNil(withNoGrad { network(x) }.auxiliaryLogits, "no auxiliary logits in evaluation mode")
   }
 
+  /// The auxiliary head's 5×5 pool and 2×2 convolution end at 1×1 (its classifier takes 768
+  /// features) for maps of 8 to 10 pixels after the reductions (7 or 8 in the ImageNet variant):
+  /// ``inputSizeProblem(height:width:auxiliaryHead:stem:)`` accepts exactly the image sizes that give
+  /// those, and each of them trains.
+  func testTheAuxiliaryHeadTakesExactlyTheImageSizesItsPoolingEndsAtOneByOne() throws {
+    for (stem, accepted, tooSmall, tooLarge) in [
+      (NetworkStem.cifar, [32, 36, 40], [28], [44, 64]), (.imagenet, [224, 256], [192], [288]),
+    ] {
+      var rng = SeededGenerator(seed: 6)
+      let network = try EvaluationNetwork(
+        config: EvaluationConfig(initChannels: 4, layers: 3, classes: 5, stem: stem),
+        genotype: Genotype.published["PC_DARTS_image"]!, rng: &rng)
+      for side in accepted {
+        XCTAssertNil(inputSizeProblem(height: side, width: side, auxiliaryHead: true, stem: stem), "\(stem) \(side)")
+        let (_, auxiliary) = withNoGrad { network(Tensor.randomNormal([2, 3, side, side], using: &rng)) }
+        XCTAssertEqual(auxiliary?.shape, [2, 5], "\(stem) \(side)")
+      }
+      XCTAssertNil(inputSizeProblem(height: accepted[0], width: accepted.last!, auxiliaryHead: true, stem: stem))
+      for side in tooSmall {
+        let problem = inputSizeProblem(height: side, width: side, auxiliaryHead: true, stem: stem)
+        XCTAssertTrue(problem?.contains("at least \(accepted[0]) × \(accepted[0])") ?? false, problem ?? "nil")
+      }
+      for side in tooLarge {
+        let problem = inputSizeProblem(height: accepted[0], width: side, auxiliaryHead: true, stem: stem)
+        let sizes = stem == .cifar ? "32, 36 or 40 pixels a side" : "224 or 256 pixels a side"
+        XCTAssertTrue(problem?.contains(sizes) ?? false, problem ?? "nil")
+        XCTAssertTrue(problem?.contains("\(accepted[0]) × \(side)") ?? false, problem ?? "nil")
+        XCTAssertNil(inputSizeProblem(height: side, width: side, auxiliaryHead: false, stem: stem), "no head")
+      }
+    }
+  }
+
   // MARK: - Drop-path
 
   func testDropPathDropsWholeSamplesOfNonIdentityOperationsInTrainingOnly() throws {

@@ -151,6 +151,7 @@ final class SearchVariantsTests: XCTestCase {
     object["archUpdateEvery"] = nil
     var network = try XCTUnwrap(object["network"] as? [String: Any])
     network["channelSampling"] = nil
+    network["stem"] = nil
     object["network"] = network
     let old = try JSONSerialization.data(withJSONObject: object)
     XCTAssertEqual(try JSONDecoder().decode(SearchSettings.self, from: old), SearchSettings())

@@ -86,11 +86,21 @@ public final class AuxiliaryHead: Module {
   /// 768 → classes.
   public let classifier: Linear
 
+  /// The stride of the head's 5×5 average pool: 3, or 2 in the ImageNet variant.
+  static func poolStride(imagenet: Bool) -> Int { imagenet ? 2 : 3 }
+
+  /// The sides of the maps the head takes: its pool and 2×2 convolution must end at 1×1, as its
+  /// 768-input classifier expects, so 8...10 (7...8 for the ImageNet variant).
+  static func inputSides(imagenet: Bool) -> ClosedRange<Int> {
+    let stride = poolStride(imagenet: imagenet)
+    return (5 + stride)...(5 + 2 * stride - 1)
+  }
+
   /// A head on `channels` input channels for `classes` classes.
   public init(channels: Int, classes: Int, imagenet: Bool = false, rng: inout SeededGenerator) {
     let head: [Layer] = [
       ReLU(),
-      AvgPool2d(kernel: 5, stride: imagenet ? 2 : 3, padding: 0, countIncludePad: false),
+      AvgPool2d(kernel: 5, stride: AuxiliaryHead.poolStride(imagenet: imagenet), padding: 0, countIncludePad: false),
       Conv2d(inChannels: channels, outChannels: 128, kernelSize: 1, rng: &rng),
       BatchNorm2d(channels: 128),
       ReLU(),
@@ -103,13 +113,15 @@ public final class AuxiliaryHead: Module {
   /// `features`, `classifier`, the official attribute names.
   public override var children: [(String, Module)] { [("features", features), ("classifier", classifier)] }
 
-  /// The head applied to `r` = ReLU(x), x of shape (N, C, 8, 8) (7×7 for the ImageNet variant);
-  /// returns (N, classes).
+  /// The head applied to `r` = ReLU(x), x of shape (N, C, S, S), S in 8...10 (7...8 for the
+  /// ImageNet variant; ``inputSizeProblem(height:width:auxiliaryHead:stem:)`` names the images
+  /// that give those); returns (N, classes).
   public func callAsFunction(afterReLU r: Tensor) -> Tensor {
     let f = features.apply(features.layers.dropFirst(), to: r)
     precondition(
       f.shape[2] == 1 && f.shape[3] == 1,
-      "AuxiliaryHead: expects an 8×8 input (a 32×32 image after two reductions; 7×7 for ImageNet's), got \(r.shape)")
+      "AuxiliaryHead: expects maps of 8 to 10 pixels a side (a 32×32 image after two reductions; 7 or 8 for "
+        + "ImageNet's), got \(r.shape)")
     return classifier(reshape(f, [f.shape[0], f.shape[1]]))
   }
 }

@@ -240,8 +240,9 @@ extension NetworkConfig {
 /// halves of an even side only (as in the official code), so both sides must be multiples of 4;
 /// the ImageNet stem halves them three times before (and its first cell reduces the stem's
 /// 1/4-size map again), so multiples of 32 there. The evaluation network's auxiliary head (5 × 5
-/// pooling with stride 3, then a 2 × 2 convolution) needs at least 8 × 8 after the reductions, so
-/// 32 × 32 images; ImageNet's (stride 2) 7 × 7, so 224 × 224 images.
+/// pooling with stride 3, then a 2 × 2 convolution, to 1 × 1 for its 768-input classifier) takes
+/// maps of 8 to 10 pixels a side after the reductions, so images of 32, 36 or 40; ImageNet's
+/// (stride 2) 7 or 8, so images of 224 or 256.
 public func inputSizeProblem(
   height: Int, width: Int, auxiliaryHead: Bool = false, stem: NetworkStem = .cifar
 ) -> String? {
@@ -251,10 +252,18 @@ public func inputSizeProblem(
       + (stem == .imagenet ? "ImageNet stem and the two reduction cells" : "two reduction cells")
       + ": use an image size that is a multiple of \(factor) (\(stem == .imagenet ? 224 : 32), say)"
   }
-  let auxiliaryMinimum = stem == .imagenet ? 224 : 32  // 8 × 8 after the reductions (7 × 7 for ImageNet's head)
-  if auxiliaryHead && (height < auxiliaryMinimum || width < auxiliaryMinimum) {
-    return "the auxiliary head needs images of at least \(auxiliaryMinimum) × \(auxiliaryMinimum) pixels, these are "
+  guard auxiliaryHead else { return nil }
+  // The image sides whose map after the reductions (a factor-th of the side) the head takes.
+  let sides = AuxiliaryHead.inputSides(imagenet: stem == .imagenet).map { $0 * factor }
+  if height < sides[0] || width < sides[0] {
+    return "the auxiliary head needs images of at least \(sides[0]) × \(sides[0]) pixels, these are "
       + "\(height) × \(width): use a larger image size or no auxiliary head"
+  }
+  if !sides.contains(height) || !sides.contains(width) {
+    let listed = sides.dropLast().map(String.init).joined(separator: ", ") + " or \(sides.last!)"
+    return "the auxiliary head's 5 × 5 pooling and 2 × 2 convolution end at 1 × 1 only for images of \(listed) "
+      + "pixels a side (as the official head's classifier expects), these are \(height) × \(width): "
+      + "use one of those sizes or no auxiliary head"
   }
   return nil
 }
