@@ -216,7 +216,7 @@ imagenetConfig.stem = .imagenet
 let imagenetSearch = try SearchNetwork(config: imagenetConfig, rng: &rng)
 print(imagenetSearch(Tensor.randomNormal([2, 3, 64, 64], using: &rng)).shape)  // [2, 5]
 
-// NetworkImageNet and the label-smoothed loss (its auxiliary head needs 224 × 224 inputs).
+// NetworkImageNet and the label-smoothed loss (its auxiliary head needs 224 × 224 or 256 × 256 inputs).
 let mobile = try EvaluationNetwork(
   config: EvaluationConfig(initChannels: 8, layers: 3, classes: 5, auxiliary: false, stem: .imagenet),
   genotype: Genotype.published["PC_DARTS_image"]!, rng: &rng)
