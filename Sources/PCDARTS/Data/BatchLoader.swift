@@ -457,71 +457,50 @@ public final class BatchLoader {
   }
 
   /// ``assemble(dataset:indices:shard:augmentSeed:augment:padding:cutoutLength:)`` for a dataset
-  /// decoded per batch: the draws (a resized crop and a flip per image, which depend on each image's
-  /// size) are made in row order after decoding, and the images are decoded on every core.
+  /// decoded per batch. Each row's draws (a resized crop and a flip, which depend on its image's
+  /// size, then the colour jitter) come from a generator seeded by the batch's seed and the row's
+  /// place in the global batch, so a rank decodes its own rows only and a row's pixels do not
+  /// depend on the number of ranks. The rows are decoded and transformed on every core.
   private static func assembleFromFiles(
     dataset: ImageDataset, files: ImageFiles, indices global: [Int], shard: BatchShard, augmentSeed: UInt64,
     augment: Bool
   ) -> Batch {
     let side = dataset.height
     let size = dataset.imageSize
-    // Every rank decodes the rows before its shard only to keep the draws of the global batch.
-    let decodeRows = augment ? 0..<shard.rows.upperBound : shard.rows
-    let decoded = DecodedImages(count: decodeRows.count)
-    DispatchQueue.concurrentPerform(iterations: decodeRows.count) { k in
-      let path = files.paths[global[decodeRows.lowerBound + k]]
-      do {
-        decoded.set(k, try DecodedImage(decoding: try readDataFile(path), file: path))
-      } catch {
-        // Checked by signature when loaded; a file that fails here changed or is corrupt inside.
-        fatalError(
-          "cannot decode '\(path)' for a batch: \(error). Remove or replace the file and continue with --resume")
-      }
-    }
-    var rng = SeededGenerator(seed: augmentSeed)
     var images = [Float](repeating: 0, count: shard.rows.count * size)
-    var labels = [Int32](repeating: 0, count: shard.rows.count)
-    for row in decodeRows {
-      let image = decoded.get(row - decodeRows.lowerBound)
-      var planes =
-        augment
-        ? image.resizedCropPlanes(
-          ResizedCropDraw.random(imageWidth: image.width, imageHeight: image.height, using: &rng), size: side)
-        : image.resizedCentreCropPlanes(resize: files.evaluationResize, size: side)
-      if augment, let jitter = files.colorJitter { ColorJitter.apply(jitter.draw(using: &rng), to: &planes) }
-      guard shard.rows.contains(row) else { continue }
-      let k = row - shard.rows.lowerBound
-      planes.withUnsafeBufferPointer { source in
-        images.withUnsafeMutableBufferPointer { target in
+    images.withUnsafeMutableBufferPointer { target in
+      let base = UnsafeSendablePointer(target.baseAddress!)
+      DispatchQueue.concurrentPerform(iterations: shard.rows.count) { k in
+        let row = shard.rows.lowerBound + k
+        let path = files.paths[global[row]]
+        let image: DecodedImage
+        do {
+          image = try DecodedImage(decoding: try readDataFile(path), file: path)
+        } catch {
+          // Checked by signature when loaded; a file that fails here changed or is corrupt inside.
+          fatalError(
+            "cannot decode '\(path)' for a batch: \(error). Remove or replace the file and continue with --resume")
+        }
+        var planes: [UInt8]
+        if augment {
+          var rng = SeededGenerator(seed: augmentSeed ^ (UInt64(row + 1) &* 0x9E37_79B9_7F4A_7C15))
+          let crop = ResizedCropDraw.random(imageWidth: image.width, imageHeight: image.height, using: &rng)
+          planes = image.resizedCropPlanes(crop, size: side)
+          if let jitter = files.colorJitter { ColorJitter.apply(jitter.draw(using: &rng), to: &planes) }
+        } else {
+          planes = image.resizedCentreCropPlanes(resize: files.evaluationResize, size: side)
+        }
+        planes.withUnsafeBufferPointer { source in
           transformImage(
             source, draw: AugmentationDraw(top: 0, left: 0, flip: false), padding: 0, mean: dataset.mean,
-            std: dataset.std, into: UnsafeMutableBufferPointer(rebasing: target[k * size..<(k + 1) * size]),
+            std: dataset.std, into: UnsafeMutableBufferPointer(start: base.pointer + k * size, count: size),
             height: side, width: side)
         }
       }
-      labels[k] = dataset.labels[global[row]]
     }
     let indices = Array(global[shard.rows])
     return Batch(
-      images: images, labels: labels, count: indices.count, height: side, width: side, indices: indices, shard: shard)
+      images: images, labels: indices.map { dataset.labels[$0] }, count: indices.count, height: side, width: side,
+      indices: indices, shard: shard)
   }
-}
-
-/// Decoded images written by the decoding threads, each to its own slot.
-private final class DecodedImages: @unchecked Sendable {
-  // A fixed buffer, not an array property: concurrent writes to distinct slots need no exclusive
-  // access to the whole.
-  private let slots: UnsafeMutablePointer<DecodedImage?>
-  private let count: Int
-  init(count: Int) {
-    self.count = count
-    slots = .allocate(capacity: count)
-    slots.initialize(repeating: nil, count: count)
-  }
-  deinit {
-    slots.deinitialize(count: count)
-    slots.deallocate()
-  }
-  func set(_ k: Int, _ image: DecodedImage) { slots[k] = image }
-  func get(_ k: Int) -> DecodedImage { slots[k]! }
 }

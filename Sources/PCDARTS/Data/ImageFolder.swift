@@ -83,7 +83,7 @@ public func loadImageFolder(from path: String, train: Bool, options: ImageFolder
   let size = options.imageSize
   let imageBytes = ImageDataset.channels * size * size
   var images = [UInt8](repeating: 0, count: listing.files.count * imageBytes)
-  let failures = try decodeImages(
+  let failures = decodeImages(
     listing.files.map(\.path), size: size, threads: options.threads, into: &images)
   var warnings = listing.skipped
   var keep = Array(0..<listing.files.count)
@@ -98,7 +98,7 @@ public func loadImageFolder(from path: String, train: Bool, options: ImageFolder
   }
   let labels = listing.files.map(\.label)
   var dataset = ImageDataset(
-    name: "folder-\(URL(fileURLWithPath: path).lastPathComponent)-\(train ? "train" : "val")-\(size)px", images: images,
+    name: folderDatasetName(path, train: train, size: size), images: images,
     labels: labels, classCount: listing.classes.count, mean: [0, 0, 0], std: [1, 1, 1], height: size, width: size)
   if keep.count < listing.files.count { dataset = dataset.subset(keep) }
   let emptied = Set(0..<listing.classes.count).subtracting(dataset.labels.map { Int($0) })
@@ -132,6 +132,11 @@ public func loadImageFolder(from path: String, train: Bool, options: ImageFolder
   return dataset
 }
 
+/// A folder dataset's name for logs and checkpoints, such as `folder-flowers-train-32px`.
+private func folderDatasetName(_ path: String, train: Bool, size: Int) -> String {
+  "folder-\(URL(fileURLWithPath: path).lastPathComponent)-\(train ? "train" : "val")-\(size)px"
+}
+
 /// The dataset of a folder decoded per batch: the files are checked by their signatures only (a
 /// file corrupt inside stops the batch that meets it, naming it).
 private func fileBackedFolder(
@@ -157,7 +162,7 @@ private func fileBackedFolder(
   let size = options.imageSize
   let resize = options.evaluationResize > 0 ? options.evaluationResize : size * 256 / 224
   var dataset = ImageDataset(
-    name: "folder-\(URL(fileURLWithPath: path).lastPathComponent)-\(train ? "train" : "val")-\(size)px",
+    name: folderDatasetName(path, train: train, size: size),
     files: ImageFiles(paths: kept.map(\.path), evaluationResize: resize, colorJitter: options.colorJitter),
     labels: kept.map(\.label),
     classCount: listing.classes.count, mean: [0, 0, 0], std: [1, 1, 1], imageSize: size)
@@ -166,14 +171,12 @@ private func fileBackedFolder(
     (dataset.mean, dataset.std) = (mean, std)
   } else {
     // Statistics of a seeded sample, each image as evaluation batches see it.
-    var sampleOptions = options
-    (sampleOptions.decodePerBatch, sampleOptions.skipBadFiles) = (false, true)
     var order = Array(0..<dataset.count)
     var rng = SeededGenerator(seed: 0x57A7)
     seededShuffle(&order, using: &rng)
     let sample = Array(order.prefix(options.statisticsSample)).map { dataset.files!.paths[$0] }
     var pixels = [UInt8](repeating: 0, count: sample.count * 3 * size * size)
-    _ = try decodeImages(sample, size: size, threads: options.threads, into: &pixels, resize: resize)
+    _ = decodeImages(sample, size: size, threads: options.threads, into: &pixels, resize: resize)
     let decoded = ImageDataset(
       name: dataset.name, images: pixels, labels: [Int32](repeating: 0, count: sample.count), classCount: 1,
       mean: [0, 0, 0], std: [1, 1, 1], height: size, width: size)
@@ -371,7 +374,7 @@ private func listImageFolder(_ root: String, skipBadFiles: Bool) throws -> (
 /// on `threads` threads; returns the files that failed, in file order, with the problem.
 private func decodeImages(
   _ paths: [String], size: Int, threads: Int, into images: inout [UInt8], resize: Int? = nil
-) throws -> [(index: Int, problem: String)] {
+) -> [(index: Int, problem: String)] {
   let imageBytes = 3 * size * size
   let workers = max(1, min(threads > 0 ? threads : ProcessInfo.processInfo.activeProcessorCount, paths.count))
   let failures = FailureList()
@@ -382,8 +385,8 @@ private func decodeImages(
       while index < paths.count {
         do {
           let bytes = try readDataFile(paths[index])
-          let planes = try DecodedImage(decoding: bytes, file: paths[index]).resized(shorterSide: resize ?? size)
-            .centreCropPlanes(size)
+          let planes = try DecodedImage(decoding: bytes, file: paths[index])
+            .resizedCentreCropPlanes(resize: resize ?? size, size: size)
           planes.withUnsafeBufferPointer {
             (base.pointer + index * imageBytes).update(from: $0.baseAddress!, count: imageBytes)
           }
@@ -399,10 +402,10 @@ private func decodeImages(
   return failures.sorted
 }
 
-/// A raw pointer handed to the decoding threads, each writing its own images' bytes.
-private struct UnsafeSendablePointer: @unchecked Sendable {
-  let pointer: UnsafeMutablePointer<UInt8>
-  init(_ pointer: UnsafeMutablePointer<UInt8>) { self.pointer = pointer }
+/// A raw pointer handed to decoding threads, each writing its own images' elements.
+struct UnsafeSendablePointer<Element>: @unchecked Sendable {
+  let pointer: UnsafeMutablePointer<Element>
+  init(_ pointer: UnsafeMutablePointer<Element>) { self.pointer = pointer }
 }
 
 /// The failures the decoding threads report.
