@@ -121,9 +121,10 @@ public enum BenchCommand {
       if Launch.current.isDistributed { return try runDistributed(options) }
       if options.flag("train") { return try runTraining(options) }
       guard options.int("child") > 0 else { return try runAll(options) }
-      applyRecomputation(options, partialChannels: options.int("child"))
+      let childSettings = settings(options, k: options.int("child"), batch: options.int("batch"))
+      applyRecomputation(options, network: childSettings.network)
       let result = try measure(
-        settings: settings(options, k: options.int("child"), batch: options.int("batch")),
+        settings: childSettings,
         imageSide: imageSide(options), iterations: options.int("iters"), warmup: options.int("warmup"))
       print(String(decoding: try JSONEncoder().encode(result), as: UTF8.self))
     }
@@ -215,7 +216,7 @@ public enum BenchCommand {
 
   /// `--train`: the parent checks everything and runs one child; the child (`--child 1`) measures.
   private static func runTraining(_ options: ParsedOptions) throws {
-    applyRecomputation(options, partialChannels: nil)
+    applyRecomputation(options, network: nil)
     let settings = trainingSettings(options)
     try settings.validate()
     try settings.checkBatches(images: settings.batchSize, ranks: 1)
@@ -391,7 +392,7 @@ public enum BenchCommand {
           + "\(options.int("init-channels")) initial channels, global batch \(batch), "
           + "\(options.flag("unrolled") ? "second" : "first")-order")
       for k in options.intList("K") {
-        applyRecomputation(options, partialChannels: k)
+        applyRecomputation(options, network: settings(options, k: k, batch: batch).network)
         results.append(
           try measure(
             settings: settings(options, k: k, batch: batch), imageSide: imageSide(options), iterations: iterations,
@@ -421,7 +422,7 @@ public enum BenchCommand {
     for k in options.intList("K") {
       let s = settings(options, k: k, batch: batch)
       try s.validate()
-      applyRecomputation(options, partialChannels: k)
+      applyRecomputation(options, network: s.network)
       try checkMemory(s, batchFlag: "--batch", imageSide: imageSide(options))
     }
     try checkJSONPath(options)

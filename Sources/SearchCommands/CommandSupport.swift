@@ -237,20 +237,24 @@ let threadsOption = OptionSpec.int(
   "threads", default: 0, help: "threads of the engine's loops (0 = one per core, \(Engine.defaultThreadCount) here)"
 ) { (0...Engine.maximumThreadCount).contains($0) ? nil : "expected 0 to \(Engine.maximumThreadCount)" }
 
-/// `--recompute-depthwise`, shared by the commands (applied by ``applyRecomputation(_:partialChannels:)``).
+/// `--recompute-depthwise`, shared by the commands (applied by ``applyRecomputation(_:network:)``).
 let recomputeOption = OptionSpec.string(
   "recompute-depthwise", default: "auto",
-  help: "recompute depthwise outputs in backward (about a quarter less memory): on, off, or auto (on for a search "
-    + "at K 2 and 4, where bench measured it no slower; off otherwise)"
+  help: "recompute depthwise outputs in backward (about a quarter less memory): on, off, or auto (on for a CIFAR "
+    + "search at K 2 and 4, where bench measured it no slower; off otherwise)"
 ) { ["auto", "on", "off"].contains($0) ? nil : "expected auto, on or off" }
 
 /// Sets ``Engine/recomputesDepthwiseOutputs`` from `--recompute-depthwise`; `auto` turns it on for
-/// a search network at K = 2 or 4 (`partialChannels`; `nil` for other networks).
-func applyRecomputation(_ options: ParsedOptions, partialChannels k: Int?) {
+/// a search network with the CIFAR stem at K = 2 or 4 (`network`; `nil` for other networks), the
+/// shapes where bench measured it no slower (docs/benchmarks.md; with the ImageNet stem at K = 2
+/// it was 0.84–0.93×, docs/imagenet.md).
+func applyRecomputation(_ options: ParsedOptions, network: NetworkConfig?) {
   switch options.string("recompute-depthwise") {
   case "on": Engine.recomputesDepthwiseOutputs = true
   case "off": Engine.recomputesDepthwiseOutputs = false
-  default: Engine.recomputesDepthwiseOutputs = k.map { [2, 4].contains($0) } ?? false
+  default:
+    Engine.recomputesDepthwiseOutputs =
+      network.map { $0.stem == .cifar && [2, 4].contains($0.partialChannels) } ?? false
   }
 }
 
