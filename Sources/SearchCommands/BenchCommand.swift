@@ -60,6 +60,11 @@ public struct BenchResult: Codable, Equatable, Sendable {
   /// Under MPI, per step: all-reduce and broadcast calls, the bytes each rank sent into them,
   /// and the wall time spent in them (waiting for the slowest rank included).
   public var collectiveCalls: Double?, collectiveBytes: Double?, collectiveMilliseconds: Double?
+  /// Per timed iteration, what the engine's ops computed and moved (``OperationCounts``: FLOPs,
+  /// and bytes read and written); `nil` from results written before they were counted.
+  public var flopsPerIteration: Double?, bytesPerIteration: Double?
+  /// With `--roofline`: this machine's sgemm peak and memory bandwidth, measured in the same run.
+  public var machinePeaks: MachinePeaks?
 }
 
 /// Memory and throughput per K, printed as a table of ratios to K = 1.
@@ -94,6 +99,9 @@ public enum BenchCommand {
       threadsOption, recomputeOption,
       .flag("sync-bn", help: "under MPI: synchronised batch norms (each a few more all-reduce calls per layer)"),
       .string("json", default: "", help: "also write the results as a JSON array to this path"),
+      .flag(
+        "roofline",
+        help: "also measure this machine's sgemm peak and memory bandwidth first, and place each step against them"),
       .double(
         "budget-gb", default: 0, help: "also report the largest batch whose peak RSS fits in this many GiB (0 = skip)"
       ) {
@@ -237,7 +245,8 @@ public enum BenchCommand {
         + "initial channels, batch \(settings.batchSize), auxiliary \(settings.network.auxiliary ? "\(settings.auxiliaryWeight)" : "off"), "
         + "drop-path \(settings.dropPathProbability), \(options.int("iters")) timed steps after \(options.int("warmup")) warm-up, "
         + "\(Engine.threadCount) threads")
-    let result = try child(
+    let peaks = measurePeaks(options)
+    var result = try child(
       options,
       arguments: [
         "--train", "--child", "1", "--genotype", options.string("genotype"), "--batch", String(settings.batchSize),
@@ -253,6 +262,10 @@ public enum BenchCommand {
           "  %.2f s/step  %.1f img/s  fwd %.0f ms  bwd %.0f ms  peak tensors %@  peak activations %@  peak RSS %@",
         result.secondsPerIteration, result.imagesPerSecond, result.forwardMilliseconds, result.backwardMilliseconds,
         formatBytes(result.peakTensorBytes), formatBytes(result.peakActivationBytes), formatBytes(result.peakRSSBytes)))
+    if let peaks {
+      result.machinePeaks = peaks
+      print(rooflineTable([result], peaks: peaks))
+    }
     try writeJSON([result], options)
   }
 
@@ -283,20 +296,24 @@ public enum BenchCommand {
     iterations: Int, warmup: Int, dataParallel: DataParallel, _ step: (Int) throws -> IterationResult
   ) rethrows -> Timings {
     var timings = Timings()
+    var counts = OperationCounts()
     var memory: MemoryMeasurement?
     var traffic = dataParallel.traffic
     for iteration in 0..<(warmup + iterations) {
       let timed = iteration >= warmup
       if timed && iteration == warmup { (memory, traffic) = (MemoryMeasurement(breakdown: true), dataParallel.traffic) }
       let start = Date()
-      let result = try step(iteration + 1)
+      let (result, stepCounts) = try OperationCounter.counting { try step(iteration + 1) }
       if timed {
+        (counts.flops, counts.bytes) = (counts.flops + stepCounts.flops, counts.bytes + stepCounts.bytes)
         timings.seconds.append(Date().timeIntervalSince(start))
         timings.forward.append(result.forwardSeconds * 1000)
         timings.backward.append(result.backwardSeconds * 1000)
       }
     }
     (timings.peak, timings.resident) = (memory?.peakBytes ?? 0, memory?.startBytes ?? 0)
+    timings.counts = OperationCounts(
+      flops: counts.flops / Double(max(iterations, 1)), bytes: counts.bytes / Double(max(iterations, 1)))
     timings.breakdown = Dictionary(uniqueKeysWithValues: (memory?.peakBreakdown ?? []).map { ($0.name, $0.bytes) })
     if dataParallel.isDistributed {
       let (after, n) = (dataParallel.traffic, Double(iterations))
@@ -312,6 +329,8 @@ public enum BenchCommand {
   private struct Timings {
     var seconds: [Double] = [], forward: [Double] = [], backward: [Double] = []
     var peak = 0, resident = 0
+    /// Per timed iteration (the mean; every iteration does the same work).
+    var counts = OperationCounts()
     /// The tensor bytes at the peak by what allocated them (MemoryMeasurement.peakBreakdown).
     var breakdown: [String: Int] = [:]
     /// Under MPI: the ranks, and per step the collective calls, bytes and milliseconds.
@@ -329,7 +348,8 @@ public enum BenchCommand {
         peakRSSBytes: Int(usage.ru_maxrss) * 1024, peakTensorBreakdown: breakdown, genotype: genotype,
         ranks: collectives?.ranks,
         collectiveCalls: collectives?.calls, collectiveBytes: collectives?.bytes,
-        collectiveMilliseconds: collectives?.milliseconds)
+        collectiveMilliseconds: collectives?.milliseconds, flopsPerIteration: counts.flops,
+        bytesPerIteration: counts.bytes)
     }
   }
 
@@ -433,8 +453,10 @@ public enum BenchCommand {
           ? "ImageNet stem at \(imageSide(options)) × \(imageSide(options)), 1000 classes, " : "")
         + "\(options.flag("unrolled") ? "second" : "first")-order, \(options.int("iters")) timed iterations after \(options.int("warmup")) warm-up, "
         + "\(Engine.threadCount) threads")
+    let peaks = measurePeaks(options)
     for k in options.intList("K") {
-      let result = try child(options, k: k, batch: batch)
+      var result = try child(options, k: k, batch: batch)
+      result.machinePeaks = peaks
       results.append(result)
       print(
         String(
@@ -444,6 +466,10 @@ public enum BenchCommand {
     print(table(results))
     print("")
     print(peakBreakdownTable(results))
+    if let peaks {
+      print("")
+      print(rooflineTable(results, peaks: peaks))
+    }
     let budget = options.double("budget-gb")
     if budget > 0 {
       print("")
@@ -524,6 +550,45 @@ public enum BenchCommand {
     return try timed(iterations: iterations, warmup: warmup, dataParallel: dataParallel) { step in
       try search.run(train: train, valid: valid, epoch: 0, step: step)
     }.result(k: config.partialChannels, batch: batch, layers: config.layers, initChannels: config.initChannels)
+  }
+
+  /// With `--roofline`: the machine's roofs, measured now (before the steps, in this process, on
+  /// the engine's threads), and printed.
+  private static func measurePeaks(_ options: ParsedOptions) -> MachinePeaks? {
+    guard options.flag("roofline") else { return nil }
+    let peaks = MachinePeaks.measure()
+    print(
+      String(
+        format: "  machine: sgemm %.1f GFLOP/s, memory %.1f GB/s (%d threads; ridge at %.1f FLOP/byte)",
+        peaks.matrixProductFLOPS / 1e9, peaks.memoryBytesPerSecond / 1e9, Engine.threadCount, peaks.ridgeIntensity))
+    return peaks
+  }
+
+  /// Per result: the iteration's FLOPs and bytes (``OperationCounts``), their rates over the
+  /// measured time as fractions of the machine's sgemm peak and memory bandwidth, and how far the
+  /// iteration is from the time the roofline model allows.
+  public static func rooflineTable(_ results: [BenchResult], peaks: MachinePeaks) -> String {
+    var lines = [
+      String(
+        format: "roofline (sgemm peak %.1f GFLOP/s, bandwidth %.1f GB/s):", peaks.matrixProductFLOPS / 1e9,
+        peaks.memoryBytesPerSecond / 1e9),
+      "  step   GFLOP/iter  GB/iter  FLOP/byte  GFLOP/s (of peak)  GB/s (of bandwidth)  roof s/iter  measured/roof",
+    ]
+    for r in results {
+      guard let flops = r.flopsPerIteration, let bytes = r.bytesPerIteration, r.secondsPerIteration > 0 else {
+        continue
+      }
+      let counts = OperationCounts(flops: flops, bytes: bytes)
+      let (rate, traffic) = (flops / r.secondsPerIteration, bytes / r.secondsPerIteration)
+      let roof = peaks.roofSeconds(counts)
+      lines.append(
+        String(
+          format: "  %-6@ %10.1f %8.1f %10.1f %8.1f (%4.1f%%) %10.1f (%4.1f%%) %12.2f %12.1f×",
+          (r.genotype == nil ? "K=\(r.K)" : "train") as NSString, flops / 1e9, bytes / 1e9, counts.arithmeticIntensity,
+          rate / 1e9, 100 * rate / peaks.matrixProductFLOPS, traffic / 1e9, 100 * traffic / peaks.memoryBytesPerSecond,
+          roof, r.secondsPerIteration / roof))
+    }
+    return lines.joined(separator: "\n")
   }
 
   static func median(_ xs: [Double]) -> Double {

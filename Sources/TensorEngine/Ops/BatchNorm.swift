@@ -58,7 +58,7 @@ public func batchNorm2d(
 ) -> Tensor {
   let (out, stats) = normalizedForward(
     x, weight: weight, bias: bias, state: state,
-    training: training, "batchNorm2d"
+    training: training, "batchNorm2d", flopsPerElement: 2
   ) { dst, src, scale, shift, count in
     affine(count, src, scale, shift, dst)
   }
@@ -77,6 +77,9 @@ public func batchNorm2d(
     // x̂ = saved (non-affine: the output) or (saved − μ)/σ (affine: the input), so
     // Σ g·x̂ = Σ g·saved, or (Σ g·saved − μ Σ g)/σ.
     let affineInput = weight != nil
+    // Σ g and Σ g·saved (2 reads, 2 operations per element), then dx = a·g + b·saved + c (4).
+    OperationCounter.add(
+      flops: g.count * (2 + (dx == nil ? 0 : 4)), elements: g.count * (2 + (dx == nil ? 0 : 3)))
     func sumGX(_ ch: Int, _ sums: UnsafePointer<Double>) -> Double {
       affineInput ? (sums[1] - Double(mean.pointer[ch]) * sums[0]) * Double(invStd.pointer[ch]) : sums[1]
     }
@@ -129,7 +132,7 @@ public func batchNormReLU(
 ) -> Tensor {
   let (out, stats) = normalizedForward(
     x, weight: weight, bias: bias, state: state,
-    training: training, "batchNormReLU"
+    training: training, "batchNormReLU", flopsPerElement: 3
   ) { dst, src, scale, shift, count in
     pcd_affine_relu(dst, src, scale, shift, count)
   }
@@ -142,6 +145,9 @@ public func batchNormReLU(
     let dx = x.requiresGrad ? Tensor.uninitialized(x.shape) : nil
     let dw = weight.map { _ in Tensor(zeros: [c]) }
     let db = weight.map { _ in Tensor(zeros: [c]) }
+    // Σ gm and Σ gm·x with the mask from the output (3 reads), then dx (4 reads and writes).
+    OperationCounter.add(
+      flops: g.count * (3 + (dx == nil ? 0 : 5)), elements: g.count * (3 + (dx == nil ? 0 : 4)))
     func sumGX(_ ch: Int, _ sums: UnsafePointer<Double>) -> Double {  // Σ gm·x̂
       (sums[1] - Double(mean.pointer[ch]) * sums[0]) * Double(invStd.pointer[ch])
     }
@@ -207,6 +213,7 @@ private func channelSums(
 /// map γ/σ·x + (β − γμ/σ), which normalises, scales and shifts it.
 private func normalizedForward(
   _ x: Tensor, weight: Tensor?, bias: Tensor?, state: BatchNormState, training: Bool, _ op: String,
+  flopsPerElement: Int,
   _ apply: (UnsafeMutablePointer<Float>, UnsafePointer<Float>, Float, Float, Int) -> Void
 ) -> (out: Tensor, statistics: NormalizationStatistics) {
   checkBatchNormArguments(x, weight: weight, bias: bias, state: state, training: training, op)
@@ -214,6 +221,7 @@ private func normalizedForward(
   let statistics = normalizationStatistics(x, state: state, training: training)
   let (mean, invStd) = (statistics.mean, statistics.invStd)
   let out = Tensor.uninitialized(x.shape)
+  OperationCounter.add(flops: flopsPerElement * x.count, elements: 2 * x.count)
   parallelFor(c) { ch in
     let scale = invStd.pointer[ch] * (weight?.pointer[ch] ?? 1)
     let shift = (bias?.pointer[ch] ?? 0) - mean.pointer[ch] * scale
@@ -285,6 +293,7 @@ public func normalizedWeightedSum(
     stats[t].map { ($0.mean.pointer[ch], $0.invStd.pointer[ch]) } ?? (0, 1)
   }
   let out = Tensor.uninitialized(xs[0].shape)
+  OperationCounter.add(flops: 2 * terms * out.count, elements: (terms + 1) * out.count)
   parallelChunks(n * c, minChunk: max(1, 4096 / max(hw, 1))) { lo, hi in
     var sources = [UnsafePointer<Float>?](repeating: nil, count: terms)
     var scales = [Float](repeating: 0, count: terms)
@@ -308,6 +317,11 @@ public func normalizedWeightedSum(
   let group = training ? norms.lazy.compactMap { $0?.group }.first : nil
   return record(out, inputs: xs + [weights]) { g in
     let dxs = xs.map { $0.requiresGrad ? Tensor.uninitialized($0.shape) : nil }
+    // One pass over g and every term (Σ g, Σ g·xₜ), then per term with a gradient a·g + b·xₜ + c.
+    let inputGradients = dxs.count { $0 != nil }
+    OperationCounter.add(
+      flops: g.count * (1 + 2 * terms + 4 * inputGradients),
+      elements: g.count * (1 + terms + 3 * inputGradients))
     // Per channel: this rank's Σ g·x̂ₜ for each term (x̂ₜ = xₜ for an identity term), for ∂/∂w.
     let sumGX = UnsafeMutableBufferPointer<Double>.allocate(capacity: c * terms)
     defer { sumGX.deallocate() }
@@ -390,6 +404,7 @@ func normalizationStatistics(
     }
     return NormalizationStatistics(mean: mean, invStd: invStd, count: n * hw)
   }
+  OperationCounter.add(flops: 3 * x.count, elements: x.count)
   // moments[ch] = mean, moments[c + ch] = Σ(x − mean)² of the channel.
   let moments = UnsafeMutableBufferPointer<Double>.allocate(capacity: 2 * c)
   defer { moments.deallocate() }

@@ -114,6 +114,9 @@ func convForward(
   let kk = geo.kernelH * geo.kernelW
   let (hw, ohw) = (geo.inH * geo.inW, geo.outH * geo.outW)
   let direct = isPointwise(geo)
+  OperationCounter.add(
+    flops: 2 * n * o * cg * kk * ohw + (bias == nil ? 0 : n * o * ohw),
+    elements: n * c * hw + o * cg * kk + n * o * ohw + (bias == nil ? 0 : o))
   parallelChunks(n, scratch: direct ? 0 : cg * kk * ohw) { lo, hi, scratch in
     let col = direct ? nil : scratch
     for s in lo..<hi {
@@ -155,6 +158,11 @@ func convBackward(
   let (hw, ohw) = (geo.inH * geo.inW, geo.outH * geo.outW)
   let direct = isPointwise(geo)
   let wCount = o * cg * kk
+  let products = (dweight == nil ? 0 : 1) + (dx == nil ? 0 : 1)
+  OperationCounter.add(
+    flops: products * 2 * n * o * cg * kk * ohw + (dbias == nil ? 0 : n * o * ohw),
+    elements: n * o * ohw + (dweight == nil ? 0 : n * c * hw + wCount) + (dx == nil ? 0 : wCount + n * c * hw)
+      + (dbias == nil ? 0 : o))
   let chunks = min(Engine.threadCount, n)
   // One weight-gradient accumulator per chunk, summed at the end: samples run in parallel.
   let partial = dweight.map { _ in Storage(count: chunks * wCount, zeroed: true) }

@@ -43,6 +43,9 @@ func depthwiseForward(
   let (hw, ohw) = (geo.inH * geo.inW, geo.outH * geo.outW)
   let kk = geo.kernelH * geo.kernelW
   let kg = kernelGeometry(geo)
+  OperationCounter.add(
+    flops: 2 * n * c * kk * ohw + (bias == nil ? 0 : n * c * ohw),
+    elements: n * c * hw + c * kk + n * c * ohw + (bias == nil ? 0 : c))
   parallelChunks(n * c, scratch: pcd_depthwise_scratch_count(kg), zeroed: true) { lo, hi, scratch in
     for plane in lo..<hi {
       let ch = plane % c
@@ -64,6 +67,11 @@ func depthwiseBackward(
   let (hw, ohw) = (geo.inH * geo.inW, geo.outH * geo.outW)
   let kk = geo.kernelH * geo.kernelW
   let kg = kernelGeometry(geo)
+  let products = (dweight == nil ? 0 : 1) + (dx == nil ? 0 : 1)
+  OperationCounter.add(
+    flops: products * 2 * n * c * kk * ohw + (dbias == nil ? 0 : n * c * ohw),
+    elements: n * c * ohw + (dweight == nil ? 0 : n * c * hw + c * kk) + (dx == nil ? 0 : c * kk + n * c * hw)
+      + (dbias == nil ? 0 : c))
   parallelChunks(c, scratch: pcd_depthwise_scratch_count(kg), zeroed: true) { lo, hi, scratch in
     for ch in lo..<hi {
       for sample in 0..<n {

@@ -99,6 +99,12 @@ private func partialChannelSum(
   let edgeWeights = indices.map { w[$0] }
   let pooled = strides.map { $0 == 2 }
   let chunk = max(1, 4096 / max(ohw, 1))
+  // Per edge: its processed planes and its bypass planes (4 input values per output for stride
+  // 2, with 3 comparisons); then one multiply-add per edge and output value.
+  let nodeCount = n * c * ohw
+  let edgeReads = strides.reduce(0) { $0 + n * p * ohw + n * (c - p) * ohw * $1 * $1 }
+  let poolFlops = strides.reduce(0) { $0 + ($1 == 2 ? 3 * n * (c - p) * ohw : 0) }
+  OperationCounter.add(flops: 2 * edges * nodeCount + poolFlops, elements: nodeCount + edgeReads)
   parallelChunks(n * c, minChunk: chunk) { lo, hi in
     let planes = EdgePlanes(processed: processed, inputs: inputs, pooled: pooled, sourceOf: sourceOf)
     for plane in lo..<hi {
@@ -127,6 +133,22 @@ private func partialChannelSum(
     }
     let targets = buffers.map { $0?.buffer }
     let added = buffers.map { $0.map { !$0.isFresh } ?? false }
+    // g once; for β the edges' planes again (as in the forward); then per edge, its processed
+    // planes' gradients and its bypass planes' (read first where another reader's are there,
+    // through the max-pool adjoint, which reads the input, for stride 2).
+    var backwardFlops = needsWeightGradient ? 2 * edges * nodeCount + poolFlops : 0
+    var backwardElements = nodeCount + (needsWeightGradient ? edgeReads : 0)
+    for e in 0..<edges {
+      let s = strides[e]
+      if dprocessed[e] != nil {
+        (backwardFlops, backwardElements) = (backwardFlops + n * p * ohw, backwardElements + n * p * ohw)
+      }
+      guard targets[e] != nil else { continue }
+      let bypass = n * (c - p) * ohw
+      backwardFlops += bypass * (s == 2 ? 5 : 1) + (added[e] ? bypass * s * s : 0)
+      backwardElements += bypass * s * s * ((added[e] ? 2 : 1) + (s == 2 ? 1 : 0))
+    }
+    OperationCounter.add(flops: backwardFlops, elements: backwardElements)
     // ∂/∂wₑ = ⟨g, edge output e⟩, summed per plane then over planes in a fixed order.
     var planeDots = [Double](repeating: 0, count: n * c * edges)
     planeDots.withUnsafeMutableBufferPointer { dots in

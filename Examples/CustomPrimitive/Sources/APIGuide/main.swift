@@ -36,6 +36,13 @@ print(v.grad!.scalars)  // [2.0, 2.0, 0.0]
 let (big, memory) = MemoryStats.measure { Tensor(zeros: [64, 64, 32, 32]) }
 print(memory.growthBytes >= big.count * 4, memory.peakBytes, MemoryStats.peakBytes)
 
+let (counted, counts) = OperationCounter.counting {
+  conv2d(Tensor(zeros: [2, 3, 8, 8]), weight: Tensor(zeros: [4, 3, 3, 3]), padding: 1)
+}
+print(counts.flops == Double(2 * 2 * 4 * 3 * 9 * 64), counts.bytes, counts.arithmeticIntensity, counted.shape)
+let roofs = MachinePeaks.measure(size: 128, arrayBytes: 16 << 20, trials: 1)
+print(roofs.ridgeIntensity, roofs.roofSeconds(counts))
+
 Engine.threadCount = 1  // one thread, as one MPI rank per core wants
 Engine.threadCount = Engine.defaultThreadCount
 
