@@ -99,9 +99,13 @@ public enum Engine {
 
   private static func configureAllocator(retainFreed: Bool) {
     // <malloc.h>'s parameter numbers and glibc's defaults: M_MMAP_MAX = -4 (65,536 mappings),
-    // M_TRIM_THRESHOLD = -1 (128 KiB).
+    // M_TRIM_THRESHOLD = -1 (128 KiB). glibc takes the trim threshold as a size_t, so −1 is
+    // SIZE_MAX: never trim. (Int32.max, 2 GiB, was not enough: a step whose activations peak above
+    // 2 GiB frees more than that at the top of the heap after its backward pass, glibc gave it
+    // back, and the next step faulted every page in again: 1.35 million faults and about a third of
+    // the time of a training step at batch 96.)
     _ = glibcMallopt(-4, retainFreed ? 0 : 65_536)
-    _ = glibcMallopt(-1, retainFreed ? Int32.max : 128 * 1024)
+    _ = glibcMallopt(-1, retainFreed ? -1 : 128 * 1024)
   }
 }
 
