@@ -130,7 +130,7 @@ public enum BenchCommand {
       if options.flag("train") { return try runTraining(options) }
       guard options.int("child") > 0 else { return try runAll(options) }
       let childSettings = settings(options, k: options.int("child"), batch: options.int("batch"))
-      applyRecomputation(options, network: childSettings.network)
+      applyRecomputation(options, for: .search(childSettings.network))
       let result = try measure(
         settings: childSettings,
         imageSide: imageSide(options), iterations: options.int("iters"), warmup: options.int("warmup"))
@@ -224,7 +224,7 @@ public enum BenchCommand {
 
   /// `--train`: the parent checks everything and runs one child; the child (`--child 1`) measures.
   private static func runTraining(_ options: ParsedOptions) throws {
-    applyRecomputation(options, network: nil)
+    applyRecomputation(options, for: .evaluation(imageNet: isImageNetSetting(options)))
     let settings = trainingSettings(options)
     try settings.validate()
     try settings.checkBatches(images: settings.batchSize, ranks: 1)
@@ -412,7 +412,7 @@ public enum BenchCommand {
           + "\(options.int("init-channels")) initial channels, global batch \(batch), "
           + "\(options.flag("unrolled") ? "second" : "first")-order")
       for k in options.intList("K") {
-        applyRecomputation(options, network: settings(options, k: k, batch: batch).network)
+        applyRecomputation(options, for: .search(settings(options, k: k, batch: batch).network))
         results.append(
           try measure(
             settings: settings(options, k: k, batch: batch), imageSide: imageSide(options), iterations: iterations,
@@ -442,7 +442,7 @@ public enum BenchCommand {
     for k in options.intList("K") {
       let s = settings(options, k: k, batch: batch)
       try s.validate()
-      applyRecomputation(options, network: s.network)
+      applyRecomputation(options, for: .search(s.network))
       try checkMemory(s, batchFlag: "--batch", imageSide: imageSide(options))
     }
     try checkJSONPath(options)

@@ -237,24 +237,37 @@ let threadsOption = OptionSpec.int(
   "threads", default: 0, help: "threads of the engine's loops (0 = one per core, \(Engine.defaultThreadCount) here)"
 ) { (0...Engine.maximumThreadCount).contains($0) ? nil : "expected 0 to \(Engine.maximumThreadCount)" }
 
-/// `--recompute-depthwise`, shared by the commands (applied by ``applyRecomputation(_:network:)``).
+/// `--recompute-depthwise`, shared by the commands (applied by ``applyRecomputation(_:for:)``).
 let recomputeOption = OptionSpec.string(
   "recompute-depthwise", default: "auto",
   help: "recompute depthwise outputs in backward (about a quarter less memory): on, off, or auto (on for a CIFAR "
-    + "search at K 2 and 4, where bench measured it no slower; off otherwise)"
+    + "search at K 2 and 4 and for CIFAR training, where bench measured it no slower; off otherwise)"
 ) { ["auto", "on", "off"].contains($0) ? nil : "expected auto, on or off" }
 
-/// Sets ``Engine/recomputesDepthwiseOutputs`` from `--recompute-depthwise`; `auto` turns it on for
-/// a search network with the CIFAR stem at K = 2 or 4 (`network`; `nil` for other networks), the
-/// shapes where bench measured it no slower (docs/benchmarks.md; with the ImageNet stem at K = 2
-/// it was 0.84–0.93×, docs/imagenet.md).
-func applyRecomputation(_ options: ParsedOptions, network: NetworkConfig?) {
+/// What a command runs, for `--recompute-depthwise auto`.
+enum RecomputationTarget {
+  /// A search network (its stem and K decide).
+  case search(NetworkConfig)
+  /// A genotype's evaluation network, with the CIFAR stem or ImageNet's.
+  case evaluation(imageNet: Bool)
+}
+
+/// Sets ``Engine/recomputesDepthwiseOutputs`` from `--recompute-depthwise`; `auto` turns it on
+/// where bench measured it no slower (docs/benchmarks.md): a search with the CIFAR stem at K = 2
+/// or 4, and the CIFAR evaluation network (1.00× and 1.01× at batch 96, 5.3 → 3.8 GiB). It stays
+/// off with the ImageNet stem (a K = 2 search 0.84–0.93×, docs/imagenet.md; NetworkImageNet's
+/// step 0.83–0.87×) and for a search at K = 1 and 8.
+func applyRecomputation(_ options: ParsedOptions, for target: RecomputationTarget) {
   switch options.string("recompute-depthwise") {
   case "on": Engine.recomputesDepthwiseOutputs = true
   case "off": Engine.recomputesDepthwiseOutputs = false
   default:
-    Engine.recomputesDepthwiseOutputs =
-      network.map { $0.stem == .cifar && [2, 4].contains($0.partialChannels) } ?? false
+    switch target {
+    case .search(let network):
+      Engine.recomputesDepthwiseOutputs = network.stem == .cifar && [2, 4].contains(network.partialChannels)
+    case .evaluation(let imageNet):
+      Engine.recomputesDepthwiseOutputs = !imageNet
+    }
   }
 }
 

@@ -1,6 +1,7 @@
 // The command-line parser: both value spellings, flags, lists, defaults, help and every error.
 import NeuralNetwork
 import PCDARTS
+import TensorEngine
 import XCTest
 
 @testable import SearchCommands
@@ -173,5 +174,26 @@ final class CommandLineOptionsTests: XCTestCase {
       message:
         "value 'mnist' for '--dataset' is out of range: must be cifar10 or fashion-mnist")
     XCTAssertEqual(try makeParser().parse(["--batch-size", "1"]).int("batch-size"), 1)
+  }
+
+  func testRecomputationAutoIsOnWhereBenchMeasuredItNoSlower() throws {
+    let saved = Engine.recomputesDepthwiseOutputs
+    defer { Engine.recomputesDepthwiseOutputs = saved }
+    func chosen(_ arguments: [String], _ target: RecomputationTarget) throws -> Bool {
+      applyRecomputation(try TrainCommand.parser.parse(["--genotype", "DARTS_V2"] + arguments), for: target)
+      return Engine.recomputesDepthwiseOutputs
+    }
+    var config = NetworkConfig()
+    for (k, expected) in [(1, false), (2, true), (4, true), (8, false)] {
+      config.partialChannels = k
+      XCTAssertEqual(try chosen([], .search(config)), expected, "CIFAR search at K = \(k)")
+    }
+    config.partialChannels = 2
+    config.stem = .imagenet
+    XCTAssertFalse(try chosen([], .search(config)), "ImageNet-stem search at K = 2")
+    XCTAssertTrue(try chosen([], .evaluation(imageNet: false)), "the CIFAR evaluation network")
+    XCTAssertFalse(try chosen([], .evaluation(imageNet: true)), "NetworkImageNet")
+    XCTAssertFalse(try chosen(["--recompute-depthwise", "off"], .evaluation(imageNet: false)))
+    XCTAssertTrue(try chosen(["--recompute-depthwise", "on"], .evaluation(imageNet: true)))
   }
 }
