@@ -61,8 +61,9 @@ public struct BenchResult: Codable, Equatable, Sendable {
   /// and the wall time spent in them (waiting for the slowest rank included).
   public var collectiveCalls: Double?, collectiveBytes: Double?, collectiveMilliseconds: Double?
   /// Per timed iteration, what the engine's ops computed and moved (``OperationCounts``: FLOPs,
-  /// and bytes read and written); `nil` from results written before they were counted.
-  public var flopsPerIteration: Double?, bytesPerIteration: Double?
+  /// and bytes read and written, in all and per op); `nil` from results written before they were
+  /// counted.
+  public var operationsPerIteration: OperationCounts?
   /// With `--roofline`: this machine's sgemm peak and memory bandwidth, measured in the same run.
   public var machinePeaks: MachinePeaks?
 }
@@ -305,15 +306,14 @@ public enum BenchCommand {
       let start = Date()
       let (result, stepCounts) = try OperationCounter.counting { try step(iteration + 1) }
       if timed {
-        (counts.flops, counts.bytes) = (counts.flops + stepCounts.flops, counts.bytes + stepCounts.bytes)
+        counts = counts + stepCounts
         timings.seconds.append(Date().timeIntervalSince(start))
         timings.forward.append(result.forwardSeconds * 1000)
         timings.backward.append(result.backwardSeconds * 1000)
       }
     }
     (timings.peak, timings.resident) = (memory?.peakBytes ?? 0, memory?.startBytes ?? 0)
-    timings.counts = OperationCounts(
-      flops: counts.flops / Double(max(iterations, 1)), bytes: counts.bytes / Double(max(iterations, 1)))
+    timings.counts = counts.divided(by: Double(max(iterations, 1)))
     timings.breakdown = Dictionary(uniqueKeysWithValues: (memory?.peakBreakdown ?? []).map { ($0.name, $0.bytes) })
     if dataParallel.isDistributed {
       let (after, n) = (dataParallel.traffic, Double(iterations))
@@ -348,8 +348,7 @@ public enum BenchCommand {
         peakRSSBytes: Int(usage.ru_maxrss) * 1024, peakTensorBreakdown: breakdown, genotype: genotype,
         ranks: collectives?.ranks,
         collectiveCalls: collectives?.calls, collectiveBytes: collectives?.bytes,
-        collectiveMilliseconds: collectives?.milliseconds, flopsPerIteration: counts.flops,
-        bytesPerIteration: counts.bytes)
+        collectiveMilliseconds: collectives?.milliseconds, operationsPerIteration: counts)
     }
   }
 
@@ -566,29 +565,38 @@ public enum BenchCommand {
 
   /// Per result: the iteration's FLOPs and bytes (``OperationCounts``), their rates over the
   /// measured time as fractions of the machine's sgemm peak and memory bandwidth, and how far the
-  /// iteration is from the time the roofline model allows.
-  public static func rooflineTable(_ results: [BenchResult], peaks: MachinePeaks) -> String {
+  /// iteration is from the time the roofline model allows; then the `top` ops that move the most
+  /// bytes, with their shares of the bytes and of the FLOPs.
+  public static func rooflineTable(_ results: [BenchResult], peaks: MachinePeaks, top: Int = 8) -> String {
     var lines = [
       String(
         format: "roofline (sgemm peak %.1f GFLOP/s, bandwidth %.1f GB/s):", peaks.matrixProductFLOPS / 1e9,
         peaks.memoryBytesPerSecond / 1e9),
       "  step   GFLOP/iter  GB/iter  FLOP/byte  GFLOP/s (of peak)  GB/s (of bandwidth)  roof s/iter  measured/roof",
     ]
+    var byOperation: [String] = []
     for r in results {
-      guard let flops = r.flopsPerIteration, let bytes = r.bytesPerIteration, r.secondsPerIteration > 0 else {
-        continue
-      }
-      let counts = OperationCounts(flops: flops, bytes: bytes)
-      let (rate, traffic) = (flops / r.secondsPerIteration, bytes / r.secondsPerIteration)
+      guard let counts = r.operationsPerIteration, r.secondsPerIteration > 0 else { continue }
+      let name = r.genotype == nil ? "K=\(r.K)" : "train"
+      let (rate, traffic) = (counts.flops / r.secondsPerIteration, counts.bytes / r.secondsPerIteration)
       let roof = peaks.roofSeconds(counts)
       lines.append(
         String(
-          format: "  %-6@ %10.1f %8.1f %10.1f %8.1f (%4.1f%%) %10.1f (%4.1f%%) %12.2f %12.1f×",
-          (r.genotype == nil ? "K=\(r.K)" : "train") as NSString, flops / 1e9, bytes / 1e9, counts.arithmeticIntensity,
-          rate / 1e9, 100 * rate / peaks.matrixProductFLOPS, traffic / 1e9, 100 * traffic / peaks.memoryBytesPerSecond,
-          roof, r.secondsPerIteration / roof))
+          format: "  %-6@ %10.1f %8.1f %10.1f %8.1f (%4.1f%%) %10.1f (%4.1f%%) %12.2f %12.1f×", name as NSString,
+          counts.flops / 1e9, counts.bytes / 1e9, counts.arithmeticIntensity, rate / 1e9,
+          100 * rate / peaks.matrixProductFLOPS, traffic / 1e9, 100 * traffic / peaks.memoryBytesPerSecond, roof,
+          r.secondsPerIteration / roof))
+      let largest = counts.byOperation.sorted {
+        $0.value.bytes != $1.value.bytes ? $0.value.bytes > $1.value.bytes : $0.key < $1.key
+      }
+      byOperation.append(
+        "  \(name): "
+          + largest.prefix(top).map { op, c in
+            String(format: "%@ %.0f%% (%.0f%%)", op, 100 * c.bytes / counts.bytes, 100 * c.flops / max(counts.flops, 1))
+          }.joined(separator: ", "))
     }
-    return lines.joined(separator: "\n")
+    lines.append("bytes moved by op, largest first: share of the bytes (share of the FLOPs):")
+    return (lines + byOperation).joined(separator: "\n")
   }
 
   static func median(_ xs: [Double]) -> Double {

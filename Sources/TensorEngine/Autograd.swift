@@ -229,7 +229,7 @@ func addInPlace(_ a: Tensor, _ b: Tensor) {
   let n = a.count
   let pa = a.pointer
   let pb = b.pointer
-  OperationCounter.add(flops: n, elements: 3 * n)
+  OperationCounter.add("gradient accumulation", flops: n, elements: 3 * n)
   parallelChunks(n, minChunk: 1 << 16) { lo, hi in
     axpy(hi - lo, 1, pb + lo, pa + lo)
   }

@@ -42,19 +42,22 @@ final class BenchTests: XCTestCase {
     XCTAssertLessThan(ratio, 0.6, "K=4 should need well under K=1's activation memory")
     // The candidates' arithmetic shrinks with K as well; the stem, the preprocessing and the
     // classifier do not.
-    let (flops, bytes) = (results.map { $0.flopsPerIteration ?? 0 }, results.map { $0.bytesPerIteration ?? 0 })
+    let counts = results.map { $0.operationsPerIteration ?? OperationCounts() }
+    let (flops, bytes) = (counts.map(\.flops), counts.map(\.bytes))
+    // Among the ops: the candidates' convolutions both ways, and the node sums of partial channels.
+    for name in ["conv2d", "conv2d backward", "depthwise conv2d", "partialChannelSum", "partialChannelSum backward"] {
+      XCTAssertGreaterThan(counts[1].byOperation[name]?.flops ?? 0, 0, "K=4: \(name)")
+    }
     XCTAssertTrue(flops.allSatisfy { $0 > 0 } && bytes.allSatisfy { $0 > 0 }, "\(flops), \(bytes)")
     XCTAssertLessThan(flops[1] / flops[0], 0.5, "FLOPs K=1 \(flops[0]), K=4 \(flops[1])")
     let peaks = MachinePeaks(matrixProductFLOPS: 1e11, memoryBytesPerSecond: 1e10)
     let roofline = BenchCommand.rooflineTable(results, peaks: peaks).split(separator: "\n").map(String.init)
-    for (k, r) in zip([1, 4], results) {
-      let row = try XCTUnwrap(roofline.first { $0.hasPrefix("  K=\(k) ") }, roofline.joined(separator: "\n"))
+    for (i, r) in results.enumerated() {
+      let row = try XCTUnwrap(roofline.first { $0.hasPrefix("  K=\(r.K) ") }, roofline.joined(separator: "\n"))
       let fields = row.split(separator: " ").map(String.init)
-      XCTAssertEqual(Double(fields[1])!, flops[k == 1 ? 0 : 1] / 1e9, accuracy: 0.051, row)
-      let measuredOverRoof =
-        r.secondsPerIteration
-        / peaks.roofSeconds(OperationCounts(flops: flops[k == 1 ? 0 : 1], bytes: bytes[k == 1 ? 0 : 1]))
-      XCTAssertEqual(fields.last, String(format: "%.1f×", measuredOverRoof), row)
+      XCTAssertEqual(Double(fields[1])!, flops[i] / 1e9, accuracy: 0.051, row)
+      XCTAssertEqual(fields.last, String(format: "%.1f×", r.secondsPerIteration / peaks.roofSeconds(counts[i])), row)
+      XCTAssertTrue(roofline.contains { $0.hasPrefix("  K=\(r.K): ") }, "the ops moving K=\(r.K)'s bytes")
     }
 
     let table = BenchCommand.table(results)
@@ -98,8 +101,8 @@ final class BenchTests: XCTestCase {
     }
     XCTAssertGreaterThan(r.peakActivationBytes, 0)
     XCTAssertLessThanOrEqual(r.peakActivationBytes, r.peakTensorBytes)
-    XCTAssertGreaterThan(r.flopsPerIteration ?? 0, 0)
-    XCTAssertGreaterThan(r.bytesPerIteration ?? 0, 0)
+    XCTAssertGreaterThan(r.operationsPerIteration?.flops ?? 0, 0)
+    XCTAssertGreaterThan(r.operationsPerIteration?.bytes ?? 0, 0)
     // Checked before anything runs: an unknown genotype, a drop-path probability of 1.
     XCTAssertEqual(BenchCommand.main(["--train", "--genotype", "NASNet"]), 2)
     XCTAssertEqual(BenchCommand.main(["--train", "--drop-path-prob", "1"]), 2)

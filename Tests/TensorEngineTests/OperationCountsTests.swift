@@ -21,6 +21,8 @@ final class OperationCountsTests: XCTestCase {
     // dx and dW are one product each; dout is read once, x and W once each, dx and dW written.
     XCTAssertEqual(backward.flops, Double(2 * 2 * multiplyAdds))
     XCTAssertEqual(backward.bytes, Double(4 * (y.count + x.count + w.count + w.count + x.count)))
+    XCTAssertEqual(forward.byOperation.keys.sorted(), ["conv2d"])
+    XCTAssertEqual(backward.byOperation.keys.sorted(), ["conv2d backward"])
   }
 
   func testNothingIsCountedOutsideACountAndCountsNest() {
@@ -32,8 +34,11 @@ final class OperationCountsTests: XCTestCase {
       let (_, inner) = OperationCounter.counting { relu(x) }
       return inner
     }
-    XCTAssertEqual(inner, OperationCounts(flops: 72, bytes: 4 * 144))
-    XCTAssertEqual(outer, OperationCounts(flops: 144, bytes: 8 * 144))
+    let reluCounts = OperationCounts(flops: 72, bytes: 4 * 144)
+    XCTAssertEqual(inner, OperationCounts(flops: 72, bytes: 4 * 144, byOperation: ["relu": reluCounts]))
+    XCTAssertEqual(
+      outer,
+      OperationCounts(flops: 144, bytes: 8 * 144, byOperation: ["relu": OperationCounts(flops: 144, bytes: 8 * 144)]))
   }
 
   func testTheRecomputingDepthwisePointwiseOpCountsItsSecondDepthwisePass() {
@@ -51,13 +56,18 @@ final class OperationCountsTests: XCTestCase {
     let (fused, together) = OperationCounter.counting {
       depthwisePointwiseConv2d(x2, depthwiseWeight: dw2, pointwiseWeight: pw2, padding: 1)
     }
-    XCTAssertEqual(separate, together, "the same forward work")
+    XCTAssertEqual(separate, together, "the same forward work, op by op")
+    XCTAssertEqual(together.byOperation.keys.sorted(), ["conv2d", "depthwise conv2d"])
     XCTAssertEqual(together.flops, depthwiseFLOPs + pointwiseFLOPs)
     let g = Tensor(repeating: 1, shape: fused.shape)
     let (_, separateBackward) = OperationCounter.counting { twoOps.backward(gradient: g) }
     let (_, fusedBackward) = OperationCounter.counting { fused.backward(gradient: g) }
     XCTAssertEqual(separateBackward.flops, 2 * (depthwiseFLOPs + pointwiseFLOPs))
     XCTAssertEqual(fusedBackward.flops, separateBackward.flops + depthwiseFLOPs, "one more depthwise forward pass")
+    XCTAssertEqual(fusedBackward.byOperation["depthwise conv2d"]?.flops, depthwiseFLOPs)
+    // The parts add up to the totals.
+    XCTAssertEqual(fusedBackward.byOperation.values.reduce(0) { $0 + $1.flops }, fusedBackward.flops)
+    XCTAssertEqual(fusedBackward.byOperation.values.reduce(0) { $0 + $1.bytes }, fusedBackward.bytes)
     // The recomputation reads x and the depthwise weight again and writes the middle tensor again.
     XCTAssertEqual(fusedBackward.bytes, separateBackward.bytes + Double(4 * (x.count + dw.count + 2 * 4 * 36)))
   }

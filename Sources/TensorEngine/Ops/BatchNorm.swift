@@ -79,6 +79,7 @@ public func batchNorm2d(
     let affineInput = weight != nil
     // Σ g and Σ g·saved (2 reads, 2 operations per element), then dx = a·g + b·saved + c (4).
     OperationCounter.add(
+      "batchNorm2d backward",
       flops: g.count * (2 + (dx == nil ? 0 : 4)), elements: g.count * (2 + (dx == nil ? 0 : 3)))
     func sumGX(_ ch: Int, _ sums: UnsafePointer<Double>) -> Double {
       affineInput ? (sums[1] - Double(mean.pointer[ch]) * sums[0]) * Double(invStd.pointer[ch]) : sums[1]
@@ -147,6 +148,7 @@ public func batchNormReLU(
     let db = weight.map { _ in Tensor(zeros: [c]) }
     // Σ gm and Σ gm·x with the mask from the output (3 reads), then dx (4 reads and writes).
     OperationCounter.add(
+      "batchNormReLU backward",
       flops: g.count * (3 + (dx == nil ? 0 : 5)), elements: g.count * (3 + (dx == nil ? 0 : 4)))
     func sumGX(_ ch: Int, _ sums: UnsafePointer<Double>) -> Double {  // Σ gm·x̂
       (sums[1] - Double(mean.pointer[ch]) * sums[0]) * Double(invStd.pointer[ch])
@@ -221,7 +223,7 @@ private func normalizedForward(
   let statistics = normalizationStatistics(x, state: state, training: training)
   let (mean, invStd) = (statistics.mean, statistics.invStd)
   let out = Tensor.uninitialized(x.shape)
-  OperationCounter.add(flops: flopsPerElement * x.count, elements: 2 * x.count)
+  OperationCounter.add(op, flops: flopsPerElement * x.count, elements: 2 * x.count)
   parallelFor(c) { ch in
     let scale = invStd.pointer[ch] * (weight?.pointer[ch] ?? 1)
     let shift = (bias?.pointer[ch] ?? 0) - mean.pointer[ch] * scale
@@ -293,7 +295,7 @@ public func normalizedWeightedSum(
     stats[t].map { ($0.mean.pointer[ch], $0.invStd.pointer[ch]) } ?? (0, 1)
   }
   let out = Tensor.uninitialized(xs[0].shape)
-  OperationCounter.add(flops: 2 * terms * out.count, elements: (terms + 1) * out.count)
+  OperationCounter.add("normalizedWeightedSum", flops: 2 * terms * out.count, elements: (terms + 1) * out.count)
   parallelChunks(n * c, minChunk: max(1, 4096 / max(hw, 1))) { lo, hi in
     var sources = [UnsafePointer<Float>?](repeating: nil, count: terms)
     var scales = [Float](repeating: 0, count: terms)
@@ -320,6 +322,7 @@ public func normalizedWeightedSum(
     // One pass over g and every term (Σ g, Σ g·xₜ), then per term with a gradient a·g + b·xₜ + c.
     let inputGradients = dxs.count { $0 != nil }
     OperationCounter.add(
+      "normalizedWeightedSum backward",
       flops: g.count * (1 + 2 * terms + 4 * inputGradients),
       elements: g.count * (1 + terms + 3 * inputGradients))
     // Per channel: this rank's Σ g·x̂ₜ for each term (x̂ₜ = xₜ for an identity term), for ∂/∂w.
@@ -404,7 +407,7 @@ func normalizationStatistics(
     }
     return NormalizationStatistics(mean: mean, invStd: invStd, count: n * hw)
   }
-  OperationCounter.add(flops: 3 * x.count, elements: x.count)
+  OperationCounter.add("batch-norm statistics", flops: 3 * x.count, elements: x.count)
   // moments[ch] = mean, moments[c + ch] = Σ(x − mean)² of the channel.
   let moments = UnsafeMutableBufferPointer<Double>.allocate(capacity: 2 * c)
   defer { moments.deallocate() }

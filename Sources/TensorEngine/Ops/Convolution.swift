@@ -115,6 +115,7 @@ func convForward(
   let (hw, ohw) = (geo.inH * geo.inW, geo.outH * geo.outW)
   let direct = isPointwise(geo)
   OperationCounter.add(
+    "conv2d",
     flops: 2 * n * o * cg * kk * ohw + (bias == nil ? 0 : n * o * ohw),
     elements: n * c * hw + o * cg * kk + n * o * ohw + (bias == nil ? 0 : o))
   parallelChunks(n, scratch: direct ? 0 : cg * kk * ohw) { lo, hi, scratch in
@@ -160,6 +161,7 @@ func convBackward(
   let wCount = o * cg * kk
   let products = (dweight == nil ? 0 : 1) + (dx == nil ? 0 : 1)
   OperationCounter.add(
+    "conv2d backward",
     flops: products * 2 * n * o * cg * kk * ohw + (dbias == nil ? 0 : n * o * ohw),
     elements: n * o * ohw + (dweight == nil ? 0 : n * c * hw + wCount) + (dx == nil ? 0 : wCount + n * c * hw)
       + (dbias == nil ? 0 : o))

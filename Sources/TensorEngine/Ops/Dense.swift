@@ -16,7 +16,7 @@ public func linear(_ x: Tensor, weight: Tensor, bias: Tensor? = nil) -> Tensor {
   let (n, f, o) = (x.shape[0], x.shape[1], weight.shape[0])
   if let bias { precondition(bias.shape == [o], "linear: bias must be [\(o)], got \(bias.shape)") }
   let out = Tensor.uninitialized([n, o])
-  OperationCounter.add(flops: 2 * n * f * o, elements: n * f + o * f + n * o)
+  OperationCounter.add("linear", flops: 2 * n * f * o, elements: n * f + o * f + n * o)
   sgemm(
     transA: false, transB: true, m: n, n: o, k: f, alpha: 1, a: x.pointer, lda: f,
     b: weight.pointer, ldb: f, beta: 0, c: out.pointer, ldc: o)
@@ -26,6 +26,7 @@ public func linear(_ x: Tensor, weight: Tensor, bias: Tensor? = nil) -> Tensor {
   return record(out, inputs: [x, weight] + (bias.map { [$0] } ?? [])) { g in
     var dx: Tensor? = nil
     OperationCounter.add(
+      "linear backward",
       flops: (x.requiresGrad ? 2 : 1) * 2 * n * f * o,
       elements: n * o + n * f + o * f + (x.requiresGrad ? o * f + n * f : 0))
     if x.requiresGrad {

@@ -44,6 +44,7 @@ func depthwiseForward(
   let kk = geo.kernelH * geo.kernelW
   let kg = kernelGeometry(geo)
   OperationCounter.add(
+    "depthwise conv2d",
     flops: 2 * n * c * kk * ohw + (bias == nil ? 0 : n * c * ohw),
     elements: n * c * hw + c * kk + n * c * ohw + (bias == nil ? 0 : c))
   parallelChunks(n * c, scratch: pcd_depthwise_scratch_count(kg), zeroed: true) { lo, hi, scratch in
@@ -69,6 +70,7 @@ func depthwiseBackward(
   let kg = kernelGeometry(geo)
   let products = (dweight == nil ? 0 : 1) + (dx == nil ? 0 : 1)
   OperationCounter.add(
+    "depthwise conv2d backward",
     flops: products * 2 * n * c * kk * ohw + (dbias == nil ? 0 : n * c * ohw),
     elements: n * c * ohw + (dweight == nil ? 0 : n * c * hw + c * kk) + (dx == nil ? 0 : c * kk + n * c * hw)
       + (dbias == nil ? 0 : c))

@@ -9,7 +9,7 @@ private let elementwiseChunk = 1 << 15
 public func relu(_ x: Tensor) -> Tensor {
   let out = Tensor.uninitialized(x.shape)
   let (src, dst) = (x.pointer, out.pointer)
-  OperationCounter.add(flops: x.count, elements: 2 * x.count)
+  OperationCounter.add("relu", flops: x.count, elements: 2 * x.count)
   parallelChunks(x.count, minChunk: elementwiseChunk) { lo, hi in
     pcd_relu_forward(dst + lo, src + lo, hi - lo)
   }
@@ -20,7 +20,7 @@ public func relu(_ x: Tensor) -> Tensor {
   return record(out, inputs: [x]) { g in
     let dx = Tensor.uninitialized(shape)
     let (gp, mp, dp) = (g.pointer, saved.pointer, dx.pointer)
-    OperationCounter.add(flops: dx.count, elements: 3 * dx.count)
+    OperationCounter.add("relu backward", flops: dx.count, elements: 3 * dx.count)
     parallelChunks(dx.count, minChunk: elementwiseChunk) { lo, hi in
       pcd_relu_backward(dp + lo, gp + lo, mp + lo, hi - lo)
     }
@@ -34,7 +34,7 @@ public func add(_ a: Tensor, _ b: Tensor) -> Tensor {
   checkSameShape(a, b, "add")
   let out = Tensor.uninitialized(a.shape)
   let (pa, pb, po) = (a.pointer, b.pointer, out.pointer)
-  OperationCounter.add(flops: a.count, elements: 3 * a.count)
+  OperationCounter.add("add", flops: a.count, elements: 3 * a.count)
   parallelChunks(a.count, minChunk: elementwiseChunk) { lo, hi in
     for i in lo..<hi { po[i] = pa[i] + pb[i] }
   }
@@ -46,7 +46,7 @@ public func sum(_ xs: [Tensor]) -> Tensor {
   precondition(!xs.isEmpty, "sum: needs at least one tensor")
   for x in xs.dropFirst() { checkSameShape(xs[0], x, "sum") }
   let out = xs[0].copy()
-  OperationCounter.add(flops: 0, elements: 2 * out.count)
+  OperationCounter.add("sum", flops: 0, elements: 2 * out.count)
   for x in xs.dropFirst() { addInPlace(out, x) }
   let terms = xs.count
   return record(out, inputs: xs) { g in Array(repeating: g, count: terms) }
@@ -76,7 +76,8 @@ public func sum(_ xs: [Tensor], sampleScales: [[Float]?]) -> Tensor {
   let out = Tensor.uninitialized(xs[0].shape)
   let po = out.pointer
   let pointers = xs.map(\.pointer)
-  OperationCounter.add(flops: (2 * xs.count - 1) * out.count, elements: (xs.count + 1) * out.count)
+  OperationCounter.add(
+    "sum(sampleScales:)", flops: (2 * xs.count - 1) * out.count, elements: (xs.count + 1) * out.count)
   // Per sample: Σₜ fₜ·xₜ in one pass over the output plane. A dropped path still multiplies
   // (by 0), so a NaN in it shows in the sum as it does in PyTorch's x.div_(keep).mul_(mask).
   parallelChunks(samples, minChunk: max(1, elementwiseChunk / max(plane, 1))) { lo, hi in
@@ -98,7 +99,7 @@ public func sum(_ xs: [Tensor], sampleScales: [[Float]?]) -> Tensor {
       guard let scales else { return g }
       let dx = Tensor.uninitialized(g.shape)
       let (gp, dp) = (g.pointer, dx.pointer)
-      OperationCounter.add(flops: dx.count, elements: 2 * dx.count)
+      OperationCounter.add("sum(sampleScales:) backward", flops: dx.count, elements: 2 * dx.count)
       parallelChunks(samples, minChunk: max(1, elementwiseChunk / max(plane, 1))) { lo, hi in
         for n in lo..<hi {
           let f = scales[n]
@@ -114,7 +115,7 @@ public func sum(_ xs: [Tensor], sampleScales: [[Float]?]) -> Tensor {
 public func scale(_ x: Tensor, by s: Float) -> Tensor {
   let out = Tensor.uninitialized(x.shape)
   let (src, dst) = (x.pointer, out.pointer)
-  OperationCounter.add(flops: x.count, elements: 2 * x.count)
+  OperationCounter.add("scale", flops: x.count, elements: 2 * x.count)
   parallelChunks(x.count, minChunk: elementwiseChunk) { lo, hi in
     for i in lo..<hi { dst[i] = src[i] * s }
   }
@@ -139,7 +140,7 @@ public func weightedSum(_ xs: [Tensor], weights: Tensor, indices: [Int]? = nil) 
   let w = weights.pointer
   let po = out.pointer
   // The zeroed output, then one multiply-add pass per term.
-  OperationCounter.add(flops: 2 * xs.count * count, elements: (1 + 3 * xs.count) * count)
+  OperationCounter.add("weightedSum", flops: 2 * xs.count * count, elements: (1 + 3 * xs.count) * count)
   parallelChunks(count, minChunk: elementwiseChunk) { lo, hi in
     for (t, x) in xs.enumerated() {
       axpy(hi - lo, w[idx[t]], x.pointer + lo, po + lo)
@@ -154,6 +155,7 @@ public func weightedSum(_ xs: [Tensor], weights: Tensor, indices: [Int]? = nil) 
       let wt = w[idx[t]]
       let px = x.pointer
       OperationCounter.add(
+        "weightedSum backward",
         flops: (needsWeightGradient ? 2 : 0) * count + (x.requiresGrad ? count : 0),
         elements: (needsWeightGradient ? 2 : 0) * count + (x.requiresGrad ? 2 * count : 0))
       if needsWeightGradient {

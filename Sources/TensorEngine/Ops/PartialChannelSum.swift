@@ -104,7 +104,7 @@ private func partialChannelSum(
   let nodeCount = n * c * ohw
   let edgeReads = strides.reduce(0) { $0 + n * p * ohw + n * (c - p) * ohw * $1 * $1 }
   let poolFlops = strides.reduce(0) { $0 + ($1 == 2 ? 3 * n * (c - p) * ohw : 0) }
-  OperationCounter.add(flops: 2 * edges * nodeCount + poolFlops, elements: nodeCount + edgeReads)
+  OperationCounter.add("partialChannelSum", flops: 2 * edges * nodeCount + poolFlops, elements: nodeCount + edgeReads)
   parallelChunks(n * c, minChunk: chunk) { lo, hi in
     let planes = EdgePlanes(processed: processed, inputs: inputs, pooled: pooled, sourceOf: sourceOf)
     for plane in lo..<hi {
@@ -148,7 +148,7 @@ private func partialChannelSum(
       backwardFlops += bypass * (s == 2 ? 5 : 1) + (added[e] ? bypass * s * s : 0)
       backwardElements += bypass * s * s * ((added[e] ? 2 : 1) + (s == 2 ? 1 : 0))
     }
-    OperationCounter.add(flops: backwardFlops, elements: backwardElements)
+    OperationCounter.add("partialChannelSum backward", flops: backwardFlops, elements: backwardElements)
     // ∂/∂wₑ = ⟨g, edge output e⟩, summed per plane then over planes in a fixed order.
     var planeDots = [Double](repeating: 0, count: n * c * edges)
     planeDots.withUnsafeMutableBufferPointer { dots in

@@ -69,7 +69,8 @@ private func poolForward(
 ) {
   let (hw, ohw) = (geo.inH * geo.inW, geo.outH * geo.outW)
   // One comparison or addition per tap (and the average's scaling, about one more per output).
-  OperationCounter.add(flops: planes * ohw * geo.kernelH * geo.kernelW, elements: planes * (hw + ohw))
+  OperationCounter.add(
+    isMax ? "maxPool2d" : "avgPool2d", flops: planes * ohw * geo.kernelH * geo.kernelW, elements: planes * (hw + ohw))
   parallelChunks(planes, minChunk: max(1, 2048 / max(hw, 1))) { lo, hi in
     let scratch = PaddedPlane(h: geo.inH, w: geo.inW, pad: geo.padding, fill: isMax ? -.infinity : 0)
     for plane in lo..<hi {
@@ -96,6 +97,7 @@ private func poolBackward(
   let border = Int(pcd_pool_gather_border(k, stride, pad))
   // Max pooling finds each window's winner again (one comparison per tap) before the gather.
   OperationCounter.add(
+    x == nil ? "avgPool2d backward" : "maxPool2d backward",
     flops: planes * ohw * geo.kernelH * geo.kernelW * (x == nil ? 1 : 2),
     elements: planes * (ohw + hw + (x == nil ? 0 : hw)))
   parallelChunks(planes, minChunk: max(1, 2048 / max(hw, 1))) { lo, hi in
@@ -150,7 +152,7 @@ public func globalAvgPool2d(_ x: Tensor) -> Tensor {
   let (n, c, hw) = (x.shape[0], x.shape[1], x.shape[2] * x.shape[3])
   let out = Tensor.uninitialized([n, c])
   let scale = 1 / Float(hw)
-  OperationCounter.add(flops: x.count, elements: x.count + n * c)
+  OperationCounter.add("globalAvgPool2d", flops: x.count, elements: x.count + n * c)
   parallelFor(n * c, minChunk: 64) { plane in
     let src = x.pointer + plane * hw
     var sum: Float = 0
@@ -160,7 +162,7 @@ public func globalAvgPool2d(_ x: Tensor) -> Tensor {
   let shape = x.shape
   return record(out, inputs: [x]) { g in
     let dx = Tensor.uninitialized(shape)
-    OperationCounter.add(flops: n * c, elements: n * c + dx.count)
+    OperationCounter.add("globalAvgPool2d backward", flops: n * c, elements: n * c + dx.count)
     parallelFor(n * c, minChunk: 64) { plane in
       (dx.pointer + plane * hw).update(repeating: g.pointer[plane] * scale, count: hw)
     }

@@ -16,7 +16,7 @@ public func concatChannels(_ xs: [Tensor]) -> Tensor {
   let channels = xs.map { $0.shape[1] }
   let total = channels.reduce(0, +)
   let out = Tensor.uninitialized([n, total, xs[0].shape[2], xs[0].shape[3]])
-  OperationCounter.add(flops: 0, elements: 2 * out.count)
+  OperationCounter.add("concatChannels", flops: 0, elements: 2 * out.count)
   copyChannelBlocks(n: n, hw: hw, total: total, channels: channels) { t, s, into in
     into.update(from: xs[t].pointer + s * channels[t] * hw, count: channels[t] * hw)
   } destination: { s, offset in
@@ -25,7 +25,7 @@ public func concatChannels(_ xs: [Tensor]) -> Tensor {
   let shapes = xs.map(\.shape)
   return record(out, inputs: xs) { g in
     let grads = shapes.map { Tensor.uninitialized($0) }
-    OperationCounter.add(flops: 0, elements: 2 * g.count)
+    OperationCounter.add("concatChannels backward", flops: 0, elements: 2 * g.count)
     copyChannelBlocks(n: n, hw: hw, total: total, channels: channels) { t, s, from in
       grads[t].pointer.advanced(by: s * channels[t] * hw).update(from: from, count: channels[t] * hw)
     } destination: { s, offset in
@@ -86,7 +86,7 @@ private func gatherChannels(_ x: Tensor, runs: [Range<Int>]) -> Tensor {
   let (n, c, hw) = (x.shape[0], x.shape[1], x.shape[2] * x.shape[3])
   let k = runs.reduce(0) { $0 + $1.count }
   let out = Tensor.uninitialized([n, k, x.shape[2], x.shape[3]])
-  OperationCounter.add(flops: 0, elements: 2 * out.count)
+  OperationCounter.add("gatherChannels", flops: 0, elements: 2 * out.count)
   parallelFor(n) { s in
     var at = out.pointer + s * k * hw
     for run in runs {
@@ -98,7 +98,8 @@ private func gatherChannels(_ x: Tensor, runs: [Range<Int>]) -> Tensor {
     // Usually x already has a gradient from its other readers: add the gathered channels into
     // it; else write them into a fresh gradient that is zero elsewhere.
     guard let (dx, isFresh) = target?.buffer() else { return [nil] }
-    OperationCounter.add(flops: isFresh ? 0 : g.count, elements: isFresh ? dx.count + g.count : 3 * g.count)
+    OperationCounter.add(
+      "gatherChannels backward", flops: isFresh ? 0 : g.count, elements: isFresh ? dx.count + g.count : 3 * g.count)
     parallelFor(n) { s in
       if isFresh { (dx.pointer + s * c * hw).update(repeating: 0, count: c * hw) }
       var from = g.pointer + s * k * hw
@@ -126,14 +127,14 @@ public func channelShuffle(_ x: Tensor, groups: Int) -> Tensor {
     "channelShuffle: groups \(groups) must divide the \(c) channels of \(x.shape)")
   let per = c / groups
   let out = Tensor.uninitialized(x.shape)
-  OperationCounter.add(flops: 0, elements: 2 * out.count)
+  OperationCounter.add("channelShuffle", flops: 0, elements: 2 * out.count)
   permuteChannels(from: x.pointer, to: out.pointer, n: n, c: c, hw: hw) { i in
     (i % per) * groups + i / per
   }
   let shape = x.shape
   return record(out, inputs: [x]) { g in
     let dx = Tensor.uninitialized(shape)
-    OperationCounter.add(flops: 0, elements: 2 * dx.count)
+    OperationCounter.add("channelShuffle backward", flops: 0, elements: 2 * dx.count)
     permuteChannels(from: g.pointer, to: dx.pointer, n: n, c: c, hw: hw) { j in
       (j % groups) * per + j / groups
     }
@@ -162,7 +163,7 @@ public func cropTopLeft(_ x: Tensor, top: Int, left: Int) -> Tensor {
     "cropTopLeft: offsets (\(top), \(left)) must lie inside the \(h)×\(w) planes of \(x.shape)")
   let (oh, ow) = (h - top, w - left)
   let out = Tensor.uninitialized([n, c, oh, ow])
-  OperationCounter.add(flops: 0, elements: 2 * out.count)
+  OperationCounter.add("cropTopLeft", flops: 0, elements: 2 * out.count)
   parallelFor(n * c, minChunk: 16) { plane in
     for r in 0..<oh {
       (out.pointer + (plane * oh + r) * ow).update(from: x.pointer + plane * h * w + (r + top) * w + left, count: ow)
@@ -171,7 +172,7 @@ public func cropTopLeft(_ x: Tensor, top: Int, left: Int) -> Tensor {
   let shape = x.shape
   return record(out, inputs: [x]) { g in
     let dx = Tensor(zeros: shape)
-    OperationCounter.add(flops: 0, elements: dx.count + 2 * g.count)
+    OperationCounter.add("cropTopLeft backward", flops: 0, elements: dx.count + 2 * g.count)
     parallelFor(n * c, minChunk: 16) { plane in
       for r in 0..<oh {
         (dx.pointer + plane * h * w + (r + top) * w + left).update(from: g.pointer + (plane * oh + r) * ow, count: ow)
@@ -268,7 +269,7 @@ public func shuffledConcat(_ a: Tensor, _ b: Tensor, bChannels: Range<Int>, grou
   // Output channel o holds concatenated channel (o mod groups)·per + ⌊o / groups⌋.
   let source = (0..<c).map { o in (o % groups) * per + o / groups }
   let out = Tensor.uninitialized([n, c, a.shape[2], a.shape[3]])
-  OperationCounter.add(flops: 0, elements: 2 * out.count)
+  OperationCounter.add("shuffledConcat", flops: 0, elements: 2 * out.count)
   let offset = bChannels.lowerBound
   parallelFor(n * c, minChunk: max(1, 4096 / max(hw, 1))) { plane in
     let (s, o) = (plane / c, plane % c)
@@ -280,7 +281,7 @@ public func shuffledConcat(_ a: Tensor, _ b: Tensor, bChannels: Range<Int>, grou
   return record(out, inputs: [a, b]) { g in
     let da = Tensor.uninitialized(shapeA)
     let db = Tensor(zeros: shapeB)
-    OperationCounter.add(flops: 0, elements: db.count + 2 * g.count)
+    OperationCounter.add("shuffledConcat backward", flops: 0, elements: db.count + 2 * g.count)
     parallelFor(n * c, minChunk: max(1, 4096 / max(hw, 1))) { plane in
       let (s, o) = (plane / c, plane % c)
       let ci = source[o]
