@@ -32,9 +32,17 @@ INLINE void relu_backward(float *restrict dx, const float *restrict g, const flo
   for (long i = 0; i < n; i++) dx[i] = y[i] <= 0 ? 0 : g[i];  // torch's threshold_backward: NaN passes the gradient
 }
 
+// The same, added into a gradient that other readers of the input have already written.
+INLINE void relu_backward_add(float *restrict dx, const float *restrict g, const float *restrict y, long n) {
+  for (long i = 0; i < n; i++) dx[i] = dx[i] + (y[i] <= 0 ? 0 : g[i]);
+}
+
 DISPATCH(relu_forward, (float *y, const float *x, long n), (y, x, n))
 DISPATCH(relu_backward, (float *dx, const float *g, const float *y, long n), (dx, g, y, n))
+DISPATCH(relu_backward_add, (float *dx, const float *g, const float *y, long n), (dx, g, y, n))
 
 void pcd_relu_forward(float *y, const float *x, long n) { relu_forward_any(y, x, n); }
 
 void pcd_relu_backward(float *dx, const float *g, const float *y, long n) { relu_backward_any(dx, g, y, n); }
+
+void pcd_relu_backward_add(float *dx, const float *g, const float *y, long n) { relu_backward_add_any(dx, g, y, n); }

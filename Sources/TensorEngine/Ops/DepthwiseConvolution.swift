@@ -17,14 +17,16 @@ func depthwiseConv2d(_ x: Tensor, weight: Tensor, bias: Tensor?, geometry geo: C
   depthwiseForward(
     out: out.pointer, x: x.pointer, weight: weight.pointer, bias: bias?.pointer,
     n: n, c: c, geo: geo)
+  // x's gradient goes straight into its buffer (DARTS's ReLU output feeds four such convolutions).
+  let target = x.gradientAccumulator
   return record(out, inputs: [x, weight] + (bias.map { [$0] } ?? [])) { g in
-    let dx = x.requiresGrad ? Tensor.uninitialized(x.shape) : nil
+    let dx = target?.buffer()
     let dw = weight.requiresGrad ? Tensor(zeros: weight.shape) : nil
     let db = bias.map { _ in Tensor(zeros: [c]) }
     depthwiseBackward(
-      dx: dx?.pointer, dweight: dw?.pointer, dbias: db?.pointer, dout: g.pointer,
-      x: x.pointer, weight: weight.pointer, n: n, c: c, geo: geo)
-    return [dx, dw] + (db.map { [$0] } ?? [])
+      dx: dx?.buffer.pointer, addingToDx: dx.map { !$0.isFresh } ?? false, dweight: dw?.pointer,
+      dbias: db?.pointer, dout: g.pointer, x: x.pointer, weight: weight.pointer, n: n, c: c, geo: geo)
+    return [nil, dw] + (db.map { [$0] } ?? [])
   }
 }
 
@@ -58,10 +60,12 @@ func depthwiseForward(
 }
 
 /// The gradients of ``depthwiseForward`` from dout (N, C, Ho, Wo): dx (N, C, H, W) is written,
-/// dweight (C, 1, K, K) and dbias (C) are accumulated (`+=`); any of them may be `nil`.
-/// Channels are split over the cores, so each core owns its channels' weight gradients.
+/// or added to with `addingToDx` (each plane computed in a per-core scratch plane and added while
+/// it is in cache); dweight (C, 1, K, K) and dbias (C) are accumulated (`+=`); any of the three
+/// may be `nil`. Channels are split over the cores, so each core owns its channels' weight
+/// gradients.
 func depthwiseBackward(
-  dx: UnsafeMutablePointer<Float>?, dweight: UnsafeMutablePointer<Float>?,
+  dx: UnsafeMutablePointer<Float>?, addingToDx: Bool = false, dweight: UnsafeMutablePointer<Float>?,
   dbias: UnsafeMutablePointer<Float>?, dout: UnsafePointer<Float>,
   x: UnsafePointer<Float>, weight: UnsafePointer<Float>, n: Int, c: Int, geo: ConvGeometry
 ) {
@@ -69,21 +73,25 @@ func depthwiseBackward(
   let kk = geo.kernelH * geo.kernelW
   let kg = kernelGeometry(geo)
   let products = (dweight == nil ? 0 : 1) + (dx == nil ? 0 : 1)
+  let adding = addingToDx && dx != nil
   OperationCounter.add(
     "depthwise conv2d backward",
-    flops: products * 2 * n * c * kk * ohw + (dbias == nil ? 0 : n * c * ohw),
-    elements: n * c * ohw + (dweight == nil ? 0 : n * c * hw + c * kk) + (dx == nil ? 0 : c * kk + n * c * hw)
-      + (dbias == nil ? 0 : c))
-  parallelChunks(c, scratch: pcd_depthwise_scratch_count(kg), zeroed: true) { lo, hi, scratch in
+    flops: products * 2 * n * c * kk * ohw + (dbias == nil ? 0 : n * c * ohw) + (adding ? n * c * hw : 0),
+    elements: n * c * ohw + (dweight == nil ? 0 : n * c * hw + c * kk)
+      + (dx == nil ? 0 : c * kk + n * c * hw * (adding ? 2 : 1)) + (dbias == nil ? 0 : c))
+  let kernelScratch = pcd_depthwise_scratch_count(kg)
+  parallelChunks(c, scratch: kernelScratch + (adding ? hw : 0), zeroed: true) { lo, hi, scratch in
+    let addend = scratch + kernelScratch  // the plane to add, when adding
     for ch in lo..<hi {
       for sample in 0..<n {
         let plane = sample * c + ch
         // A frozen weight (as in an architecture step) skips the tap pass.
         if dx != nil || dweight != nil {
           pcd_depthwise_backward(
-            dx.map { $0 + plane * hw }, dweight.map { $0 + ch * kk },
+            dx.map { adding ? addend : $0 + plane * hw }, dweight.map { $0 + ch * kk },
             dout + plane * ohw, x + plane * hw, weight + ch * kk, kg,
             scratch)
+          if adding, let dx { axpy(hw, 1, addend, dx + plane * hw) }
         }
         if let dbias { dbias[ch] += sum(ohw, dout + plane * ohw) }
       }
@@ -143,6 +151,7 @@ public func depthwisePointwiseConv2d(
       out: out.pointer, x: mid.pointer, weight: pointwiseWeight.pointer, bias: nil, n: n, c: c, o: o, groups: 1,
       geo: pointwise)
   }
+  let target = x.gradientAccumulator  // x's gradient goes straight into its buffer, as above
   return record(out, inputs: [x, depthwiseWeight, pointwiseWeight]) { g in
     let mid = middle()
     let needsMiddle = x.requiresGrad || depthwiseWeight.requiresGrad
@@ -151,13 +160,13 @@ public func depthwisePointwiseConv2d(
     convBackward(
       dx: dmid?.pointer, dweight: dpw?.pointer, dbias: nil, dout: g.pointer, x: mid.pointer,
       weight: pointwiseWeight.pointer, n: n, c: c, o: o, groups: 1, geo: pointwise)
-    let dx = x.requiresGrad ? Tensor.uninitialized(x.shape) : nil
     let ddw = depthwiseWeight.requiresGrad ? Tensor(zeros: depthwiseWeight.shape) : nil
     if let dmid {
+      let dx = target?.buffer()
       depthwiseBackward(
-        dx: dx?.pointer, dweight: ddw?.pointer, dbias: nil, dout: dmid.pointer, x: x.pointer,
-        weight: depthwiseWeight.pointer, n: n, c: c, geo: geo)
+        dx: dx?.buffer.pointer, addingToDx: dx.map { !$0.isFresh } ?? false, dweight: ddw?.pointer, dbias: nil,
+        dout: dmid.pointer, x: x.pointer, weight: depthwiseWeight.pointer, n: n, c: c, geo: geo)
     }
-    return [dx, ddw, dpw]
+    return [nil, ddw, dpw]
   }
 }

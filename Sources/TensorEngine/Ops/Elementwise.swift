@@ -16,15 +16,21 @@ public func relu(_ x: Tensor) -> Tensor {
   // The output's sign is the mask; keep its storage rather than the input's (the next op, a
   // convolution, saves the output anyway).
   let saved = out.storage
-  let shape = x.shape
+  // The gradient goes straight into x's: DARTS's edge input feeds the pools and the skip as well
+  // as this ReLU, so a separate dx would cost a write and then a read-add-write pass.
+  let target = x.gradientAccumulator
   return record(out, inputs: [x]) { g in
-    let dx = Tensor.uninitialized(shape)
+    guard let (dx, isFresh) = target?.buffer() else { return [nil] }
     let (gp, mp, dp) = (g.pointer, saved.pointer, dx.pointer)
-    OperationCounter.add("relu backward", flops: dx.count, elements: 3 * dx.count)
+    OperationCounter.add("relu backward", flops: dx.count, elements: (isFresh ? 3 : 4) * dx.count)
     parallelChunks(dx.count, minChunk: elementwiseChunk) { lo, hi in
-      pcd_relu_backward(dp + lo, gp + lo, mp + lo, hi - lo)
+      if isFresh {
+        pcd_relu_backward(dp + lo, gp + lo, mp + lo, hi - lo)
+      } else {
+        pcd_relu_backward_add(dp + lo, gp + lo, mp + lo, hi - lo)
+      }
     }
-    return [dx]
+    return [nil]
   }
 }
 

@@ -19,10 +19,12 @@ public func maxPool2d(_ x: Tensor, kernel: Int, stride: Int, padding: Int = 0) -
   let planes = x.shape[0] * x.shape[1]
   let out = Tensor.uninitialized([x.shape[0], x.shape[1], geo.outH, geo.outW])
   poolForward(out: out.pointer, x: x.pointer, planes: planes, geo: geo, isMax: true, scale: nil)
+  let target = x.gradientAccumulator  // x's gradient goes straight into its buffer
   return record(out, inputs: [x]) { g in
-    let dx = Tensor.uninitialized(x.shape)
-    poolBackward(dx: dx.pointer, dout: g.pointer, x: x.pointer, planes: planes, geo: geo, scale: nil)
-    return [dx]
+    guard let (dx, isFresh) = target?.buffer() else { return [nil] }
+    poolBackward(
+      dx: dx.pointer, adding: !isFresh, dout: g.pointer, x: x.pointer, planes: planes, geo: geo, scale: nil)
+    return [nil]
   }
 }
 
@@ -40,11 +42,14 @@ public func avgPool2d(
   let scale = averageScale(geo, countIncludePad: countIncludePad)
   let out = Tensor.uninitialized([x.shape[0], x.shape[1], geo.outH, geo.outW])
   poolForward(out: out.pointer, x: x.pointer, planes: planes, geo: geo, isMax: false, scale: scale.pointer)
-  let shape = x.shape  // the backward needs only the shape: x itself is not kept
+  // The backward needs only x's gradient buffer (DARTS's edge input has other readers, whose
+  // gradients it adds to): x itself is not kept.
+  let target = x.gradientAccumulator
   return record(out, inputs: [x]) { g in
-    let dx = Tensor.uninitialized(shape)
-    poolBackward(dx: dx.pointer, dout: g.pointer, x: nil, planes: planes, geo: geo, scale: scale.pointer)
-    return [dx]
+    guard let (dx, isFresh) = target?.buffer() else { return [nil] }
+    poolBackward(
+      dx: dx.pointer, adding: !isFresh, dout: g.pointer, x: nil, planes: planes, geo: geo, scale: scale.pointer)
+    return [nil]
   }
 }
 
@@ -83,13 +88,14 @@ private func poolForward(
 }
 
 /// The adjoint of ``poolForward``: max pooling when `x` is given (the arg-max is recomputed
-/// from it), sum pooling scaled by `scale` otherwise. Overwrites dx.
+/// from it), sum pooling scaled by `scale` otherwise. Overwrites dx, or adds to it (`adding`).
 ///
 /// Each input gathers its outputs' gradients through scratch planes with a border (g, 0 on
 /// the border, and for max pooling each output's winning tap, −1 on the border), so dx is
-/// written directly.
+/// written directly; when adding, each plane is gathered into a per-core plane first and added
+/// while it is in cache.
 private func poolBackward(
-  dx: UnsafeMutablePointer<Float>, dout: UnsafePointer<Float>, x: UnsafePointer<Float>?,
+  dx: UnsafeMutablePointer<Float>, adding: Bool, dout: UnsafePointer<Float>, x: UnsafePointer<Float>?,
   planes: Int, geo: ConvGeometry, scale: UnsafePointer<Float>?
 ) {
   let (hw, ohw) = (geo.inH * geo.inW, geo.outH * geo.outW)
@@ -98,17 +104,18 @@ private func poolBackward(
   // Max pooling finds each window's winner again (one comparison per tap) before the gather.
   OperationCounter.add(
     x == nil ? "avgPool2d backward" : "maxPool2d backward",
-    flops: planes * ohw * geo.kernelH * geo.kernelW * (x == nil ? 1 : 2),
-    elements: planes * (ohw + hw + (x == nil ? 0 : hw)))
-  parallelChunks(planes, minChunk: max(1, 2048 / max(hw, 1))) { lo, hi in
+    flops: planes * ohw * geo.kernelH * geo.kernelW * (x == nil ? 1 : 2) + (adding ? planes * hw : 0),
+    elements: planes * (ohw + hw * (adding ? 2 : 1) + (x == nil ? 0 : hw)))
+  parallelChunks(planes, minChunk: max(1, 2048 / max(hw, 1)), scratch: adding ? hw : 0) { lo, hi, sum in
     let xpad = x.map { _ in PaddedPlane(h: geo.inH, w: geo.inW, pad: geo.padding, fill: -.infinity) }
     let codes = x.map { _ in PaddedPlane(h: geo.outH, w: geo.outW, pad: border, fill: -1) }
     let gpad = PaddedPlane(h: geo.outH, w: geo.outW, pad: border, fill: 0)
     for plane in lo..<hi {
       if let x, let xpad { xpad.load(x + plane * hw) }
       pcd_pool_backward(
-        dx + plane * hw, codes?.pointer, gpad.pointer, dout + plane * ohw, scale,
+        adding ? sum : dx + plane * hw, codes?.pointer, gpad.pointer, dout + plane * ohw, scale,
         xpad?.pointer, k, stride, pad, Int32(geo.inH), Int32(geo.inW))
+      if adding { axpy(hw, 1, sum, dx + plane * hw) }
     }
   }
 }

@@ -55,6 +55,9 @@ void pcd_relu_forward(float *y, const float *x, long n);
 /// dx = g where y > 0, else 0 (y is the ReLU output).
 void pcd_relu_backward(float *dx, const float *g, const float *y, long n);
 
+/// dx += g where y > 0 (the ReLU's gradient added into one that other readers wrote).
+void pcd_relu_backward_add(float *dx, const float *g, const float *y, long n);
+
 /// For tests: with on ≠ 0, every kernel runs its portable build even where the AVX2 build could
 /// run, so that one machine checks both. Returns whether the AVX2 build can run here at all.
 int pcd_set_portable_only(int on);
