@@ -126,6 +126,12 @@ public enum BenchCommand {
     let flags = arguments.contains("--train") ? flagsOfTrainingSettings : flagsOfSettings
     return runCommand(parser, arguments, flags: flags) { options in
       applyThreads(options)
+      if options.flag("roofline") && (!options.string("decode").isEmpty || Launch.current.isDistributed) {
+        throw CommandFailure(
+          message: "--roofline places one process's step against this machine's roofs: run it without --decode "
+            + "and without mpirun",
+          exitCode: 2)
+      }
       if !options.string("decode").isEmpty { return try runDecode(options) }
       if Launch.current.isDistributed { return try runDistributed(options) }
       if options.flag("train") { return try runTraining(options) }

@@ -78,6 +78,8 @@ final class BenchTests: XCTestCase {
     XCTAssertEqual(
       BenchCommand.main(["--K", "1", "--layers", "3", "--init-channels", "8", "--json", "/nonexistent/folder/out.json"]
       ), 2)
+    XCTAssertEqual(
+      BenchCommand.main(["--roofline", "--decode", "/nonexistent/folder"]), 2, "--roofline measures steps")
     XCTAssertLessThan(Date().timeIntervalSince(start), 5, "a measurement ran before the checks")
   }
 
