@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Two builds of `bench` side by side in one run: the rounds alternate old and new (each K in a
 # fresh process, as bench always does), and a table gives each K's median images/s of both, the
-# ratio, and both peak tensor-byte figures. On a shared machine only such paired ratios mean
-# anything.
+# ratio, both peak tensor-byte figures and the bytes each iteration moves (the ops' own counts,
+# the same on every run). On a shared machine only such paired ratios mean anything.
 #
 #   bash benchmarks/compare_builds.sh OLD_BENCH NEW_BENCH [--rounds 2] [bench options...]
 #
@@ -37,13 +37,18 @@ def load(side):
     return {k: [next(x for x in run if x["K"] == k) for run in runs] for k in [x["K"] for x in runs[0]]}
 old, new = load("old"), load("new")
 print()
-print("| K | old images/s | new images/s | new/old | old peak tensors | new peak tensors |")
-print("|---|---|---|---|---|---|")
+# Bytes moved per iteration (operationsPerIteration, counted by the ops since 2068e1d) do not
+# depend on the machine's load: a stable figure beside the noisy images/s; "n/a" for older builds.
+def moved(runs):
+    counts = {round(r["operationsPerIteration"]["bytes"]) for r in runs if "operationsPerIteration" in r}
+    return f"{min(counts) / 1e9:.2f} GB" if counts else "n/a"
+print("| K | old images/s | new images/s | new/old | old peak tensors | new peak tensors | old bytes moved | new bytes moved |")
+print("|---|---|---|---|---|---|---|---|")
 for k in old:
     o = statistics.median(r["imagesPerSecond"] for r in old[k])
     n = statistics.median(r["imagesPerSecond"] for r in new[k])
     ot = {r["peakTensorBytes"] for r in old[k]}
     nt = {r["peakTensorBytes"] for r in new[k]}
     fmt = lambda s: ", ".join(f"{b:,}" for b in sorted(s))
-    print(f"| {k} | {o:.1f} | {n:.1f} | {n / o:.2f}× | {fmt(ot)} | {fmt(nt)} |")
+    print(f"| {k} | {o:.1f} | {n:.1f} | {n / o:.2f}× | {fmt(ot)} | {fmt(nt)} | {moved(old[k])} | {moved(new[k])} |")
 PY
