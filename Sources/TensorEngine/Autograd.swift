@@ -223,13 +223,14 @@ extension Tensor {
   }
 }
 
-/// `a += b`, element-wise, in place (no graph).
-func addInPlace(_ a: Tensor, _ b: Tensor) {
+/// `a += b`, element-wise, in place (no graph); counted as the op `countedAs` (autograd adding a
+/// second reader's gradient into the first's, unless an op's forward pass calls it).
+func addInPlace(_ a: Tensor, _ b: Tensor, countedAs name: String = "gradient accumulation") {
   checkSameShape(a, b, "addInPlace")
   let n = a.count
   let pa = a.pointer
   let pb = b.pointer
-  OperationCounter.add("gradient accumulation", flops: n, elements: 3 * n)
+  OperationCounter.add(name, flops: n, elements: 3 * n)
   parallelChunks(n, minChunk: 1 << 16) { lo, hi in
     axpy(hi - lo, 1, pb + lo, pa + lo)
   }

@@ -36,6 +36,10 @@ final class OperationCountsTests: XCTestCase {
     }
     let reluCounts = OperationCounts(flops: 72, bytes: 4 * 144)
     XCTAssertEqual(inner, OperationCounts(flops: 72, bytes: 4 * 144, byOperation: ["relu": reluCounts]))
+    // A forward sum's adds are the sum's, not autograd's gradient accumulation.
+    let (_, sumCounts) = OperationCounter.counting { sum([x, x, x]) }
+    XCTAssertEqual(sumCounts.byOperation.keys.sorted(), ["sum"])
+    XCTAssertEqual(sumCounts.flops, 144)
     XCTAssertEqual(
       outer,
       OperationCounts(flops: 144, bytes: 8 * 144, byOperation: ["relu": OperationCounts(flops: 144, bytes: 8 * 144)]))

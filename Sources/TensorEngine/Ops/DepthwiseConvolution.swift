@@ -65,7 +65,7 @@ func depthwiseForward(
 /// may be `nil`. Channels are split over the cores, so each core owns its channels' weight
 /// gradients.
 func depthwiseBackward(
-  dx: UnsafeMutablePointer<Float>?, addingToDx: Bool = false, dweight: UnsafeMutablePointer<Float>?,
+  dx: UnsafeMutablePointer<Float>?, addingToDx: Bool, dweight: UnsafeMutablePointer<Float>?,
   dbias: UnsafeMutablePointer<Float>?, dout: UnsafePointer<Float>,
   x: UnsafePointer<Float>, weight: UnsafePointer<Float>, n: Int, c: Int, geo: ConvGeometry
 ) {

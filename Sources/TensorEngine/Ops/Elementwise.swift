@@ -53,7 +53,7 @@ public func sum(_ xs: [Tensor]) -> Tensor {
   for x in xs.dropFirst() { checkSameShape(xs[0], x, "sum") }
   let out = xs[0].copy()
   OperationCounter.add("sum", flops: 0, elements: 2 * out.count)
-  for x in xs.dropFirst() { addInPlace(out, x) }
+  for x in xs.dropFirst() { addInPlace(out, x, countedAs: "sum") }
   let terms = xs.count
   return record(out, inputs: xs) { g in Array(repeating: g, count: terms) }
 }
