@@ -45,13 +45,14 @@ final class OperationCountsTests: XCTestCase {
       OperationCounts(flops: 144, bytes: 8 * 144, byOperation: ["relu": OperationCounts(flops: 144, bytes: 8 * 144)]))
   }
 
-  func testTheRecomputingDepthwisePointwiseOpCountsItsSecondDepthwisePass() {
+  func testTheFusedDepthwisePointwiseOpCountsItsSecondDepthwisePassAndNoMiddleTensor() {
     var rng = SeededGenerator(seed: 5)
     // (N, C, H, W) = (2, 4, 6, 6), a 3×3 depthwise kernel with padding 1, then 1×1 to 5 channels.
     let x = Tensor.randomNormal([2, 4, 6, 6], using: &rng, requiresGrad: true)
     let dw = Tensor.randomNormal([4, 1, 3, 3], using: &rng, requiresGrad: true)
     let pw = Tensor.randomNormal([5, 4, 1, 1], using: &rng, requiresGrad: true)
     let depthwiseFLOPs = 2.0 * 2 * 4 * 9 * 36, pointwiseFLOPs = 2.0 * 2 * 5 * 4 * 36
+    let middleBytes = 4.0 * 2 * 4 * 36  // the (2, 4, 6, 6) depthwise output
     let (twoOps, separate) = OperationCounter.counting {
       conv2d(conv2d(x, weight: dw, padding: 1, groups: 4), weight: pw)
     }
@@ -60,9 +61,13 @@ final class OperationCountsTests: XCTestCase {
     let (fused, together) = OperationCounter.counting {
       depthwisePointwiseConv2d(x2, depthwiseWeight: dw2, pointwiseWeight: pw2, padding: 1)
     }
-    XCTAssertEqual(separate, together, "the same forward work, op by op")
+    // The same forward work op by op, less the middle tensor's write (depthwise) and read (1×1).
     XCTAssertEqual(together.byOperation.keys.sorted(), ["conv2d", "depthwise conv2d"])
     XCTAssertEqual(together.flops, depthwiseFLOPs + pointwiseFLOPs)
+    for op in ["conv2d", "depthwise conv2d"] {
+      XCTAssertEqual(together.byOperation[op]?.flops, separate.byOperation[op]?.flops, op)
+      XCTAssertEqual(together.byOperation[op]?.bytes, separate.byOperation[op].map { $0.bytes - middleBytes }, op)
+    }
     let g = Tensor(repeating: 1, shape: fused.shape)
     let (_, separateBackward) = OperationCounter.counting { twoOps.backward(gradient: g) }
     let (_, fusedBackward) = OperationCounter.counting { fused.backward(gradient: g) }
@@ -72,8 +77,10 @@ final class OperationCountsTests: XCTestCase {
     // The parts add up to the totals.
     XCTAssertEqual(fusedBackward.byOperation.values.reduce(0) { $0 + $1.flops }, fusedBackward.flops)
     XCTAssertEqual(fusedBackward.byOperation.values.reduce(0) { $0 + $1.bytes }, fusedBackward.bytes)
-    // The recomputation reads x and the depthwise weight again and writes the middle tensor again.
-    XCTAssertEqual(fusedBackward.bytes, separateBackward.bytes + Double(4 * (x.count + dw.count + 2 * 4 * 36)))
+    // The recomputation reads x and the depthwise weight again; the middle tensor is not read by
+    // the 1×1 weight gradient, and its gradient is neither written nor read back.
+    XCTAssertEqual(
+      fusedBackward.bytes, separateBackward.bytes + Double(4 * (x.count + dw.count)) - 3 * middleBytes)
   }
 
   func testMachinePeaksArePositiveAndTheRoofIsTheSlowerOfTheTwoBounds() {

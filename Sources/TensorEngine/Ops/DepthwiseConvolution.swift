@@ -137,36 +137,133 @@ public func depthwisePointwiseConv2d(
     dilation: dilation, inH: h, inW: w)
   precondition(geo.outH > 0 && geo.outW > 0, "depthwisePointwiseConv2d: input \(x.shape) too small for the kernel")
   let o = pointwiseWeight.shape[0]
-  let pointwise = ConvGeometry(
-    kernelH: 1, kernelW: 1, stride: 1, padding: 0, dilation: 1, inH: geo.outH, inW: geo.outW)
-  func middle() -> Tensor {
-    let mid = Tensor.uninitialized([n, c, geo.outH, geo.outW])
-    depthwiseForward(out: mid.pointer, x: x.pointer, weight: depthwiseWeight.pointer, bias: nil, n: n, c: c, geo: geo)
-    return mid
-  }
   let out = Tensor.uninitialized([n, o, geo.outH, geo.outW])
-  do {
-    let mid = middle()  // dies here, not kept for the backward pass
-    convForward(
-      out: out.pointer, x: mid.pointer, weight: pointwiseWeight.pointer, bias: nil, n: n, c: c, o: o, groups: 1,
-      geo: pointwise)
-  }
+  depthwisePointwiseForward(
+    out: out.pointer, x: x.pointer, depthwiseWeight: depthwiseWeight.pointer,
+    pointwiseWeight: pointwiseWeight.pointer, n: n, c: c, o: o, geo: geo)
   let target = x.gradientAccumulator  // x's gradient goes straight into its buffer, as above
   return record(out, inputs: [x, depthwiseWeight, pointwiseWeight]) { g in
-    let mid = middle()
-    let needsMiddle = x.requiresGrad || depthwiseWeight.requiresGrad
-    let dmid = needsMiddle ? Tensor.uninitialized(mid.shape) : nil
-    let dpw = pointwiseWeight.requiresGrad ? Tensor(zeros: pointwiseWeight.shape) : nil
-    convBackward(
-      dx: dmid?.pointer, dweight: dpw?.pointer, dbias: nil, dout: g.pointer, x: mid.pointer,
-      weight: pointwiseWeight.pointer, n: n, c: c, o: o, groups: 1, geo: pointwise)
+    let dx = target?.buffer()
     let ddw = depthwiseWeight.requiresGrad ? Tensor(zeros: depthwiseWeight.shape) : nil
-    if let dmid {
-      let dx = target?.buffer()
-      depthwiseBackward(
-        dx: dx?.buffer.pointer, addingToDx: dx.map { !$0.isFresh } ?? false, dweight: ddw?.pointer, dbias: nil,
-        dout: dmid.pointer, x: x.pointer, weight: depthwiseWeight.pointer, n: n, c: c, geo: geo)
-    }
+    let dpw = pointwiseWeight.requiresGrad ? Tensor(zeros: pointwiseWeight.shape) : nil
+    depthwisePointwiseBackward(
+      dx: dx?.buffer.pointer, addingToDx: dx.map { !$0.isFresh } ?? false, ddepthwise: ddw?.pointer,
+      dpointwise: dpw?.pointer, dout: g.pointer, x: x.pointer, depthwiseWeight: depthwiseWeight.pointer,
+      pointwiseWeight: pointwiseWeight.pointer, n: n, c: c, o: o, geo: geo)
     return [nil, ddw, dpw]
+  }
+}
+
+// One sample at a time: its C depthwise planes go to a per-core scratch (C·Ho·Wo floats, in L2
+// for DARTS's shapes), and the 1×1 product reads them from there. The depthwise output is never
+// written to memory as a tensor, in either pass, and its gradient neither: at the training
+// network's batch of 96 these tensors are 14 MB each and a round trip through DRAM cost more than
+// the products themselves. Each plane and each sample goes through the same kernels in the same
+// order as `depthwiseForward`, `convForward`, `convBackward` and `depthwiseBackward` would take
+// them, so the values are theirs bit for bit (GradientCheckTests).
+
+/// out (N, O, Ho, Wo) = pointwise (O, C) · depthwise(x (N, C, H, W), taps (C, 1, K, K)).
+func depthwisePointwiseForward(
+  out: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, depthwiseWeight: UnsafePointer<Float>,
+  pointwiseWeight: UnsafePointer<Float>, n: Int, c: Int, o: Int, geo: ConvGeometry
+) {
+  let (hw, ohw) = (geo.inH * geo.inW, geo.outH * geo.outW)
+  let kk = geo.kernelH * geo.kernelW
+  let kg = kernelGeometry(geo)
+  // The two halves' counts, less the middle tensor's write and read.
+  OperationCounter.add("depthwise conv2d", flops: 2 * n * c * kk * ohw, elements: n * c * hw + c * kk)
+  OperationCounter.add("conv2d", flops: 2 * n * o * c * ohw, elements: o * c + n * o * ohw)
+  let kernelScratch = pcd_depthwise_scratch_count(kg)
+  parallelChunks(n, scratch: kernelScratch + c * ohw, zeroed: true) { lo, hi, scratch in
+    let middle = scratch + kernelScratch
+    for s in lo..<hi {
+      for ch in 0..<c {
+        pcd_depthwise_forward(middle + ch * ohw, x + (s * c + ch) * hw, depthwiseWeight + ch * kk, 0, kg, scratch)
+      }
+      pcd_matmul_rows(out + s * o * ohw, pointwiseWeight, middle, o, c, ohw)
+    }
+  }
+}
+
+/// The gradients of ``depthwisePointwiseForward`` from dout (N, O, Ho, Wo), recomputing each
+/// sample's depthwise planes: dx (N, C, H, W) is written, or added to with `addingToDx`;
+/// ddepthwise (C, 1, K, K) and dpointwise (O, C) are accumulated (`+=`); any may be `nil`.
+func depthwisePointwiseBackward(
+  dx: UnsafeMutablePointer<Float>?, addingToDx: Bool, ddepthwise: UnsafeMutablePointer<Float>?,
+  dpointwise: UnsafeMutablePointer<Float>?, dout: UnsafePointer<Float>, x: UnsafePointer<Float>,
+  depthwiseWeight: UnsafePointer<Float>, pointwiseWeight: UnsafePointer<Float>,
+  n: Int, c: Int, o: Int, geo: ConvGeometry
+) {
+  let (hw, ohw) = (geo.inH * geo.inW, geo.outH * geo.outW)
+  let kk = geo.kernelH * geo.kernelW
+  let kg = kernelGeometry(geo)
+  let needsMiddleGradient = dx != nil || ddepthwise != nil
+  guard needsMiddleGradient || dpointwise != nil else { return }
+  let adding = addingToDx && dx != nil
+  let depthwiseProducts = (ddepthwise == nil ? 0 : 1) + (dx == nil ? 0 : 1)
+  OperationCounter.add("depthwise conv2d", flops: 2 * n * c * kk * ohw, elements: n * c * hw + c * kk)
+  OperationCounter.add(
+    "conv2d backward",
+    flops: ((dpointwise == nil ? 0 : 1) + (needsMiddleGradient ? 1 : 0)) * 2 * n * o * c * ohw,
+    elements: n * o * ohw + (dpointwise == nil ? 0 : o * c) + (needsMiddleGradient ? o * c : 0))
+  if needsMiddleGradient {
+    OperationCounter.add(
+      "depthwise conv2d backward",
+      flops: depthwiseProducts * 2 * n * c * kk * ohw + (adding ? n * c * hw : 0),
+      elements: (ddepthwise == nil ? 0 : n * c * hw + c * kk) + (dx == nil ? 0 : c * kk + n * c * hw * (adding ? 2 : 1))
+    )
+  }
+  // Split as convBackward splits samples, with one pointwise-gradient accumulator per chunk summed
+  // in chunk order at the end; the depthwise tap gradients go to one slot per sample, summed in
+  // sample order, as depthwiseBackward adds them.
+  let chunks = min(Engine.threadCount, n)
+  let pointwiseCount = o * c
+  let pointwisePartial = dpointwise.map { _ in Storage(count: chunks * pointwiseCount, zeroed: true) }
+  let tapPartial = ddepthwise.map { _ in Storage(count: n * c * kk, zeroed: true) }
+  let kernelScratch = pcd_depthwise_scratch_count(kg)
+  let perChunk = kernelScratch + 2 * c * ohw + (adding ? hw : 0)
+  let scratch = Storage(count: chunks * perChunk, zeroed: true)
+  WorkerPool.shared.run(chunks) { chunk in
+    let lo = n * chunk / chunks, hi = n * (chunk + 1) / chunks
+    let kernelPlanes = scratch.pointer + chunk * perChunk
+    let middle = kernelPlanes + kernelScratch, middleGradient = middle + c * ohw
+    let addend = middleGradient + c * ohw  // the plane to add, when adding
+    let dpwAcc = pointwisePartial.map { $0.pointer + chunk * pointwiseCount }
+    for s in lo..<hi {
+      let xs = x + s * c * hw, gs = dout + s * o * ohw
+      for ch in 0..<c {
+        pcd_depthwise_forward(middle + ch * ohw, xs + ch * hw, depthwiseWeight + ch * kk, 0, kg, kernelPlanes)
+      }
+      if let dpwAcc {
+        // dW (O, C) += dout_s (O, HoWo) · middle (C, HoWo)ᵀ
+        sgemm(
+          transA: false, transB: true, m: o, n: c, k: ohw, alpha: 1, a: gs, lda: ohw, b: middle, ldb: ohw,
+          beta: 1, c: dpwAcc, ldc: c)
+      }
+      guard needsMiddleGradient else { continue }
+      // dmiddle (C, HoWo) = Wᵀ · dout_s
+      sgemm(
+        transA: true, transB: false, m: c, n: ohw, k: o, alpha: 1, a: pointwiseWeight, lda: c, b: gs, ldb: ohw,
+        beta: 0, c: middleGradient, ldc: ohw)
+      for ch in 0..<c {
+        let plane = s * c + ch
+        pcd_depthwise_backward(
+          dx.map { adding ? addend : $0 + plane * hw }, tapPartial.map { $0.pointer + plane * kk },
+          middleGradient + ch * ohw, xs + ch * hw, depthwiseWeight + ch * kk, kg, kernelPlanes)
+        if adding, let dx { axpy(hw, 1, addend, dx + plane * hw) }
+      }
+    }
+  }
+  if let dpointwise, let pointwisePartial {
+    for chunk in 0..<chunks {
+      let src = pointwisePartial.pointer + chunk * pointwiseCount
+      for i in 0..<pointwiseCount { dpointwise[i] += src[i] }
+    }
+  }
+  if let ddepthwise, let tapPartial {
+    for s in 0..<n {
+      let src = tapPartial.pointer + s * c * kk
+      for i in 0..<c * kk { ddepthwise[i] += src[i] }
+    }
   }
 }
