@@ -137,7 +137,7 @@ public enum BenchCommand {
       if options.flag("train") { return try runTraining(options) }
       guard options.int("child") > 0 else { return try runAll(options) }
       let childSettings = settings(options, k: options.int("child"), batch: options.int("batch"))
-      applyRecomputation(options, for: .search(childSettings.network))
+      applyRecomputation(options, imageNetStem: isImageNetSetting(options))
       let result = try measure(
         settings: childSettings,
         imageSide: imageSide(options), iterations: options.int("iters"), warmup: options.int("warmup"))
@@ -231,7 +231,7 @@ public enum BenchCommand {
 
   /// `--train`: the parent checks everything and runs one child; the child (`--child 1`) measures.
   private static func runTraining(_ options: ParsedOptions) throws {
-    applyRecomputation(options, for: .evaluation(imageNet: isImageNetSetting(options)))
+    applyRecomputation(options, imageNetStem: isImageNetSetting(options))
     let settings = trainingSettings(options)
     try settings.validate()
     try settings.checkBatches(images: settings.batchSize, ranks: 1)
@@ -416,8 +416,8 @@ public enum BenchCommand {
         "bench under MPI: \(launch.group.size) ranks × \(Engine.threadCount) threads\(syncNote(options)), \(options.int("layers")) cells, "
           + "\(options.int("init-channels")) initial channels, global batch \(batch), "
           + "\(options.flag("unrolled") ? "second" : "first")-order")
+      applyRecomputation(options, imageNetStem: isImageNetSetting(options))
       for k in options.intList("K") {
-        applyRecomputation(options, for: .search(settings(options, k: k, batch: batch).network))
         results.append(
           try measure(
             settings: settings(options, k: k, batch: batch), imageSide: imageSide(options), iterations: iterations,
@@ -444,10 +444,10 @@ public enum BenchCommand {
   private static func runAll(_ options: ParsedOptions) throws {
     let batch = options.int("batch")
     // Every K's settings are checked before the first measurement starts.
+    applyRecomputation(options, imageNetStem: isImageNetSetting(options))
     for k in options.intList("K") {
       let s = settings(options, k: k, batch: batch)
       try s.validate()
-      applyRecomputation(options, for: .search(s.network))
       try checkMemory(s, batchFlag: "--batch", imageSide: imageSide(options))
     }
     try checkJSONPath(options)

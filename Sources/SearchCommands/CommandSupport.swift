@@ -237,37 +237,24 @@ let threadsOption = OptionSpec.int(
   "threads", default: 0, help: "threads of the engine's loops (0 = one per core, \(Engine.defaultThreadCount) here)"
 ) { (0...Engine.maximumThreadCount).contains($0) ? nil : "expected 0 to \(Engine.maximumThreadCount)" }
 
-/// `--recompute-depthwise`, shared by the commands (applied by ``applyRecomputation(_:for:)``).
+/// `--recompute-depthwise`, shared by the commands (applied by ``applyRecomputation(_:imageNetStem:)``).
 let recomputeOption = OptionSpec.string(
   "recompute-depthwise", default: "auto",
-  help: "recompute depthwise outputs in backward (about a quarter less memory): on, off, or auto (on for a CIFAR "
-    + "search at K 2 and 4 and for CIFAR training, where bench measured it no slower; off otherwise)"
+  help: "recompute depthwise outputs in backward (about a quarter less memory): on, off, or auto (on with the "
+    + "CIFAR stem, where bench measured it no slower; off with the ImageNet stem)"
 ) { ["auto", "on", "off"].contains($0) ? nil : "expected auto, on or off" }
 
-/// What a command runs, for `--recompute-depthwise auto`.
-enum RecomputationTarget {
-  /// A search network (its stem and K decide).
-  case search(NetworkConfig)
-  /// A genotype's evaluation network, with the CIFAR stem or ImageNet's.
-  case evaluation(imageNet: Bool)
-}
-
 /// Sets ``Engine/recomputesDepthwiseOutputs`` from `--recompute-depthwise`; `auto` turns it on
-/// where bench measured it no slower (docs/benchmarks.md): a search with the CIFAR stem at K = 2
-/// or 4, and the CIFAR evaluation network (1.00× and 1.01× at batch 96, 5.3 → 3.8 GiB). It stays
-/// off with the ImageNet stem (a K = 2 search 0.84–0.93×, docs/imagenet.md; NetworkImageNet's
-/// step 0.83–0.87×) and for a search at K = 1 and 8.
-func applyRecomputation(_ options: ParsedOptions, for target: RecomputationTarget) {
+/// for networks with the CIFAR stem, search (every K) and evaluation alike, where bench measured
+/// it no slower since the fused op keeps each sample's depthwise planes in cache (docs/benchmarks.md:
+/// 1.03× at K = 1, 1.00× at K = 8, 0.97× at K = 4 against the unfused build, 1.11× at K = 4 and
+/// batch 256, 1.06× for the training step). It stays off with the ImageNet stem (a K = 2 search
+/// 0.84×, docs/imagenet.md; NetworkImageNet's step 0.83–0.87×).
+func applyRecomputation(_ options: ParsedOptions, imageNetStem: Bool) {
   switch options.string("recompute-depthwise") {
   case "on": Engine.recomputesDepthwiseOutputs = true
   case "off": Engine.recomputesDepthwiseOutputs = false
-  default:
-    switch target {
-    case .search(let network):
-      Engine.recomputesDepthwiseOutputs = network.stem == .cifar && [2, 4].contains(network.partialChannels)
-    case .evaluation(let imageNet):
-      Engine.recomputesDepthwiseOutputs = !imageNet
-    }
+  default: Engine.recomputesDepthwiseOutputs = !imageNetStem
   }
 }
 

@@ -169,7 +169,7 @@ public enum SearchCommand {
       applyThreads(options)
       let settings = Self.settings(from: options)
       try settings.validate()
-      applyRecomputation(options, for: .search(settings.network))
+      applyRecomputation(options, imageNetStem: settings.network.stem == .imagenet)
       var (dataset, path, folder) = try datasetOptions(options)
       if isImageNetSetting(options) { folder = try imageNetFolder(options, dataset: dataset, folder: folder) }
       try checkMemory(settings, batchFlag: "--batch-size", imageSide: folder.imageSize)

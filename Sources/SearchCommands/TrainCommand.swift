@@ -148,7 +148,7 @@ public enum TrainCommand {
       }
       let settings = try Self.settings(from: options)
       try settings.validate()
-      applyRecomputation(options, for: .evaluation(imageNet: isImageNetSetting(options)))
+      applyRecomputation(options, imageNetStem: isImageNetSetting(options))
       let (genotype, source) = try Genotype.resolve(options.string("genotype"))
       try genotype.validate()
       let (directory, earlier) = try openRunDirectoryOnFirstRank(options, layout: .training)

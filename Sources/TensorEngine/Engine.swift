@@ -67,8 +67,9 @@ public enum Engine {
   /// ``depthwisePointwiseConv2d(_:depthwiseWeight:pointwiseWeight:stride:padding:dilation:)``,
   /// which recomputes the depthwise output in the backward pass instead of keeping it. The values
   /// and gradients are the same bit for bit; the peak memory of a search step falls by about a
-  /// quarter, and the speed changes with the shape (docs/benchmarks.md: at batch 64 faster at
-  /// K = 2 and 4, slower at K = 1 and 8). Off unless set; the commands choose per K.
+  /// quarter (a third at K = 1), and with each sample's depthwise planes kept in cache it is no
+  /// slower for the CIFAR networks (docs/benchmarks.md), slower with the ImageNet stem (the
+  /// recomputed depthwise pass is a larger share there). Off unless set; the commands choose.
   nonisolated(unsafe) public static var recomputesDepthwiseOutputs = false
 
   // MARK: - Allocator

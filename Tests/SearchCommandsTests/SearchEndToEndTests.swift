@@ -302,7 +302,7 @@ final class SearchEndToEndTests: XCTestCase {
     while kill(dead, 0) == 0 || errno != ESRCH { dead -= 1 }
     let stale = folder + "/.checkpoint.safetensors.tmp-\(dead)-7"
     let live = folder + "/.log.jsonl.tmp-\(getpid())-8"
-    for path in [stale, live] { FileManager.default.createFile(atPath: path, contents: Data("x".utf8)) }
+    for path in [stale, live] { XCTAssertTrue(FileManager.default.createFile(atPath: path, contents: Data("x".utf8))) }
     let (code, message) = try search(flags(out: folder) + ["--resume"])
     XCTAssertEqual(code, 0, message)
     XCTAssertEqual(try logLines(folder).count, 2)
