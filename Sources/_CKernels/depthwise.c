@@ -264,6 +264,81 @@ AVX2 static void correlate(float *restrict out, int ostride, const float *restri
     }
 }
 
+// Stride 1 reads a k × k grid of taps spaced d apart, so output rows r … r + R − 1 share input
+// rows: for each kernel column, the R + (k − 1)·d input vectors of a column block are loaded once
+// and each feeds up to k output rows (in correlate, every tap reloads its vector for every output
+// vector: about twice the loads, and the loads, not the FMAs, were the limit). The sum runs over
+// kernel columns, then rows (kj outer), each step one FMA, at every position alike: the vector
+// blocks, the masked last block of a row and the leftover rows take the same order.
+
+/// Rows r0 … r0 + R − 1 (out and src point at row r0), columns q … q + 7 under `mask` (all lanes
+/// for a full block).
+AVX2 INLINE void grid_block(float *restrict out, int ostride, const float *restrict src, int rstep,
+                            const float *restrict taps, const int k, const int d, const int R,
+                            __m256 bias, __m256i mask, const int masked) {
+  __m256 acc[8];
+  for (int j = 0; j < R; j++) acc[j] = bias;
+  for (int kj = 0; kj < k; kj++) {
+    const float *col = src + kj * d;
+    __m256 in[8 + 4 * 2];  // R + (k − 1)·d ≤ 16 input rows
+    for (int e = 0; e < R + (k - 1) * d; e++)
+      in[e] = masked ? _mm256_maskload_ps(col + e * rstep, mask) : _mm256_loadu_ps(col + e * rstep);
+    for (int ki = 0; ki < k; ki++) {
+      const __m256 t = _mm256_broadcast_ss(taps + ki * k + kj);
+      for (int j = 0; j < R; j++) acc[j] = _mm256_fmadd_ps(t, in[j + ki * d], acc[j]);
+    }
+  }
+  for (int j = 0; j < R; j++) {
+    if (masked) _mm256_maskstore_ps(out + j * ostride, mask, acc[j]);
+    else _mm256_storeu_ps(out + j * ostride, acc[j]);
+  }
+}
+
+/// One band of R output rows (out and src at its first row): full column blocks, then the masked
+/// last one.
+AVX2 INLINE void grid_band(float *restrict out, int ostride, const float *restrict src, int rstep,
+                           const float *restrict taps, const int k, const int d, const int R, __m256 bias,
+                           int cols, __m256i mask) {
+  const int full = cols & ~7;
+  const __m256i all = _mm256_set1_epi32(-1);
+  for (int q = 0; q < full; q += 8) grid_block(out + q, ostride, src + q, rstep, taps, k, d, R, bias, all, 0);
+  if (full < cols) grid_block(out + full, ostride, src + full, rstep, taps, k, d, R, bias, mask, 1);
+}
+
+/// out[r·ostride + q] = bias + Σ_kj Σ_ki taps[ki·k + kj] · src[(r + ki·d)·rstep + kj·d + q] for
+/// r < rows, q < cols: bands of R rows, then one band of the 1 to R − 1 rows left (k, d and the
+/// band heights constants once inlined).
+AVX2 INLINE void grid_rows(float *restrict out, int ostride, const float *restrict src, int rstep,
+                           const float *restrict taps, const int k, const int d, const int R, float bias,
+                           int rows, int cols) {
+  static const int lanes[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
+  const __m256i mask = _mm256_loadu_si256((const __m256i *)(lanes + 8 - (cols & 7)));
+  const __m256 b = _mm256_set1_ps(bias);
+  int r = 0;
+  for (; r + R <= rows; r += R) grid_band(out + r * ostride, ostride, src + r * rstep, rstep, taps, k, d, R, b, cols, mask);
+  float *o = out + r * ostride;
+  const float *x = src + r * rstep;
+  switch (rows - r) {
+    case 3: grid_band(o, ostride, x, rstep, taps, k, d, 3, b, cols, mask); break;
+    case 2: grid_band(o, ostride, x, rstep, taps, k, d, 2, b, cols, mask); break;
+    case 1: grid_band(o, ostride, x, rstep, taps, k, d, 1, b, cols, mask); break;
+    default: break;
+  }
+}
+
+/// grid_rows for DARTS's four stride-1 geometries: bands of 4 rows (3 for k = 5, d = 2, whose 11
+/// input rows fill the 16 vector registers with the accumulators and a tap); 0 for any other
+/// (k, d).
+AVX2 static int correlate_grid(float *out, int ostride, const float *src, int rstep, const float *taps,
+                               int k, int d, float bias, int rows, int cols) {
+  if (k == 3 && d == 1) grid_rows(out, ostride, src, rstep, taps, 3, 1, 4, bias, rows, cols);
+  else if (k == 5 && d == 1) grid_rows(out, ostride, src, rstep, taps, 5, 1, 4, bias, rows, cols);
+  else if (k == 3 && d == 2) grid_rows(out, ostride, src, rstep, taps, 3, 2, 4, bias, rows, cols);
+  else if (k == 5 && d == 2) grid_rows(out, ostride, src, rstep, taps, 5, 2, 3, bias, rows, cols);
+  else return 0;
+  return 1;
+}
+
 /// dtaps[t] += Σ_{r, q} g[r·cols + q] · src[r·rstep + off[t] + q] for a group of T ≤ 10 taps:
 /// each 8-column block of g is loaded once for T accumulators. Inlined with T constant so the
 /// accumulators stay in registers.
@@ -311,6 +386,15 @@ AVX2 NO_MEMCPY static void input_gradient_phases(float *restrict dx, const float
   const int lr = plan.lead_r, lc = plan.lead_c, wg = plan.wg;
   for (int r = 0; r < plan.oh; r++) copy_row(gpad + (r + lr) * wg + lc, gout + r * plan.ow, plan.ow);
 
+  if (s == 1) {
+    // dx[i][j] = Σ taps[ki][kj] · gpad[i + lr + p − ki·d][j + lc + p − kj·d]: the forward
+    // correlation with the taps flipped, from row and column lr + p − (k − 1)·d ≥ 0.
+    float flipped[49];
+    for (int t = 0; t < k * k; t++) flipped[t] = taps[k * k - 1 - t];
+    const int reach = (k - 1) * d;
+    if (correlate_grid(dx, g.w, gpad + (lr + p - reach) * wg + lc + p - reach, wg, flipped, k, d, 0, g.h, g.w))
+      return;
+  }
   // Input row i = s·i′ + φ (padded row i + p) takes tap row ki iff s divides φ + p − ki·d; it
   // then reads output row i′ + (φ + p − ki·d)/s. Columns likewise.
   const int n0w = phase_count(g.w, 0, sh);
@@ -360,6 +444,8 @@ AVX2 NO_MEMCPY static void forward_phases(float *out, const float *x, const floa
   const int oh = out_extent(g.h, g), ow = out_extent(g.w, g);
   int off[49];
   split_x(scratch, x, g);
+  if (g.stride == 1 && correlate_grid(out, ow, scratch, g.w + 2 * g.padding, taps, g.k, g.dilation, bias, oh, ow))
+    return;
   split_offsets(off, g);
   correlate(out, ow, scratch, g.stride * (g.w + 2 * g.padding), off, taps, g.k * g.k, bias, oh, ow);
 }

@@ -10,8 +10,10 @@ import XCTest
 final class DepthwiseKernelTests: XCTestCase {
   /// (kernel, padding, dilation): sep_conv_3x3, sep_conv_5x5, dil_conv_3x3, dil_conv_5x5.
   let dartsGeometries = [(3, 1, 1), (5, 2, 1), (3, 2, 2), (5, 4, 2)]
-  /// Wide and odd planes; 8×8 and 5×5 give stride-2 outputs narrower than one vector.
-  let sizes = [(37, 45), (33, 33), (32, 32), (8, 8), (5, 5)]
+  /// Wide and odd planes; 8×8 and 5×5 give stride-2 outputs narrower than one vector. At stride 1
+  /// the row bands (4 rows, 3 for k = 5, d = 2) leave 0 to 3 rows, and the widths 0 to 7 columns
+  /// of a masked last block (ImageNet's 28 × 28, 14 × 14 and 7 × 7 among them).
+  let sizes = [(37, 45), (33, 33), (32, 32), (8, 8), (5, 5), (7, 7), (14, 14), (28, 28), (6, 19)]
 
   /// The gradients of a depthwise convolution for output gradient g, by the naive adjoint: every
   /// (output, tap) pair adds its product back, accumulated in Double.
