@@ -275,7 +275,10 @@ AVX2 static void correlate(float *restrict out, int ostride, const float *restri
 // outer), which the banded loads cannot keep: with the columns outer, the architecture gradients
 // of the trained K = 1 network of TrainedNetworkPrecisionTests jumped (6e-4 and 2e-4 against
 // float64) on two of its three inputs where PyTorch float32 jumps on none, so some ReLU or pool
-// decision there depends on the order of the depthwise sum (not found yet).
+// decision there depends on the order of the depthwise sum (not found yet). Banded tap gradients
+// (5190229, 1.1-1.4x per plane) were taken out for a like reason: with them the second-order
+// α/β gradient of two synchronised ranks moved 2.2e-3 from one process's (DistributedTests
+// allows 5e-5).
 
 /// Rows r0 … r0 + R − 1 (out and src point at row r0), columns q … q + 7 under `mask` (all lanes
 /// for a full block).
@@ -341,60 +344,6 @@ AVX2 static int correlate_grid(float *out, int ostride, const float *src, int rs
   else if (k == 5 && d == 1) grid_rows(out, ostride, src, rstep, taps, 5, 1, 4, bias, rows, cols);
   else if (k == 3 && d == 2) grid_rows(out, ostride, src, rstep, taps, 3, 2, 4, bias, rows, cols);
   else if (k == 5 && d == 2) grid_rows(out, ostride, src, rstep, taps, 5, 2, 3, bias, rows, cols);
-  else return 0;
-  return 1;
-}
-
-/// The tap gradients of one kernel column kj over a band of R output rows (g and src at its first
-/// row), columns q … q + 7 under `mask`: acc[ki] += g[j] · src[j + ki·d][kj·d], each input vector
-/// loaded once for the k rows of g that meet it.
-AVX2 INLINE void grid_tap_block(__m256 *acc, const float *restrict g, int gstride, const float *restrict src,
-                                int rstep, const int k, const int d, const int R, __m256i mask, const int masked) {
-  __m256 gv[4], in[8];  // R ≤ 4 rows of g, R + (k − 1)·d ≤ 8 input rows
-  for (int j = 0; j < R; j++) gv[j] = masked ? _mm256_maskload_ps(g + j * gstride, mask) : _mm256_loadu_ps(g + j * gstride);
-  for (int e = 0; e < R + (k - 1) * d; e++)
-    in[e] = masked ? _mm256_maskload_ps(src + e * rstep, mask) : _mm256_loadu_ps(src + e * rstep);
-  for (int ki = 0; ki < k; ki++)
-    for (int j = 0; j < R; j++) acc[ki] = _mm256_fmadd_ps(gv[j], in[j + ki * d], acc[ki]);
-}
-
-/// dtaps[ki·k + kj] += Σ_{r, q} g[r·cols + q] · src[(r + ki·d)·rstep + kj·d + q]: one pass per
-/// kernel column, in bands of R rows and then the 1 to R − 1 rows left.
-AVX2 INLINE void grid_tap_rows(float *restrict dtaps, const float *restrict g, const float *restrict src,
-                               int rstep, const int k, const int d, const int R, int rows, int cols) {
-  static const int lanes[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
-  const __m256i mask = _mm256_loadu_si256((const __m256i *)(lanes + 8 - (cols & 7)));
-  const __m256i all = _mm256_set1_epi32(-1);
-  const int full = cols & ~7;
-  for (int kj = 0; kj < k; kj++) {
-    __m256 acc[5];
-    for (int ki = 0; ki < k; ki++) acc[ki] = _mm256_setzero_ps();
-    for (int r = 0; r < rows; r += R) {
-      const float *gr = g + r * cols, *x = src + r * rstep + kj * d;
-#define BAND(H)                                                                          \
-  do {                                                                                   \
-    for (int q = 0; q < full; q += 8) grid_tap_block(acc, gr + q, cols, x + q, rstep, k, d, H, all, 0); \
-    if (full < cols) grid_tap_block(acc, gr + full, cols, x + full, rstep, k, d, H, mask, 1); \
-  } while (0)
-      switch (rows - r < R ? rows - r : R) {
-        case 4: BAND(4); break;
-        case 3: BAND(3); break;
-        case 2: BAND(2); break;
-        default: BAND(1); break;
-      }
-#undef BAND
-    }
-    for (int ki = 0; ki < k; ki++) dtaps[ki * k + kj] += hsum256(acc[ki]);
-  }
-}
-
-/// grid_tap_rows where its registers hold a band whose rows share most of their input rows: k = 3
-/// (4 rows) and k = 5 (3 rows) at d = 1; 0 for any other (k, d) (at d = 2 a band that fits shares
-/// too few to beat tap_sums: one load per FMA against 1.1).
-AVX2 static int tap_sums_grid(float *dtaps, const float *g, const float *src, int rstep, int k, int d, int rows,
-                              int cols) {
-  if (k == 3 && d == 1) grid_tap_rows(dtaps, g, src, rstep, 3, 1, 4, rows, cols);
-  else if (k == 5 && d == 1) grid_tap_rows(dtaps, g, src, rstep, 5, 1, 3, rows, cols);
   else return 0;
   return 1;
 }
@@ -515,10 +464,8 @@ AVX2 NO_MEMCPY static void backward_phases(float *dx, float *dtaps, const float 
   if (dtaps) {
     int off[49];
     split_x(scratch, x, g);
-    if (g.stride != 1 || !tap_sums_grid(dtaps, gout, scratch, wp, g.k, g.dilation, plan.oh, plan.ow)) {
-      split_offsets(off, g);
-      tap_sums(dtaps, gout, scratch, g.stride * wp, off, g.k * g.k, plan.oh, plan.ow);
-    }
+    split_offsets(off, g);
+    tap_sums(dtaps, gout, scratch, g.stride * wp, off, g.k * g.k, plan.oh, plan.ow);
   }
   if (dx) {
     float *gpad = scratch + (g.h + 2 * g.padding) * wp;
