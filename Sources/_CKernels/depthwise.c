@@ -284,9 +284,9 @@ AVX2 static void correlate(float *restrict out, int ostride, const float *restri
 /// for a full block).
 AVX2 INLINE void grid_block(float *restrict out, int ostride, const float *restrict src, int rstep,
                             const float *restrict taps, const int k, const int d, const int R,
-                            __m256 bias, __m256i mask, const int masked) {
+                            __m256i mask, const int masked) {
   __m256 acc[8];
-  for (int j = 0; j < R; j++) acc[j] = bias;
+  for (int j = 0; j < R; j++) acc[j] = _mm256_setzero_ps();
   for (int kj = 0; kj < k; kj++) {
     const float *col = src + kj * d;
     __m256 in[8 + 4 * 2];  // R + (k − 1)·d ≤ 16 input rows
@@ -306,31 +306,30 @@ AVX2 INLINE void grid_block(float *restrict out, int ostride, const float *restr
 /// One band of R output rows (out and src at its first row): full column blocks, then the masked
 /// last one.
 AVX2 INLINE void grid_band(float *restrict out, int ostride, const float *restrict src, int rstep,
-                           const float *restrict taps, const int k, const int d, const int R, __m256 bias,
+                           const float *restrict taps, const int k, const int d, const int R,
                            int cols, __m256i mask) {
   const int full = cols & ~7;
   const __m256i all = _mm256_set1_epi32(-1);
-  for (int q = 0; q < full; q += 8) grid_block(out + q, ostride, src + q, rstep, taps, k, d, R, bias, all, 0);
-  if (full < cols) grid_block(out + full, ostride, src + full, rstep, taps, k, d, R, bias, mask, 1);
+  for (int q = 0; q < full; q += 8) grid_block(out + q, ostride, src + q, rstep, taps, k, d, R, all, 0);
+  if (full < cols) grid_block(out + full, ostride, src + full, rstep, taps, k, d, R, mask, 1);
 }
 
-/// out[r·ostride + q] = bias + Σ_kj Σ_ki taps[ki·k + kj] · src[(r + ki·d)·rstep + kj·d + q] for
+/// out[r·ostride + q] = Σ_kj Σ_ki taps[ki·k + kj] · src[(r + ki·d)·rstep + kj·d + q] for
 /// r < rows, q < cols: bands of R rows, then one band of the 1 to R − 1 rows left (k, d and the
 /// band heights constants once inlined).
 AVX2 INLINE void grid_rows(float *restrict out, int ostride, const float *restrict src, int rstep,
-                           const float *restrict taps, const int k, const int d, const int R, float bias,
+                           const float *restrict taps, const int k, const int d, const int R,
                            int rows, int cols) {
   static const int lanes[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
   const __m256i mask = _mm256_loadu_si256((const __m256i *)(lanes + 8 - (cols & 7)));
-  const __m256 b = _mm256_set1_ps(bias);
   int r = 0;
-  for (; r + R <= rows; r += R) grid_band(out + r * ostride, ostride, src + r * rstep, rstep, taps, k, d, R, b, cols, mask);
+  for (; r + R <= rows; r += R) grid_band(out + r * ostride, ostride, src + r * rstep, rstep, taps, k, d, R, cols, mask);
   float *o = out + r * ostride;
   const float *x = src + r * rstep;
   switch (rows - r) {
-    case 3: grid_band(o, ostride, x, rstep, taps, k, d, 3, b, cols, mask); break;
-    case 2: grid_band(o, ostride, x, rstep, taps, k, d, 2, b, cols, mask); break;
-    case 1: grid_band(o, ostride, x, rstep, taps, k, d, 1, b, cols, mask); break;
+    case 3: grid_band(o, ostride, x, rstep, taps, k, d, 3, cols, mask); break;
+    case 2: grid_band(o, ostride, x, rstep, taps, k, d, 2, cols, mask); break;
+    case 1: grid_band(o, ostride, x, rstep, taps, k, d, 1, cols, mask); break;
     default: break;
   }
 }
@@ -339,11 +338,11 @@ AVX2 INLINE void grid_rows(float *restrict out, int ostride, const float *restri
 /// input rows fill the 16 vector registers with the accumulators and a tap); 0 for any other
 /// (k, d).
 AVX2 static int correlate_grid(float *out, int ostride, const float *src, int rstep, const float *taps,
-                               int k, int d, float bias, int rows, int cols) {
-  if (k == 3 && d == 1) grid_rows(out, ostride, src, rstep, taps, 3, 1, 4, bias, rows, cols);
-  else if (k == 5 && d == 1) grid_rows(out, ostride, src, rstep, taps, 5, 1, 4, bias, rows, cols);
-  else if (k == 3 && d == 2) grid_rows(out, ostride, src, rstep, taps, 3, 2, 4, bias, rows, cols);
-  else if (k == 5 && d == 2) grid_rows(out, ostride, src, rstep, taps, 5, 2, 3, bias, rows, cols);
+                               int k, int d, int rows, int cols) {
+  if (k == 3 && d == 1) grid_rows(out, ostride, src, rstep, taps, 3, 1, 4, rows, cols);
+  else if (k == 5 && d == 1) grid_rows(out, ostride, src, rstep, taps, 5, 1, 4, rows, cols);
+  else if (k == 3 && d == 2) grid_rows(out, ostride, src, rstep, taps, 3, 2, 4, rows, cols);
+  else if (k == 5 && d == 2) grid_rows(out, ostride, src, rstep, taps, 5, 2, 3, rows, cols);
   else return 0;
   return 1;
 }
@@ -401,7 +400,7 @@ AVX2 NO_MEMCPY static void input_gradient_phases(float *restrict dx, const float
     float flipped[49];
     for (int t = 0; t < k * k; t++) flipped[t] = taps[k * k - 1 - t];
     const int reach = (k - 1) * d;
-    if (correlate_grid(dx, g.w, gpad + (lr + p - reach) * wg + lc + p - reach, wg, flipped, k, d, 0, g.h, g.w))
+    if (correlate_grid(dx, g.w, gpad + (lr + p - reach) * wg + lc + p - reach, wg, flipped, k, d, g.h, g.w))
       return;
   }
   // Input row i = s·i′ + φ (padded row i + p) takes tap row ki iff s divides φ + p − ki·d; it
