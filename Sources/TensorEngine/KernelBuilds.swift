@@ -13,3 +13,11 @@ func forEachKernelBuild(_ body: (String) -> Void) {
   defer { pcd_set_portable_only(0) }
   body("portable")
 }
+
+/// Runs `body` with the banded stride-1 3 × 3 depthwise forward switched on or off, and restores
+/// the setting afterwards. Both give the same bits; tests compare them.
+func withBandedDepthwise<T>(_ on: Bool, _ body: () -> T) -> T {
+  let was = pcd_depthwise_set_banded(on ? 1 : 0)
+  defer { pcd_depthwise_set_banded(was) }
+  return body()
+}

@@ -104,6 +104,30 @@ final class DepthwiseKernelTests: XCTestCase {
     }
   }
 
+  /// The banded stride-1 3 × 3 forward takes correlate's products in correlate's order, so it
+  /// must give the same bits (the architecture gradients of a trained network depend on them; see
+  /// depthwise.c), on every band remainder and masked column block.
+  func testBandedForwardMatchesCorrelateBitForBit() {
+    var seed: UInt64 = 700
+    for (k, p, d) in dartsGeometries where k == 3 {
+      for (h, w) in sizes {
+        let x = randomInput([2, 3, h, w], seed: seed)
+        let weight = randomInput([3, 1, k, k], seed: seed + 1, std: 0.5)
+        let bias = randomInput([3], seed: seed + 2)
+        func forward(banded: Bool) -> [Float] {
+          withBandedDepthwise(banded) {
+            conv2d(x, weight: weight, bias: bias, padding: p, dilation: d, groups: 3).scalars
+          }
+        }
+        let (banded, unbanded) = (forward(banded: true), forward(banded: false))
+        XCTAssertEqual(banded.count, unbanded.count)
+        let differing = zip(banded, unbanded).filter { $0.bitPattern != $1.bitPattern }.count
+        XCTAssertEqual(differing, 0, "k\(k) d\(d) \(h)×\(w): outputs whose bits differ from correlate's")
+        seed += 10
+      }
+    }
+  }
+
   /// Geometries outside DARTS: a 1×1 kernel at stride 2, odd padding at stride 2 (the even and
   /// odd columns swap halves), padding beyond the kernel's reach, and the generic fallback
   /// (stride 3, a 9×9 kernel).

@@ -29,6 +29,10 @@ void pcd_depthwise_forward(float *out, const float *x, const float *taps, float 
 void pcd_depthwise_backward(float *dx, float *dtaps, const float *gout, const float *x,
                             const float *taps, pcd_depthwise_geometry g, float *scratch);
 
+/// Switches the banded stride-1 3 × 3 depthwise forward on or off (on by default) and returns the
+/// previous setting. Both settings give the same bits; tests compare them.
+int pcd_depthwise_set_banded(int on);
+
 /// Max (is_max) or sum over k × k windows of xpad (row stride wp) at stride s:
 /// out[r][q] = max/Σ xpad[r·s + i][q·s + j] in row-major tap order (a max keeps a NaN only from
 /// the first tap); a sum is then multiplied by scale[r·ow + q] (1/count) when scale is not NULL.
