@@ -128,18 +128,16 @@ static void pad_copy(float *restrict xpad, const float *restrict x, pcd_depthwis
   }
 }
 
-static void forward_generic(float *out, const float *x, const float *taps, float bias,
-                            pcd_depthwise_geometry g, float *scratch) {
-  pad_copy(scratch, x, g);
-  dw_forward_any(out, scratch, taps, bias, g.k, g.stride, g.dilation, g.w + 2 * g.padding,
+static void forward_generic(float *out, const float *xpad, const float *taps, float bias,
+                            pcd_depthwise_geometry g) {
+  dw_forward_any(out, xpad, taps, bias, g.k, g.stride, g.dilation, g.w + 2 * g.padding,
                  out_extent(g.h, g), out_extent(g.w, g));
 }
 
-static void backward_generic(float *dx, float *dtaps, const float *gout, const float *x,
+static void backward_generic(float *dx, float *dtaps, const float *gout, const float *xpad,
                              const float *taps, pcd_depthwise_geometry g, float *scratch) {
   const int wp = g.w + 2 * g.padding, planes = (g.h + 2 * g.padding) * wp;
-  float *xpad = scratch, *dxpad = scratch + planes;
-  pad_copy(xpad, x, g);
+  float *dxpad = scratch + planes;
   if (dx)
     for (int i = 0; i < planes; i++) dxpad[i] = 0;
   dw_backward_any(dx ? dxpad : NULL, dtaps, gout, xpad, taps, g.k, g.stride,
@@ -535,27 +533,25 @@ AVX2 NO_MEMCPY static void input_gradient_phases(float *restrict dx, const float
   }
 }
 
-AVX2 NO_MEMCPY static void forward_phases(float *out, const float *x, const float *taps, float bias,
-                                pcd_depthwise_geometry g, float *scratch) {
+AVX2 NO_MEMCPY static void forward_phases(float *out, const float *xs, const float *taps, float bias,
+                                          pcd_depthwise_geometry g) {
   const int oh = out_extent(g.h, g), ow = out_extent(g.w, g);
-  int off[49];
-  split_x(scratch, x, g);
   if (g.stride == 1 && g.k == 3 && banded &&
-      correlate3_banded(out, ow, scratch, g.w + 2 * g.padding, taps, bias, g.dilation, oh, ow))
+      correlate3_banded(out, ow, xs, g.w + 2 * g.padding, taps, bias, g.dilation, oh, ow))
     return;
+  int off[49];
   split_offsets(off, g);
-  correlate(out, ow, scratch, g.stride * (g.w + 2 * g.padding), off, taps, g.k * g.k, bias, oh, ow);
+  correlate(out, ow, xs, g.stride * (g.w + 2 * g.padding), off, taps, g.k * g.k, bias, oh, ow);
 }
 
-AVX2 NO_MEMCPY static void backward_phases(float *dx, float *dtaps, const float *gout, const float *x,
-                                 const float *taps, pcd_depthwise_geometry g, float *scratch) {
+AVX2 NO_MEMCPY static void backward_phases(float *dx, float *dtaps, const float *gout, const float *xs,
+                                           const float *taps, pcd_depthwise_geometry g, float *scratch) {
   const int wp = g.w + 2 * g.padding;
   const phase_plan plan = plan_of(g);
   if (dtaps) {
     int off[49];
-    split_x(scratch, x, g);
     split_offsets(off, g);
-    tap_sums(dtaps, gout, scratch, g.stride * wp, off, g.k * g.k, plan.oh, plan.ow);
+    tap_sums(dtaps, gout, xs, g.stride * wp, off, g.k * g.k, plan.oh, plan.ow);
   }
   if (dx) {
     float *gpad = scratch + (g.h + 2 * g.padding) * wp;
@@ -566,24 +562,52 @@ AVX2 NO_MEMCPY static void backward_phases(float *dx, float *dtaps, const float 
 
 // ---- Entry points ----
 
-void pcd_depthwise_forward(float *out, const float *x, const float *taps, float bias,
-                           pcd_depthwise_geometry g, float *scratch) {
+long pcd_depthwise_split_count(pcd_depthwise_geometry g) {
+  return (long)(g.h + 2 * g.padding) * (g.w + 2 * g.padding);
+}
+
+void pcd_depthwise_split(float *split, const float *x, pcd_depthwise_geometry g) {
 #if HAVE_AVX2_BUILD
   if (use_phases(g)) {
-    forward_phases(out, x, taps, bias, g, scratch);
+    split_x(split, x, g);
     return;
   }
 #endif
-  forward_generic(out, x, taps, bias, g, scratch);
+  pad_copy(split, x, g);
+}
+
+void pcd_depthwise_forward_split(float *out, const float *split, const float *taps, float bias,
+                                 pcd_depthwise_geometry g) {
+#if HAVE_AVX2_BUILD
+  if (use_phases(g)) {
+    forward_phases(out, split, taps, bias, g);
+    return;
+  }
+#endif
+  forward_generic(out, split, taps, bias, g);
+}
+
+void pcd_depthwise_backward_split(float *dx, float *dtaps, const float *gout, const float *split,
+                                  const float *taps, pcd_depthwise_geometry g, float *scratch) {
+#if HAVE_AVX2_BUILD
+  if (use_phases(g)) {
+    backward_phases(dx, dtaps, gout, split, taps, g, scratch);
+    return;
+  }
+#endif
+  backward_generic(dx, dtaps, gout, split, taps, g, scratch);
+}
+
+// The split plane is the scratch's first pcd_depthwise_split_count floats, where the kernels
+// above keep nothing else.
+void pcd_depthwise_forward(float *out, const float *x, const float *taps, float bias,
+                           pcd_depthwise_geometry g, float *scratch) {
+  pcd_depthwise_split(scratch, x, g);
+  pcd_depthwise_forward_split(out, scratch, taps, bias, g);
 }
 
 void pcd_depthwise_backward(float *dx, float *dtaps, const float *gout, const float *x,
                             const float *taps, pcd_depthwise_geometry g, float *scratch) {
-#if HAVE_AVX2_BUILD
-  if (use_phases(g)) {
-    backward_phases(dx, dtaps, gout, x, taps, g, scratch);
-    return;
-  }
-#endif
-  backward_generic(dx, dtaps, gout, x, taps, g, scratch);
+  if (dtaps) pcd_depthwise_split(scratch, x, g);  // only the tap gradients read x
+  pcd_depthwise_backward_split(dx, dtaps, gout, scratch, taps, g, scratch);
 }

@@ -220,19 +220,23 @@ func depthwisePointwiseBackward(
   let pointwiseCount = o * c
   let pointwisePartial = dpointwise.map { _ in Storage(count: chunks * pointwiseCount, zeroed: true) }
   let tapPartial = ddepthwise.map { _ in Storage(count: n * c * kk, zeroed: true) }
-  let kernelScratch = pcd_depthwise_scratch_count(kg)
-  let perChunk = kernelScratch + 2 * c * ohw + (adding ? hw : 0)
+  // Each sample's C input planes are split (padded) once, for the recomputed forward and again
+  // for the tap gradients, into C split planes per chunk.
+  let (kernelScratch, splitCount) = (pcd_depthwise_scratch_count(kg), pcd_depthwise_split_count(kg))
+  let perChunk = kernelScratch + c * splitCount + 2 * c * ohw + (adding ? hw : 0)
   let scratch = Storage(count: chunks * perChunk, zeroed: true)
   WorkerPool.shared.run(chunks) { chunk in
     let lo = n * chunk / chunks, hi = n * (chunk + 1) / chunks
     let kernelPlanes = scratch.pointer + chunk * perChunk
-    let middle = kernelPlanes + kernelScratch, middleGradient = middle + c * ohw
+    let splits = kernelPlanes + kernelScratch
+    let middle = splits + c * splitCount, middleGradient = middle + c * ohw
     let addend = middleGradient + c * ohw  // the plane to add, when adding
     let dpwAcc = pointwisePartial.map { $0.pointer + chunk * pointwiseCount }
     for s in lo..<hi {
       let xs = x + s * c * hw, gs = dout + s * o * ohw
       for ch in 0..<c {
-        pcd_depthwise_forward(middle + ch * ohw, xs + ch * hw, depthwiseWeight + ch * kk, 0, kg, kernelPlanes)
+        pcd_depthwise_split(splits + ch * splitCount, xs + ch * hw, kg)
+        pcd_depthwise_forward_split(middle + ch * ohw, splits + ch * splitCount, depthwiseWeight + ch * kk, 0, kg)
       }
       if let dpwAcc {
         // dW (O, C) += dout_s (O, HoWo) · middle (C, HoWo)ᵀ
@@ -247,9 +251,9 @@ func depthwisePointwiseBackward(
         beta: 0, c: middleGradient, ldc: ohw)
       for ch in 0..<c {
         let plane = s * c + ch
-        pcd_depthwise_backward(
+        pcd_depthwise_backward_split(
           dx.map { adding ? addend : $0 + plane * hw }, tapPartial.map { $0.pointer + plane * kk },
-          middleGradient + ch * ohw, xs + ch * hw, depthwiseWeight + ch * kk, kg, kernelPlanes)
+          middleGradient + ch * ohw, splits + ch * splitCount, depthwiseWeight + ch * kk, kg, kernelPlanes)
         if adding, let dx { axpy(hw, 1, addend, dx + plane * hw) }
       }
     }

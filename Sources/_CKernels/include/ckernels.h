@@ -29,6 +29,18 @@ void pcd_depthwise_forward(float *out, const float *x, const float *taps, float 
 void pcd_depthwise_backward(float *dx, float *dtaps, const float *gout, const float *x,
                             const float *taps, pcd_depthwise_geometry g, float *scratch);
 
+/// The same in two steps, for a caller that runs both passes on one plane (a recomputing
+/// backward): pcd_depthwise_split writes x into a plane of pcd_depthwise_split_count floats,
+/// zeroed once, whose border it keeps zero (the zero-padded plane; at stride 2 with its even and
+/// odd columns side by side), and the _split entry points read x from there. Their scratch is
+/// pcd_depthwise_scratch_count floats as above, zeroed once.
+long pcd_depthwise_split_count(pcd_depthwise_geometry g);
+void pcd_depthwise_split(float *split, const float *x, pcd_depthwise_geometry g);
+void pcd_depthwise_forward_split(float *out, const float *split, const float *taps, float bias,
+                                 pcd_depthwise_geometry g);
+void pcd_depthwise_backward_split(float *dx, float *dtaps, const float *gout, const float *split,
+                                  const float *taps, pcd_depthwise_geometry g, float *scratch);
+
 /// Switches the banded stride-1 3 × 3 depthwise forward on or off (on by default) and returns the
 /// previous setting. Both settings give the same bits; tests compare them.
 int pcd_depthwise_set_banded(int on);
