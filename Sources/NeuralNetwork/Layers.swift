@@ -44,10 +44,11 @@ public final class Conv2d: Layer {
   }
 
   /// `pointwise(self(x))` as one op that recomputes this layer's output in its backward pass
-  /// instead of keeping it (``depthwisePointwiseConv2d(_:depthwiseWeight:pointwiseWeight:stride:padding:dilation:)``),
+  /// instead of keeping it (``depthwisePointwiseConv2d(_:depthwiseWeight:pointwiseWeight:stride:padding:dilation:reluInput:)``),
   /// when this layer is a depthwise convolution and `pointwise` a 1×1 one, both without bias;
-  /// `nil` otherwise. Values and gradients are the two layers', bit for bit.
-  public func followedByPointwise(_ pointwise: Conv2d, on x: Tensor) -> Tensor? {
+  /// `nil` otherwise. Values and gradients are the two layers', bit for bit. With `reluInput`,
+  /// `pointwise(self(relu(x)))`, the ReLU fused in too.
+  public func followedByPointwise(_ pointwise: Conv2d, on x: Tensor, reluInput: Bool = false) -> Tensor? {
     let c = weight.shape[0]
     guard bias == nil, pointwise.bias == nil, groups == c, weight.shape[1] == 1, x.rank == 4, x.shape[1] == c,
       pointwise.groups == 1, pointwise.stride == 1, pointwise.padding == 0, pointwise.weight.shape[1] == c,
@@ -55,7 +56,7 @@ public final class Conv2d: Layer {
     else { return nil }
     return depthwisePointwiseConv2d(
       x, depthwiseWeight: weight, pointwiseWeight: pointwise.weight, stride: stride, padding: padding,
-      dilation: dilation)
+      dilation: dilation, reluInput: reluInput)
   }
 }
 

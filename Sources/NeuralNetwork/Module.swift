@@ -98,25 +98,37 @@ public final class Sequential: Layer {
   /// Applies a run of this Sequential's layers in order; a batch norm directly followed by a
   /// ReLU runs as one fused op (``batchNormReLU(_:weight:bias:state:training:)``), and so does a
   /// depthwise convolution directly followed by a 1×1 one when ``Engine/recomputesDepthwiseOutputs``
-  /// is set (``Conv2d/followedByPointwise(_:on:)``, which keeps less for the backward pass).
+  /// is set (``Conv2d/followedByPointwise(_:on:reluInput:)``, which keeps less for the backward
+  /// pass), with a ReLU just before them too (no ReLU tensor is written).
   public func apply(_ run: ArraySlice<Layer>, to x: Tensor) -> Tensor {
     var (out, i) = (x, run.startIndex)
     while i < run.endIndex {
       if let norm = run[i] as? BatchNorm2d, i + 1 < run.endIndex, run[i + 1] is ReLU {
         out = norm.followedByReLU(out)
         i += 2
-      } else if Engine.recomputesDepthwiseOutputs, let depthwise = run[i] as? Conv2d, i + 1 < run.endIndex,
-        let pointwise = run[i + 1] as? Conv2d,
-        let fused = depthwise.followedByPointwise(pointwise, on: out)
-      {
+      } else if let (fused, count) = depthwisePointwise(run[i...], on: out) {
         out = fused
-        i += 2
+        i += count
       } else {
         out = run[i](out)
         i += 1
       }
     }
     return out
+  }
+
+  /// The fused depthwise → 1×1 op at the start of `run`, with a leading ReLU when there is one,
+  /// and the number of layers it replaces; nil when `run` does not start that way or
+  /// ``Engine/recomputesDepthwiseOutputs`` is off.
+  private func depthwisePointwise(_ run: ArraySlice<Layer>, on x: Tensor) -> (Tensor, Int)? {
+    guard Engine.recomputesDepthwiseOutputs else { return nil }
+    let start = run.startIndex
+    let relu = run[start] is ReLU
+    let first = start + (relu ? 1 : 0)
+    guard first + 1 < run.endIndex, let depthwise = run[first] as? Conv2d, let pointwise = run[first + 1] as? Conv2d,
+      let fused = depthwise.followedByPointwise(pointwise, on: x, reluInput: relu)
+    else { return nil }
+    return (fused, relu ? 3 : 2)
   }
 }
 

@@ -64,7 +64,7 @@ public enum Engine {
 
   /// Whether a depthwise convolution followed by a 1×1 one (the halves of DARTS's separable and
   /// dilated convolutions, in a `Sequential`) runs as
-  /// ``depthwisePointwiseConv2d(_:depthwiseWeight:pointwiseWeight:stride:padding:dilation:)``,
+  /// ``depthwisePointwiseConv2d(_:depthwiseWeight:pointwiseWeight:stride:padding:dilation:reluInput:)``,
   /// which recomputes the depthwise output in the backward pass instead of keeping it. The values
   /// and gradients are the same bit for bit; the peak memory of a search step falls by about a
   /// quarter (a third at K = 1), and with each sample's depthwise planes kept in cache it is no

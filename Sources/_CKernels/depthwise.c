@@ -120,11 +120,17 @@ long pcd_depthwise_scratch_count(pcd_depthwise_geometry g) {
 
 // ---- Generic path ----
 
-static void pad_copy(float *restrict xpad, const float *restrict x, pcd_depthwise_geometry g) {
+/// relu(v) as torch.relu and pcd_relu_forward compute it: negatives become 0; NaN and −0 stay.
+static inline float relu_of(float v) { return v < 0 ? 0 : v; }
+
+static void pad_copy(float *restrict xpad, const float *restrict x, int relu, pcd_depthwise_geometry g) {
   const int wp = g.w + 2 * g.padding;
   for (int r = 0; r < g.h; r++) {
     float *restrict dst = xpad + (r + g.padding) * wp + g.padding;
-    for (int q = 0; q < g.w; q++) dst[q] = x[r * g.w + q];
+    if (relu)
+      for (int q = 0; q < g.w; q++) dst[q] = relu_of(x[r * g.w + q]);
+    else
+      for (int q = 0; q < g.w; q++) dst[q] = x[r * g.w + q];
   }
 }
 
@@ -186,17 +192,35 @@ AVX2 NO_MEMCPY static inline void copy_row(float *restrict dst, const float *res
   }
 }
 
-/// Writes x into the interior of the split padded plane (row stride wp; the border, never
+/// relu of 8 floats as relu_of: lanes below zero become 0 (an ordered comparison, false for NaN).
+AVX2 static inline __m256 relu8(__m256 v) {
+  return _mm256_blendv_ps(v, _mm256_setzero_ps(), _mm256_cmp_ps(v, _mm256_setzero_ps(), _CMP_LT_OQ));
+}
+
+/// copy_row of relu(src).
+AVX2 NO_MEMCPY static inline void copy_row_relu(float *restrict dst, const float *restrict src, int n) {
+  static const int lanes[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
+  int q = 0;
+  for (; q + 8 <= n; q += 8) _mm256_storeu_ps(dst + q, relu8(_mm256_loadu_ps(src + q)));
+  if (q < n) {
+    const __m256i mask = _mm256_loadu_si256((const __m256i *)(lanes + 8 - (n - q)));
+    _mm256_maskstore_ps(dst + q, mask, relu8(_mm256_maskload_ps(src + q, mask)));
+  }
+}
+
+/// Writes x (relu(x) when `relu`) into the interior of the split padded plane (row stride wp; the border, never
 /// written, stays zero). Stride 2 with an even dilation reads only even padded rows, so the odd
 /// ones are skipped.
-AVX2 NO_MEMCPY static void split_x(float *restrict xs, const float *restrict x, pcd_depthwise_geometry g) {
+AVX2 NO_MEMCPY static void split_x(float *restrict xs, const float *restrict x, int relu,
+                                   pcd_depthwise_geometry g) {
   const int p = g.padding, wp = g.w + 2 * p;
   for (int r = 0; r < g.h; r++) {
     const int R = r + p;
     const float *restrict src = x + r * g.w;
     float *restrict row = xs + R * wp;
     if (g.stride == 1) {
-      copy_row(row + p, src, g.w);
+      if (relu) copy_row_relu(row + p, src, g.w);
+      else copy_row(row + p, src, g.w);
       continue;
     }
     if (g.dilation % 2 == 0 && R % 2 == 1) continue;
@@ -207,7 +231,8 @@ AVX2 NO_MEMCPY static void split_x(float *restrict xs, const float *restrict x, 
     float *restrict odd_dst = half[(p + 1) & 1] + (p + 1) / 2;  // x[j], j odd
     int j = 0;
     for (; j + 16 <= g.w; j += 16) {
-      const __m256 a = _mm256_loadu_ps(src + j), b = _mm256_loadu_ps(src + j + 8);
+      __m256 a = _mm256_loadu_ps(src + j), b = _mm256_loadu_ps(src + j + 8);
+      if (relu) a = relu8(a), b = relu8(b);
       // shuffle_ps picks within 128-bit lanes; permute4x64 puts the lanes back in order.
       const __m256 ev = _mm256_castpd_ps(_mm256_permute4x64_pd(
           _mm256_castps_pd(_mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0))), _MM_SHUFFLE(3, 1, 2, 0)));
@@ -216,7 +241,7 @@ AVX2 NO_MEMCPY static void split_x(float *restrict xs, const float *restrict x, 
       _mm256_storeu_ps(even_dst + j / 2, ev);
       _mm256_storeu_ps(odd_dst + j / 2, od);
     }
-    for (; j < g.w; j++) (j % 2 ? odd_dst : even_dst)[j / 2] = src[j];
+    for (; j < g.w; j++) (j % 2 ? odd_dst : even_dst)[j / 2] = relu ? relu_of(src[j]) : src[j];
   }
 }
 
@@ -566,14 +591,14 @@ long pcd_depthwise_split_count(pcd_depthwise_geometry g) {
   return (long)(g.h + 2 * g.padding) * (g.w + 2 * g.padding);
 }
 
-void pcd_depthwise_split(float *split, const float *x, pcd_depthwise_geometry g) {
+void pcd_depthwise_split(float *split, const float *x, int relu, pcd_depthwise_geometry g) {
 #if HAVE_AVX2_BUILD
   if (use_phases(g)) {
-    split_x(split, x, g);
+    split_x(split, x, relu, g);
     return;
   }
 #endif
-  pad_copy(split, x, g);
+  pad_copy(split, x, relu, g);
 }
 
 void pcd_depthwise_forward_split(float *out, const float *split, const float *taps, float bias,
@@ -602,12 +627,12 @@ void pcd_depthwise_backward_split(float *dx, float *dtaps, const float *gout, co
 // above keep nothing else.
 void pcd_depthwise_forward(float *out, const float *x, const float *taps, float bias,
                            pcd_depthwise_geometry g, float *scratch) {
-  pcd_depthwise_split(scratch, x, g);
+  pcd_depthwise_split(scratch, x, 0, g);
   pcd_depthwise_forward_split(out, scratch, taps, bias, g);
 }
 
 void pcd_depthwise_backward(float *dx, float *dtaps, const float *gout, const float *x,
                             const float *taps, pcd_depthwise_geometry g, float *scratch) {
-  if (dtaps) pcd_depthwise_split(scratch, x, g);  // only the tap gradients read x
+  if (dtaps) pcd_depthwise_split(scratch, x, 0, g);  // only the tap gradients read x
   pcd_depthwise_backward_split(dx, dtaps, gout, scratch, taps, g, scratch);
 }

@@ -32,6 +32,34 @@ final class SequentialTests: XCTestCase {
     XCTAssertEqual(kept[0] - kept[1], 2 * 4 * 10 * 10 * 4, "recomputation keeps no depthwise output")
   }
 
+  func testReLUBeforeDepthwiseThenPointwiseIsFusedWithThemAndWritesNoReLUTensor() {
+    var rng = SeededGenerator(seed: 62)
+    let layers = Sequential([
+      ReLU(),
+      Conv2d(inChannels: 4, outChannels: 4, kernelSize: 3, padding: 1, groups: 4, rng: &rng),
+      Conv2d(inChannels: 4, outChannels: 6, kernelSize: 1, rng: &rng),
+    ])
+    let x = Tensor.randomNormal([2, 4, 10, 10], using: &rng, requiresGrad: true)
+    let saved = Engine.recomputesDepthwiseOutputs
+    defer { Engine.recomputesDepthwiseOutputs = saved }
+    var outputs: [[Float]] = [], kept: [Int] = [], gradients: [[Float]] = []
+    for recompute in [false, true] {
+      Engine.recomputesDepthwiseOutputs = recompute
+      let before = MemoryStats.liveBytes
+      let y = layers(x)
+      kept.append(MemoryStats.liveBytes - before)
+      y.backward(gradient: Tensor(repeating: 1, shape: y.shape))
+      outputs.append(y.scalars)
+      gradients.append(x.grad!.scalars + layers.parameters().flatMap { $0.grad!.scalars })
+      x.zeroGrad()
+      layers.zeroGrad()
+    }
+    XCTAssertEqual(outputs[0], outputs[1], "the same values either way")
+    XCTAssertEqual(gradients[0], gradients[1], "the same gradients either way")
+    XCTAssertEqual(kept[1], 2 * 6 * 10 * 10 * 4, "fused, only the output is kept")
+    XCTAssertEqual(kept[0] - kept[1], 2 * 2 * 4 * 10 * 10 * 4, "no ReLU output and no depthwise output")
+  }
+
   func testBatchNormThenReLUInASequentialEqualsTheLayersAppliedOneByOne() {
     var rng = SeededGenerator(seed: 60)
     let x = Tensor.randomNormal([3, 2, 6, 7], std: 2, using: &rng, requiresGrad: true)

@@ -181,6 +181,44 @@ final class GradientCheckTests: XCTestCase {
     }
   }
 
+  func testDepthwiseThenPointwiseThroughReLUEqualsReLUThenTheOpBitForBit() {
+    forEachKernelBuild { build in
+      for (stride, padding, dilation, kernel) in [(1, 1, 1, 3), (2, 2, 1, 5), (1, 2, 2, 3), (2, 4, 2, 5)] {
+        // Half the inputs negative and none near 0, where the ReLU has its kink.
+        let x = spreadInput([2, 4, 9, 8], seed: 80)
+        let dw = randomInput([4, 1, kernel, kernel], seed: 81), pw = randomInput([6, 4, 1, 1], seed: 82)
+        let what = "\(build) stride \(stride) dilation \(dilation) kernel \(kernel)"
+        func op(_ input: Tensor, reluInput: Bool) -> Tensor {
+          depthwisePointwiseConv2d(
+            input, depthwiseWeight: dw, pointwiseWeight: pw, stride: stride, padding: padding, dilation: dilation,
+            reluInput: reluInput)
+        }
+        checkGradients(what, inputs: [x, dw, pw]) {
+          depthwisePointwiseConv2d(
+            $0[0], depthwiseWeight: $0[1], pointwiseWeight: $0[2], stride: stride, padding: padding,
+            dilation: dilation, reluInput: true)
+        }
+        // Against relu then the op, with x's gradient written (its only reader) and then added
+        // (after another reader's): the same values in the same order, so equal bits.
+        let projection = randomInput(op(x, reluInput: true).shape, seed: 83)
+        var results: [[[Float]]] = []
+        for fused in [true, false] {
+          for t in [x, dw, pw] { t.zeroGrad() }
+          let y = fused ? op(x, reluInput: true) : op(relu(x), reluInput: false)
+          y.backward(gradient: projection)
+          let written = [x, dw, pw].map { $0.grad!.scalars }
+          x.zeroGrad()
+          scale(x, by: 3).backward(gradient: Tensor(repeating: 1, shape: x.shape))
+          (fused ? op(x, reluInput: true) : op(relu(x), reluInput: false)).backward(gradient: projection)
+          results.append([y.scalars] + written + [x.grad!.scalars])
+        }
+        for (k, name) in ["output", "dx", "ddepthwise", "dpointwise", "dx added"].enumerated() {
+          XCTAssertEqual(results[0][k], results[1][k], "\(what): \(name)")
+        }
+      }
+    }
+  }
+
   func testNormalizedWeightedSumHasExactGradients() {
     // Two normalised terms and one identity term; 20 values per plane leave a vector tail.
     let xs = (0..<3).map { randomInput([3, 2, 4, 5], seed: 30 + UInt64($0)) }

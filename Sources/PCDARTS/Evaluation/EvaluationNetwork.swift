@@ -196,11 +196,12 @@ public final class EvaluationCell: Module {
   /// - Returns: (N, concat.count·C, H/s, W/s).
   public func callAsFunction(activated r0: Tensor, _ r1: Tensor, pathScales: [[Float]?]? = nil) -> Tensor {
     var states = [preprocess0(afterReLU: r0), preprocess1(afterReLU: r1)]
-    // ReLU of each node, computed once for every operation that starts with it.
+    // ReLU of each node, computed once for every operation that starts with it, unless the
+    // operation fuses its ReLU into its first convolution (then no ReLU tensor is written).
     var activated: [Tensor?] = [nil, nil]
     func apply(_ k: Int) -> Tensor {
       let j = inputs[k]
-      guard let op = ops[k] as? ReLUFirstLayer else { return ops[k](states[j]) }
+      guard let op = ops[k] as? ReLUFirstLayer, !op.fusesLeadingReLU else { return ops[k](states[j]) }
       if activated[j] == nil { activated[j] = relu(states[j]) }
       return op(afterReLU: activated[j]!)
     }

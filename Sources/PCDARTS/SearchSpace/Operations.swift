@@ -12,6 +12,13 @@ import TensorEngine
 public protocol ReLUFirstLayer: Layer {
   /// The layer applied to an input that has already gone through ReLU.
   func callAsFunction(afterReLU r: Tensor) -> Tensor
+  /// Whether `callAsFunction(_:)` fuses its leading ReLU into its first op, so that no ReLU
+  /// tensor is written: a caller then passes the raw input rather than sharing a ReLU tensor.
+  var fusesLeadingReLU: Bool { get }
+}
+
+extension ReLUFirstLayer {
+  public var fusesLeadingReLU: Bool { false }
 }
 
 /// What a candidate operation offers the mixed op that runs it, so that work shared by several
@@ -120,6 +127,8 @@ public final class DilConv: Layer, ReLUFirstLayer, FusableCandidate {
   public override func callAsFunction(_ x: Tensor) -> Tensor { op(x) }
   /// The layers after the leading ReLU, applied to `r` = ReLU(x).
   public func callAsFunction(afterReLU r: Tensor) -> Tensor { applyAfterReLU(op, r) }
+  /// Whether `op` runs its ReLU → depthwise → 1×1 start as one op (``Sequential/apply(_:to:)``).
+  public var fusesLeadingReLU: Bool { Engine.recomputesDepthwiseOutputs }
   /// The layers between the leading ReLU and the last batch norm, on the input's ReLU.
   public func output(on input: EdgeInput) -> CandidateOutput {
     .beforeNorm(applyBetweenReLUAndNorm(op, input.activated), norm: outputNorm)
@@ -168,6 +177,8 @@ public final class SepConv: Layer, ReLUFirstLayer, FusableCandidate {
   public override func callAsFunction(_ x: Tensor) -> Tensor { op(x) }
   /// The layers after the leading ReLU, applied to `r` = ReLU(x).
   public func callAsFunction(afterReLU r: Tensor) -> Tensor { applyAfterReLU(op, r) }
+  /// Whether `op` runs its ReLU → depthwise → 1×1 start as one op (``Sequential/apply(_:to:)``).
+  public var fusesLeadingReLU: Bool { Engine.recomputesDepthwiseOutputs }
   /// The layers between the leading ReLU and the last batch norm, on the input's ReLU.
   public func output(on input: EdgeInput) -> CandidateOutput {
     .beforeNorm(applyBetweenReLUAndNorm(op, input.activated), norm: outputNorm)

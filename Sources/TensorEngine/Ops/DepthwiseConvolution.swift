@@ -108,16 +108,24 @@ func depthwiseBackward(
 /// from `x`, which the depthwise half keeps anyway. One (N, C, Ho, Wo) tensor less per pair is
 /// alive between the forward and the backward pass, for one more depthwise forward pass.
 ///
+/// With `reluInput` it convolves `relu(x)` (DARTS's ReLU before a separable or dilated
+/// convolution) without writing that tensor: each plane is rectified as the kernels pad it, and in
+/// the backward pass each plane of the input gradient is masked where x ≤ 0 as ``relu(_:)``'s
+/// backward masks it, then written or added to x's gradient. Values equal
+/// `depthwisePointwiseConv2d(relu(x), …)` bit for bit, and so does x's gradient where this is
+/// x's only reader (with several readers the sum is the same but may be added in another order).
+///
 /// - Parameters:
 ///   - x: (N, C, H, W).
 ///   - depthwiseWeight: (C, 1, K, K).
 ///   - pointwiseWeight: (O, C, 1, 1).
 ///   - stride, padding, dilation: of the depthwise convolution.
+///   - reluInput: convolve relu(x) instead of x.
 /// - Returns: (N, O, Ho, Wo), Ho and Wo as for ``conv2d(_:weight:bias:stride:padding:dilation:groups:)``.
 /// - Precondition: the weights' shapes fit `x`; the output is not empty.
 public func depthwisePointwiseConv2d(
   _ x: Tensor, depthwiseWeight: Tensor, pointwiseWeight: Tensor, stride: Int = 1, padding: Int = 0,
-  dilation: Int = 1
+  dilation: Int = 1, reluInput: Bool = false
 ) -> Tensor {
   checkNCHW(x, "depthwisePointwiseConv2d")
   let (n, c, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
@@ -139,7 +147,7 @@ public func depthwisePointwiseConv2d(
   let o = pointwiseWeight.shape[0]
   let out = Tensor.uninitialized([n, o, geo.outH, geo.outW])
   depthwisePointwiseForward(
-    out: out.pointer, x: x.pointer, depthwiseWeight: depthwiseWeight.pointer,
+    out: out.pointer, x: x.pointer, reluInput: reluInput, depthwiseWeight: depthwiseWeight.pointer,
     pointwiseWeight: pointwiseWeight.pointer, n: n, c: c, o: o, geo: geo)
   let target = x.gradientAccumulator  // x's gradient goes straight into its buffer, as above
   return record(out, inputs: [x, depthwiseWeight, pointwiseWeight]) { g in
@@ -148,8 +156,9 @@ public func depthwisePointwiseConv2d(
     let dpw = pointwiseWeight.requiresGrad ? Tensor(zeros: pointwiseWeight.shape) : nil
     depthwisePointwiseBackward(
       dx: dx?.buffer.pointer, addingToDx: dx.map { !$0.isFresh } ?? false, ddepthwise: ddw?.pointer,
-      dpointwise: dpw?.pointer, dout: g.pointer, x: x.pointer, depthwiseWeight: depthwiseWeight.pointer,
-      pointwiseWeight: pointwiseWeight.pointer, n: n, c: c, o: o, geo: geo)
+      dpointwise: dpw?.pointer, dout: g.pointer, x: x.pointer, reluInput: reluInput,
+      depthwiseWeight: depthwiseWeight.pointer, pointwiseWeight: pointwiseWeight.pointer, n: n, c: c, o: o,
+      geo: geo)
     return [nil, ddw, dpw]
   }
 }
@@ -162,10 +171,12 @@ public func depthwisePointwiseConv2d(
 // order as `depthwiseForward`, `convForward`, `convBackward` and `depthwiseBackward` would take
 // them, so the values are theirs bit for bit (GradientCheckTests).
 
-/// out (N, O, Ho, Wo) = pointwise (O, C) · depthwise(x (N, C, H, W), taps (C, 1, K, K)).
+/// out (N, O, Ho, Wo) = pointwise (O, C) · depthwise(x (N, C, H, W), taps (C, 1, K, K)), of
+/// relu(x) with `reluInput`.
 func depthwisePointwiseForward(
-  out: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, depthwiseWeight: UnsafePointer<Float>,
-  pointwiseWeight: UnsafePointer<Float>, n: Int, c: Int, o: Int, geo: ConvGeometry
+  out: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, reluInput: Bool,
+  depthwiseWeight: UnsafePointer<Float>, pointwiseWeight: UnsafePointer<Float>, n: Int, c: Int, o: Int,
+  geo: ConvGeometry
 ) {
   let (hw, ohw) = (geo.inH * geo.inW, geo.outH * geo.outW)
   let kk = geo.kernelH * geo.kernelW
@@ -178,7 +189,9 @@ func depthwisePointwiseForward(
     let middle = scratch + kernelScratch
     for s in lo..<hi {
       for ch in 0..<c {
-        pcd_depthwise_forward(middle + ch * ohw, x + (s * c + ch) * hw, depthwiseWeight + ch * kk, 0, kg, scratch)
+        // The split plane is the first of the kernel's scratch, as pcd_depthwise_forward keeps it.
+        pcd_depthwise_split(scratch, x + (s * c + ch) * hw, reluInput ? 1 : 0, kg)
+        pcd_depthwise_forward_split(middle + ch * ohw, scratch, depthwiseWeight + ch * kk, 0, kg)
       }
       pcd_matmul_rows(out + s * o * ohw, pointwiseWeight, middle, o, c, ohw)
     }
@@ -186,12 +199,13 @@ func depthwisePointwiseForward(
 }
 
 /// The gradients of ``depthwisePointwiseForward`` from dout (N, O, Ho, Wo), recomputing each
-/// sample's depthwise planes: dx (N, C, H, W) is written, or added to with `addingToDx`;
-/// ddepthwise (C, 1, K, K) and dpointwise (O, C) are accumulated (`+=`); any may be `nil`.
+/// sample's depthwise planes: dx (N, C, H, W) is written, or added to with `addingToDx` (with
+/// `reluInput`, each plane masked where x ≤ 0 first); ddepthwise (C, 1, K, K) and dpointwise
+/// (O, C) are accumulated (`+=`); any may be `nil`.
 func depthwisePointwiseBackward(
   dx: UnsafeMutablePointer<Float>?, addingToDx: Bool, ddepthwise: UnsafeMutablePointer<Float>?,
   dpointwise: UnsafeMutablePointer<Float>?, dout: UnsafePointer<Float>, x: UnsafePointer<Float>,
-  depthwiseWeight: UnsafePointer<Float>, pointwiseWeight: UnsafePointer<Float>,
+  reluInput: Bool, depthwiseWeight: UnsafePointer<Float>, pointwiseWeight: UnsafePointer<Float>,
   n: Int, c: Int, o: Int, geo: ConvGeometry
 ) {
   let (hw, ohw) = (geo.inH * geo.inW, geo.outH * geo.outW)
@@ -223,19 +237,21 @@ func depthwisePointwiseBackward(
   // Each sample's C input planes are split (padded) once, for the recomputed forward and again
   // for the tap gradients, into C split planes per chunk.
   let (kernelScratch, splitCount) = (pcd_depthwise_scratch_count(kg), pcd_depthwise_split_count(kg))
-  let perChunk = kernelScratch + c * splitCount + 2 * c * ohw + (adding ? hw : 0)
+  // A plane of dx goes through a scratch plane when it is added or masked.
+  let viaScratch = dx != nil && (adding || reluInput)
+  let perChunk = kernelScratch + c * splitCount + 2 * c * ohw + (viaScratch ? hw : 0)
   let scratch = Storage(count: chunks * perChunk, zeroed: true)
   WorkerPool.shared.run(chunks) { chunk in
     let lo = n * chunk / chunks, hi = n * (chunk + 1) / chunks
     let kernelPlanes = scratch.pointer + chunk * perChunk
     let splits = kernelPlanes + kernelScratch
     let middle = splits + c * splitCount, middleGradient = middle + c * ohw
-    let addend = middleGradient + c * ohw  // the plane to add, when adding
+    let plane = middleGradient + c * ohw  // a plane of dx, when it goes through scratch
     let dpwAcc = pointwisePartial.map { $0.pointer + chunk * pointwiseCount }
     for s in lo..<hi {
       let xs = x + s * c * hw, gs = dout + s * o * ohw
       for ch in 0..<c {
-        pcd_depthwise_split(splits + ch * splitCount, xs + ch * hw, kg)
+        pcd_depthwise_split(splits + ch * splitCount, xs + ch * hw, reluInput ? 1 : 0, kg)
         pcd_depthwise_forward_split(middle + ch * ohw, splits + ch * splitCount, depthwiseWeight + ch * kk, 0, kg)
       }
       if let dpwAcc {
@@ -250,11 +266,17 @@ func depthwisePointwiseBackward(
         transA: true, transB: false, m: c, n: ohw, k: o, alpha: 1, a: pointwiseWeight, lda: c, b: gs, ldb: ohw,
         beta: 0, c: middleGradient, ldc: ohw)
       for ch in 0..<c {
-        let plane = s * c + ch
+        let index = s * c + ch
         pcd_depthwise_backward_split(
-          dx.map { adding ? addend : $0 + plane * hw }, tapPartial.map { $0.pointer + plane * kk },
+          dx.map { viaScratch ? plane : $0 + index * hw }, tapPartial.map { $0.pointer + index * kk },
           middleGradient + ch * ohw, splits + ch * splitCount, depthwiseWeight + ch * kk, kg, kernelPlanes)
-        if adding, let dx { axpy(hw, 1, addend, dx + plane * hw) }
+        guard viaScratch, let dx else { continue }
+        let (target, input) = (dx + index * hw, xs + ch * hw)
+        switch (reluInput, adding) {
+        case (true, false): pcd_relu_backward(target, plane, input, hw)
+        case (true, true): pcd_relu_backward_add(target, plane, input, hw)
+        default: axpy(hw, 1, plane, target)
+        }
       }
     }
   }

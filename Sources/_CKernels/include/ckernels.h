@@ -30,12 +30,13 @@ void pcd_depthwise_backward(float *dx, float *dtaps, const float *gout, const fl
                             const float *taps, pcd_depthwise_geometry g, float *scratch);
 
 /// The same in two steps, for a caller that runs both passes on one plane (a recomputing
-/// backward): pcd_depthwise_split writes x into a plane of pcd_depthwise_split_count floats,
-/// zeroed once, whose border it keeps zero (the zero-padded plane; at stride 2 with its even and
-/// odd columns side by side), and the _split entry points read x from there. Their scratch is
+/// backward): pcd_depthwise_split writes x, or relu(x) as pcd_relu_forward computes it when
+/// `relu` is nonzero, into a plane of pcd_depthwise_split_count floats, zeroed once, whose border
+/// it keeps zero (the zero-padded plane; at stride 2 with its even and odd columns side by side),
+/// and the _split entry points read the input from there. Their scratch is
 /// pcd_depthwise_scratch_count floats as above, zeroed once.
 long pcd_depthwise_split_count(pcd_depthwise_geometry g);
-void pcd_depthwise_split(float *split, const float *x, pcd_depthwise_geometry g);
+void pcd_depthwise_split(float *split, const float *x, int relu, pcd_depthwise_geometry g);
 void pcd_depthwise_forward_split(float *out, const float *split, const float *taps, float bias,
                                  pcd_depthwise_geometry g);
 void pcd_depthwise_backward_split(float *dx, float *dtaps, const float *gout, const float *split,
