@@ -54,6 +54,14 @@ private func applyBetweenReLUAndNorm(_ op: Sequential, _ r: Tensor) -> Tensor {
   op.apply(op.layers.dropFirst().dropLast(), to: r)
 }
 
+/// The layers before the final batch norm of `layer`'s Sequential on an edge input: through the
+/// ReLU fused into the first op when the layer fuses it (no ReLU tensor), else on the edge's
+/// shared ReLU.
+private func applyBeforeNorm(_ layer: ReLUFirstLayer, _ op: Sequential, _ input: EdgeInput) -> Tensor {
+  layer.fusesLeadingReLU
+    ? op.apply(op.layers.dropLast(), to: input.part) : applyBetweenReLUAndNorm(op, input.activated)
+}
+
 /// ReLU → convolution → batch norm, as one `op` Sequential (names `op.1.weight`, `op.2.*`).
 public final class ReLUConvBN: Layer, ReLUFirstLayer, FusableCandidate {
   /// Sequential(ReLU, Conv2d, BatchNorm2d).
@@ -129,9 +137,9 @@ public final class DilConv: Layer, ReLUFirstLayer, FusableCandidate {
   public func callAsFunction(afterReLU r: Tensor) -> Tensor { applyAfterReLU(op, r) }
   /// Whether `op` runs its ReLU → depthwise → 1×1 start as one op (``Sequential/apply(_:to:)``).
   public var fusesLeadingReLU: Bool { Engine.recomputesDepthwiseOutputs }
-  /// The layers between the leading ReLU and the last batch norm, on the input's ReLU.
+  /// The layers before the last batch norm, the ReLU fused when ``fusesLeadingReLU``.
   public func output(on input: EdgeInput) -> CandidateOutput {
-    .beforeNorm(applyBetweenReLUAndNorm(op, input.activated), norm: outputNorm)
+    .beforeNorm(applyBeforeNorm(self, op, input), norm: outputNorm)
   }
 }
 
@@ -179,9 +187,9 @@ public final class SepConv: Layer, ReLUFirstLayer, FusableCandidate {
   public func callAsFunction(afterReLU r: Tensor) -> Tensor { applyAfterReLU(op, r) }
   /// Whether `op` runs its ReLU → depthwise → 1×1 start as one op (``Sequential/apply(_:to:)``).
   public var fusesLeadingReLU: Bool { Engine.recomputesDepthwiseOutputs }
-  /// The layers between the leading ReLU and the last batch norm, on the input's ReLU.
+  /// The layers before the last batch norm, the ReLU fused when ``fusesLeadingReLU``.
   public func output(on input: EdgeInput) -> CandidateOutput {
-    .beforeNorm(applyBetweenReLUAndNorm(op, input.activated), norm: outputNorm)
+    .beforeNorm(applyBeforeNorm(self, op, input), norm: outputNorm)
   }
 }
 
