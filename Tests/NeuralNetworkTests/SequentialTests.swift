@@ -1,4 +1,5 @@
-// Sequential's fused batch norm → ReLU against the two layers applied one by one.
+// Sequential's fusions (batch norm → ReLU; depthwise → 1×1, and a ReLU before them) against the layers
+// applied one by one.
 
 import NeuralNetwork
 import TensorEngine
@@ -6,13 +7,12 @@ import TestSupport
 import XCTest
 
 final class SequentialTests: XCTestCase {
-  func testDepthwiseThenPointwiseIsFusedOnlyWhenRecomputationIsOn() {
-    var rng = SeededGenerator(seed: 61)
-    let layers = Sequential([
-      Conv2d(inChannels: 4, outChannels: 4, kernelSize: 3, padding: 1, groups: 4, rng: &rng),
-      Conv2d(inChannels: 4, outChannels: 6, kernelSize: 1, rng: &rng),
-    ])
-    let x = Tensor.randomNormal([2, 4, 10, 10], using: &rng, requiresGrad: true)
+  /// Runs `layers(x)` and its backward pass with recomputation off, then on, asserts that the
+  /// outputs and the gradients of x and of the parameters are the same bits both times, and
+  /// returns the bytes kept between the passes each time.
+  private func keptBothWays(
+    _ layers: Sequential, _ x: Tensor, file: StaticString = #filePath, line: UInt = #line
+  ) -> [Int] {
     let saved = Engine.recomputesDepthwiseOutputs
     defer { Engine.recomputesDepthwiseOutputs = saved }
     var outputs: [[Float]] = [], kept: [Int] = [], gradients: [[Float]] = []
@@ -27,8 +27,19 @@ final class SequentialTests: XCTestCase {
       x.zeroGrad()
       layers.zeroGrad()
     }
-    XCTAssertEqual(outputs[0], outputs[1], "the same values either way")
-    XCTAssertEqual(gradients[0], gradients[1], "the same gradients either way")
+    XCTAssertEqual(outputs[0], outputs[1], "the same values either way", file: file, line: line)
+    XCTAssertEqual(gradients[0], gradients[1], "the same gradients either way", file: file, line: line)
+    return kept
+  }
+
+  func testDepthwiseThenPointwiseIsFusedOnlyWhenRecomputationIsOn() {
+    var rng = SeededGenerator(seed: 61)
+    let layers = Sequential([
+      Conv2d(inChannels: 4, outChannels: 4, kernelSize: 3, padding: 1, groups: 4, rng: &rng),
+      Conv2d(inChannels: 4, outChannels: 6, kernelSize: 1, rng: &rng),
+    ])
+    let x = Tensor.randomNormal([2, 4, 10, 10], using: &rng, requiresGrad: true)
+    let kept = keptBothWays(layers, x)
     XCTAssertEqual(kept[0] - kept[1], 2 * 4 * 10 * 10 * 4, "recomputation keeps no depthwise output")
   }
 
@@ -40,22 +51,7 @@ final class SequentialTests: XCTestCase {
       Conv2d(inChannels: 4, outChannels: 6, kernelSize: 1, rng: &rng),
     ])
     let x = Tensor.randomNormal([2, 4, 10, 10], using: &rng, requiresGrad: true)
-    let saved = Engine.recomputesDepthwiseOutputs
-    defer { Engine.recomputesDepthwiseOutputs = saved }
-    var outputs: [[Float]] = [], kept: [Int] = [], gradients: [[Float]] = []
-    for recompute in [false, true] {
-      Engine.recomputesDepthwiseOutputs = recompute
-      let before = MemoryStats.liveBytes
-      let y = layers(x)
-      kept.append(MemoryStats.liveBytes - before)
-      y.backward(gradient: Tensor(repeating: 1, shape: y.shape))
-      outputs.append(y.scalars)
-      gradients.append(x.grad!.scalars + layers.parameters().flatMap { $0.grad!.scalars })
-      x.zeroGrad()
-      layers.zeroGrad()
-    }
-    XCTAssertEqual(outputs[0], outputs[1], "the same values either way")
-    XCTAssertEqual(gradients[0], gradients[1], "the same gradients either way")
+    let kept = keptBothWays(layers, x)
     XCTAssertEqual(kept[1], 2 * 6 * 10 * 10 * 4, "fused, only the output is kept")
     XCTAssertEqual(kept[0] - kept[1], 2 * 2 * 4 * 10 * 10 * 4, "no ReLU output and no depthwise output")
   }
