@@ -43,6 +43,25 @@ public final class Conv2d: Layer {
     conv2d(x, weight: weight, bias: bias, stride: stride, padding: padding, dilation: dilation, groups: groups)
   }
 
+  /// Whether this is a depthwise convolution (groups = input channels = output channels), which
+  /// ``conv2d(_:weight:bias:stride:padding:dilation:groups:reluInput:)`` runs as its own kernel.
+  public var isDepthwise: Bool {
+    let channels = weight.shape[1] * groups
+    return groups == channels && weight.shape[0] == channels
+  }
+
+  /// `self(relu(x))` with the ReLU fused into the convolution
+  /// (``conv2d(_:weight:bias:stride:padding:dilation:groups:reluInput:)``): no ReLU tensor is
+  /// written, and values and gradients are those of the two layers. `nil` for a depthwise
+  /// convolution, whose ReLU fuses only together with a following 1×1 one
+  /// (``followedByPointwise(_:on:reluInput:)``).
+  public func fusingReLU(_ x: Tensor) -> Tensor? {
+    guard !isDepthwise else { return nil }
+    return conv2d(
+      x, weight: weight, bias: bias, stride: stride, padding: padding, dilation: dilation, groups: groups,
+      reluInput: true)
+  }
+
   /// `pointwise(self(x))` as one op that recomputes this layer's output in its backward pass
   /// instead of keeping it (``depthwisePointwiseConv2d(_:depthwiseWeight:pointwiseWeight:stride:padding:dilation:reluInput:)``),
   /// when this layer is a depthwise convolution and `pointwise` a 1×1 one, both without bias;

@@ -99,7 +99,9 @@ public final class Sequential: Layer {
   /// ReLU runs as one fused op (``batchNormReLU(_:weight:bias:state:training:)``), and so does a
   /// depthwise convolution directly followed by a 1×1 one when ``Engine/recomputesDepthwiseOutputs``
   /// is set (``Conv2d/followedByPointwise(_:on:reluInput:)``, which keeps less for the backward
-  /// pass), with a ReLU just before them too (no ReLU tensor is written).
+  /// pass), with a ReLU just before them too (no ReLU tensor is written). A ReLU directly
+  /// followed by any other convolution runs as that convolution of the ReLU
+  /// (``Conv2d/fusingReLU(_:)``), again without a ReLU tensor.
   public func apply(_ run: ArraySlice<Layer>, to x: Tensor) -> Tensor {
     var (out, i) = (x, run.startIndex)
     while i < run.endIndex {
@@ -109,6 +111,11 @@ public final class Sequential: Layer {
       } else if let (fused, count) = depthwisePointwise(run[i...], on: out) {
         out = fused
         i += count
+      } else if run[i] is ReLU, i + 1 < run.endIndex, let conv = run[i + 1] as? Conv2d,
+        let fused = conv.fusingReLU(out)
+      {
+        out = fused
+        i += 2
       } else {
         out = run[i](out)
         i += 1

@@ -56,6 +56,28 @@ final class SequentialTests: XCTestCase {
     XCTAssertEqual(kept[0] - kept[1], 2 * 2 * 4 * 10 * 10 * 4, "no ReLU output and no depthwise output")
   }
 
+  func testReLUBeforeAConvolutionIsFusedIntoItAndWritesNoReLUTensor() {
+    var rng = SeededGenerator(seed: 63)
+    let layers = Sequential([
+      ReLU(), Conv2d(inChannels: 4, outChannels: 6, kernelSize: 1, rng: &rng), ReLU(),
+      Conv2d(inChannels: 6, outChannels: 3, kernelSize: 3, stride: 2, padding: 1, rng: &rng),
+    ])
+    let x = Tensor.randomNormal([2, 4, 10, 10], using: &rng, requiresGrad: true)
+    let before = MemoryStats.liveBytes
+    let y = layers(x)
+    // Kept: the first convolution's output (the second's input) and the second's output; no ReLU.
+    XCTAssertEqual(MemoryStats.liveBytes - before, (2 * 6 * 10 * 10 + 2 * 3 * 5 * 5) * 4, "no ReLU tensor")
+    y.backward(gradient: Tensor(repeating: 1, shape: y.shape))
+    let fusedGradients = x.grad!.scalars + layers.parameters().flatMap { $0.grad!.scalars }
+    x.zeroGrad()
+    layers.zeroGrad()
+    let plain = layers.layers.reduce(x) { $1($0) }
+    plain.backward(gradient: Tensor(repeating: 1, shape: plain.shape))
+    XCTAssertEqual(y.scalars, plain.scalars, "the layers' values")
+    XCTAssertEqual(
+      fusedGradients, x.grad!.scalars + layers.parameters().flatMap { $0.grad!.scalars }, "the layers' gradients")
+  }
+
   func testBatchNormThenReLUInASequentialEqualsTheLayersAppliedOneByOne() {
     var rng = SeededGenerator(seed: 60)
     let x = Tensor.randomNormal([3, 2, 6, 7], std: 2, using: &rng, requiresGrad: true)

@@ -219,6 +219,49 @@ final class GradientCheckTests: XCTestCase {
     }
   }
 
+  func testConvolutionThroughReLUEqualsReLUThenTheConvolutionBitForBit() {
+    forEachKernelBuild { build in
+      // The direct 1×1 product, im2col (stride 2, a padded 3×3 with groups and a bias, a 2×2).
+      for (kernel, stride, padding, groups, bias) in [
+        (1, 1, 0, 1, false), (1, 2, 0, 1, false), (3, 1, 1, 2, true), (2, 1, 0, 1, false),
+      ] {
+        // Half the inputs negative and none near 0, where the ReLU has its kink.
+        let x = spreadInput([2, 4, 9, 8], seed: 90)
+        let w = randomInput([6, 4 / groups, kernel, kernel], seed: 91)
+        let b = bias ? randomInput([6], seed: 92) : nil
+        let what = "\(build) kernel \(kernel) stride \(stride) groups \(groups)"
+        func op(_ input: Tensor, reluInput: Bool) -> Tensor {
+          conv2d(input, weight: w, bias: b, stride: stride, padding: padding, groups: groups, reluInput: reluInput)
+        }
+        checkGradients(what, inputs: [x, w] + (b.map { [$0] } ?? [])) {
+          conv2d(
+            $0[0], weight: $0[1], bias: bias ? $0[2] : nil, stride: stride, padding: padding, groups: groups,
+            reluInput: true)
+        }
+        // Against relu then the convolution, with x's gradient written (its only reader) and then
+        // added (after another reader's): the same values in the same order, so equal bits.
+        let parameters = [w] + (b.map { [$0] } ?? [])
+        let projection = randomInput(op(x, reluInput: true).shape, seed: 93)
+        var results: [[[Float]]] = []
+        for fused in [true, false] {
+          for t in [x] + parameters { t.zeroGrad() }
+          let y = fused ? op(x, reluInput: true) : op(relu(x), reluInput: false)
+          y.backward(gradient: projection)
+          let written = ([x] + parameters).map { $0.grad!.scalars }
+          x.zeroGrad()
+          scale(x, by: 3).backward(gradient: Tensor(repeating: 1, shape: x.shape))
+          (fused ? op(x, reluInput: true) : op(relu(x), reluInput: false)).backward(gradient: projection)
+          results.append([y.scalars] + written + [x.grad!.scalars])
+        }
+        let names = ["output", "dx", "dweight"] + (bias ? ["dbias"] : []) + ["dx added"]
+        for (k, name) in names.enumerated() {
+          XCTAssertEqual(results[0][k], results[1][k], "\(what): \(name)")
+        }
+        XCTAssertTrue(results[0][1].contains(0) && results[0][1].contains { $0 != 0 }, "\(what): a masked dx")
+      }
+    }
+  }
+
   func testNormalizedWeightedSumHasExactGradients() {
     // Two normalised terms and one identity term; 20 values per plane leave a vector tail.
     let xs = (0..<3).map { randomInput([3, 2, 4, 5], seed: 30 + UInt64($0)) }

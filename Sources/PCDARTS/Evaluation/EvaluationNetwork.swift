@@ -113,15 +113,15 @@ public final class AuxiliaryHead: Module {
   /// `features`, `classifier`, the official attribute names.
   public override var children: [(String, Module)] { [("features", features), ("classifier", classifier)] }
 
-  /// The head applied to `r` = ReLU(x), x of shape (N, C, S, S), S in 8...10 (7...8 for the
-  /// ImageNet variant; ``inputSizeProblem(height:width:auxiliaryHead:stem:)`` names the images
-  /// that give those); returns (N, classes).
-  public func callAsFunction(afterReLU r: Tensor) -> Tensor {
-    let f = features.apply(features.layers.dropFirst(), to: r)
+  /// The head applied to x of shape (N, C, S, S), S in 8...10 (7...8 for the ImageNet variant;
+  /// ``inputSizeProblem(height:width:auxiliaryHead:stem:)`` names the images that give those);
+  /// returns (N, classes).
+  public func callAsFunction(_ x: Tensor) -> Tensor {
+    let f = features(x)
     precondition(
       f.shape[2] == 1 && f.shape[3] == 1,
       "AuxiliaryHead: expects maps of 8 to 10 pixels a side (a 32×32 image after two reductions; 7 or 8 for "
-        + "ImageNet's), got \(r.shape)")
+        + "ImageNet's), got \(x.shape)")
     return classifier(reshape(f, [f.shape[0], f.shape[1]]))
   }
 }
@@ -186,16 +186,16 @@ public final class EvaluationCell: Module {
     [("preprocess0", preprocess0), ("preprocess1", preprocess1), ("_ops", ops)]
   }
 
-  /// The cell applied to inputs that have already gone through ReLU (both preprocessing layers
-  /// start with it; the network computes each cell output's ReLU once for its two readers).
+  /// The cell.
   ///
   /// - Parameters:
-  ///   - r0, r1: relu(s0) and relu(s1), the outputs of the cells two back and one back.
+  ///   - s0, s1: the outputs of the cells two back and one back. Their ReLUs are never written:
+  ///     the 1×1 preprocessing convolutions rectify as they read.
   ///   - pathScales: per operation, N drop-path factors (0 for a dropped sample, 1/keep for a
   ///     kept one), or `nil` for an operation that is not dropped; `nil` for none at all.
   /// - Returns: (N, concat.count·C, H/s, W/s).
-  public func callAsFunction(activated r0: Tensor, _ r1: Tensor, pathScales: [[Float]?]? = nil) -> Tensor {
-    var states = [preprocess0(afterReLU: r0), preprocess1(afterReLU: r1)]
+  public func callAsFunction(_ s0: Tensor, _ s1: Tensor, pathScales: [[Float]?]? = nil) -> Tensor {
+    var states = [preprocess0(s0), preprocess1(s1)]
     // ReLU of each node, computed once for every operation that starts with it, unless the
     // operation fuses its ReLU into its first convolution (then no ReLU tensor is written).
     var activated: [Tensor?] = [nil, nil]
@@ -313,18 +313,16 @@ public final class EvaluationNetwork: Module {
   /// - Parameter x: (N, 3, 32, 32) (N, 3, 224, 224 with the ImageNet stem).
   /// - Returns: (N, classes) each.
   public func callAsFunction(_ x: Tensor) -> (logits: Tensor, auxiliaryLogits: Tensor?) {
-    // Every cell output feeds the ReLU at the start of two later cells' preprocessing (and of the
-    // auxiliary head); compute it once. The CIFAR stem's output feeds both inputs of cell 0.
-    var (r0, r1) = stemActivations(x, stem: stem, stem1: stem1)
-    var output = r1
+    // The CIFAR stem's output feeds both inputs of cell 0; every cell output the two cells after
+    // it (and the auxiliary head).
+    var (s0, s1) = stemOutputs(x, stem: stem, stem1: stem1)
+    var output = s1
     var auxiliaryLogits: Tensor?
     let dropping = isTraining && dropPathProbability > 0
     for (i, cell) in cells.modules.enumerated() {
-      output = cell(activated: r0, r1, pathScales: dropping ? drawPathScales(cell: i, x.shape[0]) : nil)
-      if i + 1 < cells.count { (r0, r1) = (r1, relu(output)) }
-      if i == config.auxiliaryCell, isTraining, let auxiliaryHead {
-        auxiliaryLogits = auxiliaryHead(afterReLU: i + 1 < cells.count ? r1 : relu(output))
-      }
+      output = cell(s0, s1, pathScales: dropping ? drawPathScales(cell: i, x.shape[0]) : nil)
+      (s0, s1) = (s1, output)
+      if i == config.auxiliaryCell, isTraining, let auxiliaryHead { auxiliaryLogits = auxiliaryHead(output) }
     }
     return (classifier(globalAvgPool2d(output)), auxiliaryLogits)
   }

@@ -11,7 +11,7 @@ import TensorEngine
 public final class Cell: Module {
   /// Bring the two inputs to C channels: `preprocess0` is a FactorizedReduce when the previous
   /// cell reduced, a 1×1 ReLUConvBN otherwise; `preprocess1` is always a 1×1 ReLUConvBN. Both
-  /// start with ReLU, so a cell can be applied to inputs already through it.
+  /// start with ReLU, which the ReLUConvBNs fuse into their convolutions.
   public let preprocess0: ReLUFirstLayer, preprocess1: ReLUFirstLayer
   /// One mixed op per edge, in the order (node 2: inputs 0, 1), (node 3: 0, 1, 2), …
   public let ops: ModuleList<MixedOp>
@@ -58,28 +58,17 @@ public final class Cell: Module {
   }
 
   /// - Parameters:
-  ///   - s0, s1: the outputs of the cells two back and one back, (N, ·, H, W).
+  ///   - s0, s1: the outputs of the cells two back and one back, (N, ·, H, W). Their ReLUs are
+  ///     never written: the 1×1 preprocessing convolutions rectify as they read.
   ///   - opWeights: (edges, primitives), softmax(α) row per edge.
   ///   - edgeWeights: (edges), the edge-normalised β weights.
-  /// - Returns: (N, multiplier·C, H/s, W/s).
-  public func callAsFunction(_ s0: Tensor, _ s1: Tensor, opWeights: Tensor, edgeWeights: Tensor) -> Tensor {
-    self(activated: relu(s0), relu(s1), opWeights: opWeights, edgeWeights: edgeWeights)
-  }
-
-  /// The cell applied to inputs that have already gone through ReLU (both preprocessing layers
-  /// start with it). The network uses this to compute each cell output's ReLU once for the two
-  /// cells that read it, which keeps one activation per cell instead of two.
-  /// - Parameters:
-  ///   - r0, r1: relu(s0) and relu(s1).
-  ///   - opWeights, edgeWeights: as for ``callAsFunction(_:_:opWeights:edgeWeights:)``.
   ///   - channelSubsets: per edge, the C/K channels of its input that go through its candidates
   ///     (``ChannelSampling/random``), or nil for the first C/K and a channel shuffle.
+  /// - Returns: (N, multiplier·C, H/s, W/s).
   public func callAsFunction(
-    activated r0: Tensor, _ r1: Tensor, opWeights: Tensor, edgeWeights: Tensor, channelSubsets: [[Int]]? = nil
+    _ s0: Tensor, _ s1: Tensor, opWeights: Tensor, edgeWeights: Tensor, channelSubsets: [[Int]]? = nil
   ) -> Tensor {
-    var states = MemoryStats.attributing(to: "forward: preprocessing") {
-      [preprocess0(afterReLU: r0), preprocess1(afterReLU: r1)]
-    }
+    var states = MemoryStats.attributing(to: "forward: preprocessing") { [preprocess0(s0), preprocess1(s1)] }
     // Each node's partial channels and their ReLU, shared by every edge that leaves it (with
     // random subsets, each edge has its own).
     var inputs: [EdgeInput] = []

@@ -50,13 +50,12 @@ extension NetworkStem {
   }
 }
 
-/// The ReLUs of the first cell's two inputs: both the CIFAR stem's output, or ImageNet's stem0
-/// and stem1 outputs (stem1's leading ReLU is stem0's, computed once).
-func stemActivations(_ x: Tensor, stem: Sequential, stem1: Sequential?) -> (Tensor, Tensor) {
+/// The first cell's two inputs: both the CIFAR stem's output, or ImageNet's stem0 and stem1
+/// outputs.
+func stemOutputs(_ x: Tensor, stem: Sequential, stem1: Sequential?) -> (Tensor, Tensor) {
   MemoryStats.attributing(to: "forward: stem") {
-    let r0 = relu(stem(x))
-    guard let stem1 else { return (r0, r0) }
-    return (r0, relu(stem1.apply(stem1.layers.dropFirst(), to: r0)))
+    let s0 = stem(x)
+    return (s0, stem1.map { $0(s0) } ?? s0)
   }
 }
 
@@ -380,14 +379,13 @@ public final class SearchNetwork: Module {
     let opReduce = softmax(arch.alphasReduce)
     let edgeNormal = normalizedEdgeWeights(arch.betasNormal)
     let edgeReduce = normalizedEdgeWeights(arch.betasReduce)
-    // Every cell output feeds the ReLU at the start of two later cells' preprocessing; compute it
-    // once (the stem output feeds both inputs of cell 0).
-    var (r0, r1) = stemActivations(x, stem: stem, stem1: stem1)
-    var output = r1
-    for (i, cell) in cells.modules.enumerated() {
+    // The stem output feeds both inputs of cell 0; every cell output the two cells after it.
+    var (s0, s1) = stemOutputs(x, stem: stem, stem1: stem1)
+    var output = s1
+    for cell in cells.modules {
       let (ops, edges) = cell.reduction ? (opReduce, edgeReduce) : (opNormal, edgeNormal)
-      output = cell(activated: r0, r1, opWeights: ops, edgeWeights: edges, channelSubsets: drawChannelSubsets(cell))
-      if i + 1 < cells.count { (r0, r1) = (r1, MemoryStats.attributing(to: "forward: cell outputs") { relu(output) }) }
+      output = cell(s0, s1, opWeights: ops, edgeWeights: edges, channelSubsets: drawChannelSubsets(cell))
+      (s0, s1) = (s1, output)
     }
     return classifier(globalAvgPool2d(output))
   }

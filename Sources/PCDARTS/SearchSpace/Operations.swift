@@ -63,11 +63,14 @@ private func applyBeforeNorm(_ layer: ReLUFirstLayer, _ op: Sequential, _ input:
 }
 
 /// ReLU → convolution → batch norm, as one `op` Sequential (names `op.1.weight`, `op.2.*`).
+/// The ReLU runs fused into the convolution (``Conv2d/fusingReLU(_:)``) unless that is depthwise.
 public final class ReLUConvBN: Layer, ReLUFirstLayer, FusableCandidate {
   /// Sequential(ReLU, Conv2d, BatchNorm2d).
   public let op: Sequential
   /// The last layer of `op`.
   private let outputNorm: BatchNorm2d
+  /// Whether `op` runs its ReLU inside the convolution (every convolution but a depthwise one).
+  public let fusesLeadingReLU: Bool
 
   /// - Parameters:
   ///   - inChannels, outChannels: C and C_out.
@@ -80,13 +83,11 @@ public final class ReLUConvBN: Layer, ReLUFirstLayer, FusableCandidate {
     rng: inout SeededGenerator
   ) {
     outputNorm = BatchNorm2d(channels: outChannels, affine: affine)
-    op = Sequential([
-      ReLU(),
-      Conv2d(
-        inChannels: inChannels, outChannels: outChannels, kernelSize: kernelSize,
-        stride: stride, padding: padding, rng: &rng),
-      outputNorm,
-    ])
+    let conv = Conv2d(
+      inChannels: inChannels, outChannels: outChannels, kernelSize: kernelSize,
+      stride: stride, padding: padding, rng: &rng)
+    fusesLeadingReLU = !conv.isDepthwise
+    op = Sequential([ReLU(), conv, outputNorm])
   }
 
   /// `op`, the official attribute name.
@@ -95,9 +96,9 @@ public final class ReLUConvBN: Layer, ReLUFirstLayer, FusableCandidate {
   public override func callAsFunction(_ x: Tensor) -> Tensor { op(x) }
   /// The layers after the leading ReLU, applied to `r` = ReLU(x).
   public func callAsFunction(afterReLU r: Tensor) -> Tensor { applyAfterReLU(op, r) }
-  /// The layers between the leading ReLU and the last batch norm, on the input's ReLU.
+  /// The layers before the last batch norm, the ReLU fused when ``fusesLeadingReLU``.
   public func output(on input: EdgeInput) -> CandidateOutput {
-    .beforeNorm(applyBetweenReLUAndNorm(op, input.activated), norm: outputNorm)
+    .beforeNorm(applyBeforeNorm(self, op, input), norm: outputNorm)
   }
 }
 
@@ -215,19 +216,30 @@ public final class FactorizedReduce: Layer, ReLUFirstLayer, FusableCandidate {
   /// `conv_1`, `conv_2`, `bn`, the official attribute names.
   public override var children: [(String, Module)] { [("conv_1", conv1), ("conv_2", conv2), ("bn", bn)] }
 
-  /// (N, C, H, W) → (N, C_out, ⌈H/2⌉, ⌈W/2⌉); H and W must be even.
-  public override func callAsFunction(_ x: Tensor) -> Tensor { self(afterReLU: relu(x)) }
+  /// (N, C, H, W) → (N, C_out, ⌈H/2⌉, ⌈W/2⌉); H and W must be even. The ReLU runs inside the
+  /// two convolutions (``Conv2d/fusingReLU(_:)``): no ReLU tensor is written.
+  public override func callAsFunction(_ x: Tensor) -> Tensor { bn(convolutions(relu: x)) }
 
   /// The two convolutions and the batch norm, applied to `r` = ReLU(x).
   public func callAsFunction(afterReLU r: Tensor) -> Tensor { bn(convolutions(r)) }
 
+  /// Its ReLU fused into the convolutions, so callers pass the raw input.
+  public var fusesLeadingReLU: Bool { true }
+
   /// The two convolutions on the input's ReLU, concatenated, before `bn`.
   public func output(on input: EdgeInput) -> CandidateOutput {
-    .beforeNorm(convolutions(input.activated), norm: bn)
+    .beforeNorm(convolutions(relu: input.part), norm: bn)
   }
 
+  /// conv_1(r) and conv_2(r[:, :, 1:, 1:]), concatenated.
   private func convolutions(_ r: Tensor) -> Tensor {
     concatChannels([conv1(r), conv2(cropTopLeft(r, top: 1, left: 1))])
+  }
+
+  /// The same of relu(x), each convolution rectifying as it reads (relu and the crop commute).
+  private func convolutions(relu x: Tensor) -> Tensor {
+    func rectified(_ conv: Conv2d, _ x: Tensor) -> Tensor { conv.fusingReLU(x) ?? conv(relu(x)) }
+    return concatChannels([rectified(conv1, x), rectified(conv2, cropTopLeft(x, top: 1, left: 1))])
   }
 }
 

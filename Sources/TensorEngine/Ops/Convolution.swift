@@ -11,6 +11,10 @@
 // The forward product is `pcd_matmul_rows`, which rounds alike at every position (sgemm does
 // not); the backward products are sgemm. Work is split over samples, at most
 // Engine.threadCount chunks, single-threaded inside.
+//
+// With `reluInput` the convolution reads relu(x) without that tensor existing: each sample is
+// rectified into the per-core scratch (or im2col rectifies as it copies) in both passes, and
+// each sample's input gradient is masked where x ≤ 0 in a scratch before it reaches x's.
 
 import _CKernels
 
@@ -54,12 +58,18 @@ public struct ConvGeometry: Equatable, Sendable {
 ///   - x: input, (N, C, H, W).
 ///   - weight: (O, C/groups, KH, KW).
 ///   - bias: optional, (O).
+///   - reluInput: convolve relu(x) (torch.relu's values: NaN and −0 kept) without writing that
+///     tensor: the ReLU before DARTS's 1×1 preprocessing convolutions. Values and the weight and
+///     bias gradients equal `conv2d(relu(x), …)` bit for bit; x's gradient is relu's backward of
+///     the convolution's, bit for bit where this is x's only reader (with several readers the
+///     same sum, possibly added in another order). Not for depthwise convolutions (see
+///     ``depthwisePointwiseConv2d(_:depthwiseWeight:pointwiseWeight:stride:padding:dilation:reluInput:)``).
 /// - Returns: (N, O, Ho, Wo) with Ho = ⌊(H + 2·padding − dilation·(KH − 1) − 1) / stride⌋ + 1.
 /// - Precondition: C and O are divisible by `groups`; the weight's shape matches; the output is
 ///   not empty.
 public func conv2d(
   _ x: Tensor, weight: Tensor, bias: Tensor? = nil,
-  stride: Int = 1, padding: Int = 0, dilation: Int = 1, groups: Int = 1
+  stride: Int = 1, padding: Int = 0, dilation: Int = 1, groups: Int = 1, reluInput: Bool = false
 ) -> Tensor {
   checkNCHW(x, "conv2d")
   precondition(weight.rank == 4, "conv2d: weight must be (O, C/groups, KH, KW), got \(weight.shape)")
@@ -82,21 +92,29 @@ public func conv2d(
     geo.outH > 0 && geo.outW > 0,
     "conv2d: input \(x.shape) is too small for kernel \(weight.shape) with padding \(padding), dilation \(dilation)")
 
-  if groups == c && o == c {
+  let depthwise = groups == c && o == c
+  precondition(
+    !(depthwise && reluInput),
+    "conv2d: reluInput is not supported for a depthwise convolution; apply relu first, or fuse it into the "
+      + "following 1×1 convolution with depthwisePointwiseConv2d(_:…reluInput: true)")
+  if depthwise {
     return depthwiseConv2d(x, weight: weight, bias: bias, geometry: geo)
   }
   let out = Tensor.uninitialized([n, o, geo.outH, geo.outW])
   convForward(
-    out: out.pointer, x: x.pointer, weight: weight.pointer, bias: bias?.pointer,
+    out: out.pointer, x: x.pointer, reluInput: reluInput, weight: weight.pointer, bias: bias?.pointer,
     n: n, c: c, o: o, groups: groups, geo: geo)
+  // x's gradient goes straight into its buffer: a cell output feeds two cells' preprocessing.
+  let target = x.gradientAccumulator
   return record(out, inputs: [x, weight] + (bias.map { [$0] } ?? [])) { g in
-    let dx = x.requiresGrad ? Tensor.uninitialized(x.shape) : nil
+    let dx = target?.buffer()
     let dw = weight.requiresGrad ? Tensor(zeros: weight.shape) : nil
     let db = bias.map { _ in Tensor(zeros: [o]) }
     convBackward(
-      dx: dx?.pointer, dweight: dw?.pointer, dbias: db?.pointer, dout: g.pointer,
-      x: x.pointer, weight: weight.pointer, n: n, c: c, o: o, groups: groups, geo: geo)
-    return [dx, dw] + (db.map { [$0] } ?? [])
+      dx: dx?.buffer.pointer, addingToDx: dx.map { !$0.isFresh } ?? false, dweight: dw?.pointer,
+      dbias: db?.pointer, dout: g.pointer, x: x.pointer, reluInput: reluInput, weight: weight.pointer,
+      n: n, c: c, o: o, groups: groups, geo: geo)
+    return [nil, dw] + (db.map { [$0] } ?? [])
   }
 }
 
@@ -105,10 +123,12 @@ public func conv2d(
   geo.kernelH == 1 && geo.kernelW == 1 && geo.stride == 1 && geo.padding == 0
 }
 
-/// out (N, O, Ho, Wo) = conv(x (N, C, H, W), weight (O, Cg, KH, KW)) + bias (O).
+/// out (N, O, Ho, Wo) = conv(x (N, C, H, W), or relu(x) with `reluInput`, weight (O, Cg, KH, KW))
+/// + bias (O).
 func convForward(
-  out: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, weight: UnsafePointer<Float>,
-  bias: UnsafePointer<Float>?, n: Int, c: Int, o: Int, groups: Int, geo: ConvGeometry
+  out: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, reluInput: Bool = false,
+  weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?, n: Int, c: Int, o: Int, groups: Int,
+  geo: ConvGeometry
 ) {
   let (cg, og) = (c / groups, o / groups)
   let kk = geo.kernelH * geo.kernelW
@@ -116,20 +136,13 @@ func convForward(
   let direct = isPointwise(geo)
   OperationCounter.add(
     "conv2d",
-    flops: 2 * n * o * cg * kk * ohw + (bias == nil ? 0 : n * o * ohw),
+    flops: 2 * n * o * cg * kk * ohw + (bias == nil ? 0 : n * o * ohw) + (reluInput ? n * c * hw : 0),
     elements: n * c * hw + o * cg * kk + n * o * ohw + (bias == nil ? 0 : o))
-  parallelChunks(n, scratch: direct ? 0 : cg * kk * ohw) { lo, hi, scratch in
-    let col = direct ? nil : scratch
+  // im2col columns, or for a direct product the rectified group when there is a ReLU.
+  parallelChunks(n, scratch: direct ? (reluInput ? cg * hw : 0) : cg * kk * ohw) { lo, hi, scratch in
     for s in lo..<hi {
       for gi in 0..<groups {
-        let xg = x + (s * c + gi * cg) * hw
-        let b: UnsafePointer<Float>
-        if let col {
-          im2col(col: col, x: xg, channels: cg, geo: geo)
-          b = UnsafePointer(col)
-        } else {
-          b = xg
-        }
+        let b = convInput(x + (s * c + gi * cg) * hw, channels: cg, reluInput: reluInput, geo: geo, scratch: scratch)
         // Not sgemm: its rounding depends on the position, and ties in the pools and ReLUs that
         // follow must be decided as in exact arithmetic (see _CKernels/matmul.c).
         pcd_matmul_rows(out + (s * o + gi * og) * ohw, weight + gi * og * cg * kk, b, og, cg * kk, ohw)
@@ -145,13 +158,31 @@ func convForward(
   }
 }
 
-/// The gradients of ``convForward`` from dout (N, O, Ho, Wo): dx (N, C, H, W) is written,
-/// dweight (O, Cg, KH, KW) and dbias (O) are accumulated (`+=`). Any of the three may be `nil`
-/// when not needed.
+/// The right operand of a convolution's product for one group of one sample's planes (`channels`
+/// planes at `xg`): the planes themselves (1×1, stride 1, no padding), or their rectified copy
+/// with `reluInput`, or their im2col columns, the copies written to `scratch`.
+@inline(__always) private func convInput(
+  _ xg: UnsafePointer<Float>, channels: Int, reluInput: Bool, geo: ConvGeometry,
+  scratch: UnsafeMutablePointer<Float>
+) -> UnsafePointer<Float> {
+  if !isPointwise(geo) {
+    im2col(col: scratch, x: xg, channels: channels, geo: geo, relu: reluInput)
+  } else if reluInput {
+    pcd_relu_forward(scratch, xg, channels * geo.inH * geo.inW)
+  } else {
+    return xg
+  }
+  return UnsafePointer(scratch)
+}
+
+/// The gradients of ``convForward`` from dout (N, O, Ho, Wo): dx (N, C, H, W) is written, or
+/// added to with `addingToDx`, and with `reluInput` masked where x ≤ 0 first; dweight
+/// (O, Cg, KH, KW) and dbias (O) are accumulated (`+=`). Any of the three may be `nil` when not
+/// needed.
 func convBackward(
-  dx: UnsafeMutablePointer<Float>?, dweight: UnsafeMutablePointer<Float>?,
+  dx: UnsafeMutablePointer<Float>?, addingToDx: Bool = false, dweight: UnsafeMutablePointer<Float>?,
   dbias: UnsafeMutablePointer<Float>?, dout: UnsafePointer<Float>,
-  x: UnsafePointer<Float>, weight: UnsafePointer<Float>,
+  x: UnsafePointer<Float>, reluInput: Bool = false, weight: UnsafePointer<Float>,
   n: Int, c: Int, o: Int, groups: Int, geo: ConvGeometry
 ) {
   let (cg, og) = (c / groups, o / groups)
@@ -159,21 +190,29 @@ func convBackward(
   let (hw, ohw) = (geo.inH * geo.inW, geo.outH * geo.outW)
   let direct = isPointwise(geo)
   let wCount = o * cg * kk
+  let adding = addingToDx && dx != nil
   let products = (dweight == nil ? 0 : 1) + (dx == nil ? 0 : 1)
   OperationCounter.add(
     "conv2d backward",
-    flops: products * 2 * n * o * cg * kk * ohw + (dbias == nil ? 0 : n * o * ohw),
-    elements: n * o * ohw + (dweight == nil ? 0 : n * c * hw + wCount) + (dx == nil ? 0 : wCount + n * c * hw)
+    flops: products * 2 * n * o * cg * kk * ohw + (dbias == nil ? 0 : n * o * ohw)
+      + (reluInput ? (dweight == nil ? 0 : n * c * hw) + (dx == nil ? 0 : n * c * hw) : 0),
+    elements: n * o * ohw + (dweight == nil ? 0 : n * c * hw + wCount)
+      + (dx == nil ? 0 : wCount + n * c * hw * (adding ? 2 : 1) + (reluInput ? n * c * hw : 0))
       + (dbias == nil ? 0 : o))
   let chunks = min(Engine.threadCount, n)
   // One weight-gradient accumulator per chunk, summed at the end: samples run in parallel.
   let partial = dweight.map { _ in Storage(count: chunks * wCount, zeroed: true) }
-  // Each chunk's im2col columns, allocated before any chunk runs (see parallelChunks(scratch:)).
-  let colCount = cg * kk * ohw
-  let columns = direct ? nil : Storage(count: chunks * colCount, zeroed: false)
+  // Per chunk: the im2col columns (or the rectified planes of a direct product), then with
+  // `reluInput` a group's input gradient before it is masked. Allocated before any chunk runs
+  // (see parallelChunks(scratch:)).
+  let inputCount = direct ? (reluInput ? cg * hw : 0) : cg * kk * ohw
+  let maskedCount = dx != nil && reluInput ? cg * hw : 0
+  let perChunk = inputCount + maskedCount
+  let scratch = Storage(count: chunks * perChunk, zeroed: false)
   WorkerPool.shared.run(chunks) { chunk in
     let lo = n * chunk / chunks, hi = n * (chunk + 1) / chunks
-    let col = columns.map { $0.pointer + chunk * colCount }
+    let input = scratch.pointer + chunk * perChunk
+    let unmasked = input + inputCount
     let dwAcc = partial.map { $0.pointer + chunk * wCount }
     for s in lo..<hi {
       for gi in 0..<groups {
@@ -181,35 +220,37 @@ func convBackward(
         let dg = dout + (s * o + gi * og) * ohw
         let wg = weight + gi * og * cg * kk
         if let dwAcc {
-          let b: UnsafePointer<Float>
-          if let col {
-            im2col(col: col, x: xg, channels: cg, geo: geo)
-            b = UnsafePointer(col)
-          } else {
-            b = xg
-          }
           // dW_g (Og, Cg·KK) += dout_g (Og, HoWo) · col (Cg·KK, HoWo)ᵀ
+          let b = convInput(xg, channels: cg, reluInput: reluInput, geo: geo, scratch: input)
           sgemm(
             transA: false, transB: true, m: og, n: cg * kk, k: ohw,
             alpha: 1, a: dg, lda: ohw, b: b, ldb: ohw,
             beta: 1, c: dwAcc + gi * og * cg * kk, ldc: cg * kk)
         }
-        if let dx {
-          let dxg = dx + (s * c + gi * cg) * hw
-          if let col {
-            // dcol (Cg·KK, HoWo) = W_gᵀ · dout_g, then scattered back onto the input grid (on
-            // this core, while the sample's planes are in cache).
-            sgemm(
-              transA: true, transB: false, m: cg * kk, n: ohw, k: og,
-              alpha: 1, a: wg, lda: cg * kk, b: dg, ldb: ohw,
-              beta: 0, c: col, ldc: ohw)
-            dxg.update(repeating: 0, count: cg * hw)
-            col2im(dx: dxg, col: col, channels: cg, geo: geo)
+        guard let dx else { continue }
+        let dxg = dx + (s * c + gi * cg) * hw
+        // Where this group's input gradient goes before the mask (straight to dx without one).
+        let target = reluInput ? unmasked : dxg
+        if direct {
+          sgemm(
+            transA: true, transB: false, m: cg, n: hw, k: og,
+            alpha: 1, a: wg, lda: cg, b: dg, ldb: ohw,
+            beta: adding && !reluInput ? 1 : 0, c: target, ldc: hw)
+        } else {
+          // dcol (Cg·KK, HoWo) = W_gᵀ · dout_g, then scattered back onto the input grid (on
+          // this core, while the sample's planes are in cache).
+          sgemm(
+            transA: true, transB: false, m: cg * kk, n: ohw, k: og,
+            alpha: 1, a: wg, lda: cg * kk, b: dg, ldb: ohw,
+            beta: 0, c: input, ldc: ohw)
+          if !adding || reluInput { target.update(repeating: 0, count: cg * hw) }
+          col2im(dx: target, col: input, channels: cg, geo: geo)
+        }
+        if reluInput {
+          if adding {
+            pcd_relu_backward_add(dxg, unmasked, xg, cg * hw)
           } else {
-            sgemm(
-              transA: true, transB: false, m: cg, n: hw, k: og,
-              alpha: 1, a: wg, lda: cg, b: dg, ldb: ohw,
-              beta: 0, c: dxg, ldc: hw)
+            pcd_relu_backward(dxg, unmasked, xg, cg * hw)
           }
         }
       }
@@ -234,8 +275,11 @@ func convBackward(
 }
 
 /// Unfolds the receptive fields of one sample's `channels` planes into
-/// col (channels·KH·KW, Ho·Wo); positions in the padding become 0.
-func im2col(col: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, channels: Int, geo: ConvGeometry) {
+/// col (channels·KH·KW, Ho·Wo); positions in the padding become 0. With `relu`, the columns of
+/// relu(x) (as pcd_relu_forward computes it).
+func im2col(
+  col: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, channels: Int, geo: ConvGeometry, relu: Bool = false
+) {
   let (oh, ow) = (geo.outH, geo.outW)
   let (h, w) = (geo.inH, geo.inW)
   var row = col
@@ -250,7 +294,13 @@ func im2col(col: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, channels:
         for r in rows {
           let src = plane + (r * geo.stride + ki * geo.dilation - geo.padding) * w + dj
           let dst = row + r * ow
-          if geo.stride == 1 {
+          if relu {
+            // x < 0 ? 0 : x, torch.relu's values (NaN and −0 kept), as pcd_relu_forward.
+            for q in cols {
+              let v = src[q * geo.stride]
+              dst[q] = v < 0 ? 0 : v
+            }
+          } else if geo.stride == 1 {
             for q in cols { dst[q] = src[q] }
           } else {
             for q in cols { dst[q] = src[q * geo.stride] }
