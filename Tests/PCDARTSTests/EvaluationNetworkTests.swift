@@ -22,10 +22,15 @@ import XCTest
 final class EvaluationNetworkTests: XCTestCase {
   // MARK: - Golden values
 
-  func testPCDARTSCifarMatchesPyTorch() throws { try checkGolden("eval_network_pcdarts_cifar.safetensors") }
-  func testPCDARTSImageMatchesPyTorch() throws { try checkGolden("eval_network_pcdarts_image.safetensors") }
+  // Each with the depthwise → 1×1 fusion off and on (as train-cifar runs CIFAR stems).
+  func testPCDARTSCifarMatchesPyTorch() throws {
+    try withDepthwiseFusionOffAndOn { try checkGolden("eval_network_pcdarts_cifar.safetensors", fused: $0) }
+  }
+  func testPCDARTSImageMatchesPyTorch() throws {
+    try withDepthwiseFusionOffAndOn { try checkGolden("eval_network_pcdarts_image.safetensors", fused: $0) }
+  }
   func testNetworkImageNetWithLabelSmoothingMatchesPyTorch() throws {
-    try checkGolden("eval_network_imagenet_pcdarts_image.safetensors")
+    try withDepthwiseFusionOffAndOn { try checkGolden("eval_network_imagenet_pcdarts_image.safetensors", fused: $0) }
   }
 
   /// A network holding exactly the fixture's state.
@@ -52,8 +57,9 @@ final class EvaluationNetworkTests: XCTestCase {
     return network
   }
 
-  private func checkGolden(_ fileName: String) throws {
-    let fixture = try GoldenFixture(fileName)
+  private func checkGolden(_ file: String, fused: Bool) throws {
+    let fixture = try GoldenFixture(file)
+    let fileName = file + (fused ? " (fused)" : "")
     let config = try fixture.parameters("network")
     XCTAssertEqual(
       try loadNetwork(fixture).weightCountExcludingAuxiliary, Int(try fixture.metadataString("param_count")))

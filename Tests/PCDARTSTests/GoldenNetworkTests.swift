@@ -47,18 +47,26 @@ final class GoldenNetworkTests: XCTestCase {
     return (fixture, net)
   }
 
-  func testTinyNetworkMatchesPyTorchK1() throws { try checkNetwork(k: 1) }
-  func testTinyNetworkMatchesPyTorchK4() throws { try checkNetwork(k: 4) }
+  // Each with the depthwise → 1×1 fusion off and on (as search-cifar runs CIFAR stems).
+  func testTinyNetworkMatchesPyTorchK1() throws {
+    try withDepthwiseFusionOffAndOn { try checkNetwork(k: 1, fused: $0) }
+  }
+  func testTinyNetworkMatchesPyTorchK4() throws {
+    try withDepthwiseFusionOffAndOn { try checkNetwork(k: 4, fused: $0) }
+  }
   /// model_search_imagenet.py's three-convolution stem (stem0, stem1; the first cell reduces
   /// stem0's map) at K = 2 on a (2, 3, 128, 128) input.
-  func testTinyNetworkWithTheImageNetStemMatchesPyTorchK2() throws { try checkNetwork(k: 2, stem: .imagenet) }
+  func testTinyNetworkWithTheImageNetStemMatchesPyTorchK2() throws {
+    try withDepthwiseFusionOffAndOn { try checkNetwork(k: 2, stem: .imagenet, fused: $0) }
+  }
 
-  private func checkNetwork(k: Int, stem: NetworkStem = .cifar) throws {
+  private func checkNetwork(k: Int, stem: NetworkStem = .cifar, fused: Bool) throws {
+    let what = "K=\(k)\(fused ? ", fused" : "")"
     let (fixture, net) = try loadNetwork(k: k, stem: stem)
-    XCTAssertEqual(net.config.dartsWeightCount, net.weightCount, "K=\(k): the weight count from the shape alone")
-    XCTAssertEqual(net.weightCount, Int(try fixture.metadataString("param_count")), "K=\(k): weight count")
+    XCTAssertEqual(net.config.dartsWeightCount, net.weightCount, "\(what): the weight count from the shape alone")
+    XCTAssertEqual(net.weightCount, Int(try fixture.metadataString("param_count")), "\(what): weight count")
     // The genotype of the loaded α, β (before any update).
-    XCTAssertEqual(net.genotype().pythonDescription, try fixture.metadataString("genotype"), "K=\(k): genotype")
+    XCTAssertEqual(net.genotype().pythonDescription, try fixture.metadataString("genotype"), "\(what): genotype")
 
     let input = try fixture.tensor("input")
     let labels = try fixture.integers("target").map { Int32($0) }
@@ -69,7 +77,7 @@ final class GoldenNetworkTests: XCTestCase {
     func compare(_ actual: Tensor, _ key: String, tolerance: Double) throws {
       let expected = try fixture.tensor(key)
       report.append((key, relativeError(actual.scalars, expected.scalars)))
-      assertClose(actual, expected, tolerance: tolerance, "K=\(k): \(key)")
+      assertClose(actual, expected, tolerance: tolerance, "\(what): \(key)")
     }
     // Float32 through 5 cells against a float64 reference: per-op errors of ~1e-7 compound to
     // about 1e-6 here (largest observed: 3.3e-6, a gradient of β), still inside the 1e-5 used for
@@ -83,7 +91,7 @@ final class GoldenNetworkTests: XCTestCase {
       Set(afterNames), fixture.names.filter { $0.hasPrefix("after.") }, "after_names lists every after. tensor")
     for key in afterNames {
       let name = String(key.dropFirst("after.".count))
-      let buffer = try XCTUnwrap(buffers[name], "K=\(k): no buffer \(name)")
+      let buffer = try XCTUnwrap(buffers[name], "\(what): no buffer \(name)")
       try compare(buffer, key, tolerance: 1e-5)
     }
 
@@ -94,12 +102,12 @@ final class GoldenNetworkTests: XCTestCase {
       Set(gradNames), fixture.names.filter { $0.hasPrefix("grad.") }, "grad_names lists every grad. tensor")
     for key in gradNames {
       let name = String(key.dropFirst("grad.".count))
-      let parameter = try XCTUnwrap(parameters[name], "K=\(k): no parameter \(name)")
-      let grad = try XCTUnwrap(parameter.grad, "K=\(k): \(name) got no gradient")
+      let parameter = try XCTUnwrap(parameters[name], "\(what): no parameter \(name)")
+      let grad = try XCTUnwrap(parameter.grad, "\(what): \(name) got no gradient")
       try compare(grad, key, tolerance: 1e-5)
     }
     print(
-      "golden \(fixture.fileName): max relative error "
+      "golden \(fixture.fileName)\(fused ? " fused" : ""): max relative error "
         + report.map { "\($0.0) \(String(format: "%.2e", $0.1))" }.joined(separator: ", "))
   }
 

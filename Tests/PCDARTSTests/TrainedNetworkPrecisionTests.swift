@@ -18,16 +18,9 @@ final class TrainedNetworkPrecisionTests: XCTestCase {
   func testArchitectureGradientsOfATrainedNetworkJumpNoMoreThanPyTorchsK1() throws { try checkBothWays(k: 1) }
   func testArchitectureGradientsOfATrainedNetworkJumpNoMoreThanPyTorchsK2() throws { try checkBothWays(k: 2) }
 
-  /// With the depthwise → 1×1 fusion off, and on as search-cifar runs CIFAR stems (then the ReLU
-  /// before each separable and dilated convolution is fused too, and the gradients reaching a node
-  /// are added in another order).
+  /// With the depthwise → 1×1 fusion off, and on as search-cifar runs CIFAR stems.
   private func checkBothWays(k: Int) throws {
-    let saved = Engine.recomputesDepthwiseOutputs
-    defer { Engine.recomputesDepthwiseOutputs = saved }
-    for recompute in [false, true] {
-      Engine.recomputesDepthwiseOutputs = recompute
-      try check(k: k, recompute: recompute)
-    }
+    try withDepthwiseFusionOffAndOn { try check(k: k, recompute: $0) }
   }
 
   private func check(k: Int, recompute: Bool) throws {

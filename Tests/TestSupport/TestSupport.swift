@@ -95,6 +95,18 @@ public func checkGradients(
 }
 
 /// A tensor of N(0, 1) samples that collects gradients.
+/// Runs `body` with ``Engine/recomputesDepthwiseOutputs`` off (the engine's default) and then on,
+/// as the commands run CIFAR stems: depthwise → 1×1 pairs fused, the ReLUs before them too, and the
+/// gradients reaching a node added in another order. Restores the setting afterwards.
+public func withDepthwiseFusionOffAndOn(_ body: (_ fused: Bool) throws -> Void) rethrows {
+  let saved = Engine.recomputesDepthwiseOutputs
+  defer { Engine.recomputesDepthwiseOutputs = saved }
+  for fused in [false, true] {
+    Engine.recomputesDepthwiseOutputs = fused
+    try body(fused)
+  }
+}
+
 public func randomInput(_ shape: [Int], seed: UInt64, std: Float = 1) -> Tensor {
   var rng = SeededGenerator(seed: seed)
   return Tensor.randomNormal(shape, std: std, using: &rng, requiresGrad: true)
