@@ -251,7 +251,7 @@ public enum BenchCommand {
         + "\(settings.network.layers) cells, \(settings.network.initChannels) "
         + "initial channels, batch \(settings.batchSize), auxiliary \(settings.network.auxiliary ? "\(settings.auxiliaryWeight)" : "off"), "
         + "drop-path \(settings.dropPathProbability), \(options.int("iters")) timed steps after \(options.int("warmup")) warm-up, "
-        + "\(Engine.threadCount) threads")
+        + "\(Engine.threadCount) threads, OpenBLAS core \(Engine.blasCoreName)")
     let peaks = measurePeaks(options)
     var result = try child(
       options,
@@ -398,7 +398,7 @@ public enum BenchCommand {
         return (settings, genotype)
       }
       print(
-        "bench --train under MPI: \(launch.group.size) ranks × \(Engine.threadCount) threads\(syncNote(options)), \(options.string("genotype")), "
+        "bench --train under MPI: \(launch.group.size) ranks × \(Engine.threadCount) threads (OpenBLAS core \(Engine.blasCoreName))\(syncNote(options)), \(options.string("genotype")), "
           + "\(settings.network.layers) cells, \(settings.network.initChannels) initial channels, global batch \(settings.batchSize)"
       )
       results.append(
@@ -413,7 +413,7 @@ public enum BenchCommand {
         try checkShards(images: batch, batchSize: batch, ranks: launch.group.size, "images")
       }
       print(
-        "bench under MPI: \(launch.group.size) ranks × \(Engine.threadCount) threads\(syncNote(options)), \(options.int("layers")) cells, "
+        "bench under MPI: \(launch.group.size) ranks × \(Engine.threadCount) threads (OpenBLAS core \(Engine.blasCoreName))\(syncNote(options)), \(options.int("layers")) cells, "
           + "\(options.int("init-channels")) initial channels, global batch \(batch), "
           + "\(options.flag("unrolled") ? "second" : "first")-order")
       applyRecomputation(options, imageNetStem: isImageNetSetting(options))
@@ -457,7 +457,7 @@ public enum BenchCommand {
         + (isImageNetSetting(options)
           ? "ImageNet stem at \(imageSide(options)) × \(imageSide(options)), 1000 classes, " : "")
         + "\(options.flag("unrolled") ? "second" : "first")-order, \(options.int("iters")) timed iterations after \(options.int("warmup")) warm-up, "
-        + "\(Engine.threadCount) threads")
+        + "\(Engine.threadCount) threads, OpenBLAS core \(Engine.blasCoreName)")
     let peaks = measurePeaks(options)
     for k in options.intList("K") {
       var result = try child(options, k: k, batch: batch)

@@ -6,6 +6,7 @@
 import COpenBLAS
 import Foundation
 import Synchronization
+import _CKernels
 
 /// Process-wide settings of the tensor engine.
 public enum Engine {
@@ -53,9 +54,51 @@ public enum Engine {
     }
   }
 
+  /// The kernel set OpenBLAS runs its products with, as OpenBLAS names it (`"Haswell"`,
+  /// `"SkylakeX"`, …).
+  ///
+  /// Debian's OpenBLAS (0.3.21) holds kernels for every x86 core and picks one at load time from
+  /// the processor's family and model numbers; a model newer than it knows can get Prescott's SSE3
+  /// kernels (on one of this project's VMs, an Intel model 207 with AVX-512), whatever the
+  /// processor's feature flags say, and a training step of the evaluation network then runs at
+  /// 0.58× its speed with Haswell's AVX2 + FMA kernels (`bench --train --batch 32 --iters 2`, two
+  /// rounds: 15.0 and 15.7 against 26.6 and 26.4 images/s). So before the first product, where
+  /// the processor runs AVX2 + FMA and OpenBLAS chose a core without them, the engine switches it
+  /// to Haswell's. It changes nothing where `OPENBLAS_CORETYPE` is set (the user's choice, which
+  /// OpenBLAS applies itself) or the library was built for a single core.
+  ///
+  /// It does not move an AVX2 core to an AVX-512 one: Haswell's is the set the test suite is
+  /// checked with, and `OPENBLAS_CORETYPE=SkylakeX` (27.6 and 28.2 images/s there, 1.05×)
+  /// rounds differently enough that the finite-difference second-order gradient of
+  /// DistributedTests moves by 2e-3 relative between one process and two ranks, past its 5e-5
+  /// (not traced further). Set it where that speed matters more.
+  public static var blasCoreName: String {
+    applyDefaultBLASSettings()
+    return String(cString: openblas_get_corename())
+  }
+
   private static let defaultBLASSettings: Void = {
+    selectBLASCore()
     if blasThreads == nil { openblas_set_num_threads(1) }
   }()
+
+  /// OpenBLAS's x86 cores with AVX2 + FMA kernels, lowercased.
+  private static let vectorCores: Set<String> = ["haswell", "zen", "skylakex", "cooperlake", "sapphirerapids"]
+
+  /// Re-initialises OpenBLAS's kernel table with Haswell's where the processor runs AVX2 + FMA and
+  /// OpenBLAS chose a core without them (see ``blasCoreName``).
+  private static func selectBLASCore() {
+    guard getenv("OPENBLAS_CORETYPE") == nil, pcd_cpu_vector_level() >= 1,
+      !vectorCores.contains(String(cString: openblas_get_corename()).lowercased()),
+      // Only a DYNAMIC_ARCH build has these; it reads OPENBLAS_CORETYPE when it initialises.
+      let quit = dlsym(nil, "gotoblas_dynamic_quit"), let initialise = dlsym(nil, "gotoblas_dynamic_init")
+    else { return }
+    typealias Entry = @convention(c) () -> Void
+    setenv("OPENBLAS_CORETYPE", "Haswell", 1)
+    defer { unsetenv("OPENBLAS_CORETYPE") }  // child processes choose for themselves
+    unsafeBitCast(quit, to: Entry.self)()
+    unsafeBitCast(initialise, to: Entry.self)()
+  }
 
   /// Applies the default ``blasThreadCount`` unless one was set; the first matrix product calls it.
   @inline(__always) static func applyDefaultBLASSettings() { _ = defaultBLASSettings }

@@ -5,12 +5,25 @@ static int portable_only = 0;
 
 int pcd_use_avx2(void) {
 #if HAVE_AVX2_BUILD
+  return pcd_cpu_vector_level() >= 1 && !portable_only;
+#else
+  return 0;
+#endif
+}
+
+int pcd_cpu_vector_level(void) {
+#if HAVE_AVX2_BUILD
   static int cached = -1;
   if (cached < 0) {
+    // __builtin_cpu_supports also checks that the OS saves the vector registers (XGETBV).
     __builtin_cpu_init();
-    cached = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    const int avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    const int avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                       __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+                       __builtin_cpu_supports("avx512cd");
+    cached = avx2 ? (avx512 ? 2 : 1) : 0;
   }
-  return cached && !portable_only;
+  return cached;
 #else
   return 0;
 #endif

@@ -1,10 +1,13 @@
 // Engine.threadCount: any count gives the same result on every run, and counts agree closely.
 // Engine.retainsFreedMemory: freed memory is reused without a page fault, however much was freed.
+// Engine.blasCoreName: OpenBLAS runs the core OPENBLAS_CORETYPE names, else one with AVX2 + FMA
+// kernels where the processor runs them.
 
 import Foundation
 import TensorEngine
 import TestSupport
 import XCTest
+import _CKernels
 
 final class EngineSettingsTests: XCTestCase {
   /// Forward and backward of conv → batch norm → ReLU → pool → linear on a fixed batch: the loss,
@@ -21,6 +24,17 @@ final class EngineSettingsTests: XCTestCase {
       labels: [0, 1, 2, 3, 4, 0, 1, 2])
     loss.backward()
     return [loss.item] + x.grad!.scalars + w.grad!.scalars + v.grad!.scalars
+  }
+
+  func testOpenBLASRunsTheNamedCoreOrOneWithAVX2WhereTheProcessorHasIt() {
+    let core = Engine.blasCoreName.lowercased()
+    if let named = ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"] {
+      XCTAssertEqual(core, named.lowercased(), "OPENBLAS_CORETYPE=\(named) is the user's choice")
+    } else if pcd_cpu_vector_level() >= 1 {
+      XCTAssert(
+        ["haswell", "zen", "skylakex", "cooperlake", "sapphirerapids"].contains(core),
+        "an AVX2 + FMA processor runs OpenBLAS's \(core) kernels")
+    }
   }
 
   func testEveryThreadCountRepeatsItselfExactlyAndCountsAgree() {

@@ -75,6 +75,10 @@ void pcd_relu_backward(float *dx, const float *g, const float *y, long n);
 /// dx += g where y > 0 (the ReLU's gradient added into one that other readers wrote).
 void pcd_relu_backward_add(float *dx, const float *g, const float *y, long n);
 
+/// The widest vector instruction set this processor runs (and its OS saves the registers of):
+/// 2 = AVX-512 F, BW, VL, DQ and CD besides AVX2 + FMA, 1 = AVX2 + FMA, 0 = neither (or not x86).
+int pcd_cpu_vector_level(void);
+
 /// For tests: with on ≠ 0, every kernel runs its portable build even where the AVX2 build could
 /// run, so that one machine checks both. Returns whether the AVX2 build can run here at all.
 int pcd_set_portable_only(int on);
