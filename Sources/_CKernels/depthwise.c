@@ -490,6 +490,183 @@ AVX2 static void tap_sums(float *dtaps, const float *g, const float *src, int rs
   }
 }
 
+// ---- The AVX-512 build of the correlations ----
+//
+// The same loops 16 columns wide: every output takes the products it takes in the AVX2 kernels,
+// in the same order, one FMA each (the last 1 to 15 columns of a row under a mask, where the AVX2
+// kernels take a masked or scalar tail), so the bits are the AVX2 build's (DepthwiseKernelTests
+// compares them). Planes narrower than 16 columns stay with the AVX2 kernels, whose blocks of 8
+// fill their vectors.
+
+/// The mask of a row's last cols mod 16 columns (all 16 when that is 0).
+AVX512 static inline __mmask16 tail_mask16(int cols) {
+  const int rest = cols & 15;
+  return rest ? (__mmask16)((1u << rest) - 1) : (__mmask16)0xFFFF;
+}
+
+/// correlate, 16 columns a vector: TILE full vectors at a time in row-major order, then each
+/// row's masked tail.
+AVX512 static void correlate512(float *restrict out, int ostride, const float *restrict src, int rstep,
+                                const int *restrict off, const float *restrict taps, int nt, float bias,
+                                int rows, int cols) {
+  if (cols < 16) {
+    correlate(out, ostride, src, rstep, off, taps, nt, bias, rows, cols);
+    return;
+  }
+  const int blocks = cols / 16, total = rows * blocks;
+  int r = 0, b = 0;
+  int v = 0;
+  for (; v + TILE <= total; v += TILE) {
+    const float *base[TILE];
+    float *dst[TILE];
+    for (int j = 0; j < TILE; j++) {
+      base[j] = src + r * rstep + 16 * b;
+      dst[j] = out + r * ostride + 16 * b;
+      if (++b == blocks) b = 0, r++;
+    }
+    __m512 acc[TILE];
+    for (int j = 0; j < TILE; j++) acc[j] = _mm512_set1_ps(bias);
+    for (int t = 0; t < nt; t++) {
+      const __m512 tv = _mm512_set1_ps(taps[t]);
+      const int o = off[t];
+      for (int j = 0; j < TILE; j++) acc[j] = _mm512_fmadd_ps(tv, _mm512_loadu_ps(base[j] + o), acc[j]);
+    }
+    for (int j = 0; j < TILE; j++) _mm512_storeu_ps(dst[j], acc[j]);
+  }
+  for (; v < total; v++) {
+    const float *base = src + r * rstep + 16 * b;
+    __m512 acc = _mm512_set1_ps(bias);
+    for (int t = 0; t < nt; t++) acc = _mm512_fmadd_ps(_mm512_set1_ps(taps[t]), _mm512_loadu_ps(base + off[t]), acc);
+    _mm512_storeu_ps(out + r * ostride + 16 * b, acc);
+    if (++b == blocks) b = 0, r++;
+  }
+  if (cols % 16 == 0) return;
+  const __mmask16 mask = tail_mask16(cols);
+  for (int rr = 0; rr < rows; rr++) {
+    const float *base = src + rr * rstep + 16 * blocks;
+    __m512 acc = _mm512_set1_ps(bias);
+    for (int t = 0; t < nt; t++)
+      acc = _mm512_fmadd_ps(_mm512_set1_ps(taps[t]), _mm512_maskz_loadu_ps(mask, base + off[t]), acc);
+    _mm512_mask_storeu_ps(out + rr * ostride + 16 * blocks, mask, acc);
+  }
+}
+
+/// grid_block 16 columns wide (R + (k − 1)·d ≤ 16 input rows in registers).
+AVX512 INLINE void grid_block512(float *restrict out, int ostride, const float *restrict src, int rstep,
+                                 const float *restrict taps, const int k, const int d, const int R,
+                                 __mmask16 mask) {
+  __m512 acc[8];
+  for (int j = 0; j < R; j++) acc[j] = _mm512_setzero_ps();
+  for (int kj = 0; kj < k; kj++) {
+    const float *col = src + kj * d;
+    __m512 in[16];
+    for (int e = 0; e < R + (k - 1) * d; e++) in[e] = _mm512_maskz_loadu_ps(mask, col + e * rstep);
+    for (int ki = 0; ki < k; ki++) {
+      const __m512 t = _mm512_set1_ps(taps[ki * k + kj]);
+      for (int j = 0; j < R; j++) acc[j] = _mm512_fmadd_ps(t, in[j + ki * d], acc[j]);
+    }
+  }
+  for (int j = 0; j < R; j++) _mm512_mask_storeu_ps(out + j * ostride, mask, acc[j]);
+}
+
+AVX512 INLINE void grid_band512(float *restrict out, int ostride, const float *restrict src, int rstep,
+                                const float *restrict taps, const int k, const int d, const int R, int cols) {
+  const int full = cols & ~15;
+  for (int q = 0; q < full; q += 16) grid_block512(out + q, ostride, src + q, rstep, taps, k, d, R, 0xFFFF);
+  if (full < cols) grid_block512(out + full, ostride, src + full, rstep, taps, k, d, R, tail_mask16(cols));
+}
+
+/// grid_rows 16 columns wide: bands of R rows, then bands of 4, 2 and 1 for the rest.
+AVX512 INLINE void grid_rows512(float *restrict out, int ostride, const float *restrict src, int rstep,
+                                const float *restrict taps, const int k, const int d, const int R,
+                                int rows, int cols) {
+  int r = 0;
+  for (; r + R <= rows; r += R) grid_band512(out + r * ostride, ostride, src + r * rstep, rstep, taps, k, d, R, cols);
+  for (; r + 4 <= rows; r += 4) grid_band512(out + r * ostride, ostride, src + r * rstep, rstep, taps, k, d, 4, cols);
+  for (; r + 2 <= rows; r += 2) grid_band512(out + r * ostride, ostride, src + r * rstep, rstep, taps, k, d, 2, cols);
+  for (; r < rows; r++) grid_band512(out + r * ostride, ostride, src + r * rstep, rstep, taps, k, d, 1, cols);
+}
+
+/// correlate_grid 16 columns wide, with the 32 registers' taller bands: 8 rows (6 for k = 5,
+/// d = 2, whose 14 input rows and 6 accumulators fill 20 registers).
+AVX512 static int correlate_grid512(float *out, int ostride, const float *src, int rstep, const float *taps,
+                                    int k, int d, int rows, int cols) {
+  if (cols < 16) return correlate_grid(out, ostride, src, rstep, taps, k, d, rows, cols);
+  if (k == 3 && d == 1) grid_rows512(out, ostride, src, rstep, taps, 3, 1, 8, rows, cols);
+  else if (k == 5 && d == 1) grid_rows512(out, ostride, src, rstep, taps, 5, 1, 8, rows, cols);
+  else if (k == 3 && d == 2) grid_rows512(out, ostride, src, rstep, taps, 3, 2, 8, rows, cols);
+  else if (k == 5 && d == 2) grid_rows512(out, ostride, src, rstep, taps, 5, 2, 6, rows, cols);
+  else return 0;
+  return 1;
+}
+
+/// band3_block 16 columns wide, up to 8 rows a band.
+AVX512 INLINE void band3_block512(float *restrict out, int ostride, const float *restrict src, int rstep,
+                                  const __m512 t[9], float bias, const int d, const int R, __mmask16 mask) {
+  __m512 acc[8];
+  for (int j = 0; j < R; j++) acc[j] = _mm512_set1_ps(bias);
+#pragma clang loop unroll(full)
+  for (int e = 0; e < R + 2 * d; e++) {
+#pragma clang loop unroll(full)
+    for (int kj = 0; kj < 3; kj++) {
+      const __m512 v = _mm512_maskz_loadu_ps(mask, src + e * rstep + kj * d);
+#pragma clang loop unroll(full)
+      for (int ki = 0; ki < 3; ki++) {
+        const int j = e - ki * d;
+        if (j >= 0 && j < R) acc[j] = _mm512_fmadd_ps(t[ki * 3 + kj], v, acc[j]);
+      }
+    }
+  }
+  for (int j = 0; j < R; j++) _mm512_mask_storeu_ps(out + j * ostride, mask, acc[j]);
+}
+
+AVX512 INLINE void band3_rows512(float *restrict out, int ostride, const float *restrict src, int rstep,
+                                 const __m512 t[9], float bias, const int d, const int R, int cols) {
+  const int full = cols & ~15;
+  for (int q = 0; q < full; q += 16) band3_block512(out + q, ostride, src + q, rstep, t, bias, d, R, 0xFFFF);
+  if (full < cols) band3_block512(out + full, ostride, src + full, rstep, t, bias, d, R, tail_mask16(cols));
+}
+
+AVX512 INLINE void correlate3_dilated512(float *restrict out, int ostride, const float *restrict src, int rstep,
+                                        const float *restrict taps, float bias, const int d, int rows, int cols) {
+  __m512 t[9];
+  for (int i = 0; i < 9; i++) t[i] = _mm512_set1_ps(taps[i]);
+  int r = 0;
+  for (; r + 8 <= rows; r += 8) band3_rows512(out + r * ostride, ostride, src + r * rstep, rstep, t, bias, d, 8, cols);
+  for (; r + 4 <= rows; r += 4) band3_rows512(out + r * ostride, ostride, src + r * rstep, rstep, t, bias, d, 4, cols);
+  for (; r + 2 <= rows; r += 2) band3_rows512(out + r * ostride, ostride, src + r * rstep, rstep, t, bias, d, 2, cols);
+  for (; r < rows; r++) band3_rows512(out + r * ostride, ostride, src + r * rstep, rstep, t, bias, d, 1, cols);
+}
+
+/// correlate3_banded 16 columns wide.
+AVX512 static int correlate3_banded512(float *out, int ostride, const float *src, int rstep, const float *taps,
+                                       float bias, int d, int rows, int cols) {
+  if (cols < 16) return correlate3_banded(out, ostride, src, rstep, taps, bias, d, rows, cols);
+  if (d == 1) correlate3_dilated512(out, ostride, src, rstep, taps, bias, 1, rows, cols);
+  else if (d == 2) correlate3_dilated512(out, ostride, src, rstep, taps, bias, 2, rows, cols);
+  else return 0;
+  return 1;
+}
+
+/// The correlations of the build the kernels run.
+static void correlate_any(float *out, int ostride, const float *src, int rstep, const int *off, const float *taps,
+                          int nt, float bias, int rows, int cols) {
+  if (pcd_use_avx512()) correlate512(out, ostride, src, rstep, off, taps, nt, bias, rows, cols);
+  else correlate(out, ostride, src, rstep, off, taps, nt, bias, rows, cols);
+}
+
+static int correlate_grid_any(float *out, int ostride, const float *src, int rstep, const float *taps, int k, int d,
+                              int rows, int cols) {
+  return pcd_use_avx512() ? correlate_grid512(out, ostride, src, rstep, taps, k, d, rows, cols)
+                          : correlate_grid(out, ostride, src, rstep, taps, k, d, rows, cols);
+}
+
+static int correlate3_banded_any(float *out, int ostride, const float *src, int rstep, const float *taps, float bias,
+                                 int d, int rows, int cols) {
+  return pcd_use_avx512() ? correlate3_banded512(out, ostride, src, rstep, taps, bias, d, rows, cols)
+                          : correlate3_banded(out, ostride, src, rstep, taps, bias, d, rows, cols);
+}
+
 /// dx (h × w) = the input gradient, gathered per phase from the padded output gradient.
 AVX2 NO_MEMCPY static void input_gradient_phases(float *restrict dx, const float *restrict gout,
                                        const float *restrict taps, pcd_depthwise_geometry g,
@@ -505,7 +682,7 @@ AVX2 NO_MEMCPY static void input_gradient_phases(float *restrict dx, const float
     float flipped[49];
     for (int t = 0; t < k * k; t++) flipped[t] = taps[k * k - 1 - t];
     const int reach = (k - 1) * d;
-    if (correlate_grid(dx, g.w, gpad + (lr + p - reach) * wg + lc + p - reach, wg, flipped, k, d, g.h, g.w))
+    if (correlate_grid_any(dx, g.w, gpad + (lr + p - reach) * wg + lc + p - reach, wg, flipped, k, d, g.h, g.w))
       return;
   }
   // Input row i = s·i′ + φ (padded row i + p) takes tap row ki iff s divides φ + p − ki·d; it
@@ -530,7 +707,7 @@ AVX2 NO_MEMCPY static void input_gradient_phases(float *restrict dx, const float
       // Stride 1 writes dx directly; stride 2 writes each row phase's two column phases side by
       // side in a w-wide row of the phase planes.
       float *dst = s == 1 ? dx : plane + (pc ? n0w : 0);
-      correlate(dst, g.w, gpad, wg, off, t, nt, 0, rows, phase_count(g.w, pc, sh));
+      correlate_any(dst, g.w, gpad, wg, off, t, nt, 0, rows, phase_count(g.w, pc, sh));
     }
     plane += rows * g.w;
   }
@@ -556,11 +733,11 @@ AVX2 NO_MEMCPY static void forward_phases(float *out, const float *xs, const flo
                                           pcd_depthwise_geometry g) {
   const int oh = out_extent(g.h, g), ow = out_extent(g.w, g);
   if (g.stride == 1 && g.k == 3 && banded &&
-      correlate3_banded(out, ow, xs, g.w + 2 * g.padding, taps, bias, g.dilation, oh, ow))
+      correlate3_banded_any(out, ow, xs, g.w + 2 * g.padding, taps, bias, g.dilation, oh, ow))
     return;
   int off[49];
   split_offsets(off, g);
-  correlate(out, ow, xs, g.stride * (g.w + 2 * g.padding), off, taps, g.k * g.k, bias, oh, ow);
+  correlate_any(out, ow, xs, g.stride * (g.w + 2 * g.padding), off, taps, g.k * g.k, bias, oh, ow);
 }
 
 AVX2 NO_MEMCPY static void backward_phases(float *dx, float *dtaps, const float *gout, const float *xs,

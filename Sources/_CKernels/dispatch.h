@@ -1,5 +1,11 @@
-// Shared by the kernel files: how each kernel body is instantiated twice, in a function compiled
-// for AVX2+FMA and in a portable one, and the run-time choice between them. Private to _CKernels.
+// Shared by the kernel files: how each kernel body is instantiated three times, in functions
+// compiled for AVX-512, for AVX2 + FMA and portably, and the run-time choice between them.
+// Private to _CKernels.
+//
+// Every build gives the AVX2 build's bits: the compiler reassociates no sums (no fast-math), so
+// an auto-vectorised body rounds the same at any width, and the hand-written AVX-512 kernels
+// widen only loops whose every output takes its own products in a fixed order; the reductions
+// across a vector's lanes (tap gradients, batch-norm sums) keep their AVX2 versions.
 #ifndef PCDARTS_DISPATCH_H
 #define PCDARTS_DISPATCH_H
 
@@ -13,6 +19,7 @@
 #if defined(__x86_64__) && (defined(__clang__) || defined(__GNUC__))
 #define HAVE_AVX2_BUILD 1
 #define AVX2 __attribute__((target("avx2,fma")))
+#define AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512cd,avx2,fma")))
 #include <immintrin.h>
 #else
 #define HAVE_AVX2_BUILD 0
@@ -45,22 +52,41 @@ INLINE float dot8(const float *restrict a, const float *restrict b, int n, int s
   return total;
 }
 
-/// Whether this processor runs the AVX2+FMA builds (decided once).
+/// The build the kernels run: pcd_cpu_vector_level() unless a test capped it.
+int pcd_kernel_level(void);
+/// Whether the kernels run the AVX2 + FMA builds (or wider).
 int pcd_use_avx2(void);
+/// Whether the kernels run the AVX-512 builds.
+int pcd_use_avx512(void);
 
 #if HAVE_AVX2_BUILD
 #define DISPATCH(name, params, args)                    \
+  static AVX512 void name##_avx512 params { name args; } \
   static AVX2 void name##_avx2 params { name args; }    \
   static void name##_portable params { name args; }     \
   static void name##_any params {                       \
-    if (pcd_use_avx2()) name##_avx2 args; else name##_portable args; \
+    switch (pcd_kernel_level()) {                       \
+      case 2: name##_avx512 args; break;                \
+      case 1: name##_avx2 args; break;                  \
+      default: name##_portable args; break;             \
+    }                                                   \
   }
 
 /// For kernels with a hand-written AVX2 version `name##_simd`: `name##_any` runs it where AVX2
-/// runs, else the portable body `name`.
+/// runs (the AVX-512 build included), else the portable body `name`.
 #define DISPATCH_SIMD(name, params, args)               \
   static void name##_any params {                       \
     if (pcd_use_avx2()) name##_simd args; else name args; \
+  }
+
+/// For kernels with hand-written AVX-512 and AVX2 versions, `name##_simd512` and `name##_simd`.
+#define DISPATCH_SIMD512(name, params, args)            \
+  static void name##_any params {                       \
+    switch (pcd_kernel_level()) {                       \
+      case 2: name##_simd512 args; break;               \
+      case 1: name##_simd args; break;                  \
+      default: name args; break;                        \
+    }                                                   \
   }
 
 /// The sum of the eight lanes.
@@ -75,6 +101,7 @@ AVX2 static inline float hsum256(__m256 v) {
 #define DISPATCH(name, params, args)                    \
   static void name##_any params { name args; }
 #define DISPATCH_SIMD(name, params, args) DISPATCH(name, params, args)
+#define DISPATCH_SIMD512(name, params, args) DISPATCH(name, params, args)
 #endif
 
 #endif

@@ -1,15 +1,8 @@
-// Element-wise kernels, and the run-time choice of the AVX2 builds (see dispatch.h).
+// Element-wise kernels, and the run-time choice of the kernel builds (see dispatch.h).
 #include "dispatch.h"
 
-static int portable_only = 0;
-
-int pcd_use_avx2(void) {
-#if HAVE_AVX2_BUILD
-  return pcd_cpu_vector_level() >= 1 && !portable_only;
-#else
-  return 0;
-#endif
-}
+/// The widest build the kernels may run (tests lower it); -1: the processor's widest.
+static int level_cap = -1;
 
 int pcd_cpu_vector_level(void) {
 #if HAVE_AVX2_BUILD
@@ -29,11 +22,18 @@ int pcd_cpu_vector_level(void) {
 #endif
 }
 
-int pcd_set_portable_only(int on) {
-  portable_only = 0;
-  const int avx2 = pcd_use_avx2();
-  portable_only = on;
-  return avx2;
+int pcd_kernel_level(void) {
+  const int cpu = pcd_cpu_vector_level();
+  return level_cap >= 0 && level_cap < cpu ? level_cap : cpu;
+}
+
+int pcd_use_avx2(void) { return pcd_kernel_level() >= 1; }
+
+int pcd_use_avx512(void) { return pcd_kernel_level() >= 2; }
+
+int pcd_set_kernel_level(int level) {
+  level_cap = level;
+  return pcd_cpu_vector_level();
 }
 
 INLINE void relu_forward(float *restrict y, const float *restrict x, long n) {

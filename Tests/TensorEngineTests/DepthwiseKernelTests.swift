@@ -128,6 +128,49 @@ final class DepthwiseKernelTests: XCTestCase {
     }
   }
 
+  /// The AVX-512 build widens only loops whose every output keeps its own products in its own
+  /// order, so it must give the AVX2 build's bits: the depthwise forward and input gradient at
+  /// both strides (planes narrower than 16 columns, 16-column blocks, masked tails, every band
+  /// remainder), and the position-invariant product of the dense convolutions.
+  func testAVX512BuildGivesTheAVX2BuildsBits() throws {
+    try XCTSkipUnless(withKernelBuild(level: 2, { true }) ?? false, "this processor does not run AVX-512")
+    func bits(_ values: [Float]) -> [UInt32] { values.map(\.bitPattern) }
+    var seed: UInt64 = 1_300
+    let planes = [(37, 45), (33, 33), (32, 32), (16, 16), (19, 17), (8, 8), (28, 28), (6, 40)]
+    for (k, p, d) in dartsGeometries {
+      for s in [1, 2] {
+        for (h, w) in planes {
+          let x = randomInput([2, 3, h, w], seed: seed)
+          let weight = randomInput([3, 1, k, k], seed: seed + 1, std: 0.5)
+          let bias = randomInput([3], seed: seed + 2)
+          let oh = (h + 2 * p - d * (k - 1) - 1) / s + 1, ow = (w + 2 * p - d * (k - 1) - 1) / s + 1
+          let g = randomInput([2, 3, oh, ow], seed: seed + 3)
+          func pass() -> (y: [Float], dx: [Float]) {
+            let input = Tensor(shape: x.shape, data: x.scalars, requiresGrad: true)
+            let y = conv2d(input, weight: weight, bias: bias, stride: s, padding: p, dilation: d, groups: 3)
+            y.backward(gradient: g)
+            return (y.scalars, input.grad!.scalars)
+          }
+          let wide = withKernelBuild(level: 2, pass)!, narrow = withKernelBuild(level: 1, pass)!
+          let what = "k\(k) d\(d) s\(s) \(h)×\(w)"
+          XCTAssertEqual(bits(wide.y), bits(narrow.y), "\(what): the forward's bits differ")
+          XCTAssertEqual(bits(wide.dx), bits(narrow.dx), "\(what): the input gradient's bits differ")
+          seed += 10
+        }
+      }
+    }
+    // The dense product: 12-row tiles and fewer, panels of 32 positions and their remainders.
+    for (cin, cout, size, kernel) in [(16, 16, 32, 1), (36, 13, 11, 1), (5, 30, 9, 3), (48, 8, 7, 1), (3, 6, 15, 3)] {
+      let x = randomInput([2, cin, size, size], seed: seed)
+      let w = randomInput([cout, cin, kernel, kernel], seed: seed + 1)
+      func forward() -> [Float] { conv2d(x, weight: w, padding: kernel / 2).scalars }
+      XCTAssertEqual(
+        bits(withKernelBuild(level: 2, forward)!), bits(withKernelBuild(level: 1, forward)!),
+        "\(cin) → \(cout), \(kernel)×\(kernel) on \(size)×\(size): the product's bits differ")
+      seed += 10
+    }
+  }
+
   /// Geometries outside DARTS: a 1×1 kernel at stride 2, odd padding at stride 2 (the even and
   /// odd columns swap halves), padding beyond the kernel's reach, and the generic fallback
   /// (stride 3, a 9×9 kernel).

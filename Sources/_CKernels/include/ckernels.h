@@ -77,11 +77,13 @@ void pcd_relu_backward_add(float *dx, const float *g, const float *y, long n);
 
 /// The widest vector instruction set this processor runs (and its OS saves the registers of):
 /// 2 = AVX-512 F, BW, VL, DQ and CD besides AVX2 + FMA, 1 = AVX2 + FMA, 0 = neither (or not x86).
+/// The kernels run the build of that level (dispatch.h).
 int pcd_cpu_vector_level(void);
 
-/// For tests: with on ≠ 0, every kernel runs its portable build even where the AVX2 build could
-/// run, so that one machine checks both. Returns whether the AVX2 build can run here at all.
-int pcd_set_portable_only(int on);
+/// For tests: caps the build every kernel runs at `level` (0 portable, 1 AVX2, 2 AVX-512; −1
+/// lifts the cap), so that one machine checks each build it can run. Returns
+/// pcd_cpu_vector_level().
+int pcd_set_kernel_level(int level);
 
 /// A processor hint for spin-wait loops (PAUSE on x86).
 static inline void pcd_spin_pause(void) {
