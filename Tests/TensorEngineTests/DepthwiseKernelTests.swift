@@ -151,10 +151,23 @@ final class DepthwiseKernelTests: XCTestCase {
             y.backward(gradient: g)
             return (y.scalars, input.grad!.scalars)
           }
-          let wide = withKernelBuild(level: 2, pass)!, narrow = withKernelBuild(level: 1, pass)!
+          // The depthwise → 1×1 op with its ReLU fused into the split of x.
+          let pointwise = randomInput([4, 3, 1, 1], seed: seed + 4, std: 0.5)
+          let fusedGradient = randomInput([2, 4, oh, ow], seed: seed + 5)
+          func fusedPass() -> (y: [Float], dx: [Float]) {
+            let input = Tensor(shape: x.shape, data: x.scalars, requiresGrad: true)
+            let y = depthwisePointwiseConv2d(
+              input, depthwiseWeight: weight, pointwiseWeight: pointwise, stride: s, padding: p, dilation: d,
+              reluInput: true)
+            y.backward(gradient: fusedGradient)
+            return (y.scalars, input.grad!.scalars)
+          }
           let what = "k\(k) d\(d) s\(s) \(h)×\(w)"
-          XCTAssertEqual(bits(wide.y), bits(narrow.y), "\(what): the forward's bits differ")
-          XCTAssertEqual(bits(wide.dx), bits(narrow.dx), "\(what): the input gradient's bits differ")
+          for (op, run) in [("", pass), (" (fused ReLU → depthwise → 1×1)", fusedPass)] {
+            let wide = withKernelBuild(level: 2, run)!, narrow = withKernelBuild(level: 1, run)!
+            XCTAssertEqual(bits(wide.y), bits(narrow.y), "\(what)\(op): the forward's bits differ")
+            XCTAssertEqual(bits(wide.dx), bits(narrow.dx), "\(what)\(op): the input gradient's bits differ")
+          }
           seed += 10
         }
       }
