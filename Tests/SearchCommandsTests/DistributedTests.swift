@@ -117,9 +117,14 @@ final class DistributedTests: XCTestCase {
     )
     XCTAssertEqual(loss.0, loss.1, accuracy: 1e-6 * abs(loss.0))
     // The second-order α/β gradient goes through three more backward passes, a virtual step and a
-    // finite difference ((∇⁺ − ∇⁻)/2r with r = 0.01/‖v‖), which magnifies the sums' rounding: one
-    // process with 2 engine threads instead of 1 moves it by 1.4e-5 relative (2 ranks: 1.9e-5).
-    XCTAssertLessThan(try relativeDifference(reference, distributed, prefix: "unrolled."), 5e-5)
+    // finite difference ((∇⁺ − ∇⁻)/2r with r = 0.01/‖v‖), which magnifies the sums' rounding, and
+    // where a rounding decides a ReLU the other way in one of the perturbed passes, the kink: with
+    // the input gradients' products on pcd_matmul_rows, one process with 2 engine threads instead
+    // of 1 moves it by 2.2e-3 relative, as two ranks against one process did with banded depthwise
+    // tap gradients or OpenBLAS's AVX-512 kernels (1.4e-5 and 1.9e-5 where nothing flipped). Half
+    // the batch instead of the whole, which a rank computing its own shard's gradient would give,
+    // moves it by 1.13: the bound lies between, a decade from each.
+    XCTAssertLessThan(try relativeDifference(reference, distributed, prefix: "unrolled."), 2e-2)
   }
 
   func testRanksOnTwoHostsOfTheirOwnTalkOverTCPAndSumTheSameGradients() throws {

@@ -8,8 +8,9 @@
 //   `_CKernels/depthwise.c`), where sgemm would multiply 1×KK matrices;
 // - 1×1, stride 1, no padding: the product straight on the input planes, no im2col copy;
 // - everything else: im2col into a per-core scratch matrix, then the product.
-// The forward product is `pcd_matmul_rows`, which rounds alike at every position (sgemm does
-// not); the backward products are sgemm. Work is split over samples, at most
+// The forward product and the input gradient's are `pcd_matmul_rows` (the latter on the
+// transposed weight), which rounds alike at every position (sgemm does not); the weight
+// gradient's, a long reduction over positions, is sgemm. Work is split over samples, at most
 // Engine.threadCount chunks, single-threaded inside.
 //
 // With `reluInput` the convolution reads relu(x) without that tensor existing: each sample is
@@ -206,9 +207,24 @@ func convBackward(
   // `reluInput` a group's input gradient before it is masked. Allocated before any chunk runs
   // (see parallelChunks(scratch:)).
   let inputCount = direct ? (reluInput ? cg * hw : 0) : cg * kk * ohw
-  let maskedCount = dx != nil && reluInput ? cg * hw : 0
+  // A group's input gradient goes through a scratch when it is masked, or added from a direct
+  // product.
+  let maskedCount = dx != nil && (reluInput || (direct && adding)) ? cg * hw : 0
   let perChunk = inputCount + maskedCount
   let scratch = Storage(count: chunks * perChunk, zeroed: false)
+  // The input gradient's product is the forward's kernel on the transposed weight, W_gᵀ (Cg·KK,
+  // Og) per group: every value of dx (or dcol) is 0 + Σ_o W[o][i] · dout[o][p] in o order, one
+  // FMA each, alike at every position, where sgemm's order depends on the position's place in
+  // its tiles; and at these sizes (Og, Cg ≤ 144) the kernel is faster.
+  let transposed = dx.map { _ in Storage(count: wCount, zeroed: false) }
+  if let transposed {
+    for gi in 0..<groups {
+      let (wg, tg) = (weight + gi * og * cg * kk, transposed.pointer + gi * og * cg * kk)
+      for q in 0..<og {
+        for i in 0..<cg * kk { tg[i * og + q] = wg[q * cg * kk + i] }
+      }
+    }
+  }
   WorkerPool.shared.run(chunks) { chunk in
     let lo = n * chunk / chunks, hi = n * (chunk + 1) / chunks
     let input = scratch.pointer + chunk * perChunk
@@ -227,22 +243,19 @@ func convBackward(
             alpha: 1, a: dg, lda: ohw, b: b, ldb: ohw,
             beta: 1, c: dwAcc + gi * og * cg * kk, ldc: cg * kk)
         }
-        guard let dx else { continue }
+        guard let dx, let transposed else { continue }
         let dxg = dx + (s * c + gi * cg) * hw
-        // Where this group's input gradient goes before the mask (straight to dx without one).
-        let target = reluInput ? unmasked : dxg
+        let wt = UnsafePointer(transposed.pointer + gi * og * cg * kk)
         if direct {
-          sgemm(
-            transA: true, transB: false, m: cg, n: hw, k: og,
-            alpha: 1, a: wg, lda: cg, b: dg, ldb: ohw,
-            beta: adding && !reluInput ? 1 : 0, c: target, ldc: hw)
+          // dx_g (Cg, HW) = W_gᵀ · dout_g, through the scratch when it is masked or added.
+          let target = reluInput || adding ? unmasked : dxg
+          pcd_matmul_rows(target, wt, dg, cg, og, hw)
+          if !reluInput && adding { axpy(cg * hw, 1, target, dxg) }
         } else {
           // dcol (Cg·KK, HoWo) = W_gᵀ · dout_g, then scattered back onto the input grid (on
           // this core, while the sample's planes are in cache).
-          sgemm(
-            transA: true, transB: false, m: cg * kk, n: ohw, k: og,
-            alpha: 1, a: wg, lda: cg * kk, b: dg, ldb: ohw,
-            beta: 0, c: input, ldc: ohw)
+          pcd_matmul_rows(input, wt, dg, cg * kk, og, ohw)
+          let target = reluInput ? unmasked : dxg
           if !adding || reluInput { target.update(repeating: 0, count: cg * hw) }
           col2im(dx: target, col: input, channels: cg, geo: geo)
         }

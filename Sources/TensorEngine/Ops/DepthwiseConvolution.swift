@@ -241,6 +241,13 @@ func depthwisePointwiseBackward(
   let viaScratch = dx != nil && (adding || reluInput)
   let perChunk = kernelScratch + c * splitCount + 2 * c * ohw + (viaScratch ? hw : 0)
   let scratch = Storage(count: chunks * perChunk, zeroed: true)
+  // The pointwise weight transposed, Wᵀ (C, O), for the middle gradient's product.
+  let transposed = needsMiddleGradient ? Storage(count: pointwiseCount, zeroed: false) : nil
+  if let transposed {
+    for q in 0..<o {
+      for i in 0..<c { transposed.pointer[i * o + q] = pointwiseWeight[q * c + i] }
+    }
+  }
   WorkerPool.shared.run(chunks) { chunk in
     let lo = n * chunk / chunks, hi = n * (chunk + 1) / chunks
     let kernelPlanes = scratch.pointer + chunk * perChunk
@@ -260,11 +267,9 @@ func depthwisePointwiseBackward(
           transA: false, transB: true, m: o, n: c, k: ohw, alpha: 1, a: gs, lda: ohw, b: middle, ldb: ohw,
           beta: 1, c: dpwAcc, ldc: c)
       }
-      guard needsMiddleGradient else { continue }
-      // dmiddle (C, HoWo) = Wᵀ · dout_s
-      sgemm(
-        transA: true, transB: false, m: c, n: ohw, k: o, alpha: 1, a: pointwiseWeight, lda: c, b: gs, ldb: ohw,
-        beta: 0, c: middleGradient, ldc: ohw)
+      guard needsMiddleGradient, let transposed else { continue }
+      // dmiddle (C, HoWo) = Wᵀ · dout_s, as convBackward's input gradient
+      pcd_matmul_rows(middleGradient, transposed.pointer, gs, c, o, ohw)
       for ch in 0..<c {
         let index = s * c + ch
         pcd_depthwise_backward_split(
