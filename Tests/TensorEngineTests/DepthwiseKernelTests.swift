@@ -172,14 +172,22 @@ final class DepthwiseKernelTests: XCTestCase {
         }
       }
     }
-    // The dense product: 12-row tiles and fewer, panels of 32 positions and their remainders.
+    // The dense products: 12-row tiles and fewer, panels of 32 positions and their remainders.
     for (cin, cout, size, kernel) in [(16, 16, 32, 1), (36, 13, 11, 1), (5, 30, 9, 3), (48, 8, 7, 1), (3, 6, 15, 3)] {
       let x = randomInput([2, cin, size, size], seed: seed)
       let w = randomInput([cout, cin, kernel, kernel], seed: seed + 1)
-      func forward() -> [Float] { conv2d(x, weight: w, padding: kernel / 2).scalars }
+      let g = randomInput([2, cout, size, size], seed: seed + 2)
+      // The forward, then the weight gradient (pcd_matmul_nt_add: 4 × 8 tiles and the single
+      // outputs around them, column counts with and without a remainder of 8).
+      func pass() -> [Float] {
+        let weight = Tensor(shape: w.shape, data: w.scalars, requiresGrad: true)
+        let y = conv2d(x, weight: weight, padding: kernel / 2)
+        y.backward(gradient: g)
+        return y.scalars + weight.grad!.scalars
+      }
       XCTAssertEqual(
-        bits(withKernelBuild(level: 2, forward)!), bits(withKernelBuild(level: 1, forward)!),
-        "\(cin) → \(cout), \(kernel)×\(kernel) on \(size)×\(size): the product's bits differ")
+        bits(withKernelBuild(level: 2, pass)!), bits(withKernelBuild(level: 1, pass)!),
+        "\(cin) → \(cout), \(kernel)×\(kernel) on \(size)×\(size): the products' bits differ")
       seed += 10
     }
   }

@@ -263,9 +263,7 @@ func depthwisePointwiseBackward(
       }
       if let dpwAcc {
         // dW (O, C) += dout_s (O, HoWo) · middle (C, HoWo)ᵀ
-        sgemm(
-          transA: false, transB: true, m: o, n: c, k: ohw, alpha: 1, a: gs, lda: ohw, b: middle, ldb: ohw,
-          beta: 1, c: dpwAcc, ldc: c)
+        pcd_matmul_nt_add(dpwAcc, gs, middle, o, c, ohw, c)
       }
       guard needsMiddleGradient, let transposed else { continue }
       // dmiddle (C, HoWo) = Wᵀ · dout_s, as convBackward's input gradient
