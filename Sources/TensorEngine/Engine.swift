@@ -60,12 +60,13 @@ public enum Engine {
   /// Debian's OpenBLAS (0.3.21) holds kernels for every x86 core and picks one at load time from
   /// the processor's family and model numbers; a model newer than it knows can get Prescott's SSE3
   /// kernels (on one of this project's VMs, an Intel model 207 with AVX-512), whatever the
-  /// processor's feature flags say, and a training step of the evaluation network then runs at
-  /// 0.58× its speed with Haswell's AVX2 + FMA kernels (`bench --train --batch 32 --iters 2`, two
-  /// rounds: 15.0 and 15.7 against 26.6 and 26.4 images/s). So before the first product, where
-  /// the processor runs AVX2 + FMA and OpenBLAS chose a core without them, the engine switches it
-  /// to Haswell's. It changes nothing where `OPENBLAS_CORETYPE` is set (the user's choice, which
-  /// OpenBLAS applies itself) or the library was built for a single core.
+  /// processor's feature flags say. At 09167a5, whose convolutions' backward products were still
+  /// sgemm, a training step of the evaluation network ran at 0.58× its speed with Haswell's
+  /// AVX2 + FMA kernels (`bench --train --batch 32 --iters 2`, two rounds: 15.0 and 15.7 against
+  /// 26.6 and 26.4 images/s); now only the linear layers multiply with sgemm. So before the first
+  /// product, where the processor runs AVX2 + FMA and OpenBLAS chose a core without them, the
+  /// engine switches it to Haswell's. It changes nothing where `OPENBLAS_CORETYPE` is set (the
+  /// user's choice, which OpenBLAS applies itself) or the library was built for a single core.
   ///
   /// It does not move an AVX2 core to an AVX-512 one: where OpenBLAS chose a core with AVX2, its
   /// choice stands (`OPENBLAS_CORETYPE=SkylakeX` gave 27.6 and 28.2 images/s in that step,
