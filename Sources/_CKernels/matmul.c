@@ -65,9 +65,10 @@ AVX2 static inline void matmul_tile(float *out, const float *w, const float *pan
   }
 }
 
-/// The panel of matmul_rows_simd and matmul_rows_simd512: this thread's, kept between calls (a
-/// convolution calls once per sample): at most k × 128 floats per thread (295 KiB for k = 576),
-/// working memory like the pools' padded planes, not counted as tensors.
+/// The panel of matmul_rows_simd, matmul_rows_simd512 and matmul_nt_add_simd512: this thread's,
+/// kept between calls (a convolution calls once per sample and product): at most k × 128 floats
+/// per thread (295 KiB for k = 576), working memory like the pools' padded planes, not counted as
+/// tensors.
 static float *thread_panel(long floats) {
   static _Thread_local float *panel = NULL;
   static _Thread_local long panelFloats = 0;
@@ -238,13 +239,7 @@ AVX512 static void matmul_nt_add_simd512(float *restrict c, const float *restric
   const long k8 = k & ~7L, m4 = m & ~3L, n8 = n & ~7L;
   // Each tile's eight rows of b, interleaved into registers' order in this thread's panel: rows
   // k floats apart (often a multiple of 4 KiB) would contend for the same L1 sets.
-  static _Thread_local float *panel = NULL;
-  static _Thread_local long panelFloats = 0;
-  if (panelFloats < 8 * k8) {
-    free(panel);
-    panelFloats = 8 * k8;
-    panel = aligned_alloc(64, (size_t)(panelFloats > 0 ? panelFloats : 16) * sizeof(float));
-  }
+  float *restrict panel = thread_panel(8 * k8);
   for (long j = 0; j < n8; j += 8) {
     // panel[8q + 16s + h·8 + l] = b[j + 2s + h][q + l]: acc[r][s]'s lanes 0–7 take row j + 2s, lanes
     // 8–15 row j + 2s + 1.

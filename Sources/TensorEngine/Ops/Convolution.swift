@@ -218,15 +218,7 @@ func convBackward(
   // Og) per group: every value of dx (or dcol) is 0 + Σ_o W[o][i] · dout[o][p] in o order, one
   // FMA each, alike at every position, where sgemm's order depends on the position's place in
   // its tiles; and at these sizes (Og, Cg ≤ 144) the kernel is faster.
-  let transposed = dx.map { _ in Storage(count: wCount, zeroed: false) }
-  if let transposed {
-    for gi in 0..<groups {
-      let (wg, tg) = (weight + gi * og * cg * kk, transposed.pointer + gi * og * cg * kk)
-      for q in 0..<og {
-        for i in 0..<cg * kk { tg[i * og + q] = wg[q * cg * kk + i] }
-      }
-    }
-  }
+  let transposed = dx.map { _ in transposedWeight(weight, groups: groups, rows: og, columns: cg * kk) }
   WorkerPool.shared.run(chunks) { chunk in
     let lo = n * chunk / chunks, hi = n * (chunk + 1) / chunks
     let input = scratch.pointer + chunk * perChunk
@@ -283,6 +275,19 @@ func convBackward(
       dbias[oc] += sum
     }
   }
+}
+
+/// Each group's (rows × columns) block of a convolution's weight, transposed: the left operand
+/// of the input gradient's `pcd_matmul_rows`.
+func transposedWeight(_ weight: UnsafePointer<Float>, groups: Int, rows: Int, columns: Int) -> Storage {
+  let transposed = Storage(count: groups * rows * columns, zeroed: false)
+  for gi in 0..<groups {
+    let (w, t) = (weight + gi * rows * columns, transposed.pointer + gi * rows * columns)
+    for q in 0..<rows {
+      for i in 0..<columns { t[i * rows + q] = w[q * columns + i] }
+    }
+  }
+  return transposed
 }
 
 /// Unfolds the receptive fields of one sample's `channels` planes into

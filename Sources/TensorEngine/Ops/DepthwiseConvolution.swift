@@ -242,12 +242,7 @@ func depthwisePointwiseBackward(
   let perChunk = kernelScratch + c * splitCount + 2 * c * ohw + (viaScratch ? hw : 0)
   let scratch = Storage(count: chunks * perChunk, zeroed: true)
   // The pointwise weight transposed, Wᵀ (C, O), for the middle gradient's product.
-  let transposed = needsMiddleGradient ? Storage(count: pointwiseCount, zeroed: false) : nil
-  if let transposed {
-    for q in 0..<o {
-      for i in 0..<c { transposed.pointer[i * o + q] = pointwiseWeight[q * c + i] }
-    }
-  }
+  let transposed = needsMiddleGradient ? transposedWeight(pointwiseWeight, groups: 1, rows: o, columns: c) : nil
   WorkerPool.shared.run(chunks) { chunk in
     let lo = n * chunk / chunks, hi = n * (chunk + 1) / chunks
     let kernelPlanes = scratch.pointer + chunk * perChunk
