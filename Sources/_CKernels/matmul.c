@@ -52,16 +52,26 @@ AVX2 static inline __attribute__((always_inline)) void accumulate_tile(
   }
 }
 
-AVX2 static inline void matmul_tile(float *out, const float *w, const float *panel, long rows,
-                                    long k, long n, long width) {
+AVX2 static inline __attribute__((always_inline)) void tile_rows(
+    float *out, const float *w, const float *panel, long rows, long k, long n, long width) {
   __m256 acc[ROWS][2];
-  for (long r = 0; r < ROWS; r++) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
-  // A constant row count for full tiles, so that the row loop unrolls into registers.
-  if (rows == ROWS) accumulate_tile(acc, w, panel, ROWS, k, width);
-  else accumulate_tile(acc, w, panel, rows, k, width);
+  for (long r = 0; r < rows; r++) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
+  accumulate_tile(acc, w, panel, rows, k, width);
   for (long r = 0; r < rows; r++) {
     _mm256_storeu_ps(out + r * n, acc[r][0]);
     _mm256_storeu_ps(out + r * n + 8, acc[r][1]);
+  }
+}
+
+/// A tile of `rows` ≤ ROWS rows, each count its own instance, so that the row loops unroll and
+/// the accumulators stay in registers.
+AVX2 static inline void matmul_tile(float *out, const float *w, const float *panel, long rows,
+                                    long k, long n, long width) {
+  switch (rows) {
+#define TILE(r) case r: tile_rows(out, w, panel, r, k, n, width); break;
+    TILE(1) TILE(2) TILE(3) TILE(4) TILE(5)
+    default: tile_rows(out, w, panel, ROWS, k, n, width); break;
+#undef TILE
   }
 }
 
@@ -127,15 +137,27 @@ AVX512 static inline __attribute__((always_inline)) void accumulate_tile512(
   }
 }
 
-AVX512 static inline void matmul_tile512(float *out, const float *w, const float *panel, long rows,
-                                         long k, long n, long width) {
+AVX512 static inline __attribute__((always_inline)) void tile_rows512(
+    float *out, const float *w, const float *panel, long rows, long k, long n, long width) {
   __m512 acc[ROWS][2];
-  for (long r = 0; r < ROWS; r++) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
-  if (rows == ROWS) accumulate_tile512(acc, w, panel, ROWS, k, width);
-  else accumulate_tile512(acc, w, panel, rows, k, width);
+  for (long r = 0; r < rows; r++) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+  accumulate_tile512(acc, w, panel, rows, k, width);
   for (long r = 0; r < rows; r++) {
     _mm512_storeu_ps(out + r * n, acc[r][0]);
     _mm512_storeu_ps(out + r * n + 16, acc[r][1]);
+  }
+}
+
+/// A tile of `rows` ≤ ROWS rows, each count its own instance: with a constant count the row loops
+/// unroll and the accumulators stay in registers (a variable count kept them in memory, and the
+/// partial tiles are most tiles here: C/K = 4, 8 or 16 rows).
+AVX512 static inline void matmul_tile512(float *out, const float *w, const float *panel, long rows,
+                                         long k, long n, long width) {
+  switch (rows) {
+#define TILE(r) case r: tile_rows512(out, w, panel, r, k, n, width); break;
+    TILE(1) TILE(2) TILE(3) TILE(4) TILE(5) TILE(6) TILE(7) TILE(8) TILE(9) TILE(10) TILE(11)
+    default: tile_rows512(out, w, panel, ROWS, k, n, width); break;
+#undef TILE
   }
 }
 
@@ -185,7 +207,8 @@ void pcd_matmul_rows(float *out, const float *w, const float *b, long m, long k,
 // k mod 8 columns with scalar FMAs. The AVX2 build tiles 3 rows of a × 3 rows of b in nine
 // accumulators; the AVX-512 build puts two rows of b in each register (the same eight lanes per
 // output, twice) and tiles 4 rows of a × 8 rows of b in sixteen: twice the products per
-// instruction, the same bits.
+// instruction, the same bits. The partial tiles at the edges are instances of the same tile with
+// fewer rows, their sizes constants, so that they too keep their accumulators in registers.
 
 INLINE void matmul_nt_add(float *restrict c, const float *restrict a, const float *restrict b, long m,
                           long n, long k, long ldc) {
@@ -200,77 +223,104 @@ AVX2 static inline float dot_tail(float total, const float *a, const float *b, l
   return total;
 }
 
-/// One output in the tiles' order.
-AVX2 static inline float dot_single(const float *a, const float *b, long k) {
+/// c[i + r][j + t] += dot(a_{i+r}, b_{j+t}) for r < R ≤ 3, t < T ≤ 3, one accumulator each.
+/// Inlined with R and T constant (matmul_nt_add_simd's switch), so that the accumulators stay in
+/// registers for the partial tiles too: at C/K = 4 channels every tile is one.
+AVX2 INLINE void nt_tile(float *restrict c, const float *restrict a, const float *restrict b, long i,
+                         long j, const int R, const int T, long k, long ldc) {
   const long k8 = k & ~7L;
-  __m256 acc = _mm256_setzero_ps();
-  for (long q = 0; q < k8; q += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + q), _mm256_loadu_ps(b + q), acc);
-  return dot_tail(hsum256(acc), a, b, k8, k);
+  __m256 acc[3][3];
+  for (int r = 0; r < R; r++)
+    for (int t = 0; t < T; t++) acc[r][t] = _mm256_setzero_ps();
+  for (long q = 0; q < k8; q += 8) {
+    __m256 av[3];
+    for (int r = 0; r < R; r++) av[r] = _mm256_loadu_ps(a + (i + r) * k + q);
+    for (int t = 0; t < T; t++) {
+      const __m256 bv = _mm256_loadu_ps(b + (j + t) * k + q);
+      for (int r = 0; r < R; r++) acc[r][t] = _mm256_fmadd_ps(av[r], bv, acc[r][t]);
+    }
+  }
+  for (int r = 0; r < R; r++)
+    for (int t = 0; t < T; t++)
+      c[(i + r) * ldc + j + t] += dot_tail(hsum256(acc[r][t]), a + (i + r) * k, b + (j + t) * k, k8, k);
+}
+
+/// nt_tile with R and T taken as constants.
+AVX2 static void nt_tile_any(float *c, const float *a, const float *b, long i, long j, int R, int T, long k,
+                             long ldc) {
+  switch (R * 4 + T) {
+#define NT(r, t) case r * 4 + t: nt_tile(c, a, b, i, j, r, t, k, ldc); break;
+    NT(1, 1) NT(1, 2) NT(1, 3) NT(2, 1) NT(2, 2) NT(2, 3) NT(3, 1) NT(3, 2) NT(3, 3)
+#undef NT
+    default: break;
+  }
 }
 
 AVX2 static void matmul_nt_add_simd(float *restrict c, const float *restrict a, const float *restrict b,
                                     long m, long n, long k, long ldc) {
-  const long k8 = k & ~7L, m3 = m - m % 3, n3 = n - n % 3;
-  for (long i = 0; i < m3; i += 3)
-    for (long j = 0; j < n3; j += 3) {
-      __m256 acc[3][3];
-      for (int r = 0; r < 3; r++)
-        for (int s = 0; s < 3; s++) acc[r][s] = _mm256_setzero_ps();
-      for (long q = 0; q < k8; q += 8) {
-        const __m256 a0 = _mm256_loadu_ps(a + i * k + q), a1 = _mm256_loadu_ps(a + (i + 1) * k + q),
-                     a2 = _mm256_loadu_ps(a + (i + 2) * k + q);
-        for (int s = 0; s < 3; s++) {
-          const __m256 bv = _mm256_loadu_ps(b + (j + s) * k + q);
-          acc[0][s] = _mm256_fmadd_ps(a0, bv, acc[0][s]);
-          acc[1][s] = _mm256_fmadd_ps(a1, bv, acc[1][s]);
-          acc[2][s] = _mm256_fmadd_ps(a2, bv, acc[2][s]);
-        }
-      }
-      for (int r = 0; r < 3; r++)
-        for (int s = 0; s < 3; s++)
-          c[(i + r) * ldc + j + s] += dot_tail(hsum256(acc[r][s]), a + (i + r) * k, b + (j + s) * k, k8, k);
+  for (long i = 0; i < m; i += 3)
+    for (long j = 0; j < n; j += 3) nt_tile_any(c, a, b, i, j, m - i < 3 ? m - i : 3, n - j < 3 ? n - j : 3, k, ldc);
+}
+
+/// c[i + r][j + 2s + h] += dot(a_{i+r}, b_{j+2s+h}) for r < R ≤ 4, s < S ≤ 4, h < 2, from the
+/// panel of b's 2S rows (matmul_nt_add_simd512): lanes 0–7 of acc[r][s] take row j + 2s, lanes
+/// 8–15 row j + 2s + 1, each the eight lanes of nt_tile. Inlined with R and S constant.
+AVX512 INLINE void nt_tile512(float *restrict c, const float *restrict a, const float *restrict b,
+                              const float *restrict panel, long i, long j, const int R, const int S,
+                              long k, long ldc) {
+  const long k8 = k & ~7L;
+  __m512 acc[4][4];
+  for (int r = 0; r < R; r++)
+    for (int t = 0; t < S; t++) acc[r][t] = _mm512_setzero_ps();
+  for (long q = 0; q < k8; q += 8) {
+    __m512 av[4];
+    for (int r = 0; r < R; r++) av[r] = _mm512_broadcast_f32x8(_mm256_loadu_ps(a + (i + r) * k + q));
+    for (int t = 0; t < S; t++) {
+      const __m512 bv = _mm512_load_ps(panel + 2 * S * q + 16 * t);
+      for (int r = 0; r < R; r++) acc[r][t] = _mm512_fmadd_ps(av[r], bv, acc[r][t]);
     }
-  for (long i = 0; i < m; i++)
-    for (long j = i < m3 ? n3 : 0; j < n; j++) c[i * ldc + j] += dot_single(a + i * k, b + j * k, k);
+  }
+  for (int r = 0; r < R; r++)
+    for (int t = 0; t < S; t++) {
+      const float *ar = a + (i + r) * k;
+      float *cr = c + (i + r) * ldc + j + 2 * t;
+      cr[0] += dot_tail(hsum256(_mm512_castps512_ps256(acc[r][t])), ar, b + (j + 2 * t) * k, k8, k);
+      cr[1] += dot_tail(hsum256(_mm512_extractf32x8_ps(acc[r][t], 1)), ar, b + (j + 2 * t + 1) * k, k8, k);
+    }
+}
+
+/// nt_tile512 with R and S taken as constants.
+AVX512 static void nt_tile512_any(float *c, const float *a, const float *b, const float *panel, long i,
+                                  long j, int R, int S, long k, long ldc) {
+  switch (R * 5 + S) {
+#define NT(r, s) case r * 5 + s: nt_tile512(c, a, b, panel, i, j, r, s, k, ldc); break;
+    NT(1, 1) NT(1, 2) NT(1, 3) NT(1, 4) NT(2, 1) NT(2, 2) NT(2, 3) NT(2, 4)
+    NT(3, 1) NT(3, 2) NT(3, 3) NT(3, 4) NT(4, 1) NT(4, 2) NT(4, 3) NT(4, 4)
+#undef NT
+    default: break;
+  }
 }
 
 AVX512 static void matmul_nt_add_simd512(float *restrict c, const float *restrict a, const float *restrict b,
                                          long m, long n, long k, long ldc) {
-  const long k8 = k & ~7L, m4 = m & ~3L, n8 = n & ~7L;
-  // Each tile's eight rows of b, interleaved into registers' order in this thread's panel: rows
-  // k floats apart (often a multiple of 4 KiB) would contend for the same L1 sets.
+  const long k8 = k & ~7L, pairs = n / 2;
+  // Each tile's rows of b, interleaved into registers' order in this thread's panel: rows k
+  // floats apart (often a multiple of 4 KiB) would contend for the same L1 sets.
   float *restrict panel = thread_panel(8 * k8);
-  for (long j = 0; j < n8; j += 8) {
-    // panel[8q + 16s + h·8 + l] = b[j + 2s + h][q + l]: acc[r][s]'s lanes 0–7 take row j + 2s, lanes
-    // 8–15 row j + 2s + 1.
+  for (long s0 = 0; s0 < pairs; s0 += 4) {
+    const int S = pairs - s0 < 4 ? (int)(pairs - s0) : 4;
+    const long j = 2 * s0;
+    // panel[2S·q + 16s + h·8 + l] = b[j + 2s + h][q + l]
     for (long q = 0; q < k8; q += 8)
-      for (int s = 0; s < 4; s++)
-        _mm512_store_ps(panel + 8 * q + 16 * s,
-                        _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_loadu_ps(b + (j + 2 * s) * k + q)),
-                                           _mm256_loadu_ps(b + (j + 2 * s + 1) * k + q), 1));
-    for (long i = 0; i < m4; i += 4) {
-      __m512 acc[4][4];
-      for (int r = 0; r < 4; r++)
-        for (int s = 0; s < 4; s++) acc[r][s] = _mm512_setzero_ps();
-      for (long q = 0; q < k8; q += 8) {
-        __m512 av[4];
-        for (int r = 0; r < 4; r++) av[r] = _mm512_broadcast_f32x8(_mm256_loadu_ps(a + (i + r) * k + q));
-        for (int s = 0; s < 4; s++) {
-          const __m512 bv = _mm512_load_ps(panel + 8 * q + 16 * s);
-          for (int r = 0; r < 4; r++) acc[r][s] = _mm512_fmadd_ps(av[r], bv, acc[r][s]);
-        }
-      }
-      for (int r = 0; r < 4; r++)
-        for (int s = 0; s < 4; s++) {
-          const float *ar = a + (i + r) * k;
-          float *cr = c + (i + r) * ldc + j + 2 * s;
-          cr[0] += dot_tail(hsum256(_mm512_castps512_ps256(acc[r][s])), ar, b + (j + 2 * s) * k, k8, k);
-          cr[1] += dot_tail(hsum256(_mm512_extractf32x8_ps(acc[r][s], 1)), ar, b + (j + 2 * s + 1) * k, k8, k);
-        }
-    }
+      for (int t = 0; t < S; t++)
+        _mm512_store_ps(panel + 2 * S * q + 16 * t,
+                        _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_loadu_ps(b + (j + 2 * t) * k + q)),
+                                           _mm256_loadu_ps(b + (j + 2 * t + 1) * k + q), 1));
+    for (long i = 0; i < m; i += 4) nt_tile512_any(c, a, b, panel, i, j, m - i < 4 ? (int)(m - i) : 4, S, k, ldc);
   }
-  for (long i = 0; i < m; i++)
-    for (long j = i < m4 ? n8 : 0; j < n; j++) c[i * ldc + j] += dot_single(a + i * k, b + j * k, k);
+  // An odd last row of b, with the AVX2 tiles.
+  if (n % 2)
+    for (long i = 0; i < m; i += 3) nt_tile_any(c, a, b, i, n - 1, m - i < 3 ? (int)(m - i) : 3, 1, k, ldc);
 }
 #endif
 
