@@ -50,6 +50,38 @@ INLINE void relu_backward_add(float *restrict dx, const float *restrict g, const
   for (long i = 0; i < n; i++) dx[i] = dx[i] + (y[i] <= 0 ? 0 : g[i]);
 }
 
+// The affine maps round a·x, then each addition, in that order (no fused multiply-add): the
+// order of the Swift SIMD loops they replaced, so the same bits, in the builds' widths (Swift's
+// SIMD8 compiled to SSE pairs on the baseline x86-64 target).
+INLINE void axpy(float *restrict y, const float *restrict x, float a, long n) {
+#pragma clang fp contract(off)
+  for (long i = 0; i < n; i++) y[i] = y[i] + a * x[i];
+}
+
+INLINE void affine(float *restrict y, const float *restrict x, float a, float b, long n) {
+#pragma clang fp contract(off)
+  for (long i = 0; i < n; i++) y[i] = x[i] * a + b;
+}
+
+INLINE void linear_combination(float *restrict out, const float *restrict x, const float *restrict y,
+                               float a, float b, float c, long n) {
+#pragma clang fp contract(off)
+  for (long i = 0; i < n; i++) out[i] = a * x[i] + b * y[i] + c;
+}
+
+DISPATCH(axpy, (float *y, const float *x, float a, long n), (y, x, a, n))
+DISPATCH(affine, (float *y, const float *x, float a, float b, long n), (y, x, a, b, n))
+DISPATCH(linear_combination, (float *out, const float *x, const float *y, float a, float b, float c, long n),
+         (out, x, y, a, b, c, n))
+
+void pcd_axpy(float *y, const float *x, float a, long n) { axpy_any(y, x, a, n); }
+
+void pcd_affine(float *y, const float *x, float a, float b, long n) { affine_any(y, x, a, b, n); }
+
+void pcd_linear_combination(float *out, const float *x, const float *y, float a, float b, float c, long n) {
+  linear_combination_any(out, x, y, a, b, c, n);
+}
+
 DISPATCH(relu_forward, (float *y, const float *x, long n), (y, x, n))
 DISPATCH(relu_backward, (float *dx, const float *g, const float *y, long n), (dx, g, y, n))
 DISPATCH(relu_backward_add, (float *dx, const float *g, const float *y, long n), (dx, g, y, n))

@@ -109,31 +109,48 @@ AVX2 static void plane_moments_simd(const float *restrict x, long n, double *mea
   *m2 = squares;
 }
 
-// g is loaded once per 8 values and feeds the running sum and up to six dot products, whose
-// accumulators stay in registers; more terms take further passes of six.
+/// sums[0] += Σ g (when `withSum`) and sums[1 + t] += ⟨g, xs[t]⟩ for t < T ≤ 8, g loaded once
+/// per 8 values for all of them. Inlined with T and withSum constant, so that the accumulators
+/// stay in registers (with a variable count they lived in memory).
+AVX2 INLINE void sum_and_dots_group(const float *restrict g, const float *const *xs, const int T,
+                                    const int withSum, long n, double *sums) {
+  const long vec = n & ~7L;
+  __m256 sg = _mm256_setzero_ps(), acc[8];
+  for (int t = 0; t < T; t++) acc[t] = _mm256_setzero_ps();
+  for (long i = 0; i < vec; i += 8) {
+    const __m256 gv = _mm256_loadu_ps(g + i);
+    if (withSum) sg = _mm256_add_ps(sg, gv);
+    for (int t = 0; t < T; t++) acc[t] = _mm256_fmadd_ps(gv, _mm256_loadu_ps(xs[t] + i), acc[t]);
+  }
+  float tg = 0, tail[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  for (long i = vec; i < n; i++) {
+    tg += g[i];
+    for (int t = 0; t < T; t++) tail[t] += g[i] * xs[t][i];
+  }
+  if (withSum) sums[0] += hsum256(sg) + tg;
+  for (int t = 0; t < T; t++) sums[1 + t] += hsum256(acc[t]) + tail[t];
+}
+
+// Groups of up to eight terms (DARTS's seven candidates in one pass over g), the first with the
+// sum. Each sum and dot product has its own accumulator whatever the grouping, so the grouping
+// does not change a bit.
 AVX2 static void sum_and_dots_simd(const float *restrict g, const float *const *xs, int terms,
                                    long n, double *sums) {
-  const long vec = n & ~7L;
   int first = 0;
   do {
-    const int count = terms - first < 6 ? terms - first : 6;
-    const int withSum = first == 0;
-    __m256 sg = _mm256_setzero_ps(), acc[6];
-    for (int t = 0; t < 6; t++) acc[t] = _mm256_setzero_ps();
-    for (long i = 0; i < vec; i += 8) {
-      const __m256 gv = _mm256_loadu_ps(g + i);
-      if (withSum) sg = _mm256_add_ps(sg, gv);
-      for (int t = 0; t < count; t++)
-        acc[t] = _mm256_fmadd_ps(gv, _mm256_loadu_ps(xs[first + t] + i), acc[t]);
+    const int count = terms - first < 8 ? terms - first : 8;
+    double *out = first == 0 ? sums : sums + first;
+    switch (count * 2 + (first == 0)) {
+#define GROUP(t) \
+  case 2 * t + 1: sum_and_dots_group(g, xs + first, t, 1, n, out); break; \
+  case 2 * t: sum_and_dots_group(g, xs + first, t, 0, n, out); break;
+      GROUP(1) GROUP(2) GROUP(3) GROUP(4) GROUP(5) GROUP(6) GROUP(7) GROUP(8)
+#undef GROUP
+      default:  // no terms: the sum alone
+        sum_and_dots_group(g, xs, 0, 1, n, sums);
+        break;
     }
-    float tg = 0, tail[6] = {0, 0, 0, 0, 0, 0};
-    for (long i = vec; i < n; i++) {
-      tg += g[i];
-      for (int t = 0; t < count; t++) tail[t] += g[i] * xs[first + t][i];
-    }
-    if (withSum) sums[0] += hsum256(sg) + tg;
-    for (int t = 0; t < count; t++) sums[1 + first + t] += hsum256(acc[t]) + tail[t];
-    first += 6;
+    first += 8;
   } while (first < terms);
 }
 

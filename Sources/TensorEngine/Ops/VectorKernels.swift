@@ -1,22 +1,15 @@
-// Small vector kernels shared by the direct convolution and pooling loops, written with SIMD
-// types: Swift does not reorder floating-point additions, so a plain dot-product loop stays
-// scalar; explicit 8-wide accumulators let it vectorise.
+// Small vector kernels shared by the direct convolution, pooling and batch-norm loops. The
+// element-wise maps call the C kernels' builds (AVX-512, AVX2, portable: this module is compiled
+// for baseline x86-64, where SIMD8 is a pair of SSE registers); the sums stay in Swift, written
+// with SIMD types: Swift does not reorder floating-point additions, so a plain dot-product loop
+// stays scalar, and explicit 8-wide accumulators let it vectorise (their order is the sums' bits).
 
-/// y[i] += a · x[i] for i in 0..<n.
+import _CKernels
+
+/// y[i] += a · x[i] for i in 0..<n (``pcd_axpy``).
 @inline(__always)
 func axpy(_ n: Int, _ a: Float, _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>) {
-  var i = 0
-  let av = SIMD8<Float>(repeating: a)
-  while i + 8 <= n {
-    let xv = UnsafeRawPointer(x + i).loadUnaligned(as: SIMD8<Float>.self)
-    let yv = UnsafeRawPointer(y + i).loadUnaligned(as: SIMD8<Float>.self)
-    UnsafeMutableRawPointer(y + i).storeBytes(of: yv + av * xv, as: SIMD8<Float>.self)
-    i += 8
-  }
-  while i < n {
-    y[i] += a * x[i]
-    i += 1
-  }
+  pcd_axpy(y, x, a, n)
 }
 
 /// Σ x[i]·y[i] for i in 0..<n, with 8-wide partial sums.
@@ -55,38 +48,17 @@ func sum(_ n: Int, _ x: UnsafePointer<Float>) -> Float {
   return total
 }
 
-/// y[i] = a · x[i] + b for i in 0..<n.
+/// y[i] = a · x[i] + b for i in 0..<n (``pcd_affine``).
 @inline(__always)
 func affine(_ n: Int, _ x: UnsafePointer<Float>, _ a: Float, _ b: Float, _ y: UnsafeMutablePointer<Float>) {
-  var i = 0
-  let (av, bv) = (SIMD8<Float>(repeating: a), SIMD8<Float>(repeating: b))
-  while i + 8 <= n {
-    let xv = UnsafeRawPointer(x + i).loadUnaligned(as: SIMD8<Float>.self)
-    UnsafeMutableRawPointer(y + i).storeBytes(of: xv * av + bv, as: SIMD8<Float>.self)
-    i += 8
-  }
-  while i < n {
-    y[i] = x[i] * a + b
-    i += 1
-  }
+  pcd_affine(y, x, a, b, n)
 }
 
-/// out[i] = a · x[i] + b · y[i] + c for i in 0..<n, in one pass.
+/// out[i] = a · x[i] + b · y[i] + c for i in 0..<n, in one pass (``pcd_linear_combination``).
 @inline(__always)
 func linearCombination(
   _ n: Int, _ a: Float, _ x: UnsafePointer<Float>, _ b: Float, _ y: UnsafePointer<Float>, _ c: Float,
   _ out: UnsafeMutablePointer<Float>
 ) {
-  var i = 0
-  let (av, bv, cv) = (SIMD8<Float>(repeating: a), SIMD8<Float>(repeating: b), SIMD8<Float>(repeating: c))
-  while i + 8 <= n {
-    let xv = UnsafeRawPointer(x + i).loadUnaligned(as: SIMD8<Float>.self)
-    let yv = UnsafeRawPointer(y + i).loadUnaligned(as: SIMD8<Float>.self)
-    UnsafeMutableRawPointer(out + i).storeBytes(of: av * xv + bv * yv + cv, as: SIMD8<Float>.self)
-    i += 8
-  }
-  while i < n {
-    out[i] = a * x[i] + b * y[i] + c
-    i += 1
-  }
+  pcd_linear_combination(out, x, y, a, b, c, n)
 }

@@ -66,6 +66,15 @@ void pcd_pool_backward(float *dx, float *codepad, float *gpad, const float *g, c
 /// output plane the windows covering an input reach.
 int pcd_pool_gather_border(int k, int stride, int padding);
 
+/// y += a·x, element-wise (a·x rounded, then the sum: no fused multiply-add).
+void pcd_axpy(float *y, const float *x, float a, long n);
+
+/// y = x·a + b, element-wise (the product rounded, then the sum).
+void pcd_affine(float *y, const float *x, float a, float b, long n);
+
+/// out = a·x + b·y + c, element-wise, rounded as ((a·x + b·y) + c) with each product rounded.
+void pcd_linear_combination(float *out, const float *x, const float *y, float a, float b, float c, long n);
+
 /// y = max(x, 0), element-wise.
 void pcd_relu_forward(float *y, const float *x, long n);
 
