@@ -165,7 +165,7 @@ static void backward_generic(float *dx, float *dtaps, const float *gout, const f
 // interleaved into dx once. Stride 1 is the same with one phase (the split is a plain padded copy,
 // and the input gradient is the forward with flipped taps).
 
-/// Whether the stride-1 3 × 3 forward uses its banded kernel (the same bits as correlate; tests
+/// Whether the stride-1 3 × 3 and 5 × 5 forwards use their banded kernels (the same bits as correlate; tests
 /// switch it off to compare).
 static int banded = 1;
 
@@ -384,8 +384,9 @@ AVX2 static int correlate_grid(float *out, int ostride, const float *src, int rs
 // kernel columns first, and the architecture gradients depend on that order, see there.) With
 // the nine taps held in registers, a band of four rows loads each of its 4 + 2d input rows three
 // times (kj = 0, 1, 2) for 36 FMAs, where correlate loads a vector per FMA: 1.1 to 3.4 times
-// faster per plane in cache, split included. A 5 × 5 kernel's 25 taps do not fit in the 16 registers, so it keeps
-// correlate. DepthwiseKernelTests compares the two bit for bit.
+// faster per plane in cache, split included. A 5 × 5 kernel's 25 taps fit only in AVX-512's 32
+// registers (band5_block512); the AVX2 build keeps correlate for it. DepthwiseKernelTests compares
+// the banded kernels with correlate bit for bit.
 
 /// Bands of R output rows of a 3 × 3 correlation at dilation d, the nine taps held in registers:
 /// per column block, the R + 2d input rows are loaded once each (three vectors, kj = 0, 1, 2) for
@@ -648,6 +649,63 @@ AVX512 static int correlate3_banded512(float *out, int ostride, const float *src
   return 1;
 }
 
+/// The stride-1 5 × 5 forward in bands of R ≤ 4 rows, 16 columns wide, in correlate's order as
+/// band3_block512 takes it: the 25 taps live in registers beside the four accumulators and the
+/// loaded vector (30 of the 32; the AVX2 build's 16 cannot hold them, so it keeps correlate), and
+/// each of the R + 4d input rows is loaded five times (kj = 0 … 4) for up to five output rows.
+AVX512 INLINE void band5_block512(float *restrict out, int ostride, const float *restrict src, int rstep,
+                                  const __m512 t[25], float bias, const int d, const int R, __mmask16 mask) {
+  __m512 acc[4];
+  for (int j = 0; j < R; j++) acc[j] = _mm512_set1_ps(bias);
+#pragma clang loop unroll(full)
+  for (int e = 0; e < R + 4 * d; e++) {
+#pragma clang loop unroll(full)
+    for (int kj = 0; kj < 5; kj++) {
+      const __m512 v = _mm512_maskz_loadu_ps(mask, src + e * rstep + kj * d);
+#pragma clang loop unroll(full)
+      for (int ki = 0; ki < 5; ki++) {
+        const int j = e - ki * d;
+        if (j >= 0 && j < R) acc[j] = _mm512_fmadd_ps(t[ki * 5 + kj], v, acc[j]);
+      }
+    }
+  }
+  for (int j = 0; j < R; j++) _mm512_mask_storeu_ps(out + j * ostride, mask, acc[j]);
+}
+
+AVX512 INLINE void band5_rows512(float *restrict out, int ostride, const float *restrict src, int rstep,
+                                 const __m512 t[25], float bias, const int d, const int R, int cols) {
+  const int full = cols & ~15;
+  for (int q = 0; q < full; q += 16) band5_block512(out + q, ostride, src + q, rstep, t, bias, d, R, 0xFFFF);
+  if (full < cols) band5_block512(out + full, ostride, src + full, rstep, t, bias, d, R, tail_mask16(cols));
+}
+
+AVX512 INLINE void correlate5_dilated512(float *restrict out, int ostride, const float *restrict src, int rstep,
+                                        const float *restrict taps, float bias, const int d, int rows, int cols) {
+  __m512 t[25];
+  for (int i = 0; i < 25; i++) t[i] = _mm512_set1_ps(taps[i]);
+  int r = 0;
+  for (; r + 4 <= rows; r += 4) band5_rows512(out + r * ostride, ostride, src + r * rstep, rstep, t, bias, d, 4, cols);
+  float *o = out + r * ostride;
+  const float *x = src + r * rstep;
+  switch (rows - r) {
+    case 3: band5_rows512(o, ostride, x, rstep, t, bias, d, 3, cols); break;
+    case 2: band5_rows512(o, ostride, x, rstep, t, bias, d, 2, cols); break;
+    case 1: band5_rows512(o, ostride, x, rstep, t, bias, d, 1, cols); break;
+    default: break;
+  }
+}
+
+/// The banded 5 × 5 forward at dilation 1 or 2 (DARTS's); 0 for any other, which correlate
+/// runs. Planes narrower than 16 columns go in masked blocks too: every lane takes correlate's
+/// FMAs in correlate's order, its scalar tail's included (contracted to FMAs like these).
+AVX512 static int correlate5_banded512(float *out, int ostride, const float *src, int rstep, const float *taps,
+                                       float bias, int d, int rows, int cols) {
+  if (d == 1) correlate5_dilated512(out, ostride, src, rstep, taps, bias, 1, rows, cols);
+  else if (d == 2) correlate5_dilated512(out, ostride, src, rstep, taps, bias, 2, rows, cols);
+  else return 0;
+  return 1;
+}
+
 /// The correlations of the build the kernels run.
 static void correlate_any(float *out, int ostride, const float *src, int rstep, const int *off, const float *taps,
                           int nt, float bias, int rows, int cols) {
@@ -734,6 +792,9 @@ AVX2 NO_MEMCPY static void forward_phases(float *out, const float *xs, const flo
   const int oh = out_extent(g.h, g), ow = out_extent(g.w, g);
   if (g.stride == 1 && g.k == 3 && banded &&
       correlate3_banded_any(out, ow, xs, g.w + 2 * g.padding, taps, bias, g.dilation, oh, ow))
+    return;
+  if (g.stride == 1 && g.k == 5 && banded && pcd_use_avx512() &&
+      correlate5_banded512(out, ow, xs, g.w + 2 * g.padding, taps, bias, g.dilation, oh, ow))
     return;
   int off[49];
   split_offsets(off, g);

@@ -42,7 +42,7 @@ void pcd_depthwise_forward_split(float *out, const float *split, const float *ta
 void pcd_depthwise_backward_split(float *dx, float *dtaps, const float *gout, const float *split,
                                   const float *taps, pcd_depthwise_geometry g, float *scratch);
 
-/// Switches the banded stride-1 3 × 3 depthwise forward on or off (on by default) and returns the
+/// Switches the banded stride-1 3 × 3 and 5 × 5 depthwise forwards on or off (on by default) and returns the
 /// previous setting. Both settings give the same bits; tests compare them.
 int pcd_depthwise_set_banded(int on);
 
