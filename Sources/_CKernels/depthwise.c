@@ -385,7 +385,7 @@ AVX2 static int correlate_grid(float *out, int ostride, const float *src, int rs
 // the nine taps held in registers, a band of four rows loads each of its 4 + 2d input rows three
 // times (kj = 0, 1, 2) for 36 FMAs, where correlate loads a vector per FMA: 1.1 to 3.4 times
 // faster per plane in cache, split included. A 5 × 5 kernel's 25 taps fit only in AVX-512's 32
-// registers (band5_block512); the AVX2 build keeps correlate for it. DepthwiseKernelTests compares
+// registers (band_block512); the AVX2 build keeps correlate for it. DepthwiseKernelTests compares
 // the banded kernels with correlate bit for bit.
 
 /// Bands of R output rows of a 3 × 3 correlation at dilation d, the nine taps held in registers:
@@ -601,98 +601,61 @@ AVX512 static int correlate_grid512(float *out, int ostride, const float *src, i
   return 1;
 }
 
-/// band3_block 16 columns wide, up to 8 rows a band.
-AVX512 INLINE void band3_block512(float *restrict out, int ostride, const float *restrict src, int rstep,
-                                  const __m512 t[9], float bias, const int d, const int R, __mmask16 mask) {
+/// band3_block 16 columns wide for a k × k kernel (3 or 5): bands of up to 8 rows for 3 × 3, of up
+/// to 4 for 5 × 5, whose 25 taps then live in registers beside the four accumulators and the
+/// loaded vector (30 of the 32; the AVX2 build's 16 cannot hold them, so its 5 × 5 forward keeps
+/// correlate). Each of the R + (k − 1)·d input rows is loaded k times (kj = 0 … k − 1) for up to
+/// k output rows; for each output, e ascending is ki ascending with kj inside: correlate's order.
+AVX512 INLINE void band_block512(float *restrict out, int ostride, const float *restrict src, int rstep,
+                                 const __m512 *t, float bias, const int k, const int d, const int R,
+                                 __mmask16 mask) {
   __m512 acc[8];
   for (int j = 0; j < R; j++) acc[j] = _mm512_set1_ps(bias);
 #pragma clang loop unroll(full)
-  for (int e = 0; e < R + 2 * d; e++) {
+  for (int e = 0; e < R + (k - 1) * d; e++) {
 #pragma clang loop unroll(full)
-    for (int kj = 0; kj < 3; kj++) {
+    for (int kj = 0; kj < k; kj++) {
       const __m512 v = _mm512_maskz_loadu_ps(mask, src + e * rstep + kj * d);
 #pragma clang loop unroll(full)
-      for (int ki = 0; ki < 3; ki++) {
+      for (int ki = 0; ki < k; ki++) {
         const int j = e - ki * d;
-        if (j >= 0 && j < R) acc[j] = _mm512_fmadd_ps(t[ki * 3 + kj], v, acc[j]);
+        if (j >= 0 && j < R) acc[j] = _mm512_fmadd_ps(t[ki * k + kj], v, acc[j]);
       }
     }
   }
   for (int j = 0; j < R; j++) _mm512_mask_storeu_ps(out + j * ostride, mask, acc[j]);
 }
 
-AVX512 INLINE void band3_rows512(float *restrict out, int ostride, const float *restrict src, int rstep,
-                                 const __m512 t[9], float bias, const int d, const int R, int cols) {
+AVX512 INLINE void band_rows512(float *restrict out, int ostride, const float *restrict src, int rstep,
+                                const __m512 *t, float bias, const int k, const int d, const int R, int cols) {
   const int full = cols & ~15;
-  for (int q = 0; q < full; q += 16) band3_block512(out + q, ostride, src + q, rstep, t, bias, d, R, 0xFFFF);
-  if (full < cols) band3_block512(out + full, ostride, src + full, rstep, t, bias, d, R, tail_mask16(cols));
+  for (int q = 0; q < full; q += 16) band_block512(out + q, ostride, src + q, rstep, t, bias, k, d, R, 0xFFFF);
+  if (full < cols) band_block512(out + full, ostride, src + full, rstep, t, bias, k, d, R, tail_mask16(cols));
 }
 
-AVX512 INLINE void correlate3_dilated512(float *restrict out, int ostride, const float *restrict src, int rstep,
-                                        const float *restrict taps, float bias, const int d, int rows, int cols) {
-  __m512 t[9];
-  for (int i = 0; i < 9; i++) t[i] = _mm512_set1_ps(taps[i]);
+/// A stride-1 k × k correlation at dilation d in bands of `band` rows (8 or 4), then of 4, 2 and 1.
+AVX512 INLINE void correlate_dilated512(float *restrict out, int ostride, const float *restrict src, int rstep,
+                                       const float *restrict taps, float bias, const int k, const int d,
+                                       const int band, int rows, int cols) {
+  __m512 t[25];
+  for (int i = 0; i < k * k; i++) t[i] = _mm512_set1_ps(taps[i]);
   int r = 0;
-  for (; r + 8 <= rows; r += 8) band3_rows512(out + r * ostride, ostride, src + r * rstep, rstep, t, bias, d, 8, cols);
-  for (; r + 4 <= rows; r += 4) band3_rows512(out + r * ostride, ostride, src + r * rstep, rstep, t, bias, d, 4, cols);
-  for (; r + 2 <= rows; r += 2) band3_rows512(out + r * ostride, ostride, src + r * rstep, rstep, t, bias, d, 2, cols);
-  for (; r < rows; r++) band3_rows512(out + r * ostride, ostride, src + r * rstep, rstep, t, bias, d, 1, cols);
+  for (; r + band <= rows; r += band)
+    band_rows512(out + r * ostride, ostride, src + r * rstep, rstep, t, bias, k, d, band, cols);
+  if (band > 4)
+    for (; r + 4 <= rows; r += 4) band_rows512(out + r * ostride, ostride, src + r * rstep, rstep, t, bias, k, d, 4, cols);
+  for (; r + 2 <= rows; r += 2) band_rows512(out + r * ostride, ostride, src + r * rstep, rstep, t, bias, k, d, 2, cols);
+  for (; r < rows; r++) band_rows512(out + r * ostride, ostride, src + r * rstep, rstep, t, bias, k, d, 1, cols);
 }
 
 /// correlate3_banded 16 columns wide.
 AVX512 static int correlate3_banded512(float *out, int ostride, const float *src, int rstep, const float *taps,
                                        float bias, int d, int rows, int cols) {
   if (cols < 16) return correlate3_banded(out, ostride, src, rstep, taps, bias, d, rows, cols);
-  if (d == 1) correlate3_dilated512(out, ostride, src, rstep, taps, bias, 1, rows, cols);
-  else if (d == 2) correlate3_dilated512(out, ostride, src, rstep, taps, bias, 2, rows, cols);
+  if (d == 1) correlate_dilated512(out, ostride, src, rstep, taps, bias, 3, 1, 8, rows, cols);
+  else if (d == 2) correlate_dilated512(out, ostride, src, rstep, taps, bias, 3, 2, 8, rows, cols);
   else return 0;
   return 1;
-}
-
-/// The stride-1 5 × 5 forward in bands of R ≤ 4 rows, 16 columns wide, in correlate's order as
-/// band3_block512 takes it: the 25 taps live in registers beside the four accumulators and the
-/// loaded vector (30 of the 32; the AVX2 build's 16 cannot hold them, so it keeps correlate), and
-/// each of the R + 4d input rows is loaded five times (kj = 0 … 4) for up to five output rows.
-AVX512 INLINE void band5_block512(float *restrict out, int ostride, const float *restrict src, int rstep,
-                                  const __m512 t[25], float bias, const int d, const int R, __mmask16 mask) {
-  __m512 acc[4];
-  for (int j = 0; j < R; j++) acc[j] = _mm512_set1_ps(bias);
-#pragma clang loop unroll(full)
-  for (int e = 0; e < R + 4 * d; e++) {
-#pragma clang loop unroll(full)
-    for (int kj = 0; kj < 5; kj++) {
-      const __m512 v = _mm512_maskz_loadu_ps(mask, src + e * rstep + kj * d);
-#pragma clang loop unroll(full)
-      for (int ki = 0; ki < 5; ki++) {
-        const int j = e - ki * d;
-        if (j >= 0 && j < R) acc[j] = _mm512_fmadd_ps(t[ki * 5 + kj], v, acc[j]);
-      }
-    }
-  }
-  for (int j = 0; j < R; j++) _mm512_mask_storeu_ps(out + j * ostride, mask, acc[j]);
-}
-
-AVX512 INLINE void band5_rows512(float *restrict out, int ostride, const float *restrict src, int rstep,
-                                 const __m512 t[25], float bias, const int d, const int R, int cols) {
-  const int full = cols & ~15;
-  for (int q = 0; q < full; q += 16) band5_block512(out + q, ostride, src + q, rstep, t, bias, d, R, 0xFFFF);
-  if (full < cols) band5_block512(out + full, ostride, src + full, rstep, t, bias, d, R, tail_mask16(cols));
-}
-
-AVX512 INLINE void correlate5_dilated512(float *restrict out, int ostride, const float *restrict src, int rstep,
-                                        const float *restrict taps, float bias, const int d, int rows, int cols) {
-  __m512 t[25];
-  for (int i = 0; i < 25; i++) t[i] = _mm512_set1_ps(taps[i]);
-  int r = 0;
-  for (; r + 4 <= rows; r += 4) band5_rows512(out + r * ostride, ostride, src + r * rstep, rstep, t, bias, d, 4, cols);
-  float *o = out + r * ostride;
-  const float *x = src + r * rstep;
-  switch (rows - r) {
-    case 3: band5_rows512(o, ostride, x, rstep, t, bias, d, 3, cols); break;
-    case 2: band5_rows512(o, ostride, x, rstep, t, bias, d, 2, cols); break;
-    case 1: band5_rows512(o, ostride, x, rstep, t, bias, d, 1, cols); break;
-    default: break;
-  }
 }
 
 /// The banded 5 × 5 forward at dilation 1 or 2 (DARTS's); 0 for any other, which correlate
@@ -700,8 +663,8 @@ AVX512 INLINE void correlate5_dilated512(float *restrict out, int ostride, const
 /// FMAs in correlate's order, its scalar tail's included (contracted to FMAs like these).
 AVX512 static int correlate5_banded512(float *out, int ostride, const float *src, int rstep, const float *taps,
                                        float bias, int d, int rows, int cols) {
-  if (d == 1) correlate5_dilated512(out, ostride, src, rstep, taps, bias, 1, rows, cols);
-  else if (d == 2) correlate5_dilated512(out, ostride, src, rstep, taps, bias, 2, rows, cols);
+  if (d == 1) correlate_dilated512(out, ostride, src, rstep, taps, bias, 5, 1, 4, rows, cols);
+  else if (d == 2) correlate_dilated512(out, ostride, src, rstep, taps, bias, 5, 2, 4, rows, cols);
   else return 0;
   return 1;
 }
