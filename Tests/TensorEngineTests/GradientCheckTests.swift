@@ -219,6 +219,46 @@ final class GradientCheckTests: XCTestCase {
     }
   }
 
+  /// With both weights frozen (the architecture step) the fused op's backward recomputes no
+  /// depthwise plane, as only the weights' gradients read them, and its input gradient keeps
+  /// every bit; with one weight trainable it recomputes what that gradient reads.
+  func testDepthwiseThenPointwiseWithFrozenWeightsRecomputesOnlyWhatTheirGradientsRead() {
+    forEachKernelBuild { build in
+      for (stride, padding, dilation, kernel) in [(1, 1, 1, 3), (2, 2, 1, 5), (1, 4, 2, 5)] {
+        let x = spreadInput([2, 4, 9, 8], seed: 84)
+        let dw = randomInput([4, 1, kernel, kernel], seed: 85), pw = randomInput([6, 4, 1, 1], seed: 86)
+        let what = "\(build) stride \(stride) dilation \(dilation) kernel \(kernel)"
+        let oh = (9 + 2 * padding - dilation * (kernel - 1) - 1) / stride + 1
+        let ow = (8 + 2 * padding - dilation * (kernel - 1) - 1) / stride + 1
+        let projection = randomInput([2, 6, oh, ow], seed: 87)
+        let depthwiseFLOPs = Double(2 * 2 * 4 * kernel * kernel * oh * ow)
+        // The input and tap gradients and the backward's counts with the given weights trainable.
+        func backward(_ trainable: (depthwise: Bool, pointwise: Bool)) -> ([Float], [Float], OperationCounts) {
+          let input = x.copy(requiresGrad: true)
+          dw.requiresGrad = trainable.depthwise
+          pw.requiresGrad = trainable.pointwise
+          defer { (dw.requiresGrad, pw.requiresGrad) = (false, false) }
+          let y = depthwisePointwiseConv2d(
+            input, depthwiseWeight: dw, pointwiseWeight: pw, stride: stride, padding: padding, dilation: dilation,
+            reluInput: true)
+          let (_, counts) = OperationCounter.counting { y.backward(gradient: projection) }
+          let taps = dw.grad?.scalars ?? []
+          dw.zeroGrad()
+          pw.zeroGrad()
+          return (input.grad!.scalars, taps, counts)
+        }
+        let (trainedDx, trainedTaps, trained) = backward((true, true))
+        let (frozenDx, _, frozen) = backward((false, false))
+        let (_, taps, depthwiseOnly) = backward((true, false))
+        XCTAssertEqual(frozenDx.map(\.bitPattern), trainedDx.map(\.bitPattern), "\(what): dx")
+        XCTAssertEqual(taps.map(\.bitPattern), trainedTaps.map(\.bitPattern), "\(what): ddepthwise")
+        XCTAssertEqual(trained.byOperation["depthwise conv2d"]?.flops, depthwiseFLOPs, "\(what): recomputed forward")
+        XCTAssertNil(frozen.byOperation["depthwise conv2d"], "\(what): nothing recomputed with frozen weights")
+        XCTAssertNil(depthwiseOnly.byOperation["depthwise conv2d"], "\(what): the tap gradients read the split x only")
+      }
+    }
+  }
+
   func testConvolutionThroughReLUEqualsReLUThenTheConvolutionBitForBit() {
     forEachKernelBuild { build in
       // The direct 1×1 product, im2col (stride 2, a padded 3×3 with groups and a bias, a 2×2).

@@ -199,9 +199,9 @@ func depthwisePointwiseForward(
 }
 
 /// The gradients of ``depthwisePointwiseForward`` from dout (N, O, Ho, Wo), recomputing each
-/// sample's depthwise planes: dx (N, C, H, W) is written, or added to with `addingToDx` (with
-/// `reluInput`, each plane masked where x ≤ 0 first); ddepthwise (C, 1, K, K) and dpointwise
-/// (O, C) are accumulated (`+=`); any may be `nil`.
+/// sample's depthwise planes where a weight gradient reads them: dx (N, C, H, W) is written, or
+/// added to with `addingToDx` (with `reluInput`, each plane masked where x ≤ 0 first);
+/// ddepthwise (C, 1, K, K) and dpointwise (O, C) are accumulated (`+=`); any may be `nil`.
 func depthwisePointwiseBackward(
   dx: UnsafeMutablePointer<Float>?, addingToDx: Bool, ddepthwise: UnsafeMutablePointer<Float>?,
   dpointwise: UnsafeMutablePointer<Float>?, dout: UnsafePointer<Float>, x: UnsafePointer<Float>,
@@ -215,7 +215,15 @@ func depthwisePointwiseBackward(
   guard needsMiddleGradient || dpointwise != nil else { return }
   let adding = addingToDx && dx != nil
   let depthwiseProducts = (ddepthwise == nil ? 0 : 1) + (dx == nil ? 0 : 1)
-  OperationCounter.add("depthwise conv2d", flops: 2 * n * c * kk * ohw, elements: n * c * hw + c * kk)
+  // Only the weights' gradients read the recomputed planes: the pointwise gradient the depthwise
+  // output, the tap gradients the split x. The input gradient needs neither (Wᵀ·dout, then the
+  // depthwise adjoint of that, masked by x itself), so with frozen weights (the architecture step)
+  // nothing is recomputed.
+  let recomputesOutput = dpointwise != nil
+  let splitsInput = recomputesOutput || ddepthwise != nil
+  if recomputesOutput {
+    OperationCounter.add("depthwise conv2d", flops: 2 * n * c * kk * ohw, elements: n * c * hw + c * kk)
+  }
   OperationCounter.add(
     "conv2d backward",
     flops: ((dpointwise == nil ? 0 : 1) + (needsMiddleGradient ? 1 : 0)) * 2 * n * o * c * ohw,
@@ -252,9 +260,11 @@ func depthwisePointwiseBackward(
     let dpwAcc = pointwisePartial.map { $0.pointer + chunk * pointwiseCount }
     for s in lo..<hi {
       let xs = x + s * c * hw, gs = dout + s * o * ohw
-      for ch in 0..<c {
+      for ch in 0..<c where splitsInput {
         pcd_depthwise_split(splits + ch * splitCount, xs + ch * hw, reluInput ? 1 : 0, kg)
-        pcd_depthwise_forward_split(middle + ch * ohw, splits + ch * splitCount, depthwiseWeight + ch * kk, 0, kg)
+        if recomputesOutput {
+          pcd_depthwise_forward_split(middle + ch * ohw, splits + ch * splitCount, depthwiseWeight + ch * kk, 0, kg)
+        }
       }
       if let dpwAcc {
         // dW (O, C) += dout_s (O, HoWo) · middle (C, HoWo)ᵀ
