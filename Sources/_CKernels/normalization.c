@@ -139,7 +139,7 @@ AVX2 static void sum_and_dots_simd(const float *restrict g, const float *const *
   int first = 0;
   do {
     const int count = terms - first < 8 ? terms - first : 8;
-    double *out = first == 0 ? sums : sums + first;
+    double *out = sums + first;  // the group's dot products start at out[1]
     switch (count * 2 + (first == 0)) {
 #define GROUP(t) \
   case 2 * t + 1: sum_and_dots_group(g, xs + first, t, 1, n, out); break; \

@@ -243,11 +243,14 @@ func depthwisePointwiseBackward(
   let pointwisePartial = dpointwise.map { _ in Storage(count: chunks * pointwiseCount, zeroed: true) }
   let tapPartial = ddepthwise.map { _ in Storage(count: n * c * kk, zeroed: true) }
   // Each sample's C input planes are split (padded) once, for the recomputed forward and again
-  // for the tap gradients, into C split planes per chunk.
+  // for the tap gradients, into C split planes per chunk; the recomputed depthwise output and the
+  // middle gradient take C planes each, where they are needed.
   let (kernelScratch, splitCount) = (pcd_depthwise_scratch_count(kg), pcd_depthwise_split_count(kg))
+  let splitFloats = splitsInput ? c * splitCount : 0
+  let middleFloats = recomputesOutput ? c * ohw : 0, middleGradientFloats = needsMiddleGradient ? c * ohw : 0
   // A plane of dx goes through a scratch plane when it is added or masked.
   let viaScratch = dx != nil && (adding || reluInput)
-  let perChunk = kernelScratch + c * splitCount + 2 * c * ohw + (viaScratch ? hw : 0)
+  let perChunk = kernelScratch + splitFloats + middleFloats + middleGradientFloats + (viaScratch ? hw : 0)
   let scratch = Storage(count: chunks * perChunk, zeroed: true)
   // The pointwise weight transposed, Wᵀ (C, O), for the middle gradient's product.
   let transposed = needsMiddleGradient ? transposedWeight(pointwiseWeight, groups: 1, rows: o, columns: c) : nil
@@ -255,8 +258,8 @@ func depthwisePointwiseBackward(
     let lo = n * chunk / chunks, hi = n * (chunk + 1) / chunks
     let kernelPlanes = scratch.pointer + chunk * perChunk
     let splits = kernelPlanes + kernelScratch
-    let middle = splits + c * splitCount, middleGradient = middle + c * ohw
-    let plane = middleGradient + c * ohw  // a plane of dx, when it goes through scratch
+    let middle = splits + splitFloats, middleGradient = middle + middleFloats
+    let plane = middleGradient + middleGradientFloats  // a plane of dx, when it goes through scratch
     let dpwAcc = pointwisePartial.map { $0.pointer + chunk * pointwiseCount }
     for s in lo..<hi {
       let xs = x + s * c * hw, gs = dout + s * o * ohw
