@@ -648,23 +648,17 @@ AVX512 INLINE void correlate_dilated512(float *restrict out, int ostride, const 
   for (; r < rows; r++) band_rows512(out + r * ostride, ostride, src + r * rstep, rstep, t, bias, k, d, 1, cols);
 }
 
-/// correlate3_banded 16 columns wide.
-AVX512 static int correlate3_banded512(float *out, int ostride, const float *src, int rstep, const float *taps,
-                                       float bias, int d, int rows, int cols) {
-  if (cols < 16) return correlate3_banded(out, ostride, src, rstep, taps, bias, d, rows, cols);
-  if (d == 1) correlate_dilated512(out, ostride, src, rstep, taps, bias, 3, 1, 8, rows, cols);
-  else if (d == 2) correlate_dilated512(out, ostride, src, rstep, taps, bias, 3, 2, 8, rows, cols);
-  else return 0;
-  return 1;
-}
-
-/// The banded 5 × 5 forward at dilation 1 or 2 (DARTS's); 0 for any other, which correlate
-/// runs. Planes narrower than 16 columns go in masked blocks too: every lane takes correlate's
-/// FMAs in correlate's order, its scalar tail's included (contracted to FMAs like these).
-AVX512 static int correlate5_banded512(float *out, int ostride, const float *src, int rstep, const float *taps,
-                                       float bias, int d, int rows, int cols) {
-  if (d == 1) correlate_dilated512(out, ostride, src, rstep, taps, bias, 5, 1, 4, rows, cols);
-  else if (d == 2) correlate_dilated512(out, ostride, src, rstep, taps, bias, 5, 2, 4, rows, cols);
+/// The banded stride-1 forward 16 columns wide, at dilation 1 or 2 (DARTS's); 0 for any other
+/// geometry, which correlate runs. 3 × 3 in bands of 8 rows, planes narrower than 16 columns on the
+/// AVX2 bands; 5 × 5 in bands of 4, narrower planes in masked blocks too: every lane takes
+/// correlate's FMAs in correlate's order, its scalar tail's included (contracted to FMAs like these).
+AVX512 static int correlate_banded512(float *out, int ostride, const float *src, int rstep, const float *taps,
+                                      float bias, int k, int d, int rows, int cols) {
+  if (k == 3 && cols < 16) return correlate3_banded(out, ostride, src, rstep, taps, bias, d, rows, cols);
+  if (k == 3 && d == 1) correlate_dilated512(out, ostride, src, rstep, taps, bias, 3, 1, 8, rows, cols);
+  else if (k == 3 && d == 2) correlate_dilated512(out, ostride, src, rstep, taps, bias, 3, 2, 8, rows, cols);
+  else if (k == 5 && d == 1) correlate_dilated512(out, ostride, src, rstep, taps, bias, 5, 1, 4, rows, cols);
+  else if (k == 5 && d == 2) correlate_dilated512(out, ostride, src, rstep, taps, bias, 5, 2, 4, rows, cols);
   else return 0;
   return 1;
 }
@@ -682,10 +676,12 @@ static int correlate_grid_any(float *out, int ostride, const float *src, int rst
                           : correlate_grid(out, ostride, src, rstep, taps, k, d, rows, cols);
 }
 
-static int correlate3_banded_any(float *out, int ostride, const float *src, int rstep, const float *taps, float bias,
-                                 int d, int rows, int cols) {
-  return pcd_use_avx512() ? correlate3_banded512(out, ostride, src, rstep, taps, bias, d, rows, cols)
-                          : correlate3_banded(out, ostride, src, rstep, taps, bias, d, rows, cols);
+/// The banded stride-1 forward of the build the kernels run (the AVX2 build's for 3 × 3 only);
+/// 0 where correlate runs instead.
+static int correlate_banded_any(float *out, int ostride, const float *src, int rstep, const float *taps, float bias,
+                                int k, int d, int rows, int cols) {
+  if (pcd_use_avx512()) return correlate_banded512(out, ostride, src, rstep, taps, bias, k, d, rows, cols);
+  return k == 3 ? correlate3_banded(out, ostride, src, rstep, taps, bias, d, rows, cols) : 0;
 }
 
 /// dx (h × w) = the input gradient, gathered per phase from the padded output gradient.
@@ -753,11 +749,8 @@ AVX2 NO_MEMCPY static void input_gradient_phases(float *restrict dx, const float
 AVX2 NO_MEMCPY static void forward_phases(float *out, const float *xs, const float *taps, float bias,
                                           pcd_depthwise_geometry g) {
   const int oh = out_extent(g.h, g), ow = out_extent(g.w, g);
-  if (g.stride == 1 && g.k == 3 && banded &&
-      correlate3_banded_any(out, ow, xs, g.w + 2 * g.padding, taps, bias, g.dilation, oh, ow))
-    return;
-  if (g.stride == 1 && g.k == 5 && banded && pcd_use_avx512() &&
-      correlate5_banded512(out, ow, xs, g.w + 2 * g.padding, taps, bias, g.dilation, oh, ow))
+  if (g.stride == 1 && banded &&
+      correlate_banded_any(out, ow, xs, g.w + 2 * g.padding, taps, bias, g.k, g.dilation, oh, ow))
     return;
   int off[49];
   split_offsets(off, g);
