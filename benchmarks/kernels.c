@@ -3,8 +3,9 @@
 // kernel can do when memory is not the limit, so that a kernel far below its neighbours stands
 // out. Built and run by benchmarks/kernels.sh against the release build's objects.
 //
-// Each figure is the best of five timings of a loop of calls (about 0.2 GFLOP each); a checksum
-// of the outputs follows each line so that two builds can be compared for their bits too.
+// Each figure is the best of five timings of a loop of calls (0.1 to 0.2 GFLOP, or 10^8 values,
+// per loop); a checksum of the outputs follows each line so that two builds can be compared for
+// their bits too.
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
