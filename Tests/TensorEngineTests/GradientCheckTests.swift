@@ -351,6 +351,39 @@ final class GradientCheckTests: XCTestCase {
     }
   }
 
+  func testNormalizedWeightedSumAddsToTheGradientsOfInputsWithOtherReaders() {
+    // x is an intermediate tensor read as a normalised term, as an identity term and by the sum
+    // after it (a mixed op's edge input: read by several candidates and edges), so its terms'
+    // gradients are added into a buffer that already holds another reader's; the leaf y's
+    // gradient already holds a first backward pass's.
+    for training in [true, false] {
+      let x0 = randomInput([3, 2, 4, 5], seed: 60)
+      let (y, z) = (randomInput([3, 2, 4, 5], seed: 61), randomInput([3, 2, 4, 5], seed: 62))
+      let w = randomInput([4], seed: 63)
+      let projection = randomInput([3, 2, 4, 5], seed: 64)
+      func loss(fused: Bool) -> Tensor {
+        let x = weightedSum([x0], weights: Tensor(shape: [1], data: [1.5]))
+        let states = [BatchNormState?]([freshState(2), nil, nil, freshState(2)])
+        let terms = [x, y, x, z]
+        let sum =
+          fused
+          ? normalizedWeightedSum(terms, norms: states, training: training, weights: w)
+          : weightedSum(
+            zip(terms, states).map { t, state in
+              state.map { batchNorm2d(t, weight: nil, bias: nil, state: $0, training: training) } ?? t
+            }, weights: w)
+        return weightedSum([sum, x], weights: Tensor(shape: [2], data: [1, -0.5]))
+      }
+      loss(fused: false).backward(gradient: projection)
+      let plain = [x0, y, z, w].map { $0.grad!.scalars }
+      loss(fused: true).backward(gradient: projection)  // adds to the leaves' gradients
+      for (k, leaf) in [x0, y, z, w].enumerated() {
+        let twice = Tensor(shape: leaf.shape, data: plain[k].map { 2 * $0 })
+        assertClose(leaf.grad!, twice, tolerance: 1e-4, "gradient \(k), training \(training)")
+      }
+    }
+  }
+
   private func freshState(_ channels: Int) -> BatchNormState {
     BatchNormState(runningMean: Tensor(zeros: [channels]), runningVar: Tensor(repeating: 1, shape: [channels]))
   }

@@ -318,14 +318,22 @@ public func normalizedWeightedSum(
   // Every term normalised with batch statistics shares the batch's count (all ranks' with a group).
   let m = stats.lazy.compactMap { $0?.count }.first ?? n * hw
   let group = training ? norms.lazy.compactMap { $0?.group }.first : nil
+  // Each term's gradient goes straight into its buffer: an identity term is the edge input itself,
+  // which other candidates and edges read too, so its w·g is added where their gradients are
+  // instead of being written as a tensor for the graph to add.
+  let targets = xs.map(\.gradientAccumulator)
   return record(out, inputs: xs + [weights]) { g in
-    let dxs = xs.map { $0.requiresGrad ? Tensor.uninitialized($0.shape) : nil }
-    // One pass over g and every term (Σ g, Σ g·xₜ), then per term with a gradient a·g + b·xₜ + c.
-    let inputGradients = dxs.count { $0 != nil }
-    OperationCounter.add(
-      "normalizedWeightedSum backward",
-      flops: g.count * (1 + 2 * terms + 4 * inputGradients),
-      elements: g.count * (1 + terms + 3 * inputGradients))
+    let dxs = targets.map { $0?.buffer() }
+    // One pass over g and every term (Σ g, Σ g·xₜ), then per term with a gradient a·g + b·xₜ + c
+    // (only a·g where b = c = 0: an identity term, or fixed statistics), written or added.
+    var (flops, elements) = (1 + 2 * terms, 1 + terms)
+    for t in 0..<terms {
+      guard let (_, isFresh) = dxs[t] else { continue }
+      let withStatistics = normalized[t] && training
+      flops += (withStatistics ? 4 : 1) + (isFresh ? 0 : 1)
+      elements += (withStatistics ? 2 : 1) + (isFresh ? 1 : 2)
+    }
+    OperationCounter.add("normalizedWeightedSum backward", flops: g.count * flops, elements: g.count * elements)
     // Per channel: this rank's Σ g·x̂ₜ for each term (x̂ₜ = xₜ for an identity term), for ∂/∂w.
     let sumGX = UnsafeMutableBufferPointer<Double>.allocate(capacity: c * terms)
     defer { sumGX.deallocate() }
@@ -346,21 +354,37 @@ public func normalizedWeightedSum(
         for t in 0..<terms { sumGX[ch * terms + t] = termSumGX(t, ch, sums) }
       },
       apply: { ch, sums in
+        var added: [Float] = []  // a plane, for a term added with b or c ≠ 0 (a term read twice)
         for t in 0..<terms {
-          guard let dx = dxs[t] else { continue }
+          guard let (dx, isFresh) = dxs[t] else { continue }
           let (mu, inv) = meanAndInverse(t, ch)
           // d(wₜ·normₜ(x))/dx: with batch statistics, the batch-norm gradient of wₜ·g; with fixed
           // statistics (or none) the affine map wₜ/σₜ·g.
           let scale = w[idx[t]] * inv
+          let withStatistics = normalized[t] && training
           let (a, b, c0) =
-            normalized[t] && training
+            withStatistics
             ? inputGradientCoefficients(
               scale: scale, meanG: Float(sums[0] / Double(m)),
               meanGX: Float(termSumGX(t, ch, sums) / Double(m)), xhatScale: inv, xhatShift: -mu * inv)
             : (scale, 0, 0)
+          if !withStatistics && !isFresh {
+            for s in 0..<n { axpy(hw, a, g.pointer + (s * c + ch) * hw, dx.pointer + (s * c + ch) * hw) }
+            continue
+          }
+          if !isFresh && added.isEmpty { added = [Float](repeating: 0, count: hw) }
           for s in 0..<n {
             let plane = (s * c + ch) * hw
-            linearCombination(hw, a, g.pointer + plane, b, xs[t].pointer + plane, c0, dx.pointer + plane)
+            if !withStatistics {
+              affine(hw, g.pointer + plane, a, 0, dx.pointer + plane)
+            } else if isFresh {
+              linearCombination(hw, a, g.pointer + plane, b, xs[t].pointer + plane, c0, dx.pointer + plane)
+            } else {
+              added.withUnsafeMutableBufferPointer { sum in
+                linearCombination(hw, a, g.pointer + plane, b, xs[t].pointer + plane, c0, sum.baseAddress!)
+                axpy(hw, 1, sum.baseAddress!, dx.pointer + plane)
+              }
+            }
           }
         }
       })
@@ -375,7 +399,7 @@ public func normalizedWeightedSum(
       }
       dweights = dw
     }
-    return dxs + [dweights]
+    return [Tensor?](repeating: nil, count: terms) + [dweights]
   }
 }
 
