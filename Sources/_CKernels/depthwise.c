@@ -663,6 +663,60 @@ AVX512 static int correlate_banded512(float *out, int ostride, const float *src,
   return 1;
 }
 
+/// tap_group's sums of a stride-1 k × k kernel at dilation d, for the kernel rows ki0 ≤ ki < ki1 in
+/// one pass: each padded input row is loaded once per kj, 8 columns a vector, for the output rows
+/// of those kernel rows that read it, where tap_group loads it once per tap. Per tap the products
+/// come in tap_group's order (output rows ascending, then the row's vectors; the scalar tail in its
+/// own sum, contracted to FMAs alike), so the bits are the AVX2 build's. The vectors stay 8 wide:
+/// 16-wide lanes would sum in another order. What the AVX-512 build adds is its 32 registers, for
+/// up to 15 accumulators beside the loaded vectors.
+AVX512 INLINE void tap_band512(float *restrict dtaps, const float *restrict g, const float *restrict src, int rstep,
+                               const int k, const int d, const int ki0, const int ki1, int rows, int cols) {
+  const int vec = cols & ~7;
+  __m256 acc[15];
+  float tail[15];
+  for (int t = 0; t < (ki1 - ki0) * k; t++) acc[t] = _mm256_setzero_ps(), tail[t] = 0;
+  for (int e = ki0 * d; e < rows + (ki1 - 1) * d; e++) {
+    const float *restrict xr = src + e * rstep;
+    for (int q = 0; q < vec; q += 8) {
+      __m256 v[5];
+#pragma clang loop unroll(full)
+      for (int kj = 0; kj < k; kj++) v[kj] = _mm256_loadu_ps(xr + q + kj * d);
+#pragma clang loop unroll(full)
+      for (int ki = ki0; ki < ki1; ki++) {
+        const int r = e - ki * d;
+        if (r < 0 || r >= rows) continue;
+        const __m256 gv = _mm256_loadu_ps(g + r * cols + q);
+#pragma clang loop unroll(full)
+        for (int kj = 0; kj < k; kj++) acc[(ki - ki0) * k + kj] = _mm256_fmadd_ps(gv, v[kj], acc[(ki - ki0) * k + kj]);
+      }
+    }
+    for (int q = vec; q < cols; q++)
+      for (int ki = ki0; ki < ki1; ki++) {
+        const int r = e - ki * d;
+        if (r < 0 || r >= rows) continue;
+        for (int kj = 0; kj < k; kj++) tail[(ki - ki0) * k + kj] += g[r * cols + q] * xr[q + kj * d];
+      }
+  }
+  for (int t = 0; t < (ki1 - ki0) * k; t++) dtaps[ki0 * k + t] += hsum256(acc[t]) + tail[t];
+}
+
+/// The banded stride-1 tap gradients at DARTS's kernels and dilations (a 5 × 5 kernel's rows in two
+/// passes, 0–2 and 3–4); 0 for any other geometry, which tap_sums runs.
+AVX512 static int tap_sums_banded512(float *dtaps, const float *g, const float *src, int rstep, int k, int d,
+                                     int rows, int cols) {
+  if (k == 3 && d == 1) tap_band512(dtaps, g, src, rstep, 3, 1, 0, 3, rows, cols);
+  else if (k == 3 && d == 2) tap_band512(dtaps, g, src, rstep, 3, 2, 0, 3, rows, cols);
+  else if (k == 5 && d == 1) {
+    tap_band512(dtaps, g, src, rstep, 5, 1, 0, 3, rows, cols);
+    tap_band512(dtaps, g, src, rstep, 5, 1, 3, 5, rows, cols);
+  } else if (k == 5 && d == 2) {
+    tap_band512(dtaps, g, src, rstep, 5, 2, 0, 3, rows, cols);
+    tap_band512(dtaps, g, src, rstep, 5, 2, 3, 5, rows, cols);
+  } else return 0;
+  return 1;
+}
+
 /// The correlations of the build the kernels run.
 static void correlate_any(float *out, int ostride, const float *src, int rstep, const int *off, const float *taps,
                           int nt, float bias, int rows, int cols) {
@@ -682,6 +736,18 @@ static int correlate_banded_any(float *out, int ostride, const float *src, int r
                                 int k, int d, int rows, int cols) {
   if (pcd_use_avx512()) return correlate_banded512(out, ostride, src, rstep, taps, bias, k, d, rows, cols);
   return k == 3 ? correlate3_banded(out, ostride, src, rstep, taps, bias, d, rows, cols) : 0;
+}
+
+/// The tap gradients of the build the kernels run: banded at stride 1 in the AVX-512 build (the same
+/// bits), tap_sums otherwise.
+static void tap_sums_any(float *dtaps, const float *g, const float *src, pcd_depthwise_geometry geo, int rows,
+                         int cols) {
+  const int wp = geo.w + 2 * geo.padding;
+  if (geo.stride == 1 && pcd_use_avx512() && tap_sums_banded512(dtaps, g, src, wp, geo.k, geo.dilation, rows, cols))
+    return;
+  int off[49];
+  split_offsets(off, geo);
+  tap_sums(dtaps, g, src, geo.stride * wp, off, geo.k * geo.k, rows, cols);
 }
 
 /// dx (h × w) = the input gradient, gathered per phase from the padded output gradient.
@@ -761,11 +827,7 @@ AVX2 NO_MEMCPY static void backward_phases(float *dx, float *dtaps, const float 
                                            const float *taps, pcd_depthwise_geometry g, float *scratch) {
   const int wp = g.w + 2 * g.padding;
   const phase_plan plan = plan_of(g);
-  if (dtaps) {
-    int off[49];
-    split_offsets(off, g);
-    tap_sums(dtaps, gout, xs, g.stride * wp, off, g.k * g.k, plan.oh, plan.ow);
-  }
+  if (dtaps) tap_sums_any(dtaps, gout, xs, g, plan.oh, plan.ow);
   if (dx) {
     float *gpad = scratch + (g.h + 2 * g.padding) * wp;
     input_gradient_phases(dx, gout, taps, g, plan, gpad, gpad + plan.hg * plan.wg);

@@ -129,8 +129,8 @@ final class DepthwiseKernelTests: XCTestCase {
   }
 
   /// The AVX-512 build widens only loops whose every output keeps its own products in its own
-  /// order, so it must give the AVX2 build's bits: the depthwise forward and input gradient at
-  /// both strides (planes narrower than 16 columns, 16-column blocks, masked tails, every band
+  /// order, so it must give the AVX2 build's bits: the depthwise forward, input gradient and tap
+  /// gradients (banded at stride 1) at both strides (planes narrower than 16 columns, 16-column blocks, masked tails, every band
   /// remainder), and the position-invariant product of the dense convolutions.
   func testAVX512BuildGivesTheAVX2BuildsBits() throws {
     try XCTSkipUnless(withKernelBuild(level: 2, { true }) ?? false, "this processor does not run AVX-512")
@@ -148,28 +148,30 @@ final class DepthwiseKernelTests: XCTestCase {
           let bias = randomInput([3], seed: seed + 2)
           let oh = (h + 2 * p - d * (k - 1) - 1) / s + 1, ow = (w + 2 * p - d * (k - 1) - 1) / s + 1
           let g = randomInput([2, 3, oh, ow], seed: seed + 3)
-          func pass() -> (y: [Float], dx: [Float]) {
-            let input = Tensor(shape: x.shape, data: x.scalars, requiresGrad: true)
-            let y = conv2d(input, weight: weight, bias: bias, stride: s, padding: p, dilation: d, groups: 3)
+          func fresh(_ t: Tensor) -> Tensor { Tensor(shape: t.shape, data: t.scalars, requiresGrad: true) }
+          func pass() -> (y: [Float], dx: [Float], dtaps: [Float]) {
+            let (input, taps) = (fresh(x), fresh(weight))
+            let y = conv2d(input, weight: taps, bias: bias, stride: s, padding: p, dilation: d, groups: 3)
             y.backward(gradient: g)
-            return (y.scalars, input.grad!.scalars)
+            return (y.scalars, input.grad!.scalars, taps.grad!.scalars)
           }
           // The depthwise → 1×1 op with its ReLU fused into the split of x.
           let pointwise = randomInput([4, 3, 1, 1], seed: seed + 4, std: 0.5)
           let fusedGradient = randomInput([2, 4, oh, ow], seed: seed + 5)
-          func fusedPass() -> (y: [Float], dx: [Float]) {
-            let input = Tensor(shape: x.shape, data: x.scalars, requiresGrad: true)
+          func fusedPass() -> (y: [Float], dx: [Float], dtaps: [Float]) {
+            let (input, taps) = (fresh(x), fresh(weight))
             let y = depthwisePointwiseConv2d(
-              input, depthwiseWeight: weight, pointwiseWeight: pointwise, stride: s, padding: p, dilation: d,
+              input, depthwiseWeight: taps, pointwiseWeight: pointwise, stride: s, padding: p, dilation: d,
               reluInput: true)
             y.backward(gradient: fusedGradient)
-            return (y.scalars, input.grad!.scalars)
+            return (y.scalars, input.grad!.scalars, taps.grad!.scalars)
           }
           let what = "k\(k) d\(d) s\(s) \(h)×\(w)"
           for (op, run) in [("", pass), (" (fused ReLU → depthwise → 1×1)", fusedPass)] {
             let wide = withKernelBuild(level: 2, run)!, narrow = withKernelBuild(level: 1, run)!
             XCTAssertEqual(differing(wide.y, narrow.y), 0, "\(what)\(op): forward outputs whose bits differ")
             XCTAssertEqual(differing(wide.dx, narrow.dx), 0, "\(what)\(op): input-gradient values whose bits differ")
+            XCTAssertEqual(differing(wide.dtaps, narrow.dtaps), 0, "\(what)\(op): tap gradients whose bits differ")
           }
           seed += 10
         }
