@@ -303,9 +303,10 @@ AVX2 static void correlate(float *restrict out, int ostride, const float *restri
 // of the trained K = 1 network of TrainedNetworkPrecisionTests jumped (6e-4 and 2e-4 against
 // float64) on two of its three inputs where PyTorch float32 jumps on none, so some ReLU or pool
 // decision there depends on the order of the depthwise sum (not found yet). Banded tap gradients
-// (5190229, 1.1-1.4x per plane) were taken out for a like reason: with them the second-order
-// α/β gradient of two synchronised ranks moved 2.2e-3 from one process's (DistributedTests
-// allows 5e-5).
+// in another order (5190229, 1.1-1.4x per plane) were taken out for a like reason: with them the
+// second-order α/β gradient of two synchronised ranks moved 2.2e-3 from one process's
+// (DistributedTests allows 5e-5). The AVX-512 build's banded tap gradients (tap_band512) keep
+// tap_group's order instead, and so its bits.
 
 /// Rows r0 … r0 + R − 1 (out and src point at row r0), columns q … q + 7 under `mask` (all lanes
 /// for a full block).
