@@ -59,10 +59,14 @@ def main():
            + 50 * images / rate_eval)
 
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+    commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    dirty = subprocess.run(["git", "-C", ROOT, "status", "--porcelain", "--untracked-files=no"],
+                           capture_output=True, text=True).stdout.strip()
+    at = f"commit {commit.stdout.strip()}{' with local changes' if dirty else ''}" if commit.returncode == 0 else "an unknown commit"
     lines = [
         "# A short search on Fashion-MNIST, and the ETA of the paper's run",
         "",
-        f"Measured by `benchmarks/search_fashion_mnist.py` on {time.strftime('%Y-%m-%d')}: "
+        f"Measured by `benchmarks/search_fashion_mnist.py` at {at} on {time.strftime('%Y-%m-%d')}: "
         f"{os.cpu_count()} cores ({cpu}), {platform.system()} {platform.release()}.",
         "",
         "## The short search (`make search`)",
