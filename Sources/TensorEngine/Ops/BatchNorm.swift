@@ -368,21 +368,18 @@ public func normalizedWeightedSum(
               scale: scale, meanG: Float(sums[0] / Double(m)),
               meanGX: Float(termSumGX(t, ch, sums) / Double(m)), xhatScale: inv, xhatShift: -mu * inv)
             : (scale, 0, 0)
-          if !withStatistics && !isFresh {
-            for s in 0..<n { axpy(hw, a, g.pointer + (s * c + ch) * hw, dx.pointer + (s * c + ch) * hw) }
-            continue
-          }
-          if !isFresh && added.isEmpty { added = [Float](repeating: 0, count: hw) }
+          if withStatistics && !isFresh && added.isEmpty { added = [Float](repeating: 0, count: hw) }
           for s in 0..<n {
             let plane = (s * c + ch) * hw
-            if !withStatistics {
-              affine(hw, g.pointer + plane, a, 0, dx.pointer + plane)
-            } else if isFresh {
-              linearCombination(hw, a, g.pointer + plane, b, xs[t].pointer + plane, c0, dx.pointer + plane)
-            } else {
+            let (gp, xp, dp) = (g.pointer + plane, xs[t].pointer + plane, dx.pointer + plane)
+            switch (withStatistics, isFresh) {
+            case (false, true): affine(hw, gp, a, 0, dp)
+            case (false, false): axpy(hw, a, gp, dp)
+            case (true, true): linearCombination(hw, a, gp, b, xp, c0, dp)
+            case (true, false):
               added.withUnsafeMutableBufferPointer { sum in
-                linearCombination(hw, a, g.pointer + plane, b, xs[t].pointer + plane, c0, sum.baseAddress!)
-                axpy(hw, 1, sum.baseAddress!, dx.pointer + plane)
+                linearCombination(hw, a, gp, b, xp, c0, sum.baseAddress!)
+                axpy(hw, 1, sum.baseAddress!, dp)
               }
             }
           }
